@@ -1,0 +1,34 @@
+"""Named defaults for talking to registries and storing content (one frozen settings object)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MANIFEST_MAX_BYTES = 4 * 1024 * 1024
+"""Manifests, indexes and image configs larger than this are refused (as containerd/distribution do)."""
+
+CONFIG_MAX_BYTES = 8 * 1024 * 1024
+"""Image config blobs are parsed in memory, so they are capped too."""
+
+
+@dataclass(frozen=True)
+class PullConfig:
+    """How `RegistryClient` and the pull pipeline behave. Safe by default."""
+
+    manifest_max_bytes: int = MANIFEST_MAX_BYTES
+    config_max_bytes: int = CONFIG_MAX_BYTES
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    verify_tls: bool = True
+    ca_bundle: str | None = None
+    insecure_registries: frozenset[str] = field(default_factory=frozenset)
+    """Hosts (host or host:port) that may be reached over plain HTTP. Loopback always may."""
+    max_parallel_blobs: int = 4
+    retries: int = 4
+    """Attempts after the first on 429/502/503/504 and connection resets."""
+    backoff_base: float = 0.5
+    max_retry_after: float = 30.0
+    """A `Retry-After` longer than this is treated as a failure instead of a wait."""
+    chunk_size: int = 1024 * 1024
+    max_redirects: int = 5
+    user_agent: str = "trust/0.1"

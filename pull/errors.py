@@ -1,0 +1,91 @@
+"""Errors of the pull layer, and the root of every error `trust` raises on purpose.
+
+The hierarchy has two roots below `TrustError`, as python-tuf does:
+
+    TrustError
+    ├── UsageError            the user asked for something malformed          (exit 2)
+    │   └── InvalidReference
+    ├── DeniedError           policy said no (defined here, raised by policy/) (exit 3)
+    ├── IntegrityError        bytes did not match what was promised           (exit 4)
+    │   ├── DigestMismatch
+    │   ├── SizeMismatch
+    │   └── InvalidManifest   hostile or malformed manifest/index/config
+    └── CouldNotCheck         we could not look                                (exit 5)
+        └── RegistryError
+            ├── RegistryUnreachable
+            ├── AuthError
+            ├── NotFound
+            └── Throttled
+
+`trust/cli.py` maps these classes to exit codes in one table; anything else exits 1.
+Every message is one line a person can act on; `diagnostics()` may add advice.
+"""
+
+from __future__ import annotations
+
+
+class TrustError(Exception):
+    """Base of every deliberate error. `str(err)` is a one-line, actionable message."""
+
+    def diagnostics(self) -> str:
+        """Extra advice for humans (may be empty)."""
+        return ""
+
+
+class UsageError(TrustError):
+    """The request itself is malformed: bad flag, bad reference, unreadable input file."""
+
+
+class InvalidReference(UsageError):
+    """An image reference or digest string does not follow the grammar."""
+
+
+class DeniedError(TrustError):
+    """A policy refused (unsigned, wrong signer, tag-only reference, below threshold)."""
+
+
+class IntegrityError(TrustError):
+    """Bytes did not match what was promised: digest, size, or a structurally hostile document."""
+
+    def diagnostics(self) -> str:
+        return "The content may have been modified maliciously; nothing unverified was stored."
+
+
+class DigestMismatch(IntegrityError):
+    """Content hashed to a different digest than the one it was fetched or referenced by."""
+
+
+class SizeMismatch(IntegrityError):
+    """Content was longer or shorter than its descriptor's size."""
+
+
+class InvalidManifest(IntegrityError):
+    """A manifest, index or config is malformed, oversized, ambiguous or of a refused type."""
+
+
+class CouldNotCheck(TrustError):
+    """We could not look: the source was unreachable, refused us, throttled us, or lacks the object."""
+
+
+class RegistryError(CouldNotCheck):
+    """A registry answered with an error or could not be reached."""
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class RegistryUnreachable(RegistryError):
+    """Connection refused, DNS failure, TLS failure or timeout."""
+
+
+class AuthError(RegistryError):
+    """401/403, or the token service refused the credentials."""
+
+
+class NotFound(RegistryError):
+    """404 for a repository, manifest, tag or blob."""
+
+
+class Throttled(RegistryError):
+    """429/503 persisted after retries."""

@@ -1,0 +1,105 @@
+"""What the store holds: one row per named reference in `index.json`, joined with pull records."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pull.config import MANIFEST_MAX_BYTES
+from pull.digest import Digest
+from pull.errors import IntegrityError
+from pull.manifest import ImageIndex, ImageManifest, verify_document
+from pull.store import ContentStore
+
+
+@dataclass(frozen=True)
+class ImageRow:
+    repository: str
+    tag: str | None
+    digest: Digest
+    media_type: str
+    size: int
+    """Bytes of the stored manifest(s), config and layers reachable from this reference."""
+    pulled_at: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "repository": self.repository,
+            "tag": self.tag,
+            "digest": str(self.digest),
+            "mediaType": self.media_type,
+            "size": self.size,
+            "pulledAt": self.pulled_at,
+        }
+
+
+def list_images(store: ContentStore) -> list[ImageRow]:
+    """Tag refs, plus digest refs that no tag in the same repository points at."""
+    pulled_at: dict[str, str] = {}
+    for record in store.read_records("pulls"):
+        digest, when = record.get("digest"), record.get("pulledAt")
+        if isinstance(digest, str) and isinstance(when, str):
+            pulled_at[digest] = max(when, pulled_at.get(digest, ""))
+    rows: list[ImageRow] = []
+    tagged: set[tuple[str, Digest]] = set()
+    refs = store.refs()
+    for ref in refs:
+        repository, tag = _split_name(ref.name)
+        if tag is not None:
+            tagged.add((repository, ref.descriptor.digest))
+    for ref in refs:
+        repository, tag = _split_name(ref.name)
+        digest = ref.descriptor.digest
+        if tag is None and (repository, digest) in tagged:
+            continue
+        if tag is None and str(digest) not in pulled_at:
+            continue  # a platform manifest inside a pulled index: listed through its index
+        rows.append(
+            ImageRow(
+                repository,
+                tag,
+                digest,
+                ref.descriptor.media_type,
+                _stored_size(store, digest),
+                pulled_at.get(str(digest)),
+            )
+        )
+    rows.sort(key=lambda r: (r.repository, r.tag or "", str(r.digest)))
+    return rows
+
+
+def _split_name(name: str) -> tuple[str, str | None]:
+    """`registry/repo:tag` → (registry/repo, tag); `registry/repo@sha256:…` → (registry/repo, None)."""
+    if "@" in name:
+        return name.split("@", 1)[0], None
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    if colon > slash:
+        return name[:colon], name[colon + 1 :]
+    return name, None
+
+
+def _stored_size(store: ContentStore, digest: Digest) -> int:
+    """Sum the sizes of the blobs the store holds below `digest` (missing children count 0)."""
+    total = 0
+    seen: set[Digest] = set()
+    pending = [digest]
+    while pending:
+        current = pending.pop()
+        if current in seen or not store.has(current):
+            continue
+        seen.add(current)
+        with contextlib.suppress(IntegrityError, OSError, json.JSONDecodeError):
+            raw = store.read_blob(current, MANIFEST_MAX_BYTES)
+            total += len(raw)
+            document = verify_document(raw, content_type=None, expected=current).document
+            if isinstance(document, ImageIndex):
+                pending.extend(entry.digest for entry in document.manifests)
+            elif isinstance(document, ImageManifest):
+                for blob in (document.config, *document.layers):
+                    if store.has(blob.digest) and blob.digest not in seen:
+                        seen.add(blob.digest)
+                        total += blob.size
+    return total

@@ -1,0 +1,309 @@
+"""OCI/Docker manifests, indexes and image configs: strict parsing of untrusted bytes.
+
+Like python-tuf's `TrustedMetadataSet`, this module does no I/O: bytes come in, verified
+objects come out, or an `IntegrityError` says why not. Rules (DESIGN.md, "Verification rules"):
+
+- the raw bytes are hashed; an expected digest (from a `@sha256:` reference or a parent
+  descriptor) must match; `Docker-Content-Digest` is never trusted;
+- documents are capped (4 MiB by default) and must be JSON objects without duplicate keys
+  (duplicate keys let two parsers see two different documents);
+- `schemaVersion` 2 only (schema1 is refused), `mediaType` required and consistent with the
+  HTTP Content-Type; a document with both `manifests` and `layers` is refused (CVE-2021-41190).
+"""
+
+from __future__ import annotations
+
+import json
+import platform as _host_platform
+from dataclasses import dataclass, field
+from typing import Any
+
+from pull import mediatypes as mt
+from pull.config import MANIFEST_MAX_BYTES
+from pull.digest import Digest
+from pull.errors import DigestMismatch, InvalidManifest, InvalidReference, UsageError
+
+_MAX_DESCRIPTOR_SIZE = 1 << 62
+
+
+@dataclass(frozen=True)
+class Platform:
+    """`os/architecture[/variant]`, as in an index's platform field."""
+
+    os: str
+    architecture: str
+    variant: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Platform:
+        parts = text.split("/")
+        if len(parts) not in (2, 3) or not all(parts):
+            raise UsageError(f"invalid platform {text!r}: expected os/arch[/variant], e.g. linux/amd64")
+        return cls(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
+
+    @classmethod
+    def host(cls) -> Platform:
+        machine = _host_platform.machine().lower()
+        arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(machine, machine)
+        if machine.startswith("armv7"):
+            return cls("linux", "arm", "v7")
+        return cls("linux", arch)
+
+    def matches(self, other: Platform) -> bool:
+        """Does `other` (an index entry) satisfy this requested platform?"""
+        if (self.os, self.architecture) != (other.os, other.architecture):
+            return False
+        if self.variant is None:
+            # arm64 images are often labelled v8; an unlabelled request takes any variant.
+            return True
+        return self.variant == (other.variant or ("v8" if other.architecture == "arm64" else None))
+
+    def __str__(self) -> str:
+        return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    """A content descriptor: what a manifest promises about another blob."""
+
+    media_type: str
+    digest: Digest
+    size: int
+    annotations: dict[str, str] = field(default_factory=dict, compare=False)
+    platform: Platform | None = None
+    artifact_type: str | None = None
+
+    @classmethod
+    def from_json(cls, obj: Any, where: str) -> Descriptor:
+        if not isinstance(obj, dict):
+            raise InvalidManifest(f"{where}: descriptor is not an object")
+        media_type = _string(obj, "mediaType", where, required=True)
+        assert media_type is not None
+        try:
+            digest = Digest.parse(_string(obj, "digest", where, required=True) or "")
+        except InvalidReference as exc:
+            raise InvalidManifest(f"{where}: {exc}") from None
+        size = obj.get("size")
+        if type(size) is not int or not 0 <= size <= _MAX_DESCRIPTOR_SIZE:
+            raise InvalidManifest(f"{where}: size must be a non-negative integer")
+        annotations = obj.get("annotations") or {}
+        if not isinstance(annotations, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in annotations.items()
+        ):
+            raise InvalidManifest(f"{where}: annotations must map strings to strings")
+        platform = None
+        if "platform" in obj:
+            raw = obj["platform"]
+            if not isinstance(raw, dict):
+                raise InvalidManifest(f"{where}: platform is not an object")
+            os_ = _string(raw, "os", f"{where}.platform", required=True)
+            arch = _string(raw, "architecture", f"{where}.platform", required=True)
+            assert os_ is not None and arch is not None
+            platform = Platform(os_, arch, _string(raw, "variant", f"{where}.platform") or None)
+        return cls(
+            media_type, digest, size, dict(annotations), platform, _string(obj, "artifactType", where)
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"mediaType": self.media_type, "digest": str(self.digest), "size": self.size}
+        if self.artifact_type:
+            out["artifactType"] = self.artifact_type
+        if self.platform is not None:
+            out["platform"] = {"architecture": self.platform.architecture, "os": self.platform.os}
+            if self.platform.variant:
+                out["platform"]["variant"] = self.platform.variant
+        if self.annotations:
+            out["annotations"] = dict(self.annotations)
+        return out
+
+
+@dataclass(frozen=True)
+class ImageManifest:
+    media_type: str
+    config: Descriptor
+    layers: tuple[Descriptor, ...]
+    subject: Descriptor | None = None
+    artifact_type: str | None = None
+    annotations: dict[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def is_image(self) -> bool:
+        """A runnable container image, as opposed to an artifact (signature, SBOM…)."""
+        return self.config.media_type in (mt.OCI_CONFIG, mt.DOCKER_CONFIG) and all(
+            layer.media_type in mt.LAYER_COMPRESSION for layer in self.layers
+        )
+
+
+@dataclass(frozen=True)
+class ImageIndex:
+    media_type: str
+    manifests: tuple[Descriptor, ...]
+    subject: Descriptor | None = None
+    annotations: dict[str, str] = field(default_factory=dict, compare=False)
+
+    def select(self, wanted: Platform) -> Descriptor:
+        """The image manifest for `wanted`; `InvalidManifest` when the index has none."""
+        for entry in self.manifests:
+            if entry.platform is not None and entry.media_type in mt.MANIFEST_TYPES and wanted.matches(
+                entry.platform
+            ):
+                return entry
+        offered = ", ".join(str(m.platform) for m in self.manifests if m.platform) or "none"
+        raise InvalidManifest(f"the index has no image for platform {wanted} (it offers: {offered})")
+
+
+@dataclass(frozen=True)
+class VerifiedDocument:
+    """Manifest or index bytes whose digest was computed here, with the parsed document."""
+
+    digest: Digest
+    media_type: str
+    raw: bytes
+    document: ImageManifest | ImageIndex
+
+    @property
+    def descriptor(self) -> Descriptor:
+        return Descriptor(self.media_type, self.digest, len(self.raw))
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    """The parts of an image config that `trust` relies on; `raw` keeps the rest."""
+
+    os: str
+    architecture: str
+    variant: str | None
+    diff_ids: tuple[Digest, ...]
+    raw: dict[str, Any]
+
+    @property
+    def platform(self) -> Platform:
+        return Platform(self.os, self.architecture, self.variant)
+
+
+def verify_document(
+    raw: bytes,
+    *,
+    content_type: str | None,
+    expected: Digest | None,
+    max_bytes: int = MANIFEST_MAX_BYTES,
+) -> VerifiedDocument:
+    """Check manifest or index bytes fetched from an untrusted source.
+
+    `expected` is the digest the caller was promised (a pinned reference or a descriptor in
+    already-verified bytes); when it is None the digest is computed and returned, and the caller
+    must treat it as merely what this source said today (a tag).
+
+    Raises:
+        DigestMismatch: the bytes do not hash to `expected`.
+        InvalidManifest: oversized, malformed, schema1, ambiguous or inconsistent.
+    """
+    if len(raw) > max_bytes:
+        raise InvalidManifest(f"manifest is {len(raw)} bytes, over the {max_bytes}-byte limit")
+    digest = Digest.of_bytes(raw, expected.algorithm if expected else "sha256")
+    if expected is not None and digest != expected:
+        raise DigestMismatch(f"manifest content hashes to {digest}, not the requested {expected}")
+    doc = _load_json_object(raw, "manifest")
+    if doc.get("schemaVersion") == 1 or _base_type(content_type) in mt.SCHEMA1_TYPES:
+        raise InvalidManifest("Docker schema1 manifests are refused (deprecated and unverifiable)")
+    if doc.get("schemaVersion") != 2 or type(doc.get("schemaVersion")) is not int:
+        raise InvalidManifest("manifest schemaVersion must be 2")
+    if "manifests" in doc and ("layers" in doc or "config" in doc):
+        raise InvalidManifest("document has both 'manifests' and 'layers'/'config': ambiguous (CVE-2021-41190)")
+    media_type = _string(doc, "mediaType", "manifest", required=True)
+    assert media_type is not None
+    header = _base_type(content_type)
+    if header in mt.MANIFEST_TYPES | mt.INDEX_TYPES and header != media_type:
+        raise InvalidManifest(f"Content-Type {header} does not match the document's mediaType {media_type}")
+
+    subject = Descriptor.from_json(doc["subject"], "manifest.subject") if "subject" in doc else None
+    annotations = _annotations(doc, "manifest")
+    document: ImageManifest | ImageIndex
+    if media_type in mt.MANIFEST_TYPES:
+        if "config" not in doc:
+            raise InvalidManifest("image manifest has no config descriptor")
+        layers = doc.get("layers")
+        if not isinstance(layers, list):
+            raise InvalidManifest("image manifest 'layers' must be a list")
+        document = ImageManifest(
+            media_type,
+            Descriptor.from_json(doc["config"], "manifest.config"),
+            tuple(Descriptor.from_json(layer, f"manifest.layers[{i}]") for i, layer in enumerate(layers)),
+            subject,
+            _string(doc, "artifactType", "manifest"),
+            annotations,
+        )
+    elif media_type in mt.INDEX_TYPES:
+        entries = doc.get("manifests")
+        if not isinstance(entries, list):
+            raise InvalidManifest("image index 'manifests' must be a list")
+        document = ImageIndex(
+            media_type,
+            tuple(Descriptor.from_json(e, f"index.manifests[{i}]") for i, e in enumerate(entries)),
+            subject,
+            annotations,
+        )
+    else:
+        raise InvalidManifest(f"unsupported manifest mediaType {media_type!r}")
+    return VerifiedDocument(digest, media_type, raw, document)
+
+
+def parse_config(raw: bytes, descriptor: Descriptor) -> ImageConfig:
+    """Parse an image config blob whose size and digest the caller already checked."""
+    doc = _load_json_object(raw, "image config")
+    rootfs = doc.get("rootfs")
+    if not isinstance(rootfs, dict) or rootfs.get("type") != "layers":
+        raise InvalidManifest(f"image config {descriptor.digest}: rootfs.type must be 'layers'")
+    raw_ids = rootfs.get("diff_ids")
+    if not isinstance(raw_ids, list):
+        raise InvalidManifest(f"image config {descriptor.digest}: rootfs.diff_ids must be a list")
+    try:
+        diff_ids = tuple(Digest.parse(d) if isinstance(d, str) else Digest.parse("") for d in raw_ids)
+    except InvalidReference as exc:
+        raise InvalidManifest(f"image config {descriptor.digest}: bad diff_id: {exc}") from None
+    os_ = _string(doc, "os", "image config", required=True)
+    arch = _string(doc, "architecture", "image config", required=True)
+    assert os_ is not None and arch is not None
+    return ImageConfig(os_, arch, _string(doc, "variant", "image config") or None, diff_ids, doc)
+
+
+def _load_json_object(raw: bytes, what: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(raw.decode("utf-8"), object_pairs_hook=_refuse_duplicate_keys)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InvalidManifest(f"{what} is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise InvalidManifest(f"{what} is not a JSON object")
+    return doc
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
+def _string(obj: dict[str, Any], key: str, where: str, *, required: bool = False) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        if required:
+            raise InvalidManifest(f"{where}: '{key}' is required")
+        return None
+    if not isinstance(value, str):
+        raise InvalidManifest(f"{where}: '{key}' must be a string")
+    return value
+
+
+def _annotations(doc: dict[str, Any], where: str) -> dict[str, str]:
+    value = doc.get("annotations") or {}
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise InvalidManifest(f"{where}: annotations must map strings to strings")
+    return dict(value)
+
+
+def _base_type(content_type: str | None) -> str:
+    return (content_type or "").split(";")[0].strip().lower()
+

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Install what trust and its tests need on Debian 12 (run as root). Idempotent and quiet when done before.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(python3 python3-venv python3-pip docker-registry runc crun umoci skopeo zstd busybox-static iproute2)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]}" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Debian's docker-registry package may start a system service; trust's tests and demo start their own.
+
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+if ! .venv/bin/python -c "import trust.cli, pytest, mypy" 2>/dev/null \
+    || [ pyproject.toml -nt .venv/.installed ]; then
+    .venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
+    .venv/bin/pip install -q -e '.[test]' 2>&1 | grep -v -e '^WARNING: Location' -e '^$' >&2 || true
+    .venv/bin/python -c "import trust.cli"
+    touch .venv/.installed
+fi

@@ -1,0 +1,5 @@
+import sys
+
+from trust.cli import main
+
+sys.exit(main())
