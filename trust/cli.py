@@ -172,8 +172,6 @@ def exit_code_for(error: BaseException) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: run the app and map errors to exit codes."""
-    import click
-
     try:
         result = app(args=argv, standalone_mode=False)
     except TrustError as err:
@@ -181,14 +179,14 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("TRUST_DEBUG"):
             raise
         return exit_code_for(err)
-    except click.exceptions.Abort:
+    except typer.Abort:
         note("trust: aborted")
         return 1
-    except click.exceptions.ClickException as err:
+    except typer.TyperException as err:  # bad flags and arguments: exit_code 2
         err.show()
-        return 2 if isinstance(err, click.exceptions.UsageError) else 1
-    except click.exceptions.Exit as err:
-        return err.exit_code
+        return int(getattr(err, "exit_code", 2))
+    except typer.Exit as err:
+        return int(err.exit_code)
     except KeyboardInterrupt:
         note("trust: interrupted")
         return 130
