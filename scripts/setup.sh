@@ -22,7 +22,9 @@ fi
 if ! .venv/bin/python -c "import trust.cli, pytest, mypy" 2>/dev/null \
     || [ pyproject.toml -nt .venv/.installed ]; then
     .venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
-    .venv/bin/pip install -q -e '.[test]' 2>&1 | grep -v -e '^WARNING: Location' -e '^$' >&2 || true
-    .venv/bin/python -c "import trust.cli"
+    if ! .venv/bin/pip install -q -e '.[test]' >.venv/install.log 2>&1; then
+        cat .venv/install.log >&2
+        exit 1
+    fi
     touch .venv/.installed
 fi
