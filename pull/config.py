@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
 MANIFEST_MAX_BYTES = 4 * 1024 * 1024
@@ -32,3 +33,33 @@ class PullConfig:
     chunk_size: int = 1024 * 1024
     max_redirects: int = 5
     user_agent: str = "trust/0.1"
+
+    def allows_plain_http(self, host: str) -> bool:
+        """Whether `host` ("name", "name:port" or "[v6]:port") may be spoken to over plain HTTP.
+
+        Loopback always may, as with Docker. Any other host only when listed in `insecure_registries`,
+        either bare (any port) or as host:port. Names are never resolved: a DNS answer must not be able
+        to turn TLS off.
+        """
+        hostname = _hostname(host)
+        if hostname == "localhost" or _is_loopback_ip(hostname):
+            return True
+        allowed = {entry.lower() for entry in self.insecure_registries}
+        return host.lower() in allowed or hostname in allowed
+
+
+def _hostname(host: str) -> str:
+    """The host part of an authority, lower-cased, without port or IPv6 brackets."""
+    host = host.lower()
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    if host.count(":") > 1:  # a bare IPv6 address
+        return host
+    return host.partition(":")[0]
+
+
+def _is_loopback_ip(hostname: str) -> bool:
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False

@@ -44,7 +44,9 @@ class Platform:
     @classmethod
     def host(cls) -> Platform:
         machine = _host_platform.machine().lower()
-        arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(machine, machine)
+        arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(
+            machine, machine
+        )
         if machine.startswith("armv7"):
             return cls("linux", "arm", "v7")
         return cls("linux", arch)
@@ -100,9 +102,7 @@ class Descriptor:
             arch = _string(raw, "architecture", f"{where}.platform", required=True)
             assert os_ is not None and arch is not None
             platform = Platform(os_, arch, _string(raw, "variant", f"{where}.platform") or None)
-        return cls(
-            media_type, digest, size, dict(annotations), platform, _string(obj, "artifactType", where)
-        )
+        return cls(media_type, digest, size, dict(annotations), platform, _string(obj, "artifactType", where))
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"mediaType": self.media_type, "digest": str(self.digest), "size": self.size}
@@ -144,8 +144,10 @@ class ImageIndex:
     def select(self, wanted: Platform) -> Descriptor:
         """The image manifest for `wanted`; `InvalidManifest` when the index has none."""
         for entry in self.manifests:
-            if entry.platform is not None and entry.media_type in mt.MANIFEST_TYPES and wanted.matches(
-                entry.platform
+            if (
+                entry.platform is not None
+                and entry.media_type in mt.MANIFEST_TYPES
+                and wanted.matches(entry.platform)
             ):
                 return entry
         offered = ", ".join(str(m.platform) for m in self.manifests if m.platform) or "none"
@@ -209,7 +211,9 @@ def verify_document(
     if doc.get("schemaVersion") != 2 or type(doc.get("schemaVersion")) is not int:
         raise InvalidManifest("manifest schemaVersion must be 2")
     if "manifests" in doc and ("layers" in doc or "config" in doc):
-        raise InvalidManifest("document has both 'manifests' and 'layers'/'config': ambiguous (CVE-2021-41190)")
+        raise InvalidManifest(
+            "document has both 'manifests' and 'layers'/'config': ambiguous (CVE-2021-41190)"
+        )
     media_type = _string(doc, "mediaType", "manifest", required=True)
     assert media_type is not None
     header = _base_type(content_type)
@@ -306,4 +310,3 @@ def _annotations(doc: dict[str, Any], where: str) -> dict[str, str]:
 
 def _base_type(content_type: str | None) -> str:
     return (content_type or "").split(";")[0].strip().lower()
-

@@ -135,7 +135,7 @@ def pull(
     wanted = platform or Platform.host()
     repo = reference.repository
 
-    top = _fetch_document(client, repo, reference.identifier, reference.digest, None, config)
+    top = resolve(client, reference, config)
     index: VerifiedDocument | None = None
     manifest = top
     if isinstance(top.document, ImageIndex):
@@ -152,9 +152,13 @@ def pull(
             f"layers {sorted({layer.media_type for layer in image.layers})})"
         )
 
-    raw_config = client.get_blob(repo, image.config.digest, max_bytes=min(image.config.size, config.config_max_bytes))
+    raw_config = client.get_blob(
+        repo, image.config.digest, max_bytes=min(image.config.size, config.config_max_bytes)
+    )
     if len(raw_config) != image.config.size:
-        raise SizeMismatch(f"config {image.config.digest} is {len(raw_config)} bytes, promised {image.config.size}")
+        raise SizeMismatch(
+            f"config {image.config.digest} is {len(raw_config)} bytes, promised {image.config.size}"
+        )
     store.put_bytes(raw_config, image.config.digest)  # checks the digest before anything is visible
     image_config = parse_config(raw_config, image.config)
     if len(image_config.diff_ids) != len(image.layers):
@@ -196,6 +200,18 @@ def pull(
     return result
 
 
+def resolve(
+    client: RegistryClient, reference: Reference, config: PullConfig | None = None
+) -> VerifiedDocument:
+    """Fetch and verify the document `reference` names (its digest is computed from the bytes).
+
+    A tag resolves to whatever the registry serves today; a `@digest` reference must match.
+    """
+    return _fetch_document(
+        client, reference.repository, reference.identifier, reference.digest, None, config or PullConfig()
+    )
+
+
 def _fetch_document(
     client: RegistryClient,
     repository: str,
@@ -206,7 +222,10 @@ def _fetch_document(
 ) -> VerifiedDocument:
     fetched = client.get_manifest(repository, identifier)
     doc = verify_document(
-        fetched.data, content_type=fetched.content_type, expected=expected, max_bytes=config.manifest_max_bytes
+        fetched.data,
+        content_type=fetched.content_type,
+        expected=expected,
+        max_bytes=config.manifest_max_bytes,
     )
     if expected_media_type is not None and doc.media_type != expected_media_type:
         raise InvalidManifest(
@@ -262,4 +281,3 @@ def _fetch_layers(
 
 class _Cancelled(Exception):
     """A sibling download failed; stop this one (its partial file is removed by the store)."""
-

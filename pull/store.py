@@ -57,16 +57,22 @@ class BlobWriter:
         self.written += len(chunk)
         if self.written > self.size:
             # Stop at size+1: a server that sends more than promised is not read any further.
-            raise SizeMismatch(f"blob {self.digest} is longer than the {self.size} bytes its descriptor promises")
+            raise SizeMismatch(
+                f"blob {self.digest} is longer than the {self.size} bytes its descriptor promises"
+            )
         self._hash.update(chunk)
         self._file.write(chunk)
 
     def commit(self) -> Path:
         if self.written != self.size:
-            raise SizeMismatch(f"blob {self.digest} is {self.written} bytes, its descriptor promises {self.size}")
+            raise SizeMismatch(
+                f"blob {self.digest} is {self.written} bytes, its descriptor promises {self.size}"
+            )
         actual = self._hash.hexdigest()
         if actual != self.digest.hex:
-            raise DigestMismatch(f"blob content hashes to {self.digest.algorithm}:{actual}, not {self.digest}")
+            raise DigestMismatch(
+                f"blob content hashes to {self.digest.algorithm}:{actual}, not {self.digest}"
+            )
         self._file.flush()
         os.fsync(self._file.fileno())
         os.fchmod(self._file.fileno(), 0o444)

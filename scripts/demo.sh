@@ -68,6 +68,14 @@ skopeo inspect "oci:$TRUST_STORE:$reg/demo/hello:v1" | python3 -c 'import json,s
 umoci unpack --image "$TRUST_STORE:$reg/demo/hello:v1" "$work/bundle" >/dev/null
 echo "umoci unpacked: $(cat "$work/bundle/rootfs/etc/motd")"
 
+step "trust sign: a cosign signature over the digest (keys-example/, password trust-example)"
+export TRUST_PASSWORD=trust-example
+trust sign --key keys-example/cosign.key "$reg/demo/hello:v1"
+
+step "trust verify: the signed image passes, the unsigned one is refused (exit 3)"
+trust verify --key keys-example/cosign.pub "$reg/demo/hello:v1"
+expect_exit 3 trust verify --key keys-example/cosign.pub "$reg/demo/unsigned:v1"
+
 step "a malformed reference is a usage error"
 expect_exit 2 trust pull "$reg/Demo/Hello:v1"
 

@@ -66,8 +66,14 @@ def main() -> None:
         {
             "schemaVersion": 2,
             "mediaType": mt.OCI_MANIFEST,
-            "config": {"mediaType": mt.OCI_CONFIG, "digest": str(Digest.of_bytes(config)), "size": len(config)},
-            "layers": [{"mediaType": mt.OCI_LAYER_GZIP, "digest": str(Digest.of_bytes(layer)), "size": len(layer)}],
+            "config": {
+                "mediaType": mt.OCI_CONFIG,
+                "digest": str(Digest.of_bytes(config)),
+                "size": len(config),
+            },
+            "layers": [
+                {"mediaType": mt.OCI_LAYER_GZIP, "digest": str(Digest.of_bytes(layer)), "size": len(layer)}
+            ],
         }
     ).encode()
     with RegistryClient(ref.api_host, config=PullConfig()) as client:

@@ -46,7 +46,9 @@ def assert_nothing_unverified(store: Path) -> None:
         assert list((store / "ingest").glob("*.partial")) == []
 
 
-def test_good_image_pulls(hostile: HostileRegistry, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_good_image_pulls(
+    hostile: HostileRegistry, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     image = hostile.add_image("team/app", "v1", [LAYER], layer_media_type=OCI_LAYER_GZIP)
     assert pull(tmp_path, f"{hostile.host}/team/app:v1") == 0
     assert capsys.readouterr().out.strip() == f"{hostile.host}/team/app@{image.digest}"
@@ -71,7 +73,7 @@ def test_longer_blob_is_not_read_past_its_size(hostile: HostileRegistry, tmp_pat
     image = hostile.add_image("team/app", "v1", [LAYER], layer_media_type=OCI_LAYER_GZIP)
     endless = (b"\0" * (1 << 20) for _ in range(200))  # 200 MiB that the client must not read
     hostile.add_route(
-        "GET", f"/v2/team/app/blobs/{image.layers[0]}", lambda _r: Reply(200, LAYER_PREFIX_THEN(endless))
+        "GET", f"/v2/team/app/blobs/{image.layers[0]}", lambda _r: Reply(200, layer_then(endless))
     )
     assert pull(tmp_path, f"{hostile.host}/team/app:v1") == 4
     request = next(r for r in hostile.requests if r.path.endswith(image.layers[0]))
@@ -81,12 +83,14 @@ def test_longer_blob_is_not_read_past_its_size(hostile: HostileRegistry, tmp_pat
     assert_nothing_unverified(tmp_path)
 
 
-def LAYER_PREFIX_THEN(rest: Iterator[bytes]) -> Iterator[bytes]:  # noqa: N802 - reads as data
+def layer_then(rest: Iterator[bytes]) -> Iterator[bytes]:
     yield LAYER
     yield from rest
 
 
-def test_oversized_manifest_is_refused_without_reading_it_all(hostile: HostileRegistry, tmp_path: Path) -> None:
+def test_oversized_manifest_is_refused_without_reading_it_all(
+    hostile: HostileRegistry, tmp_path: Path
+) -> None:
     big = b'{"schemaVersion": 2, "pad": "' + b"x" * (6 << 20) + b'"}'
     hostile.add_manifest("team/app", "big", big, OCI_MANIFEST)
     assert pull(tmp_path, f"{hostile.host}/team/app:big") == 4
@@ -128,7 +132,9 @@ def test_diff_id_count_mismatch_is_refused(hostile: HostileRegistry, tmp_path: P
     assert pull(tmp_path, f"{hostile.host}/team/app:v1") == 4
 
 
-def test_index_entry_pointing_at_another_platform_is_refused(hostile: HostileRegistry, tmp_path: Path) -> None:
+def test_index_entry_pointing_at_another_platform_is_refused(
+    hostile: HostileRegistry, tmp_path: Path
+) -> None:
     arm_config = json.dumps(
         {"architecture": "arm64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [sha256(b"x")]}}
     ).encode()
@@ -152,7 +158,10 @@ def test_index_entry_pointing_at_another_platform_is_refused(hostile: HostileReg
 def test_schema1_is_refused(hostile: HostileRegistry, tmp_path: Path) -> None:
     doc = {"schemaVersion": 1, "name": "team/app", "tag": "v1", "fsLayers": [], "history": []}
     hostile.add_manifest(
-        "team/app", "old", json.dumps(doc).encode(), "application/vnd.docker.distribution.manifest.v1+prettyjws"
+        "team/app",
+        "old",
+        json.dumps(doc).encode(),
+        "application/vnd.docker.distribution.manifest.v1+prettyjws",
     )
     assert pull(tmp_path, f"{hostile.host}/team/app:old") == 4
 
@@ -168,7 +177,9 @@ def test_throttling_is_waited_out(hostile: HostileRegistry, tmp_path: Path) -> N
 
 def test_persistent_throttling_is_could_not_check(hostile: HostileRegistry, tmp_path: Path) -> None:
     hostile.add_image("team/app", "v1", [LAYER], layer_media_type=OCI_LAYER_GZIP)
-    hostile.fail_next("GET", "/v2/team/app/manifests/v1", Reply(429, headers={"Retry-After": "3600"}), times=99)
+    hostile.fail_next(
+        "GET", "/v2/team/app/manifests/v1", Reply(429, headers={"Retry-After": "3600"}), times=99
+    )
     assert pull(tmp_path, f"{hostile.host}/team/app:v1") == 5
 
 
@@ -212,7 +223,10 @@ def test_exit_codes(
 
 
 def test_bad_credentials_are_could_not_check(
-    hostile: HostileRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    hostile: HostileRegistry,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     hostile.add_image("team/app", "v1", [LAYER], layer_media_type=OCI_LAYER_GZIP)
     hostile.require_basic("alice", "s3cret")
@@ -224,7 +238,9 @@ def test_bad_credentials_are_could_not_check(
     assert "s3cret" not in capsys.readouterr().err
 
 
-def test_killed_pull_leaves_no_partial_blob_and_next_pull_completes(hostile: HostileRegistry, tmp_path: Path) -> None:
+def test_killed_pull_leaves_no_partial_blob_and_next_pull_completes(
+    hostile: HostileRegistry, tmp_path: Path
+) -> None:
     big = gzip.compress(os.urandom(4 << 20), compresslevel=1)
     image = hostile.add_image("team/app", "v1", [big], layer_media_type=OCI_LAYER_GZIP)
 

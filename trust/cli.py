@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
@@ -19,7 +19,9 @@ from trust.output import OutputFormat, emit_json, emit_line, emit_table, human_s
 
 if TYPE_CHECKING:
     from pull.config import PullConfig
+    from pull.registry import RegistryClient
     from pull.store import ContentStore
+    from trust.keys import Signer
 
 EXIT_CODES: list[tuple[type[TrustError], int]] = [
     (UsageError, 2),
@@ -133,7 +135,9 @@ def images(store: StoreOption = None, output: OutputOption = OutputFormat.text) 
 def login(
     registry: Annotated[str, typer.Argument(help="Registry host[:port].")],
     username: Annotated[str, typer.Option("--username", "-u")],
-    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")] = False,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from stdin.")
+    ] = False,
     insecure_registry: InsecureOption = None,
 ) -> None:
     """Check credentials against a registry and save them in Docker's config.json."""
@@ -163,6 +167,183 @@ def logout(registry: Annotated[str, typer.Argument(help="Registry host[:port].")
     note(f"removed credentials for {registry}")
 
 
+class RegistryClients:
+    """One `RegistryClient` per API host for the duration of a command (sign/verify may need two)."""
+
+    def __init__(self, insecure: list[str] | None) -> None:
+        from pull.credentials import CredentialStore
+
+        self._config = pull_config(insecure)
+        self._credentials = CredentialStore()
+        self._clients: dict[str, RegistryClient] = {}
+
+    def __call__(self, api_host: str) -> RegistryClient:
+        from pull.registry import RegistryClient
+
+        if api_host not in self._clients:
+            self._clients[api_host] = RegistryClient(
+                api_host, config=self._config, credentials=self._credentials
+            )
+        return self._clients[api_host]
+
+    def __enter__(self) -> RegistryClients:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for client in self._clients.values():
+            client.close()
+
+
+@app.command()
+def keygen(
+    output_prefix: Annotated[
+        str, typer.Option("--output-prefix", help="Write PREFIX.key and PREFIX.pub.")
+    ] = "cosign",
+) -> None:
+    """Generate a cosign-compatible key pair (ECDSA P-256, encrypted with scrypt + secretbox)."""
+    from trust.keys import generate_keypair, get_password, write_keypair
+
+    password = get_password(confirm=True, purpose="the new private key")
+    private_pem, public_pem = generate_keypair(password)
+    key_path, pub_path = write_keypair(Path(output_prefix), private_pem, public_pem)
+    note(f"private key written to {key_path}")
+    note(f"public key written to {pub_path}")
+
+
+@app.command()
+def sign(
+    reference: Annotated[str, typer.Argument(help="Image to sign; a tag is resolved to its digest first.")],
+    key: Annotated[
+        str, typer.Option("--key", help="cosign key file, PEM key, or securesystemslib signer URI.")
+    ],
+    public_key: Annotated[
+        Path | None, typer.Option("--public-key", help="Public key PEM (required with a signer URI).")
+    ] = None,
+    annotation: Annotated[
+        list[str] | None,
+        typer.Option("--annotation", "-a", help="key=value added to the payload's optional."),
+    ] = None,
+    signature_repository: Annotated[
+        str | None,
+        typer.Option("--signature-repository", help="Store signatures in this repository instead."),
+    ] = None,
+    recursive: Annotated[
+        bool, typer.Option("--recursive", help="For an index, sign each manifest too.")
+    ] = False,
+    output: OutputOption = OutputFormat.text,
+    insecure_registry: InsecureOption = None,
+) -> None:
+    """Sign an image digest with a cosign simple-signing signature (pushed as the sha256-<hex>.sig tag)."""
+    from pull.reference import Reference
+    from trust.signing import sign_image
+
+    ref = Reference.parse(reference)
+    annotations = _parse_annotations(annotation or [])
+    signer = _load_signer(key, public_key)
+    with RegistryClients(insecure_registry) as clients:
+        results = sign_image(
+            clients,
+            ref,
+            signer,
+            annotations=annotations,
+            signature_repository=signature_repository,
+            recursive=recursive,
+        )
+    if output is OutputFormat.json:
+        emit_json([result.to_json() for result in results])
+        return
+    for result in results:
+        state = "signed" if result.added else "already signed by this key"
+        note(f"{state}: {ref.name}@{result.digest} -> {result.location}")
+        emit_line(f"{ref.name}@{result.digest}")
+
+
+@app.command()
+def verify(
+    references: Annotated[list[str], typer.Argument(help="Images to verify.")],
+    key: Annotated[list[Path], typer.Option("--key", help="Trusted cosign public key (repeatable).")],
+    rekor_key: Annotated[
+        list[Path] | None, typer.Option("--rekor-key", help="Rekor public key: require a valid SET.")
+    ] = None,
+    ignore_reference: Annotated[
+        bool,
+        typer.Option("--ignore-reference", help="Accept signatures naming another repository (mirrors)."),
+    ] = False,
+    signature_repository: Annotated[
+        str | None, typer.Option("--signature-repository", help="Where the signatures are stored.")
+    ] = None,
+    output: OutputOption = OutputFormat.text,
+    insecure_registry: InsecureOption = None,
+) -> None:
+    """Verify cosign signatures on image digests; exit 0 only if every image has a valid one."""
+    from pull.reference import Reference
+    from trust.cosign import require_verified
+    from trust.keys import TrustedKey, load_public_key_file
+    from trust.signing import verify_image
+
+    refs = [Reference.parse(text) for text in references]
+    keys = [TrustedKey.from_file(path) for path in key]
+    rekor = [load_public_key_file(path) for path in rekor_key] if rekor_key else None
+    records: list[dict[str, object]] = []
+    worst = 0
+    with RegistryClients(insecure_registry) as clients:
+        for ref in refs:
+            result = None
+            try:
+                result = verify_image(
+                    clients,
+                    ref,
+                    keys,
+                    rekor_keys=rekor,
+                    ignore_reference=ignore_reference,
+                    signature_repository=signature_repository,
+                )
+                valid = require_verified(result.outcomes, result.subject)
+                records.append(result.to_json())
+                if output is OutputFormat.text:
+                    signers = ", ".join(sorted({outcome.key or "?" for outcome in valid}))
+                    note(f"verified {result.subject}: signed by {signers}")
+                    emit_line(result.subject)
+            except TrustError as err:
+                code = exit_code_for(err)
+                worst = max(worst, code)
+                note(f"trust: error: {err}")
+                base = result.to_json() if result else {"reference": str(ref), "verified": False}
+                records.append({**base, "error": str(err), "exitCode": code})
+    if output is OutputFormat.json:
+        emit_json(records if len(refs) > 1 else records[0])
+    if worst:
+        raise typer.Exit(worst)
+
+
+def _parse_annotations(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise UsageError(f"annotation {item!r} must be key=value")
+        out[name] = value
+    return out
+
+
+def _load_signer(key: str, public_key: Path | None) -> Signer:
+    import re
+
+    from trust.keys import KeySigner, get_password, load_private_key_file, signer_from_uri
+
+    if Path(key).exists():
+        return KeySigner(load_private_key_file(key, lambda: get_password(confirm=False, purpose=key)))
+    if re.match(r"^[a-z][a-z0-9+]*:", key):
+        if public_key is None:
+            raise UsageError(f"signer URI {key} needs --public-key PEM")
+        try:
+            pem = public_key.read_bytes()
+        except OSError as exc:
+            raise UsageError(f"cannot read public key {public_key}: {exc.strerror}") from None
+        return signer_from_uri(key, pem)
+    raise UsageError(f"key file {key} does not exist")
+
+
 def exit_code_for(error: BaseException) -> int:
     for cls, code in EXIT_CODES:
         if isinstance(error, cls):
@@ -183,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         note("trust: aborted")
         return 1
     except typer.TyperException as err:  # bad flags and arguments: exit_code 2
-        err.show()
+        cast(Any, err).show()
         return int(getattr(err, "exit_code", 2))
     except typer.Exit as err:
         return int(err.exit_code)

@@ -1,0 +1,127 @@
+"""`trust sign` and `trust verify` for cosign simple-signing signatures in a registry.
+
+Both start by resolving the reference to a manifest digest from verified bytes: a signature
+always covers a digest, never a tag. The format rules live in `trust.cosign`; where signatures
+are stored, in `trust.attached`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pull.digest import Digest
+from pull.manifest import ImageIndex
+from pull.pipeline import resolve
+from pull.reference import Reference
+from pull.registry import RegistryClient
+from trust.attached import SignatureLocation, attach_signature, fetch_signature_layers, payload_loader
+from trust.cosign import (
+    SignatureLayer,
+    SignatureOutcome,
+    build_payload,
+    docker_reference,
+    verify_simple_signing,
+)
+from trust.keys import PublicKey, Signer, TrustedKey
+
+ClientFor = Callable[[str], RegistryClient]
+"""Returns a (cached) client for an API host; the caller owns and closes them."""
+
+
+@dataclass(frozen=True)
+class SignResult:
+    reference: Reference
+    digest: Digest
+    location: SignatureLocation
+    added: bool
+    """False when this key had already signed the digest (nothing was pushed)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "reference": str(self.reference),
+            "digest": str(self.digest),
+            "signature": str(self.location),
+            "added": self.added,
+        }
+
+
+def sign_image(
+    client_for: ClientFor,
+    reference: Reference,
+    signer: Signer,
+    *,
+    annotations: dict[str, str] | None = None,
+    signature_repository: str | None = None,
+    recursive: bool = False,
+) -> list[SignResult]:
+    """Sign the digest `reference` resolves to (and, with `recursive`, each manifest of an index)."""
+    document = resolve(client_for(reference.api_host), reference)
+    digests = [document.digest]
+    if recursive and isinstance(document.document, ImageIndex):
+        digests += [entry.digest for entry in document.document.manifests]
+    results = []
+    for digest in digests:
+        payload = build_payload(docker_reference(reference), digest, annotations)
+        layer = SignatureLayer.create(payload, signer.sign(payload))
+        location = SignatureLocation.for_image(reference, digest, signature_repository)
+        added = attach_signature(client_for(location.api_host), location, payload, layer, signer.public_key)
+        results.append(SignResult(reference, digest, location, added))
+    return results
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    reference: Reference
+    digest: Digest
+    location: SignatureLocation
+    outcomes: tuple[SignatureOutcome, ...]
+
+    @property
+    def subject(self) -> str:
+        return f"{self.reference.name}@{self.digest}"
+
+    @property
+    def verified(self) -> list[SignatureOutcome]:
+        return [outcome for outcome in self.outcomes if outcome.ok]
+
+    def to_json(self) -> dict[str, Any]:
+        """The `trust verify --output json` record (docs/formats.md)."""
+        return {
+            "reference": str(self.reference),
+            "digest": str(self.digest),
+            "signatureLocation": str(self.location),
+            "verified": bool(self.verified),
+            "signatures": [outcome.to_json() for outcome in self.outcomes],
+        }
+
+
+def verify_image(
+    client_for: ClientFor,
+    reference: Reference,
+    keys: Sequence[TrustedKey],
+    *,
+    rekor_keys: Sequence[PublicKey] | None = None,
+    ignore_reference: bool = False,
+    signature_repository: str | None = None,
+) -> VerifyResult:
+    """Check every cosign signature attached to the digest `reference` resolves to.
+
+    Returns the outcomes; the caller decides (`trust.cosign.require_verified`). Registry failures
+    while looking raise `CouldNotCheck`: they are never reported as "unsigned".
+    """
+    document = resolve(client_for(reference.api_host), reference)
+    location = SignatureLocation.for_image(reference, document.digest, signature_repository)
+    client = client_for(location.api_host)
+    layers = fetch_signature_layers(client, location)
+    outcomes = verify_simple_signing(
+        layers,
+        payload_loader(client, location),
+        document.digest,
+        reference,
+        keys,
+        rekor_keys=rekor_keys,
+        ignore_reference=ignore_reference,
+    )
+    return VerifyResult(reference, document.digest, location, tuple(outcomes))
