@@ -1,0 +1,70 @@
+"""Fixtures shared by every test: real registries on loopback, unique repository names, store paths.
+
+- `registry` (session): one anonymous `docker-registry` for the whole run (per xdist worker).
+  Tests share it safely by pushing to unique repositories (`repo_name`).
+- `auth_registry` (session): the same with htpasswd Basic auth (`.username`, `.password`, `.auth`).
+- `fresh_registry` (function): a factory, `fresh_registry(credentials=None) -> Registry`, for a test
+  that needs a registry of its own (to delete, corrupt storage, stop it, count its contents).
+- `repo_name` (function): a repository name unique to the test, e.g. `t/test-push-3f2a9c1d`.
+- `tmp_store` (function): a path for a trust content store, not yet created.
+
+Every registry process is stopped at teardown, whatever the outcome of the test (see
+`support.registry` for the safety nets when pytest itself is interrupted or killed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.registry import Registry, RegistryFactory, start_registry
+
+TEST_USERNAME = "trust-tester"
+TEST_PASSWORD = "s3cret-Pa55word"
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """The shared anonymous registry: `.host` ("127.0.0.1:PORT"), `.url`, `.storage_dir`."""
+    with start_registry(tmp_path_factory.mktemp("registry")) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """The shared htpasswd registry: anonymous requests get 401; `.username`/`.password` work."""
+    workdir = tmp_path_factory.mktemp("auth-registry")
+    with start_registry(workdir, credentials=(TEST_USERNAME, TEST_PASSWORD)) as running:
+        yield running
+
+
+@pytest.fixture
+def fresh_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryFactory]:
+    """A factory of private registries, all stopped when the test ends."""
+    started: list[Registry] = []
+
+    def start(credentials: tuple[str, str] | None = None) -> Registry:
+        running = start_registry(tmp_path_factory.mktemp("fresh-registry"), credentials=credentials)
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        running.stop()
+
+
+@pytest.fixture
+def repo_name(request: pytest.FixtureRequest) -> str:
+    """A repository name unique to this test (its sanitised name plus a hash of its node id)."""
+    name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-") or "test"
+    suffix = hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:8]
+    return f"t/{name}-{suffix}"
+
+
+@pytest.fixture
+def tmp_store(tmp_path: Path) -> Path:
+    """Where a test's trust content store goes: `<tmp_path>/store`, not created (the store does that)."""
+    return tmp_path / "store"

@@ -1,0 +1,204 @@
+"""`trust pull` against the real CNCF distribution registry, and the store read by skopeo and umoci."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from support.images import (
+    DOCKER,
+    Layer,
+    build_image,
+    build_index,
+    multiplatform_images,
+    push_image,
+    push_index,
+    realistic_image,
+    simple_image,
+    snapshot_tree,
+)
+from support.registry import Registry
+
+from trust.cli import main
+
+
+def trust(*args: str) -> int:
+    return main(list(args))
+
+
+def trust_json(capsys: pytest.CaptureFixture[str], *args: str) -> object:
+    capsys.readouterr()
+    assert trust(*args, "--output", "json") == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_pull_tag_then_again_from_the_store(
+    registry: Registry, repo_name: str, tmp_store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = build_image(
+        [Layer.from_files({"a.txt": b"a"}), Layer.from_files({"b.txt": b"b"}, compression="none")], cmd=["/x"]
+    )
+    pushed = push_image(registry, repo_name, image, tag="v1")
+    ref = f"{registry.host}/{repo_name}:v1"
+
+    record = trust_json(capsys, "pull", "--store", str(tmp_store), ref)
+    assert isinstance(record, dict)
+    assert record["digest"] == pushed.digest == record["manifestDigest"]
+    assert record["indexDigest"] is None
+    assert [layer["digest"] for layer in record["layers"]] == [layer.digest for layer in image.layers]
+    assert not any(layer["alreadyExisted"] for layer in record["layers"])
+    for digest in [pushed.digest, image.config_descriptor.digest, *(layer.digest for layer in image.layers)]:
+        assert (tmp_store / "blobs" / "sha256" / digest.split(":")[1]).is_file()
+
+    again = trust_json(capsys, "pull", "--store", str(tmp_store), ref)
+    assert isinstance(again, dict)
+    assert all(layer["alreadyExisted"] for layer in again["layers"])
+
+    assert trust("pull", "--store", str(tmp_store), f"{registry.host}/{repo_name}@{pushed.digest}") == 0
+    assert capsys.readouterr().out.strip() == f"{registry.host}/{repo_name}@{pushed.digest}"
+
+    rows = trust_json(capsys, "images", "--store", str(tmp_store))
+    assert isinstance(rows, list)
+    assert [(r["repository"], r["tag"], r["digest"]) for r in rows] == [
+        (f"{registry.host}/{repo_name}", "v1", pushed.digest)
+    ]
+    assert rows[0]["size"] == image.size + image.config_descriptor.size + sum(
+        layer.size for layer in image.layers
+    )
+    assert rows[0]["pulledAt"]
+
+
+def test_index_selects_platform_and_keeps_the_index(
+    registry: Registry, repo_name: str, tmp_store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    index = build_index(multiplatform_images(("linux/amd64", "linux/arm64")))
+    pushed = push_index(registry, repo_name, index, tag="multi")
+    ref = f"{registry.host}/{repo_name}:multi"
+
+    amd = trust_json(capsys, "pull", "--store", str(tmp_store), "--platform", "linux/amd64", ref)
+    arm = trust_json(capsys, "pull", "--store", str(tmp_store), "--platform", "linux/arm64", ref)
+    assert isinstance(amd, dict) and isinstance(arm, dict)
+    assert amd["digest"] == arm["digest"] == pushed.digest == amd["indexDigest"]
+    assert amd["manifestDigest"] == index.image_for("linux/amd64").digest
+    assert arm["manifestDigest"] == index.image_for("linux/arm64").digest
+    assert arm["platform"] == "linux/arm64"
+    layout = json.loads((tmp_store / "index.json").read_text())
+    names = {m["annotations"]["org.opencontainers.image.ref.name"]: m["digest"] for m in layout["manifests"]}
+    assert names[f"{registry.host}/{repo_name}:multi"] == pushed.digest
+    assert (
+        names[f"{registry.host}/{repo_name}@{index.image_for('linux/arm64').digest}"] == arm["manifestDigest"]
+    )
+    assert trust("pull", "--store", str(tmp_store), "--platform", "linux/s390x", ref) == 4
+
+
+@pytest.mark.parametrize("compression", ["gzip", "none", "zstd"])
+def test_docker_schema2_and_layer_compressions(
+    registry: Registry, repo_name: str, tmp_store: Path, compression: str
+) -> None:
+    image = simple_image(b"docker\n", compression=compression, manifest_type=DOCKER)  # type: ignore[arg-type]
+    push_image(registry, repo_name, image, tag="d")
+    assert trust("pull", "--store", str(tmp_store), f"{registry.host}/{repo_name}:d") == 0
+
+
+def test_skopeo_and_umoci_read_the_store(
+    registry: Registry, repo_name: str, tmp_store: Path, tmp_path: Path
+) -> None:
+    image = realistic_image()
+    pushed = push_image(registry, repo_name, image, tag="v1")
+    ref = f"{registry.host}/{repo_name}:v1"
+    assert trust("pull", "--store", str(tmp_store), ref) == 0
+
+    inspected = subprocess.run(
+        ["skopeo", "inspect", f"oci:{tmp_store}:{ref}"], capture_output=True, text=True, check=True
+    )
+    info = json.loads(inspected.stdout)
+    assert info["Digest"] == pushed.digest
+    assert info["Layers"] == [layer.digest for layer in image.layers]
+
+    by_digest = subprocess.run(
+        ["skopeo", "inspect", "--raw", f"oci:{tmp_store}:{registry.host}/{repo_name}@{pushed.digest}"],
+        capture_output=True,
+        check=True,
+    )
+    assert by_digest.stdout == pushed.manifest_bytes
+
+    ours = tmp_path / "umoci-from-trust"
+    subprocess.run(
+        ["umoci", "unpack", "--image", f"{tmp_store}:{ref}", str(ours)], check=True, capture_output=True
+    )
+    from support.images import REALISTIC_EXPECTED  # the tree the three layers must produce
+
+    assert snapshot_tree(ours / "rootfs").simple() == REALISTIC_EXPECTED
+
+
+def test_tampered_blob_in_a_real_registry_is_refused(
+    registry: Registry, repo_name: str, tmp_store: Path
+) -> None:
+    image = simple_image(b"tamper me\n")
+    push_image(registry, repo_name, image, tag="v1")
+    blob = registry.blob_path(image.layers[0].digest)
+    blob.write_bytes(bytes(blob.stat().st_size))
+    assert trust("pull", "--store", str(tmp_store), f"{registry.host}/{repo_name}:v1") == 4
+    assert not (tmp_store / "blobs" / "sha256" / image.layers[0].digest.split(":")[1]).exists()
+
+
+def test_two_processes_pull_the_same_image(registry: Registry, repo_name: str, tmp_store: Path) -> None:
+    layers = [Layer.from_files({f"f{i}": bytes([i]) * (3 << 20)}, compression="gzip") for i in range(3)]
+    image = build_image(layers)
+    push_image(registry, repo_name, image, tag="v1")
+    command = [sys.executable, "-m", "trust", "pull", "--output", "json", "--store", str(tmp_store)]
+    procs = [
+        subprocess.Popen(
+            [*command, f"{registry.host}/{repo_name}:v1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for _ in range(2)
+    ]
+    records = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        records.append(json.loads(out))
+    # Each layer was written by exactly one of the two processes; the other found it committed.
+    for i in range(len(layers)):
+        assert sorted(r["layers"][i]["alreadyExisted"] for r in records) in ([False, True], [True, True])
+        assert sum(not r["layers"][i]["alreadyExisted"] for r in records) == 1
+    assert list((tmp_store / "ingest").glob("*.partial")) == []
+
+
+def test_login_then_pull_from_an_authenticated_registry(
+    auth_registry: Registry,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
+    image = simple_image(b"private\n")
+    push_image(auth_registry, "private/app", image, tag="v1")
+    ref = f"{auth_registry.host}/private/app:v1"
+    store = str(tmp_path / "store")
+    assert trust("pull", "--store", store, ref) == 5
+    assert f"run `trust login {auth_registry.host}`" in capsys.readouterr().err
+
+    assert auth_registry.auth is not None
+    username, password = auth_registry.auth
+    monkeypatch.setattr("sys.stdin", _Stdin("wrong\n"))
+    assert trust("login", auth_registry.host, "-u", username, "--password-stdin") == 5
+    assert not (tmp_path / "docker" / "config.json").exists()
+    monkeypatch.setattr("sys.stdin", _Stdin(password + "\n"))
+    assert trust("login", auth_registry.host, "-u", username, "--password-stdin") == 0
+    saved = tmp_path / "docker" / "config.json"
+    assert (saved.stat().st_mode & 0o777) == 0o600
+    assert trust("pull", "--store", store, ref) == 0
+    assert trust("logout", auth_registry.host) == 0
+    assert auth_registry.host not in json.loads(saved.read_text()).get("auths", {})
+
+
+class _Stdin:
+    def __init__(self, text: str) -> None:
+        self._lines = text.splitlines(keepends=True)
+
+    def readline(self) -> str:
+        return self._lines.pop(0) if self._lines else ""
