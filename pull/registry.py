@@ -603,15 +603,24 @@ def _replayable(body: bytes | Iterable[bytes] | None) -> bool:
 
 
 def _exactly(chunks: Iterable[bytes], size: int, what: str) -> Iterator[bytes]:
-    """Pass `chunks` through, refusing to send more or fewer than `size` bytes."""
+    """Pass `chunks` through, refusing to send more or fewer than `size` bytes.
+
+    The last chunk is held back until the source is known to be exhausted: the registry must never
+    receive a complete body from a source that turns out longer than declared.
+    """
     sent = 0
+    pending: bytes | None = None
     for chunk in chunks:
         sent += len(chunk)
         if sent > size:
             raise SizeMismatch(f"{what} is longer than its declared {size} bytes")
-        yield chunk
+        if pending is not None:
+            yield pending
+        pending = chunk
     if sent != size:
         raise SizeMismatch(f"{what} is {sent} bytes, not its declared {size}")
+    if pending is not None:
+        yield pending
 
 
 def _checked_identifier(identifier: str) -> str:

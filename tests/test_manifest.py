@@ -33,7 +33,9 @@ def index(*platforms: tuple[str, str, str | None]) -> dict[str, Any]:
         plat: dict[str, str] = {"os": os_, "architecture": arch}
         if variant:
             plat["variant"] = variant
-        entries.append({"mediaType": mt.OCI_MANIFEST, "digest": f"sha256:{i:064x}", "size": 5, "platform": plat})
+        entries.append(
+            {"mediaType": mt.OCI_MANIFEST, "digest": f"sha256:{i:064x}", "size": 5, "platform": plat}
+        )
     return {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": entries}
 
 
@@ -80,8 +82,16 @@ def test_size_cap() -> None:
         (manifest(config=None), None, "no config"),
         (manifest(layers={"a": 1}), None, "must be a list"),
         (manifest(layers=[{"mediaType": mt.OCI_LAYER_GZIP, "digest": D2, "size": -1}]), None, "non-negative"),
-        (manifest(layers=[{"mediaType": mt.OCI_LAYER_GZIP, "digest": D2, "size": True}]), None, "non-negative"),
-        (manifest(layers=[{"mediaType": mt.OCI_LAYER_GZIP, "digest": "sha256:../x", "size": 1}]), None, "hex"),
+        (
+            manifest(layers=[{"mediaType": mt.OCI_LAYER_GZIP, "digest": D2, "size": True}]),
+            None,
+            "non-negative",
+        ),
+        (
+            manifest(layers=[{"mediaType": mt.OCI_LAYER_GZIP, "digest": "sha256:../x", "size": 1}]),
+            None,
+            "hex",
+        ),
         (manifest(layers=[{"digest": D2, "size": 1}]), None, "'mediaType' is required"),
         (manifest(annotations={"a": 1}), None, "annotations"),
     ],
@@ -91,7 +101,9 @@ def test_hostile_documents_are_refused(doc: dict[str, Any], content_type: str | 
         verify_document(raw(doc), content_type=content_type, expected=None)
 
 
-@pytest.mark.parametrize("data", [b"[]", b"not json", b"\xff\xfe", b'{"schemaVersion": 2, "schemaVersion": 2}'])
+@pytest.mark.parametrize(
+    "data", [b"[]", b"not json", b"\xff\xfe", b'{"schemaVersion": 2, "schemaVersion": 2}']
+)
 def test_non_objects_and_duplicate_keys_are_refused(data: bytes) -> None:
     with pytest.raises(InvalidManifest):
         verify_document(data, content_type=None, expected=None)

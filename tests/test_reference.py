@@ -75,4 +75,6 @@ def test_digest_grammar_guards_paths() -> None:
     with pytest.raises(InvalidReference):
         Digest("sha256", "/" + "a" * 63)
     assert Digest.parse(f"sha256:{HEX}").encoded == f"sha256-{HEX}"
-    assert str(Digest.of_bytes(b"")) == "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    assert (
+        str(Digest.of_bytes(b"")) == "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    )
