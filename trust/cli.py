@@ -7,8 +7,10 @@ inside the commands that need them, so `trust --help` and `trust run` start fast
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
@@ -19,7 +21,6 @@ from trust.output import OutputFormat, emit_json, emit_line, emit_table, human_s
 
 if TYPE_CHECKING:
     from pull.config import PullConfig
-    from pull.registry import RegistryClient
     from pull.store import ContentStore
     from trust.keys import Signer
 
@@ -48,6 +49,14 @@ StoreOption = Annotated[
         show_default=False,
     ),
 ]
+
+
+class GateOutput(StrEnum):
+    text = "text"
+    json = "json"
+    sarif = "sarif"
+
+
 OutputOption = Annotated[OutputFormat, typer.Option("--output", "-o", help="text or json.")]
 InsecureOption = Annotated[
     list[str] | None,
@@ -167,33 +176,6 @@ def logout(registry: Annotated[str, typer.Argument(help="Registry host[:port].")
     note(f"removed credentials for {registry}")
 
 
-class RegistryClients:
-    """One `RegistryClient` per API host for the duration of a command (sign/verify may need two)."""
-
-    def __init__(self, insecure: list[str] | None) -> None:
-        from pull.credentials import CredentialStore
-
-        self._config = pull_config(insecure)
-        self._credentials = CredentialStore()
-        self._clients: dict[str, RegistryClient] = {}
-
-    def __call__(self, api_host: str) -> RegistryClient:
-        from pull.registry import RegistryClient
-
-        if api_host not in self._clients:
-            self._clients[api_host] = RegistryClient(
-                api_host, config=self._config, credentials=self._credentials
-            )
-        return self._clients[api_host]
-
-    def __enter__(self) -> RegistryClients:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for client in self._clients.values():
-            client.close()
-
-
 @app.command()
 def keygen(
     output_prefix: Annotated[
@@ -234,13 +216,14 @@ def sign(
     insecure_registry: InsecureOption = None,
 ) -> None:
     """Sign an image digest with a cosign simple-signing signature (pushed as the sha256-<hex>.sig tag)."""
+    from pull.clients import RegistryClients
     from pull.reference import Reference
     from trust.signing import sign_image
 
     ref = Reference.parse(reference)
     annotations = _parse_annotations(annotation or [])
     signer = _load_signer(key, public_key)
-    with RegistryClients(insecure_registry) as clients:
+    with RegistryClients.insecure(insecure_registry) as clients:
         results = sign_image(
             clients,
             ref,
@@ -261,7 +244,13 @@ def sign(
 @app.command()
 def verify(
     references: Annotated[list[str], typer.Argument(help="Images to verify.")],
-    key: Annotated[list[Path], typer.Option("--key", help="Trusted cosign public key (repeatable).")],
+    key: Annotated[
+        list[Path] | None, typer.Option("--key", help="Trusted cosign public key (repeatable).")
+    ] = None,
+    policy: Annotated[
+        Path | None,
+        typer.Option("--policy", help="Decide with a policy file instead of --key (the CI gate)."),
+    ] = None,
     rekor_key: Annotated[
         list[Path] | None, typer.Option("--rekor-key", help="Rekor public key: require a valid SET.")
     ] = None,
@@ -272,10 +261,92 @@ def verify(
     signature_repository: Annotated[
         str | None, typer.Option("--signature-repository", help="Where the signatures are stored.")
     ] = None,
-    output: OutputOption = OutputFormat.text,
+    platform: Annotated[
+        str | None, typer.Option("--platform", help="os/arch[/variant] for an index.")
+    ] = None,
+    store: StoreOption = None,
+    output: Annotated[
+        GateOutput, typer.Option("--output", "-o", help="text, json or sarif.")
+    ] = GateOutput.text,
     insecure_registry: InsecureOption = None,
 ) -> None:
-    """Verify cosign signatures on image digests; exit 0 only if every image has a valid one."""
+    """Verify signatures on image digests: with --key (cosign keys) or --policy (a policy file).
+
+    Exits with the worst outcome over all references: 3 denied, 4 integrity failure, 5 could not check.
+    """
+    if (policy is None) == (not key):
+        raise UsageError("give either --key (one or more public keys) or --policy FILE")
+    if policy is not None:
+        if rekor_key or ignore_reference or signature_repository:
+            raise UsageError(
+                "--rekor-key, --ignore-reference and --signature-repository belong in the policy file"
+            )
+        _verify_with_policy(references, policy, platform, store, output, insecure_registry)
+        return
+    if output is GateOutput.sarif:
+        raise UsageError("--output sarif needs --policy")
+    assert key is not None
+    _verify_with_keys(
+        references, key, rekor_key, ignore_reference, signature_repository, output, insecure_registry
+    )
+
+
+def _verify_with_policy(
+    references: list[str],
+    policy_path: Path,
+    platform: str | None,
+    store: Path | None,
+    output: GateOutput,
+    insecure: list[str] | None,
+) -> None:
+    from importlib.metadata import version
+
+    from policy.gate import run_gate, worst_exit_code
+    from policy.loader import load_policy
+    from pull.clients import RegistryClients
+    from pull.manifest import Platform
+    from pull.reference import Reference
+
+    policy = load_policy(policy_path)
+    wanted = Platform.parse(platform) if platform else None
+    content = open_store(store)
+    with RegistryClients.insecure(insecure) as clients:
+        results = run_gate(references, policy, content, clients, platform=wanted)
+    for result in results:
+        if result.evaluation is not None:
+            for warning in result.evaluation.warnings:
+                note(f"trust: warning: {result.reference}: {warning}")
+        if result.exit_code:
+            note(f"trust: error: {result.reference}: {result.message}")
+        elif result.evaluation is not None and not result.evaluation.passed:
+            note(f"trust: audit: {result.reference}: {result.message}")
+        elif output is GateOutput.text:
+            note(f"allowed {result.reference}: {result.message}")
+    if output is GateOutput.json:
+        emit_json([result.to_json() for result in results])
+    elif output is GateOutput.sarif:
+        from trust.sarif import gate_report
+
+        emit_json(gate_report(results, str(policy_path), version("trust")))
+    else:
+        for result in results:
+            if result.exit_code == 0 and result.evaluation is not None and result.evaluation.digest:
+                emit_line(f"{Reference.parse(result.reference).name}@{result.evaluation.digest}")
+    worst = worst_exit_code(results)
+    if worst:
+        raise typer.Exit(worst)
+
+
+def _verify_with_keys(
+    references: list[str],
+    key: list[Path],
+    rekor_key: list[Path] | None,
+    ignore_reference: bool,
+    signature_repository: str | None,
+    output: GateOutput,
+    insecure_registry: list[str] | None,
+) -> None:
+    from pull.clients import RegistryClients
     from pull.reference import Reference
     from trust.cosign import require_verified
     from trust.keys import TrustedKey, load_public_key_file
@@ -286,7 +357,7 @@ def verify(
     rekor = [load_public_key_file(path) for path in rekor_key] if rekor_key else None
     records: list[dict[str, object]] = []
     worst = 0
-    with RegistryClients(insecure_registry) as clients:
+    with RegistryClients.insecure(insecure_registry) as clients:
         for ref in refs:
             result = None
             try:
@@ -300,7 +371,7 @@ def verify(
                 )
                 valid = require_verified(result.outcomes, result.subject)
                 records.append(result.to_json())
-                if output is OutputFormat.text:
+                if output is GateOutput.text:
                     signers = ", ".join(sorted({outcome.key or "?" for outcome in valid}))
                     note(f"verified {result.subject}: signed by {signers}")
                     emit_line(result.subject)
@@ -310,7 +381,7 @@ def verify(
                 note(f"trust: error: {err}")
                 base = result.to_json() if result else {"reference": str(ref), "verified": False}
                 records.append({**base, "error": str(err), "exitCode": code})
-    if output is OutputFormat.json:
+    if output is GateOutput.json:
         emit_json(records if len(refs) > 1 else records[0])
     if worst:
         raise typer.Exit(worst)
@@ -342,6 +413,20 @@ def _load_signer(key: str, public_key: Path | None) -> Signer:
             raise UsageError(f"cannot read public key {public_key}: {exc.strerror}") from None
         return signer_from_uri(key, pem)
     raise UsageError(f"key file {key} does not exist")
+
+
+def _register_subcommands() -> None:
+    from trust import policy_cli
+
+    policy_cli.register(app)
+    try:
+        container_cli = importlib.import_module("trust.container_cli")
+    except ImportError:  # the runtime commands are optional while they are being built
+        return
+    container_cli.register(app)
+
+
+_register_subcommands()
 
 
 def exit_code_for(error: BaseException) -> int:

@@ -1,0 +1,256 @@
+"""Admission: reference + policy → an `AdmittedImage`, or a denial with reasons. Every decision is logged.
+
+This is the one function `trust verify --policy`, the CI gate and `trust run` call:
+
+    1. match the reference against the policy (most specific rule wins);
+    2. refuse a tag-only reference before any network call when the rule requires a digest;
+    3. refuse outright for a `reject` rule;
+    4. pull the image through the verifying pipeline (every digest and size checked);
+    5. for a `signed` rule, verify the signatures on the required digests and apply the threshold;
+    6. append the decision to the store's decision log (`meta/decisions.jsonl`);
+    7. return the admitted image (enforce: only if it passed; audit: always, with the failure).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from policy.admitted import AdmittedImage, Decision
+from policy.evaluate import Evaluation, evaluate_signatures
+from policy.model import MatchedRule, Policy, RuleKind
+from pull.digest import Digest
+from pull.errors import CouldNotCheck, DeniedError, IntegrityError, UsageError
+from pull.manifest import Platform
+from pull.pipeline import PullResult
+from pull.reference import Reference
+from pull.registry import RegistryClient
+from pull.store import ContentStore
+from trust.cosign import PayloadLoader, SignatureLayer
+
+POLICY_ENV = "TRUST_POLICY"
+STORE_POLICY = "policy.yaml"
+
+
+class PolicyDenied(DeniedError):
+    """The policy refused the image (exit 3). `evaluation` says why, authority by authority."""
+
+    def __init__(self, message: str, evaluation: Evaluation) -> None:
+        super().__init__(message)
+        self.evaluation = evaluation
+
+
+ClientFor = Callable[[str], RegistryClient]
+
+
+@dataclass(frozen=True)
+class Admission:
+    """An evaluation and, when admitted, the image that may run."""
+
+    evaluation: Evaluation
+    image: AdmittedImage | None
+
+
+def find_policy(policy_path: Path | None, store: ContentStore) -> Path:
+    """`--policy FILE`, else `$TRUST_POLICY`, else `STORE/policy.yaml`."""
+    if policy_path is not None:
+        return policy_path
+    if os.environ.get(POLICY_ENV):
+        return Path(os.environ[POLICY_ENV])
+    candidate = store.root / STORE_POLICY
+    if candidate.exists():
+        return candidate
+    raise UsageError(f"no policy: pass --policy FILE, set {POLICY_ENV}, or write {candidate}")
+
+
+def load(policy_path: Path | None, store: ContentStore) -> Policy:
+    from policy.loader import load_policy
+
+    return load_policy(find_policy(policy_path, store))
+
+
+def admit(
+    reference: Reference,
+    policy: Policy,
+    store: ContentStore,
+    clients: ClientFor,
+    *,
+    platform: Platform | None = None,
+    log: bool = True,
+) -> AdmittedImage:
+    """Decide; return the admitted image.
+
+    Raises:
+        PolicyDenied: the policy refused (exit 3). IntegrityError: bytes did not match (exit 4).
+        CouldNotCheck: the registry could not be asked (exit 5).
+    """
+    admission = evaluate(reference, policy, store, clients, platform=platform, log=log)
+    if admission.image is None:
+        evaluation = admission.evaluation
+        raise PolicyDenied(
+            f"{reference} denied by {evaluation.matched}: {'; '.join(evaluation.reasons)}", evaluation
+        )
+    return admission.image
+
+
+def admit_reference(
+    reference_text: str,
+    *,
+    policy_path: Path | None,
+    store: ContentStore,
+    insecure_registries: Sequence[str] = (),
+    platform: Platform | None = None,
+) -> AdmittedImage:
+    """`admit` for callers holding strings: parse, load the policy, open clients, decide."""
+    from pull.clients import RegistryClients
+
+    reference = Reference.parse(reference_text)
+    policy = load(policy_path, store)
+    with RegistryClients.insecure(insecure_registries) as clients:
+        return admit(reference, policy, store, clients, platform=platform)
+
+
+def evaluate(
+    reference: Reference,
+    policy: Policy,
+    store: ContentStore,
+    clients: ClientFor,
+    *,
+    platform: Platform | None = None,
+    log: bool = True,
+) -> Admission:
+    """Like `admit`, but a denial is returned (for `explain` and the CI gate) instead of raised."""
+    matched = policy.rule_for(reference)
+    rule = matched.rule
+    text = str(reference)
+
+    def finish(evaluation: Evaluation, image: AdmittedImage | None) -> Admission:
+        if log:
+            _log(store, policy, evaluation)
+        return Admission(evaluation, image)
+
+    if rule.require_digest and reference.digest is None:
+        return finish(Evaluation(text, matched, None, reasons=(_pin_hint(reference, store),)), None)
+    if rule.kind is RuleKind.REJECT:
+        return finish(
+            Evaluation(text, matched, None, reasons=(f"{matched} rejects every image in its scope",)), None
+        )
+
+    try:
+        pulled = _pull(reference, store, clients, platform)
+        manifest_digest, index_digest = pulled.manifest.digest, pulled.index.digest if pulled.index else None
+        if rule.kind is RuleKind.ACCEPT_ANYTHING:
+            evaluation = Evaluation(
+                text,
+                matched,
+                pulled.digest,
+                manifest_digest,
+                index_digest,
+                passed=True,
+                warnings=(f"{matched} accepts anything: no signature was checked",),
+            )
+        else:
+            evaluation = evaluate_signatures(
+                text,
+                matched,
+                reference.name,
+                pulled.digest,
+                manifest_digest,
+                index_digest,
+                _signature_source(reference, clients),
+            )
+    except (IntegrityError, CouldNotCheck) as err:
+        if log:
+            _log_error(store, policy, text, matched, err)
+        raise
+    image = _admitted(pulled, reference, evaluation, policy) if evaluation.admitted else None
+    return finish(evaluation, image)
+
+
+def _pull(
+    reference: Reference, store: ContentStore, clients: ClientFor, platform: Platform | None
+) -> PullResult:
+    from pull.pipeline import pull
+
+    return pull(reference, store, clients(reference.api_host), platform=platform)
+
+
+def _signature_source(
+    reference: Reference, clients: ClientFor
+) -> Callable[[Digest], tuple[Sequence[SignatureLayer], PayloadLoader]]:
+    from trust.attached import SignatureLocation, fetch_signature_layers, payload_loader
+
+    def source(digest: Digest) -> tuple[Sequence[SignatureLayer], PayloadLoader]:
+        location = SignatureLocation.for_image(reference, digest)
+        client = clients(location.api_host)
+        cache: dict[Digest, bytes] = {}
+        load = payload_loader(client, location)
+
+        def cached(layer: SignatureLayer) -> bytes:
+            if layer.digest not in cache:
+                cache[layer.digest] = load(layer)
+            return cache[layer.digest]
+
+        return fetch_signature_layers(client, location), cached
+
+    return source
+
+
+def _admitted(
+    pulled: PullResult, reference: Reference, evaluation: Evaluation, policy: Policy
+) -> AdmittedImage:
+    decision = Decision(
+        rule=evaluation.matched.scope or "default",
+        mode=evaluation.mode.value,
+        allowed=evaluation.passed,
+        reasons=evaluation.reasons,
+        authorities=tuple(result.to_json() for result in evaluation.authorities),
+        policy=str(policy.source_path) if policy.source_path else None,
+    )
+    return AdmittedImage(
+        repository=reference.name,
+        manifest_digest=pulled.manifest.digest,
+        config_digest=pulled.config_descriptor.digest,
+        config=pulled.config,
+        layers=pulled.image_manifest.layers,
+        decision=decision,
+        index_digest=pulled.index.digest if pulled.index else None,
+        tag=reference.tag,
+    )
+
+
+def _pin_hint(reference: Reference, store: ContentStore) -> str:
+    known = store.resolve(f"{reference.name}:{reference.tag}") if reference.tag else None
+    if known is not None:
+        return f"tag-only reference {reference}: pin the digest, e.g. {reference.name}@{known.digest}"
+    return (
+        f"tag-only reference {reference}: pin a digest ({reference.name}@sha256:…); "
+        f"`trust pull {reference}` prints it"
+    )
+
+
+def _log(store: ContentStore, policy: Policy, evaluation: Evaluation) -> None:
+    record = {
+        "time": datetime.now(UTC).isoformat(timespec="seconds"),
+        "policy": str(policy.source_path) if policy.source_path else None,
+        **evaluation.to_json(),
+    }
+    store.append_record("decisions", record)
+
+
+def _log_error(store: ContentStore, policy: Policy, text: str, matched: MatchedRule, err: Exception) -> None:
+    store.append_record(
+        "decisions",
+        {
+            "time": datetime.now(UTC).isoformat(timespec="seconds"),
+            "policy": str(policy.source_path) if policy.source_path else None,
+            "reference": text,
+            "rule": matched.scope or "default",
+            "mode": matched.rule.mode.value,
+            "decision": "error",
+            "reasons": [str(err)],
+        },
+    )

@@ -1,0 +1,55 @@
+"""The one object `run/` accepts: an image that admission let through, with everything verified.
+
+`run/` never sees a string reference. It gets an `AdmittedImage`, built only by
+`policy.admission.admit` after the manifest, config and blobs were verified into the content store
+and the policy allowed the digest. Layers are unpacked from the store by digest; their diff_ids are
+recomputed while unpacking.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pull.digest import Digest
+from pull.manifest import Descriptor, ImageConfig
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Why the image was admitted (or, in audit mode, admitted despite failing)."""
+
+    rule: str
+    """The policy scope that matched (or "default")."""
+    mode: str
+    """enforce | audit"""
+    allowed: bool
+    reasons: tuple[str, ...] = ()
+    authorities: tuple[dict[str, Any], ...] = ()
+    """Each authority's outcome, as recorded in the decision log."""
+    policy: str | None = None
+    """Path of the policy file that decided."""
+
+
+@dataclass(frozen=True)
+class AdmittedImage:
+    repository: str
+    """`registry/repository`, e.g. `127.0.0.1:5000/demo/hello`."""
+    manifest_digest: Digest
+    """The platform image manifest that runs (what the rootfs is built from)."""
+    config_digest: Digest
+    config: ImageConfig
+    layers: tuple[Descriptor, ...]
+    """Compressed layer descriptors, bottom first; their blobs are in the content store."""
+    decision: Decision
+    index_digest: Digest | None = None
+    tag: str | None = field(default=None, compare=False)
+    """Only for display: the tag the user typed next to the digest, if any."""
+
+    @property
+    def diff_ids(self) -> tuple[Digest, ...]:
+        return self.config.diff_ids
+
+    @property
+    def pinned(self) -> str:
+        return f"{self.repository}@{self.manifest_digest}"

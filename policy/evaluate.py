@@ -1,0 +1,204 @@
+"""Evaluate one policy rule against the signatures found for an image. No I/O here.
+
+Given the matched rule, the digests that must be signed (the platform manifest, the index, or
+both), and a way to read the signature layers attached to a digest, decide per authority whether
+it signed every required digest, then apply the threshold. `policy.admission` does the fetching
+and the logging; `trust policy explain` renders the same `Evaluation`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from policy.model import (
+    Authority,
+    CosignKeyAuthority,
+    MatchedRule,
+    Mode,
+    RuleKind,
+    SignTarget,
+)
+from pull.digest import Digest
+from trust.cosign import PayloadLoader, SignatureLayer, SignatureOutcome, verify_simple_signing
+
+SignatureSource = Callable[[Digest], tuple[Sequence[SignatureLayer], PayloadLoader]]
+"""Returns the cosign signature layers attached to a digest and a loader for their payloads."""
+
+
+@dataclass(frozen=True)
+class TargetResult:
+    """One authority's verdict on one digest that must be signed."""
+
+    what: str
+    """"manifest" or "index"."""
+    digest: Digest
+    satisfied: bool
+    outcomes: tuple[SignatureOutcome, ...] = ()
+    note: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "target": self.what,
+            "digest": str(self.digest),
+            "satisfied": self.satisfied,
+            "note": self.note,
+            "signatures": [outcome.to_json() for outcome in self.outcomes],
+        }
+
+
+@dataclass(frozen=True)
+class AuthorityResult:
+    name: str
+    kind: str
+    satisfied: bool
+    reason: str
+    targets: tuple[TargetResult, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "authority": self.name,
+            "kind": self.kind,
+            "satisfied": self.satisfied,
+            "reason": self.reason,
+            "targets": [target.to_json() for target in self.targets],
+        }
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The policy's verdict on one image, with everything needed to explain it."""
+
+    reference: str
+    matched: MatchedRule
+    digest: Digest | None
+    """What the reference resolved to (None when refused before any network call)."""
+    manifest_digest: Digest | None = None
+    index_digest: Digest | None = None
+    authorities: tuple[AuthorityResult, ...] = ()
+    passed: bool = False
+    """Whether the rule's requirements were met (before `mode` is applied)."""
+    reasons: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def mode(self) -> Mode:
+        return self.matched.rule.mode
+
+    @property
+    def admitted(self) -> bool:
+        """Enforce: only if passed. Audit: always (the failure is recorded and printed)."""
+        return self.passed or self.mode is Mode.AUDIT
+
+    @property
+    def decision(self) -> str:
+        if self.passed:
+            return "allow"
+        return "allow-audit" if self.admitted else "deny"
+
+    def to_json(self) -> dict[str, Any]:
+        """The decision record (decision log line, `--output json`); documented in docs/policy.md."""
+        rule = self.matched.rule
+        return {
+            "reference": self.reference,
+            "digest": str(self.digest) if self.digest else None,
+            "manifestDigest": str(self.manifest_digest) if self.manifest_digest else None,
+            "indexDigest": str(self.index_digest) if self.index_digest else None,
+            "rule": "default" if self.matched.is_default else self.matched.scope,
+            "ruleLine": rule.line,
+            "ruleKind": rule.kind.value,
+            "threshold": rule.threshold,
+            "mode": self.mode.value,
+            "decision": self.decision,
+            "reasons": list(self.reasons),
+            "warnings": list(self.warnings),
+            "authorities": [authority.to_json() for authority in self.authorities],
+        }
+
+
+def required_targets(
+    sign_target: SignTarget, manifest_digest: Digest, index_digest: Digest | None
+) -> list[tuple[str, Digest]]:
+    """Which digests must be signed. Without an index there is only the manifest."""
+    if index_digest is None or sign_target is SignTarget.MANIFEST:
+        return [("manifest", manifest_digest)]
+    if sign_target is SignTarget.INDEX:
+        return [("index", index_digest)]
+    return [("index", index_digest), ("manifest", manifest_digest)]
+
+
+def evaluate_signatures(
+    reference: str,
+    matched: MatchedRule,
+    repository: str,
+    top_digest: Digest,
+    manifest_digest: Digest,
+    index_digest: Digest | None,
+    signatures: SignatureSource,
+) -> Evaluation:
+    """Apply a `signed` rule: count the authorities that signed every required digest."""
+    rule = matched.rule
+    assert rule.kind is RuleKind.SIGNED
+    targets = required_targets(rule.sign_target, manifest_digest, index_digest)
+    found = {digest: signatures(digest) for _, digest in targets}
+    results = tuple(
+        _check_authority(authority, targets, found, repository, rule.ignore_reference)
+        for authority in rule.authorities
+    )
+    satisfied = [result for result in results if result.satisfied]
+    passed = len(satisfied) >= rule.threshold
+    reasons: tuple[str, ...] = ()
+    if not passed:
+        reasons = (
+            f"{len(satisfied)} of the required {rule.threshold} authorities signed "
+            f"({', '.join(r.name for r in satisfied) or 'none'}); "
+            + "; ".join(f"{r.name}: {r.reason}" for r in results if not r.satisfied),
+        )
+    return Evaluation(reference, matched, top_digest, manifest_digest, index_digest, results, passed, reasons)
+
+
+def _check_authority(
+    authority: Authority,
+    targets: list[tuple[str, Digest]],
+    found: dict[Digest, tuple[Sequence[SignatureLayer], PayloadLoader]],
+    repository: str,
+    ignore_reference: bool,
+) -> AuthorityResult:
+    if not isinstance(authority, CosignKeyAuthority):
+        # Never pass silently: an authority this version cannot check counts as not signed.
+        return AuthorityResult(
+            authority.name,
+            authority.kind,
+            False,
+            f"{authority.kind} authorities cannot be verified by this version of trust",
+        )
+    checked = []
+    for what, digest in targets:
+        layers, loader = found[digest]
+        outcomes = verify_simple_signing(
+            layers,
+            loader,
+            digest,
+            repository,
+            authority.keys,
+            rekor_keys=[key.public_key for key in authority.rekor_keys] or None,
+            ignore_reference=ignore_reference,
+        )
+        ok = any(outcome.ok for outcome in outcomes)
+        if ok:
+            note = next(outcome.detail for outcome in outcomes if outcome.ok)
+        elif not outcomes:
+            note = f"no signatures found for the {what}"
+        else:
+            note = f"{len(outcomes)} signature(s) on the {what}, none valid: " + "; ".join(
+                f"{o.reason.value} ({o.detail})" for o in outcomes
+            )
+        checked.append(TargetResult(what, digest, ok, tuple(outcomes), note))
+    satisfied = all(target.satisfied for target in checked)
+    reason = (
+        "signed " + " and ".join(t.what for t in checked)
+        if satisfied
+        else next(t.note for t in checked if not t.satisfied)
+    )
+    return AuthorityResult(authority.name, authority.kind, satisfied, reason, tuple(checked))

@@ -1,0 +1,90 @@
+"""The CI gate: evaluate many references against one policy, concurrently; the worst outcome wins.
+
+Each reference becomes a `GateResult` with the exit code it alone would have (0 allowed, 3 denied,
+4 integrity failure, 5 could not check). The gate's exit code is the maximum of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from policy.admission import ClientFor, evaluate
+from policy.evaluate import Evaluation
+from policy.model import Policy
+from pull.errors import CouldNotCheck, IntegrityError, TrustError, UsageError
+from pull.manifest import Platform
+from pull.reference import Reference
+from pull.store import ContentStore
+
+
+@dataclass(frozen=True)
+class GateResult:
+    reference: str
+    exit_code: int
+    message: str
+    evaluation: Evaluation | None = None
+
+    @property
+    def outcome(self) -> str:
+        return {0: "allowed", 3: "denied", 4: "integrity-failure", 5: "could-not-check"}.get(
+            self.exit_code, "error"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "reference": self.reference,
+            "outcome": self.outcome,
+            "exitCode": self.exit_code,
+        }
+        record["message"] = self.message
+        if self.evaluation is not None:
+            record["evaluation"] = self.evaluation.to_json()
+        return record
+
+
+def run_gate(
+    references: Sequence[str],
+    policy: Policy,
+    store: ContentStore,
+    clients: ClientFor,
+    *,
+    platform: Platform | None = None,
+    parallel: int = 4,
+) -> list[GateResult]:
+    """Evaluate every reference (in input order); never raises for one image's failure."""
+
+    def one(text: str) -> GateResult:
+        try:
+            reference = Reference.parse(text)
+            admission = evaluate(reference, policy, store, clients, platform=platform)
+        except UsageError as err:
+            return GateResult(text, 2, str(err))
+        except IntegrityError as err:
+            return GateResult(text, 4, str(err))
+        except CouldNotCheck as err:
+            return GateResult(text, 5, str(err))
+        except TrustError as err:
+            return GateResult(text, 1, str(err))
+        evaluation = admission.evaluation
+        if evaluation.passed:
+            return GateResult(text, 0, f"allowed by {evaluation.matched}", evaluation)
+        if evaluation.admitted:
+            return GateResult(
+                text,
+                0,
+                f"allowed in audit mode by {evaluation.matched}: {'; '.join(evaluation.reasons)}",
+                evaluation,
+            )
+        return GateResult(
+            text, 3, f"denied by {evaluation.matched}: {'; '.join(evaluation.reasons)}", evaluation
+        )
+
+    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(references)))) as pool:
+        return list(pool.map(one, references))
+
+
+def worst_exit_code(results: Sequence[GateResult]) -> int:
+    return max((result.exit_code for result in results), default=0)

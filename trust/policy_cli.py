@@ -1,0 +1,103 @@
+"""`trust policy check | explain | import`: lint a policy, debug a decision, convert other formats."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from trust.output import OutputFormat, emit_json, emit_line, note
+
+policy_app = typer.Typer(help="Check, explain and import policy files.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(policy_app, name="policy")
+
+
+@policy_app.command("check")
+def check(file: Annotated[Path, typer.Argument(help="Policy file (YAML).")]) -> None:
+    """Load a policy with every check `trust run` applies; print a summary or the first error (exit 2)."""
+    from policy.loader import load_policy
+    from policy.model import describe
+
+    for line in describe(load_policy(file)):
+        emit_line(line)
+
+
+@policy_app.command("explain")
+def explain(
+    reference: Annotated[str, typer.Argument(help="Image reference.")],
+    policy: Annotated[Path, typer.Option("--policy", help="Policy file.")],
+    platform: Annotated[
+        str | None, typer.Option("--platform", help="os/arch[/variant] for an index.")
+    ] = None,
+    store: Annotated[Path | None, typer.Option("--store", envvar="TRUST_STORE")] = None,
+    output: Annotated[OutputFormat, typer.Option("--output", "-o")] = OutputFormat.text,
+    insecure_registry: Annotated[list[str] | None, typer.Option("--insecure-registry")] = None,
+) -> None:
+    """Show the matched rule, each requirement and each signature found, with why it passed or failed."""
+    from policy.admission import evaluate
+    from policy.loader import load_policy
+    from pull.clients import RegistryClients
+    from pull.manifest import Platform
+    from pull.reference import Reference
+    from trust.cli import open_store
+
+    loaded = load_policy(policy)
+    ref = Reference.parse(reference)
+    content = open_store(store)
+    with RegistryClients.insecure(insecure_registry) as clients:
+        evaluation = evaluate(
+            ref, loaded, content, clients, platform=Platform.parse(platform) if platform else None, log=False
+        ).evaluation
+    if output is OutputFormat.json:
+        emit_json(evaluation.to_json())
+    else:
+        for line in explain_lines(evaluation):
+            emit_line(line)
+    if not evaluation.admitted:
+        raise typer.Exit(3)
+
+
+def explain_lines(evaluation: object) -> list[str]:
+    from policy.evaluate import Evaluation
+
+    assert isinstance(evaluation, Evaluation)
+    rule = evaluation.matched.rule
+    lines = [f"reference: {evaluation.reference}"]
+    if evaluation.digest:
+        lines.append(f"resolved:  {evaluation.digest}")
+    if evaluation.index_digest:
+        lines.append(f"platform manifest: {evaluation.manifest_digest} (index {evaluation.index_digest})")
+    lines.append(f"rule:      {evaluation.matched} — {rule.kind.value}, mode {rule.mode.value}")
+    if rule.authorities:
+        names = ", ".join(a.name for a in rule.authorities)
+        lines.append(f"requires:  {rule.threshold} of [{names}] to sign the {rule.sign_target.value}")
+    for authority in evaluation.authorities:
+        mark = "PASS" if authority.satisfied else "FAIL"
+        lines.append(f"  [{mark}] {authority.name} ({authority.kind}): {authority.reason}")
+        for target in authority.targets:
+            lines.append(f"      {target.what} {target.digest}: {len(target.outcomes)} signature(s) found")
+            for outcome in target.outcomes:
+                lines.append(f"        #{outcome.index} {outcome.reason.value}: {outcome.detail}")
+    for warning in evaluation.warnings:
+        lines.append(f"warning:   {warning}")
+    for reason in evaluation.reasons:
+        lines.append(f"reason:    {reason}")
+    lines.append(f"decision:  {evaluation.decision}")
+    return lines
+
+
+@policy_app.command("import")
+def import_(
+    file: Annotated[Path, typer.Argument(help="containers-policy.json (or a Notation trustpolicy.json).")],
+) -> None:
+    """Convert another tool's policy to a trust policy on stdout; what cannot be converted goes to stderr."""
+    from policy.importer import import_containers_policy
+
+    result = import_containers_policy(file)
+    for warning in result.warnings:
+        note(f"trust: warning: {warning}")
+    typer.echo(result.yaml_text, nl=not result.yaml_text.endswith("\n"))
