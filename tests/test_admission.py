@@ -87,7 +87,10 @@ def test_admitted_image_is_exactly_what_was_verified(
     arm = index.image_for("linux/arm64")
     ref = f"{registry.host}/{repo_name}@{pushed.digest}"
     sign(registry, f"{registry.host}/{repo_name}@{arm.digest}", "a", signers=signers)
-    body = f"rules:\n  - scope: {registry.host}\n    signed-by: [a]\n    sign-target: manifest\ndefault:\n  reject: true\n"
+    body = (
+        f"rules:\n  - scope: {registry.host}\n    signed-by: [a]\n    sign-target: manifest\n"
+        "default:\n  reject: true\n"
+    )
     policy = load_policy_text(body_with(signers, body), tmp_path)
     store = ContentStore.open(tmp_path / "store")
     from pull.manifest import Platform
@@ -119,10 +122,8 @@ def test_audit_mode_allows_and_records(
 ) -> None:  # fmt: skip
     pushed = push_image(registry, repo_name, simple_image(b"audit " + repo_name.encode()), tag="v1")
     ref = f"{registry.host}/{repo_name}@{pushed.digest}"
-    path = write_policy(
-        tmp_path, f"rules:\n  - scope: {registry.host}\n    signed-by: [a]\n    mode: audit\ndefault:\n  reject: true\n",
-        signers,
-    )  # fmt: skip
+    rules = f"rules:\n  - scope: {registry.host}\n    signed-by: [a]\n    mode: audit\n"
+    path = write_policy(tmp_path, rules + "default:\n  reject: true\n", signers)
     store = tmp_path / "store"
     assert main(["verify", "--policy", str(path), "--store", str(store), ref]) == 0
     assert "trust: audit:" in capsys.readouterr().err
@@ -163,7 +164,8 @@ def test_reject_and_accept_anything(
     assert main(["verify", "--policy", str(path), "--store", str(store), ref]) == 0
     assert "accepts anything" in capsys.readouterr().err
     other = push_image(registry, f"{repo_name}-other", simple_image(b"other"), tag="v1")
-    assert main(["verify", "--policy", str(path), "--store", str(store), f"{registry.host}/{repo_name}-other@{other.digest}"]) == 3  # fmt: skip
+    other_ref = f"{registry.host}/{repo_name}-other@{other.digest}"
+    assert main(["verify", "--policy", str(path), "--store", str(store), other_ref]) == 3
     assert "rejects every image" in capsys.readouterr().err
     assert [r["decision"] for r in decisions(store)] == ["allow", "deny"]
 
