@@ -297,9 +297,13 @@ def test_rekor_key_requires_a_set(registry: Registry, repo_name: str, keys: dict
 
 
 def test_bad_key_inputs_are_usage_errors(
-    registry: Registry, repo_name: str, keys: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    registry: Registry,
+    repo_name: str,
+    keys: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+) -> None:
     push_image(registry, repo_name, simple_image(b"keys\n"), tag="v1")
     ref = f"{registry.host}/{repo_name}:v1"
     monkeypatch.setenv("TRUST_PASSWORD", "not-the-password")
