@@ -132,12 +132,12 @@ def evaluate(
             _log(store, policy, evaluation)
         return Admission(evaluation, image)
 
-    if rule.require_digest and reference.digest is None:
-        return finish(Evaluation(text, matched, None, reasons=(_pin_hint(reference, store),)), None)
     if rule.kind is RuleKind.REJECT:
         return finish(
             Evaluation(text, matched, None, reasons=(f"{matched} rejects every image in its scope",)), None
         )
+    if rule.require_digest and reference.digest is None:
+        return finish(Evaluation(text, matched, None, reasons=(_pin_hint(reference, store),)), None)
 
     try:
         pulled = _pull(reference, store, clients, platform)

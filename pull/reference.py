@@ -109,7 +109,7 @@ class Reference:
 
 def _split_registry(name: str) -> tuple[str, str]:
     first, sep, rest = name.partition("/")
-    if first == "index.docker.io" and sep:
+    if first in ("index.docker.io", DOCKER_HUB) and sep:
         return DOCKER_HUB, rest if "/" in rest else f"library/{rest}"
     if sep and ("." in first or ":" in first or first == "localhost" or first.startswith("[")):
         return first, rest

@@ -53,7 +53,7 @@ from pull.errors import (
     Throttled,
     UsageError,
 )
-from pull.mediatypes import ACCEPT
+from pull.mediatypes import ACCEPT, OCI_INDEX
 
 _RETRY_STATUSES = frozenset({429, 502, 503, 504})
 _THROTTLE_STATUSES = frozenset({429, 503})
@@ -355,6 +355,43 @@ class RegistryClient:
                 raise RegistryError(f"{where} paginated its tag list to a foreign or repeated URL")
             seen.add(str(url))
         raise RegistryError(f"{where} paginated its tag list beyond {_TAG_PAGES_MAX} pages")
+
+    def referrers(
+        self, repository: str, digest: Digest, artifact_type: str | None = None
+    ) -> list[bytes] | None:
+        """Pages of the OCI 1.1 referrers API for `digest` (index documents), or None if unsupported.
+
+        A 404 means the registry has no referrers API (distribution 2.8): the caller falls back to
+        the `sha256-<hex>` tag schema. Any other failure raises: it is "could not look", never
+        "nothing attached". Pages are followed through `Link` like tag lists.
+        """
+        where = self._where(repository)
+        url = self._url(repository, "referrers", str(digest))
+        if artifact_type is not None:
+            url = url.copy_merge_params({"artifactType": artifact_type})
+        seen = {str(url)}
+        pages: list[bytes] = []
+        for _ in range(_TAG_PAGES_MAX):
+            response = self._send(
+                "GET", url, where=where, scope=repository_scope(repository), headers={"Accept": OCI_INDEX}
+            )
+            with contextlib.closing(response):
+                if response.status_code == 404 and not pages:
+                    return None
+                self._expect(response, (200,), f"referrers of {digest}", where)
+                data, truncated = self._read_at_most(response, self._config.manifest_max_bytes, where)
+                link = response.headers.get("link")
+            if truncated:
+                raise RegistryError(f"a referrers page from {where} is larger than the manifest size limit")
+            pages.append(data)
+            following = _next_link(link)
+            if following is None:
+                return pages
+            url = self._checked_target(url, following, where, "referrers page")
+            if not self._is_registry(url) or str(url) in seen:
+                raise RegistryError(f"{where} paginated its referrers to a foreign or repeated URL")
+            seen.add(str(url))
+        raise RegistryError(f"{where} paginated its referrers beyond {_TAG_PAGES_MAX} pages")
 
     # -- requests ---------------------------------------------------------------------------------
 

@@ -18,6 +18,8 @@ HEX = "a" * 64
         ("busybox:1.36", "docker.io", "library/busybox", "1.36", None),
         ("library/busybox", "docker.io", "library/busybox", "latest", None),
         ("index.docker.io/busybox", "docker.io", "library/busybox", "latest", None),
+        ("docker.io/busybox", "docker.io", "library/busybox", "latest", None),
+        ("docker.io/team/app", "docker.io", "team/app", "latest", None),
         ("team/app", "docker.io", "team/app", "latest", None),
         ("host:5000/team/app:v1", "host:5000", "team/app", "v1", None),
         ("localhost/app", "localhost", "app", "latest", None),

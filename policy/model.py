@@ -1,0 +1,263 @@
+"""The policy as values: authorities (who may sign), rules (what each scope requires), the default.
+
+Everything here is already checked: `policy.loader` builds these objects only from a file that
+passed every load-time check (keys parsed, regexps compiled, certificates read, names resolved),
+so evaluation code never meets a half-valid policy. The model holds no I/O and makes no decision
+about signatures; it answers "which rule applies to this reference" and describes itself.
+
+Threshold semantics: a rule with `threshold = k` is satisfied when at least k *distinct
+authorities* of its `signed-by` list each have at least one valid signature. An authority with
+several keys counts once however many of its keys signed; the loader refuses a rule whose
+authorities share a key, so one signer can never count twice.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from cryptography import x509
+
+from policy.scope import Scope
+from pull.reference import Reference
+from trust.keys import TrustedKey
+
+POLICY_VERSION = 1
+
+
+class RuleKind(StrEnum):
+    SIGNED = "signed"
+    REJECT = "reject"
+    ACCEPT_ANYTHING = "insecure-accept-anything"
+
+
+class Mode(StrEnum):
+    ENFORCE = "enforce"
+    """A failed requirement denies (exit 3)."""
+    AUDIT = "audit"
+    """A failed requirement is recorded and printed, and the image is allowed."""
+
+
+class SignTarget(StrEnum):
+    """For a multi-platform index: which object the authorities must have signed."""
+
+    MANIFEST = "manifest"
+    """The selected platform's manifest (what `cosign sign` signs when given a platform digest)."""
+    INDEX = "index"
+    """The index (what `cosign sign` signs when given a tag that names an index)."""
+    BOTH = "both"
+
+
+class NotationLevel(StrEnum):
+    """Notation's verification levels, minus `skip` (spelled `insecure-accept-anything` here)."""
+
+    STRICT = "strict"
+    PERMISSIVE = "permissive"
+    AUDIT = "audit"
+
+
+@dataclass(frozen=True)
+class CosignKeyAuthority:
+    """Signatures by one of `keys` (cosign simple-signing); with `rekor_keys`, a Rekor SET by one
+    of them is required as well."""
+
+    name: str
+    keys: tuple[TrustedKey, ...]
+    rekor_keys: tuple[TrustedKey, ...] = ()
+    line: int = 0
+
+    @property
+    def kind(self) -> str:
+        return "cosign-keys"
+
+
+@dataclass(frozen=True)
+class KeylessAuthority:
+    """A Sigstore keyless identity: a Fulcio certificate whose OIDC issuer and subject match.
+
+    Exactly one of `issuer` / `issuer_regexp` and one of `subject` / `subject_regexp` is set.
+    Regexps must match the whole value (`re.fullmatch`), so a missing `$` cannot widen them.
+    """
+
+    name: str
+    issuer: str | None
+    issuer_regexp: re.Pattern[str] | None
+    subject: str | None
+    subject_regexp: re.Pattern[str] | None
+    trusted_root: Path | None = None
+    """A Sigstore trusted-root JSON file; None means the public-good instance."""
+    line: int = 0
+
+    @property
+    def kind(self) -> str:
+        return "keyless"
+
+    def issuer_matches(self, issuer: str) -> bool:
+        if self.issuer_regexp is not None:
+            return self.issuer_regexp.fullmatch(issuer) is not None
+        return issuer == self.issuer
+
+    def subject_matches(self, subject: str) -> bool:
+        if self.subject_regexp is not None:
+            return self.subject_regexp.fullmatch(subject) is not None
+        return subject == self.subject
+
+
+@dataclass(frozen=True)
+class NotationAuthority:
+    """Notary Project signatures chaining to `certificates` (read from `trust_store`) whose signing
+    certificate's subject is one of `trusted_identities` (`*` = any)."""
+
+    name: str
+    trust_store: Path
+    certificates: tuple[x509.Certificate, ...]
+    trusted_identities: tuple[str, ...]
+    level: NotationLevel = NotationLevel.STRICT
+    line: int = 0
+
+    @property
+    def kind(self) -> str:
+        return "notation"
+
+
+Authority = CosignKeyAuthority | KeylessAuthority | NotationAuthority
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule of the policy, or its default (`scope` None).
+
+    For `REJECT` and `ACCEPT_ANYTHING`, `authorities` is empty and `threshold` is 0.
+    """
+
+    scope: Scope | None
+    kind: RuleKind
+    authorities: tuple[Authority, ...] = ()
+    threshold: int = 0
+    mode: Mode = Mode.ENFORCE
+    require_digest: bool = True
+    sign_target: SignTarget = SignTarget.MANIFEST
+    ignore_reference: bool = False
+    line: int = 0
+    number: int | None = None
+    """1-based position under `rules:` (as in messages), None for the default."""
+
+    @property
+    def label(self) -> str:
+        if self.number is None:
+            return f"default (line {self.line})"
+        return f"rule {self.number} (line {self.line}, scope {self.scope})"
+
+
+@dataclass(frozen=True)
+class MatchedRule:
+    """The rule that applies to a reference: `rule`, its scope as written, its 0-based index."""
+
+    rule: Rule
+    scope: str | None
+    index: int | None
+
+    @property
+    def is_default(self) -> bool:
+        return self.index is None
+
+    def __str__(self) -> str:
+        return self.rule.label
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A loaded policy: `rules` in file order, the `default`, the authorities by name.
+
+    `source_path` is the file it came from (None when loaded from text).
+    """
+
+    rules: tuple[Rule, ...]
+    default: Rule
+    authorities: Mapping[str, Authority] = field(hash=False)  # a read-only mapping; not hashable
+    source_path: Path | None = None
+
+    def rule_for(self, reference: Reference) -> MatchedRule:
+        """The most specific rule whose scope matches `reference` (see `policy.scope`), else default."""
+        best: tuple[tuple[int, int, int, int, int], int] | None = None
+        for index, rule in enumerate(self.rules):
+            assert rule.scope is not None
+            if rule.scope.matches(reference):
+                key = (*rule.scope.specificity(reference), -index)
+                if best is None or key > best[0]:
+                    best = (key, index)
+        if best is None:
+            return MatchedRule(self.default, None, None)
+        rule = self.rules[best[1]]
+        assert rule.scope is not None
+        return MatchedRule(rule, rule.scope.text, best[1])
+
+
+def describe(policy: Policy) -> list[str]:
+    """A summary for humans (`trust policy check`): one line per authority and rule, then warnings."""
+    source = str(policy.source_path) if policy.source_path is not None else "policy"
+    n_rules = len(policy.rules)
+    lines = [
+        f"{source}: version {POLICY_VERSION}, {n_rules} rule{'s' if n_rules != 1 else ''}, "
+        f"{len(policy.authorities)} authorit{'ies' if len(policy.authorities) != 1 else 'y'}"
+    ]
+    for authority in policy.authorities.values():
+        lines.append(f"authority {authority.name}: {_describe_authority(authority)}")
+    for rule in policy.rules:
+        lines.append(f"rule {rule.number} {rule.scope} (line {rule.line}): {_describe_rule(rule)}")
+    lines.append(f"default (line {policy.default.line}): {_describe_rule(policy.default)}")
+    used = {a.name for rule in (*policy.rules, policy.default) for a in rule.authorities}
+    for name in policy.authorities:
+        if name not in used:
+            lines.append(f"warning: authority {name} is not used by any rule")
+    return lines
+
+
+def _describe_authority(authority: Authority) -> str:
+    if isinstance(authority, CosignKeyAuthority):
+        keys = ", ".join(f"{k.name} (sha256:{k.fingerprint[:12]})" for k in authority.keys)
+        text = f"cosign key{'s' if len(authority.keys) > 1 else ''} {keys}"
+        if authority.rekor_keys:
+            text += "; Rekor SET required, by " + ", ".join(k.name for k in authority.rekor_keys)
+        return text
+    if isinstance(authority, KeylessAuthority):
+        issuer = (
+            f"issuer matching {authority.issuer_regexp.pattern}"
+            if authority.issuer_regexp is not None
+            else f"issuer {authority.issuer}"
+        )
+        subject = (
+            f"subject matching {authority.subject_regexp.pattern}"
+            if authority.subject_regexp is not None
+            else f"subject {authority.subject}"
+        )
+        root = f", trusted root {authority.trusted_root}" if authority.trusted_root else ""
+        return f"keyless, {issuer}, {subject}{root}"
+    n = len(authority.certificates)
+    return (
+        f"notation, trust store {authority.trust_store} ({n} certificate{'s' if n != 1 else ''}), "
+        f"level {authority.level}, identities {', '.join(authority.trusted_identities)}"
+    )
+
+
+def _describe_rule(rule: Rule) -> str:
+    audit = " (audit: failures are recorded, not enforced)" if rule.mode is Mode.AUDIT else ""
+    if rule.kind is RuleKind.REJECT:
+        return f"reject{audit}"
+    digest = "digest required" if rule.require_digest else "tag-only references allowed"
+    if rule.kind is RuleKind.ACCEPT_ANYTHING:
+        return f"INSECURE: accepts any image without checking signatures; {digest}"
+    names = ", ".join(a.name for a in rule.authorities)
+    who = (
+        f"{names} must sign"
+        if len(rule.authorities) == 1
+        else f"at least {rule.threshold} of {names} must sign"
+    )
+    what = "the index and the manifest" if rule.sign_target is SignTarget.BOTH else f"the {rule.sign_target}"
+    parts = [f"{who} {what}", digest]
+    if rule.ignore_reference:
+        parts.append("signatures naming another repository accepted")
+    return "; ".join(parts) + audit
