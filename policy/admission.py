@@ -18,9 +18,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from policy.admitted import AdmittedImage, Decision
-from policy.evaluate import Evaluation, evaluate_signatures
+from policy.evaluate import Evaluation, SignatureSource, evaluate_signatures
 from policy.model import MatchedRule, Policy, RuleKind
 from pull.digest import Digest
 from pull.errors import CouldNotCheck, DeniedError, IntegrityError, UsageError
@@ -29,7 +30,9 @@ from pull.pipeline import PullResult
 from pull.reference import Reference
 from pull.registry import RegistryClient
 from pull.store import ContentStore
-from trust.cosign import PayloadLoader, SignatureLayer
+
+if TYPE_CHECKING:
+    from trust.attached import AttachedSignatures
 
 POLICY_ENV = "TRUST_POLICY"
 STORE_POLICY = "policy.yaml"
@@ -178,23 +181,12 @@ def _pull(
     return pull(reference, store, clients(reference.api_host), platform=platform)
 
 
-def _signature_source(
-    reference: Reference, clients: ClientFor
-) -> Callable[[Digest], tuple[Sequence[SignatureLayer], PayloadLoader]]:
-    from trust.attached import SignatureLocation, fetch_signature_layers, payload_loader
+def _signature_source(reference: Reference, clients: ClientFor) -> SignatureSource:
+    from trust.attached import SignatureLocation, discover
 
-    def source(digest: Digest) -> tuple[Sequence[SignatureLayer], PayloadLoader]:
+    def source(digest: Digest) -> AttachedSignatures:
         location = SignatureLocation.for_image(reference, digest)
-        client = clients(location.api_host)
-        cache: dict[Digest, bytes] = {}
-        load = payload_loader(client, location)
-
-        def cached(layer: SignatureLayer) -> bytes:
-            if layer.digest not in cache:
-                cache[layer.digest] = load(layer)
-            return cache[layer.digest]
-
-        return fetch_signature_layers(client, location), cached
+        return discover(clients(location.api_host), reference.repository, digest, location)
 
     return source
 

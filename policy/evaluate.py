@@ -8,7 +8,7 @@ and the logging; `trust policy explain` renders the same `Evaluation`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,10 +21,11 @@ from policy.model import (
     SignTarget,
 )
 from pull.digest import Digest
-from trust.cosign import PayloadLoader, SignatureLayer, SignatureOutcome, verify_simple_signing
+from trust.attached import AttachedSignatures, verify_attached
+from trust.cosign import SignatureOutcome
 
-SignatureSource = Callable[[Digest], tuple[Sequence[SignatureLayer], PayloadLoader]]
-"""Returns the cosign signature layers attached to a digest and a loader for their payloads."""
+SignatureSource = Callable[[Digest], AttachedSignatures]
+"""Returns the cosign signatures (`.sig` layers and bundle referrers) attached to a digest."""
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,7 @@ def evaluate_signatures(
 def _check_authority(
     authority: Authority,
     targets: list[tuple[str, Digest]],
-    found: dict[Digest, tuple[Sequence[SignatureLayer], PayloadLoader]],
+    found: dict[Digest, AttachedSignatures],
     repository: str,
     ignore_reference: bool,
 ) -> AuthorityResult:
@@ -175,10 +176,8 @@ def _check_authority(
         )
     checked = []
     for what, digest in targets:
-        layers, loader = found[digest]
-        outcomes = verify_simple_signing(
-            layers,
-            loader,
+        outcomes = verify_attached(
+            found[digest],
             digest,
             repository,
             authority.keys,

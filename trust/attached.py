@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 from pull.digest import Digest
 from pull.errors import NotFound, RegistryError
@@ -22,12 +23,15 @@ from trust.cosign import (
     MAX_PAYLOAD_BYTES,
     MAX_SIGNATURE_MANIFEST_BYTES,
     PayloadLoader,
+    Reason,
     SignatureLayer,
+    SignatureOutcome,
     build_signature_manifest,
     parse_signature_manifest,
     signature_tag,
+    verify_simple_signing,
 )
-from trust.keys import PublicKey
+from trust.keys import PublicKey, TrustedKey
 
 _ACCEPT_IMAGE_MANIFEST = (
     "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"
@@ -82,6 +86,102 @@ def payload_loader(client: RegistryClient, location: SignatureLocation) -> Paylo
         )
 
     return load
+
+
+@dataclass(frozen=True)
+class AttachedSignatures:
+    """Everything attached to one digest that may be a cosign signature, fetched and size-capped.
+
+    `layers`/`loader`: the simple-signing layers of the `.sig` tag. `bundles`: Sigstore bundles
+    attached as referrers (cosign v3), as (blob digest, verified bytes).
+    """
+
+    layers: Sequence[SignatureLayer]
+    loader: PayloadLoader
+    bundles: Sequence[tuple[Digest, bytes]] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not self.layers and not self.bundles
+
+
+def discover(
+    client: RegistryClient, image_repository: str, digest: Digest, location: SignatureLocation
+) -> AttachedSignatures:
+    """The `.sig` layers at `location` and the bundle referrers of `digest` in the image's repository."""
+    layers = fetch_signature_layers(client, location)
+    cache: dict[Digest, bytes] = {}
+    load = payload_loader(client, location)
+
+    def cached(layer: SignatureLayer) -> bytes:
+        if layer.digest not in cache:
+            cache[layer.digest] = load(layer)
+        return cache[layer.digest]
+
+    return AttachedSignatures(layers, cached, fetch_bundles(client, image_repository, digest))
+
+
+def fetch_bundles(client: RegistryClient, repository: str, digest: Digest) -> list[tuple[Digest, bytes]]:
+    """Sigstore bundles attached to `digest` as referrers (API or `sha256-<hex>` fallback index)."""
+    from pull.manifest import ImageManifest, verify_document
+    from pull.referrers import list_referrers
+    from trust.bundles import BUNDLE_ARTIFACT_TYPE, BUNDLE_MEDIA_TYPES, MAX_BUNDLE_BYTES
+
+    bundles = []
+    for entry in list_referrers(client, repository, digest, BUNDLE_ARTIFACT_TYPE)[:MAX_REFERRERS]:
+        fetched = client.get_manifest(repository, str(entry.digest), accept=_ACCEPT_IMAGE_MANIFEST)
+        document = verify_document(
+            fetched.data, content_type=fetched.content_type, expected=entry.digest
+        ).document
+        if (
+            not isinstance(document, ImageManifest)
+            or document.subject is None
+            or document.subject.digest != digest
+        ):
+            continue  # not a referrer of this digest, whatever the index claimed
+        for layer in document.layers:
+            if layer.media_type in BUNDLE_MEDIA_TYPES and layer.size <= MAX_BUNDLE_BYTES:
+                bundles.append(
+                    (layer.digest, client.get_blob(repository, layer.digest, max_bytes=layer.size))
+                )
+    return bundles
+
+
+def verify_attached(
+    attached: AttachedSignatures,
+    expected: Digest,
+    repository: str | Reference,
+    keys: Sequence[TrustedKey],
+    *,
+    rekor_keys: Sequence[PublicKey] | None = None,
+    ignore_reference: bool = False,
+) -> list[SignatureOutcome]:
+    """One outcome per signature found, simple-signing layers first, then bundles."""
+    from trust.bundles import verify_bundle
+
+    outcomes = verify_simple_signing(
+        attached.layers,
+        attached.loader,
+        expected,
+        repository,
+        keys,
+        rekor_keys=rekor_keys,
+        ignore_reference=ignore_reference,
+    )
+    for offset, (blob_digest, data) in enumerate(attached.bundles):
+        outcome = verify_bundle(len(attached.layers) + offset, blob_digest, data, expected, keys)
+        if rekor_keys is not None and outcome.ok:
+            outcome = replace(
+                outcome,
+                reason=Reason.BAD_SET,
+                detail="sigstore bundle: transparency-log proofs are not checked with --rekor-key",
+            )
+        outcomes.append(outcome)
+    return outcomes
+
+
+MAX_REFERRERS = 100
+"""Referrers examined per digest; a registry listing more is not allowed to make us fetch them all."""
 
 
 def attach_signature(

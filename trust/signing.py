@@ -16,14 +16,15 @@ from pull.manifest import ImageIndex
 from pull.pipeline import resolve
 from pull.reference import Reference
 from pull.registry import RegistryClient
-from trust.attached import SignatureLocation, attach_signature, fetch_signature_layers, payload_loader
-from trust.cosign import (
-    SignatureLayer,
-    SignatureOutcome,
-    build_payload,
-    docker_reference,
-    verify_simple_signing,
+from trust.attached import (
+    AttachedSignatures,
+    SignatureLocation,
+    attach_signature,
+    discover,
+    fetch_bundles,
+    verify_attached,
 )
+from trust.cosign import SignatureLayer, SignatureOutcome, build_payload, docker_reference
 from trust.keys import PublicKey, Signer, TrustedKey
 
 ClientFor = Callable[[str], RegistryClient]
@@ -113,15 +114,12 @@ def verify_image(
     """
     document = resolve(client_for(reference.api_host), reference)
     location = SignatureLocation.for_image(reference, document.digest, signature_repository)
-    client = client_for(location.api_host)
-    layers = fetch_signature_layers(client, location)
-    outcomes = verify_simple_signing(
-        layers,
-        payload_loader(client, location),
-        document.digest,
-        reference,
-        keys,
-        rekor_keys=rekor_keys,
-        ignore_reference=ignore_reference,
+    attached = discover(client_for(location.api_host), reference.repository, document.digest, location)
+    if location.api_host != reference.api_host:
+        # Bundles are referrers: they live beside the image, not in the signature repository.
+        bundles = fetch_bundles(client_for(reference.api_host), reference.repository, document.digest)
+        attached = AttachedSignatures(attached.layers, attached.loader, bundles)
+    outcomes = verify_attached(
+        attached, document.digest, reference, keys, rekor_keys=rekor_keys, ignore_reference=ignore_reference
     )
     return VerifyResult(reference, document.digest, location, tuple(outcomes))
