@@ -72,6 +72,15 @@ def referrer_manifest(bundle: bytes, subject_digest: str, subject_size: int) -> 
     ).encode()
 
 
+def fallback_index(*manifests: bytes) -> bytes:
+    """The referrers tag-schema index (`sha256-<hex>` tag) listing `manifests` as bundle referrers."""
+    entries = [
+        {"mediaType": OCI_MANIFEST, "digest": sha(m), "size": len(m), "artifactType": BUNDLE_ARTIFACT_TYPE}
+        for m in manifests
+    ]
+    return json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}).encode()
+
+
 def sha(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
@@ -124,20 +133,7 @@ def test_bundle_via_referrers_fallback_tag_in_a_real_registry(
     push_blob(registry, repo_name, EMPTY)
     manifest = referrer_manifest(bundle, pushed.digest, len(pushed.manifest_bytes))
     push_manifest(registry, repo_name, sha(manifest), manifest, OCI_MANIFEST)
-    index = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": OCI_INDEX,
-            "manifests": [
-                {
-                    "mediaType": OCI_MANIFEST,
-                    "digest": sha(manifest),
-                    "size": len(manifest),
-                    "artifactType": BUNDLE_ARTIFACT_TYPE,
-                }
-            ],
-        }
-    ).encode()
+    index = fallback_index(manifest)
     push_manifest(registry, repo_name, pushed.digest.replace(":", "-"), index, OCI_INDEX)
     capsys.readouterr()
     assert main(["verify", "--key", str(pub), ref, "--output", "json"]) == 0
@@ -173,10 +169,6 @@ def test_referrer_whose_subject_is_another_image_is_ignored(key: tuple[KeySigner
         # Listed under image's fallback tag, but its subject is `other`.
         manifest = referrer_manifest(bundle, other.digest, len(other.manifest))
         hostile.add_manifest("team/app", "x", manifest)
-        index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
-            {"mediaType": OCI_MANIFEST, "digest": sha(manifest), "size": len(manifest), "artifactType": BUNDLE_ARTIFACT_TYPE}
-        ]}  # fmt: skip
-        hostile.add_manifest(
-            "team/app", image.digest.replace(":", "-"), json.dumps(index).encode(), OCI_INDEX
-        )
+        index = fallback_index(manifest)
+        hostile.add_manifest("team/app", image.digest.replace(":", "-"), index, OCI_INDEX)
         assert main(["verify", "--key", str(pub), f"{hostile.host}/team/app:v1"]) == 3
