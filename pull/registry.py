@@ -559,7 +559,7 @@ class RegistryClient:
 
     def _chunks(self, response: httpx.Response, where: str) -> Iterator[bytes]:
         try:
-            yield from _body(response, self._config.chunk_size)
+            yield from _body(response)
         except httpx.HTTPError as exc:
             raise _unreachable(exc, where) from None
 
