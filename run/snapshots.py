@@ -1,0 +1,318 @@
+"""Read-only layer snapshots keyed by chain ID, in containerd's vocabulary but much smaller.
+
+A snapshot is one layer unpacked in overlay form (`run/tarsafe.py`), shared by every image whose
+layer stack up to that point is the same. Its key is the OCI chain ID, which names the whole stack
+below and including the layer, because an overlay lower dir only means something on top of the
+same lower dirs:
+
+    ROOT/
+      snapshots/sha256-<chain hex>/     committed, mode 0555; never changes after commit
+        fs/                             the layer's tree: an overlay lower dir
+        snapshot.json                   chain ID, diff_id, layer digest, … (audit re-verifies these)
+      tmp/extract-<random>-sha256-<chain hex>/{fs, snapshot.json}   being unpacked
+      locks/sha256-<chain hex>.lock     flock: one unpacker per chain ID at a time
+
+The protocol, as containerd's unpacker runs it:
+
+    with store.locked(chain_id):            # a second process waits here, then sees exists()
+        if not store.exists(chain_id):
+            fs = store.prepare(chain_id)
+            try:
+                apply_layer(..., target=fs)  # verifies digest and diff_id while unpacking
+                store.commit(fs, chain_id, diff_id=…, layer_digest=…, media_type=…)
+            except BaseException:
+                store.discard(fs)
+                raise
+
+`commit` is one `rename` of the extraction directory, metadata included, so a snapshot is either
+absent or complete. This module knows nothing of blobs or tar; `run/unpack.py` joins the two.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pull.digest import Digest
+from pull.errors import IntegrityError, InvalidReference
+
+METADATA_FILE = "snapshot.json"
+_FS = "fs"
+_EXTRACT_PREFIX = "extract-"
+
+
+class SnapshotNotFound(LookupError):
+    """A chain ID has no committed snapshot (a caller asked for lower dirs before unpacking)."""
+
+
+def chain_ids(diff_ids: Sequence[Digest]) -> list[Digest]:
+    """The OCI chain IDs of a layer stack, bottom layer first.
+
+    ChainID(L0) = DiffID(L0); ChainID(L0..n) = sha256(ChainID(L0..n-1) + " " + DiffID(Ln)).
+    """
+    result: list[Digest] = []
+    for diff_id in diff_ids:
+        if result:
+            result.append(Digest.of_bytes(f"{result[-1]} {diff_id}".encode()))
+        else:
+            result.append(diff_id)
+    return result
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """What `snapshot.json` records about a committed snapshot."""
+
+    chain_id: Digest
+    diff_id: Digest
+    layer_digest: Digest
+    media_type: str
+    created: str
+    synced: bool
+    warnings: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "chainId": str(self.chain_id),
+            "diffId": str(self.diff_id),
+            "layerDigest": str(self.layer_digest),
+            "mediaType": self.media_type,
+            "created": self.created,
+            "synced": self.synced,
+            "warnings": list(self.warnings),
+        }
+
+    @classmethod
+    def from_json(cls, obj: Any, where: str) -> SnapshotInfo:
+        try:
+            return cls(
+                chain_id=Digest.parse(obj["chainId"]),
+                diff_id=Digest.parse(obj["diffId"]),
+                layer_digest=Digest.parse(obj["layerDigest"]),
+                media_type=str(obj["mediaType"]),
+                created=str(obj["created"]),
+                synced=bool(obj["synced"]),
+                warnings=tuple(str(w) for w in obj.get("warnings", [])),
+            )
+        except (KeyError, TypeError, InvalidReference) as exc:
+            raise IntegrityError(f"{where}: malformed snapshot metadata ({exc})") from None
+
+
+class SnapshotStore:
+    """Chain ID → a committed, read-only directory usable as an overlay lower dir."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._snapshots = root / "snapshots"
+        self._tmp = root / "tmp"
+        self._locks = root / "locks"
+        self._held: set[Digest] = set()  # chain IDs whose lock this object holds
+
+    @classmethod
+    def open(cls, root: Path | str) -> SnapshotStore:
+        """Open the store at `root`, creating its directories (mode 0700) if needed."""
+        store = cls(Path(root))
+        for directory in (store.root, store._snapshots, store._tmp, store._locks):
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return store
+
+    # -- committed snapshots -------------------------------------------------------------
+
+    def path(self, chain_id: Digest) -> Path:
+        """The snapshot's tree (what overlay mounts as a lower dir), committed or not."""
+        return self._dir(chain_id) / _FS
+
+    def exists(self, chain_id: Digest) -> bool:
+        # The metadata file is renamed into place together with the tree, so it marks a commit.
+        return (self._dir(chain_id) / METADATA_FILE).is_file()
+
+    def info(self, chain_id: Digest) -> SnapshotInfo:
+        meta = self._dir(chain_id) / METADATA_FILE
+        try:
+            obj = json.loads(meta.read_bytes())
+        except FileNotFoundError:
+            raise SnapshotNotFound(f"no snapshot for chain ID {chain_id}") from None
+        except ValueError:
+            raise IntegrityError(f"{meta}: snapshot metadata is not JSON") from None
+        info = SnapshotInfo.from_json(obj, str(meta))
+        if info.chain_id != chain_id:
+            raise IntegrityError(f"{meta}: records chain ID {info.chain_id}, expected {chain_id}")
+        return info
+
+    def committed(self) -> list[Digest]:
+        """Chain IDs of all committed snapshots."""
+        found = []
+        for entry in sorted(os.listdir(self._snapshots)):
+            algorithm, _, hexpart = entry.partition("-")
+            try:
+                chain_id = Digest(algorithm, hexpart)
+            except InvalidReference:
+                continue  # not ours
+            if self.exists(chain_id):
+                found.append(chain_id)
+        return found
+
+    def lowerdirs(self, chain_ids: Sequence[Digest]) -> list[Path]:
+        """Lower dirs for a stack given bottom layer first, returned top-most first (overlay order)."""
+        missing = [c for c in chain_ids if not self.exists(c)]
+        if missing:
+            raise SnapshotNotFound(f"no snapshot for chain ID {missing[0]} (unpack the image first)")
+        return [self.path(c) for c in reversed(chain_ids)]
+
+    def remove(self, chain_id: Digest) -> None:
+        """Delete a committed snapshot (the caller makes sure no container uses it)."""
+        directory = self._dir(chain_id)
+        if not directory.exists():
+            return
+        # Rename first, so the snapshot disappears at once rather than file by file.
+        doomed = Path(tempfile.mkdtemp(prefix="remove-", dir=self._tmp))
+        os.rename(directory, doomed / "snapshot")
+        _rmtree(doomed)
+
+    # -- unpacking -----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def locked(self, chain_id: Digest) -> Iterator[None]:
+        """Hold the chain ID's lock: other processes (and threads) unpacking it wait."""
+        fd = os.open(self._locks / f"{chain_id.encoded}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._held.add(chain_id)
+            try:
+                yield
+            finally:
+                self._held.discard(chain_id)
+        finally:
+            os.close(fd)  # closing releases the flock
+
+    def prepare(self, chain_id: Digest) -> Path:
+        """A new, empty directory to unpack the layer into; returns its `fs` path.
+
+        When called under `locked(chain_id)`, leftovers of earlier crashed extractions of this
+        chain ID are removed first (nobody else can be using them while we hold the lock).
+        """
+        if chain_id in self._held:
+            for stale in self._tmp.glob(f"{_EXTRACT_PREFIX}*-{chain_id.encoded}"):
+                _rmtree(stale)
+        extraction = Path(
+            tempfile.mkdtemp(prefix=_EXTRACT_PREFIX, suffix=f"-{chain_id.encoded}", dir=self._tmp)
+        )
+        fs = extraction / _FS
+        fs.mkdir()
+        os.chmod(fs, 0o755)  # a layer's "./" entry may change it; mkdir's mode went through the umask
+        return fs
+
+    def commit(
+        self,
+        prepared: Path,
+        chain_id: Digest,
+        *,
+        diff_id: Digest,
+        layer_digest: Digest,
+        media_type: str,
+        warnings: Sequence[str] = (),
+        sync: bool = False,
+    ) -> Path:
+        """Make a prepared snapshot visible under `chain_id`; returns the committed `fs` path.
+
+        The first committer wins: if the chain ID is already committed, `prepared` is discarded.
+        With `sync`, the metadata and directory renames are fsynced (the caller synced the tree).
+        """
+        extraction = self._extraction(prepared)
+        if not extraction.name.endswith(f"-{chain_id.encoded}"):
+            raise RuntimeError(f"{prepared} was prepared for another chain ID than {chain_id}")
+        info = SnapshotInfo(
+            chain_id=chain_id,
+            diff_id=diff_id,
+            layer_digest=layer_digest,
+            media_type=media_type,
+            created=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            synced=sync,
+            warnings=tuple(warnings),
+        )
+        meta = extraction / METADATA_FILE
+        with open(meta, "x", encoding="utf-8") as f:
+            json.dump(info.to_json(), f, indent=2, sort_keys=True)
+            f.write("\n")
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.chmod(meta, 0o444)
+        # The snapshot directory itself is read-only; fs/ keeps the mode the layer gave it.
+        os.chmod(extraction, 0o555)
+        final = self._dir(chain_id)
+        try:
+            os.rename(extraction, final)  # fails if `final` exists: it is never empty
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            _rmtree(extraction)
+            return final / _FS
+        if sync:
+            _fsync_dir(self._snapshots)
+        return final / _FS
+
+    def discard(self, prepared: Path) -> None:
+        """Remove a prepared (uncommitted) snapshot, e.g. after a failed unpack."""
+        extraction = self._extraction(prepared)
+        if extraction.exists():
+            _rmtree(extraction)
+
+    def remove_stale(self) -> int:
+        """Remove extractions left by crashed processes; returns how many. Skips live ones."""
+        removed = 0
+        for extraction in self._tmp.glob(f"{_EXTRACT_PREFIX}*"):
+            # extract-<random>-<algorithm>-<hex>; mkdtemp's random part has no "-".
+            pieces = extraction.name.rsplit("-", 2)
+            try:
+                chain_id = Digest(pieces[1], pieces[2])
+            except (IndexError, InvalidReference):
+                continue
+            fd = os.open(
+                self._locks / f"{chain_id.encoded}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+            )
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # someone is unpacking this chain ID right now
+            finally:
+                os.close(fd)  # (closing also drops the lock if we got it)
+            _rmtree(extraction)
+            removed += 1
+        return removed
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _dir(self, chain_id: Digest) -> Path:
+        # Digest validated algorithm and hex, so this name cannot leave snapshots/.
+        return self._snapshots / chain_id.encoded
+
+    def _extraction(self, prepared: Path) -> Path:
+        extraction = prepared.parent if prepared.name == _FS else prepared
+        if extraction.parent != self._tmp or not extraction.name.startswith(_EXTRACT_PREFIX):
+            raise RuntimeError(f"{prepared} is not a snapshot prepared by this store")
+        return extraction
+
+
+def _rmtree(path: Path) -> None:
+    # shutil.rmtree uses fd-relative, no-follow deletion on Linux; layers may contain 0000 dirs,
+    # which root removes regardless.
+    shutil.rmtree(path)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
