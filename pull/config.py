@@ -30,7 +30,6 @@ class PullConfig:
     backoff_base: float = 0.5
     max_retry_after: float = 30.0
     """A `Retry-After` longer than this is treated as a failure instead of a wait."""
-    chunk_size: int = 1024 * 1024
     max_redirects: int = 5
     user_agent: str = "trust/0.1"
 

@@ -204,7 +204,10 @@ class RegistryClient:
 
     @contextlib.contextmanager
     def stream_blob(self, repository: str, digest: Digest) -> Iterator[Iterator[bytes]]:
-        """Stream a blob in `chunk_size` pieces, following redirects to storage backends.
+        """Stream a blob in pieces as the network delivers them, following redirects to storage backends.
+
+        Pieces are not re-chunked (that would copy every byte once more); they are at most the
+        transport's read size (64 KiB with httpcore).
 
         Nothing is verified here: the caller hashes and counts, and may stop early (leaving the
         `with` block closes the connection).

@@ -104,7 +104,7 @@ def one_line(error: BaseException) -> str:
 
 def test_pull_round_trip(hostile: HostileRegistry) -> None:
     image = hostile.add_image("team/app", "v1", layers=[b"first layer", b"second"])
-    with client_for(hostile, PullConfig(chunk_size=4)) as client:
+    with client_for(hostile, PullConfig()) as client:
         client.ping()
         fetched = client.get_manifest("team/app", "v1")
         assert fetched.data == image.manifest
@@ -114,7 +114,7 @@ def test_pull_round_trip(hostile: HostileRegistry) -> None:
         assert client.get_manifest("team/app", image.digest).data == image.manifest
         with client.stream_blob("team/app", Digest.parse(image.layers[0])) as chunks:
             pieces = list(chunks)
-        assert pieces == [b"firs", b"t la", b"yer"]  # chunk_size pieces
+        assert b"".join(pieces) == b"first layer"
         assert client.get_blob("team/app", Digest.parse(image.config_digest), 4096) == image.config
         assert client.blob_exists("team/app", Digest.parse(image.layers[1]))
         assert not client.blob_exists("team/app", Digest.of_bytes(b"absent"))
@@ -243,7 +243,7 @@ def test_stream_blob_may_stop_early(hostile: HostileRegistry) -> None:
     with client_for(hostile) as client:
         with client.stream_blob("app", Digest.parse(big)) as chunks:
             first = next(iter(chunks))
-        assert len(first) == FAST.chunk_size
+        assert 0 < len(first) <= 1 * MiB  # a network read, not the whole blob
         assert client.get_blob("app", small, 10) == b"next"  # the client is still usable
     big_request = next(r for r in hostile.requests if r.path.endswith(big))
     assert big_request.finished.wait(5)
