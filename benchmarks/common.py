@@ -6,6 +6,7 @@ they measure against the same real CNCF distribution registry the tests use.
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
 import subprocess
@@ -18,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 VENV_BIN = Path(sys.executable).parent
 TRUST = str(VENV_BIN / "trust")
+RAW = argparse.RawDescriptionHelpFormatter
 
 
 @dataclass(frozen=True)

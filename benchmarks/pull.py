@@ -15,13 +15,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from common import TRUST, median, timed
+from common import RAW, TRUST, median, timed
 from support.images import build_big_image, push_image
 from support.registry import start_registry
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=RAW)
     parser.add_argument("--size-mb", type=int, default=320)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--runs", type=int, default=5)
@@ -40,13 +40,22 @@ def main() -> None:
 
             trust_runs, skopeo_runs = [], []
             for n in range(args.runs):
-                for tool in (("trust", "skopeo") if n % 2 == 0 else ("skopeo", "trust")):
+                for tool in ("trust", "skopeo") if n % 2 == 0 else ("skopeo", "trust"):
                     dest = work / f"{tool}-{n}"
                     if tool == "trust":
                         trust_runs.append(timed([TRUST, "pull", "--store", str(dest), ref]))
                     else:
                         skopeo_runs.append(
-                            timed(["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{ref}", f"oci:{dest}:v1"])
+                            timed(
+                                [
+                                    "skopeo",
+                                    "copy",
+                                    "-q",
+                                    "--src-tls-verify=false",
+                                    f"docker://{ref}",
+                                    f"oci:{dest}:v1",
+                                ]
+                            )
                         )
                     shutil.rmtree(dest)
         finally:
@@ -57,7 +66,7 @@ def main() -> None:
     t_wall, s_wall = median([r.wall for r in trust_runs]), median([r.wall for r in skopeo_runs])
     t_cpu, s_cpu = median([r.cpu for r in trust_runs]), median([r.cpu for r in skopeo_runs])
     mb = blob_bytes / 1e6
-    print(f"image: {len(image.layers)} gzip layers, {mb:.0f} MB of blobs; {args.runs} alternating cold runs each")
+    print(f"image: {len(image.layers)} gzip layers, {mb:.0f} MB of blobs; {args.runs} alternating runs each")
     print(f"trust pull   median wall {t_wall:6.2f} s ({mb / t_wall:6.0f} MB/s)  cpu {t_cpu:6.2f} s")
     print(f"skopeo copy  median wall {s_wall:6.2f} s ({mb / s_wall:6.0f} MB/s)  cpu {s_cpu:6.2f} s")
     print(f"sha256sum of the blobs   wall {hash_once.wall:6.2f} s                cpu {hash_once.cpu:6.2f} s")
