@@ -9,7 +9,9 @@ import typer
 
 from trust.output import OutputFormat, emit_json, emit_line, note
 
-policy_app = typer.Typer(help="Check, explain and import policy files.", no_args_is_help=True)
+policy_app = typer.Typer(
+    help="Check, explain and import policy files.", no_args_is_help=True, rich_markup_mode=None
+)
 
 
 def register(app: typer.Typer) -> None:
