@@ -76,6 +76,14 @@ step "trust verify: the signed image passes, the unsigned one is refused (exit 3
 trust verify --key keys-example/cosign.pub "$reg/demo/hello:v1"
 expect_exit 3 trust verify --key keys-example/cosign.pub "$reg/demo/unsigned:v1"
 
+step "trust verify --policy: the example policy (keys-example/policy.yaml) as a CI gate"
+unsigned=$(trust pull "$reg/demo/unsigned:v1")
+trust policy check keys-example/policy.yaml
+trust verify --policy keys-example/policy.yaml "$pinned"
+expect_exit 3 trust verify --policy keys-example/policy.yaml "$unsigned"
+expect_exit 3 trust verify --policy keys-example/policy.yaml "$reg/demo/hello:v1"
+trust policy explain --policy keys-example/policy.yaml "$unsigned" || true
+
 step "a malformed reference is a usage error"
 expect_exit 2 trust pull "$reg/Demo/Hello:v1"
 
