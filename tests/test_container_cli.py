@@ -1,0 +1,343 @@
+"""The container commands end to end: reference → admission (policy, real registry) → runc → exit code.
+
+Everything goes through `trust.cli.main`, in process; the container's own output arrives on this
+process's file descriptors (capfd). One busybox image is pushed per module, under a repository the
+policy accepts, and again under one that requires a signature.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from support.images import BUSYBOX_APPLETS, build_image, busybox_layer, push_image
+from support.registry import Registry
+
+from pull.clients import RegistryClients
+from pull.reference import Reference
+from run.runtime import CgroupMode, cgroup_mode
+from trust.cli import main
+from trust.keys import KeySigner, generate_keypair, load_private_key
+from trust.signing import sign_image
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0, reason="containers need root (mounts, namespaces, cgroups)"
+)
+
+
+@dataclass(frozen=True)
+class Setup:
+    store: Path
+    policy: Path
+    open_ref: str
+    """Pinned reference the policy accepts without a signature."""
+    tagged: str
+    """The same image by tag."""
+    digest: str
+    signed_ref: str
+    unsigned_ref: str
+    """Both under a scope that requires a signature by key `a`; only the first is signed."""
+
+    def trust(self, *args: str) -> int:
+        return main([args[0], "--store", str(self.store), *args[1:]])
+
+    def admit(self, command: str, *args: str) -> int:
+        return main([command, "--store", str(self.store), "--policy", str(self.policy), *args])
+
+
+@pytest.fixture(scope="module")
+def setup(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Setup:
+    folder = tmp_path_factory.mktemp("container-cli")
+    image = build_image([busybox_layer(applets=(*BUSYBOX_APPLETS, "wc"))], cmd=["sh", "-c", "echo image cmd"])
+    opened = push_image(registry, "t/cli-open", image, tag="v1")
+    signed = push_image(registry, "t/cli-signed", image, tag="v1")
+    unsigned = push_image(
+        registry,
+        "t/cli-signed",
+        build_image([busybox_layer()], cmd=["sh", "-c", "echo unsigned"]),
+        tag="v2",
+    )
+    private_pem, public_pem = generate_keypair(b"")
+    (folder / "a.pub").write_bytes(public_pem)
+    with RegistryClients() as clients:
+        sign_image(clients, Reference.parse(signed.by_digest), KeySigner(load_private_key(private_pem, b"")))
+    policy = folder / "policy.yaml"
+    policy.write_text(
+        "version: 1\n"
+        f"authorities:\n  a:\n    cosign-keys: [{folder / 'a.pub'}]\n"
+        "rules:\n"
+        f"  - scope: {registry.host}/t/cli-open\n    insecure-accept-anything: true\n"
+        f"  - scope: {registry.host}/t/cli-signed\n    signed-by: [a]\n"
+        "default:\n  reject: true\n"
+    )
+    return Setup(
+        folder / "store",
+        policy,
+        opened.by_digest,
+        opened.by_tag,
+        opened.digest,
+        signed.by_digest,
+        unsigned.by_digest,
+    )
+
+
+@pytest.fixture
+def cli(setup: Setup) -> Iterator[Setup]:
+    """The module's setup; containers a test leaves behind are removed (and nothing stays mounted)."""
+    containers = setup.store / "meta" / "containers"
+    before = set(containers.iterdir()) if containers.exists() else set()
+    yield setup
+    if containers.exists():
+        for leftover in set(containers.iterdir()) - before:
+            if not leftover.name.startswith("."):
+                assert setup.trust("rm", "--force", leftover.name) == 0
+    with open("/proc/self/mountinfo") as mountinfo:
+        assert not [line for line in mountinfo if str(setup.store) in line]
+
+
+def json_out(capfd: pytest.CaptureFixture[str], code: int) -> object:
+    out, err = capfd.readouterr()
+    assert code == 0, err
+    return json.loads(out)
+
+
+# -- admission first ------------------------------------------------------------------------------
+
+
+def test_a_tag_is_refused_before_any_network_call(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    store = tmp_path / "store"
+    # Port 1 on loopback answers nothing: contacting it would be exit 5, not 3.
+    assert main(["run", "--store", str(store), "127.0.0.1:1/team/app:v1", "true"]) == 3
+    err = capfd.readouterr().err
+    assert "tag-only reference 127.0.0.1:1/team/app:v1 refused" in err and "trust pull" in err
+    assert not store.exists()  # refusing created nothing
+    assert main(["create", "--store", str(store), "127.0.0.1:1/team/app", "true"]) == 3
+
+
+def test_the_refusal_names_the_digest_the_store_knows(cli: Setup, capfd: pytest.CaptureFixture[str]) -> None:
+    assert cli.trust("pull", cli.tagged) == 0
+    capfd.readouterr()
+    assert cli.admit("run", cli.tagged) == 3
+    err = capfd.readouterr().err
+    assert f"use {cli.tagged.rsplit(':', 1)[0]}@{cli.digest}" in err
+
+
+def test_an_unsigned_image_is_denied_and_nothing_is_created(
+    cli: Setup, capfd: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.admit("run", cli.unsigned_ref, "true") == 3
+    assert "denied" in capfd.readouterr().err
+    containers = cli.store / "meta" / "containers"
+    assert not containers.exists() or [p for p in containers.iterdir() if not p.name.startswith(".")] == []
+
+
+def test_a_signed_image_runs(cli: Setup, capfd: pytest.CaptureFixture[str]) -> None:
+    capfd.readouterr()
+    assert cli.admit("run", "--rm", cli.signed_ref) == 0
+    assert capfd.readouterr().out == "image cmd\n"
+
+
+# -- running ------------------------------------------------------------------------------------
+
+
+def test_run_propagates_the_exit_code_and_output(cli: Setup, capfd: pytest.CaptureFixture[str]) -> None:
+    capfd.readouterr()
+    assert cli.admit("run", "--rm", cli.open_ref, "sh", "-c", "echo $$; echo oops >&2; exit 7") == 7
+    out, err = capfd.readouterr()
+    assert out == "1\n" and "oops\n" in err
+
+
+def test_run_passes_environment_user_workdir_and_hostname(
+    cli: Setup, capfd: pytest.CaptureFixture[str]
+) -> None:
+    capfd.readouterr()
+    code = cli.admit(
+        "run", "--rm", "-e", "GREETING=hi", "-u", "65534:65534", "-w", "/tmp", "--hostname", "box",
+        cli.open_ref, "sh", "-c", "echo $GREETING $(id -u) $(pwd) $(hostname)",
+    )  # fmt: skip
+    assert (code, capfd.readouterr().out) == (0, "hi 65534 /tmp box\n")
+
+
+def test_stdin_is_passed_only_with_interactive(
+    cli: Setup, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    source = tmp_path / "input"
+    source.write_text("one\ntwo\n")
+    saved = os.dup(0)
+    try:
+        with open(source) as f:
+            os.dup2(f.fileno(), 0)
+        capfd.readouterr()
+        assert cli.admit("run", "--rm", "-i", cli.open_ref, "wc", "-l") == 0
+        assert capfd.readouterr().out.strip() == "2"
+        os.lseek(0, 0, os.SEEK_SET)
+        assert cli.admit("run", "--rm", cli.open_ref, "wc", "-l") == 0
+        assert capfd.readouterr().out.strip() == "0"
+    finally:
+        os.dup2(saved, 0)
+        os.close(saved)
+
+
+def test_signals_to_a_foreground_run_reach_the_container(cli: Setup) -> None:
+    script = "trap 'echo got TERM; exit 9' TERM; echo ready; while true; do sleep 0.05; done"
+    argv = [sys.executable, "-m", "trust", "run", "--store", str(cli.store), "--policy", str(cli.policy)]
+    with subprocess.Popen(
+        [*argv, "--rm", cli.open_ref, "sh", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as process:
+        assert process.stdout is not None
+        assert process.stdout.readline() == b"ready\n"
+        process.send_signal(signal.SIGTERM)  # to trust, which passes it on
+        assert process.wait(timeout=20) == 9
+        assert process.stdout.read() == b"got TERM\n"
+
+
+def test_a_detached_run_does_not_hold_the_callers_output_open(cli: Setup) -> None:
+    # `ID=$(trust run -d …)` reads until EOF: the monitor must not keep our stdout or stderr.
+    argv = [sys.executable, "-m", "trust", "run", "--store", str(cli.store), "--policy", str(cli.policy)]
+    started = time.monotonic()
+    done = subprocess.run(
+        [*argv, "-d", cli.open_ref, "sleep", "30"], capture_output=True, timeout=20, check=True
+    )
+    assert time.monotonic() - started < 15
+    container_id = done.stdout.decode().strip()
+    assert len(container_id) == 64
+    assert cli.trust("rm", "-f", container_id) == 0
+
+
+def test_detached_lifecycle_ps_logs_inspect_stop_rm(cli: Setup, capfd: pytest.CaptureFixture[str]) -> None:
+    capfd.readouterr()
+    assert cli.admit("run", "-d", "--name", "web", cli.open_ref, "sh", "-c", "echo hello; sleep 30") == 0
+    container_id = capfd.readouterr().out.strip()
+    assert len(container_id) == 64
+
+    listed = json_out(capfd, cli.trust("ps", "--output", "json"))
+    assert isinstance(listed, list)
+    (entry,) = [e for e in listed if e["id"] == container_id]
+    assert entry["name"] == "web" and entry["state"] == "running" and entry["exitCode"] is None
+    assert entry["image"]["digest"] == cli.digest and entry["command"] == ["sh", "-c", "echo hello; sleep 30"]
+
+    deadline = time.monotonic() + 5
+    while True:
+        assert cli.trust("logs", "web") == 0
+        if capfd.readouterr().out == "hello\n" or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert cli.trust("logs", "web") == 0 and capfd.readouterr().out == "hello\n"
+
+    assert cli.trust("rm", "web") == 2
+    assert "is running: stop it first, or use rm -f" in capfd.readouterr().err
+
+    assert cli.trust("pause", "web") == 0
+    assert capfd.readouterr().out == "web\n"
+    assert json_out(capfd, cli.trust("inspect", "web"))["state"] == "paused"  # type: ignore[index]
+    assert cli.trust("unpause", container_id[:8]) == 0
+    capfd.readouterr()
+
+    assert cli.trust("stop", "--time", "1", "web") == 0
+    assert capfd.readouterr().out == "web\n"
+    assert container_id not in json.dumps(json_out(capfd, cli.trust("ps", "--output", "json")))
+    (entry,) = [e for e in json_out(capfd, cli.trust("ps", "-a", "-o", "json")) if e["id"] == container_id]  # type: ignore[attr-defined]
+    assert entry["state"] == "exited" and entry["exitCode"] == 137
+
+    inspected = json_out(capfd, cli.trust("inspect", "web"))
+    assert isinstance(inspected, dict)
+    assert inspected["state"] == "exited" and inspected["rootfsMounted"] is False
+    assert inspected["image"]["decision"]["allowed"] is True
+
+    assert cli.trust("ps", "-a") == 0
+    table = capfd.readouterr().out
+    assert "exited (137)" in table and container_id[:12] in table and "web" in table
+
+    assert cli.trust("rm", "web") == 0
+    capfd.readouterr()
+    assert cli.trust("inspect", "web") == 2
+    assert "no such container: web" in capfd.readouterr().err
+
+
+def test_create_then_start(cli: Setup, capfd: pytest.CaptureFixture[str]) -> None:
+    capfd.readouterr()
+    assert cli.admit("create", cli.open_ref, "sh", "-c", "echo started") == 0
+    container_id = capfd.readouterr().out.strip()
+    (entry,) = [e for e in json_out(capfd, cli.trust("ps", "-a", "-o", "json")) if e["id"] == container_id]  # type: ignore[attr-defined]
+    assert entry["state"] == "created"
+    assert cli.trust("start", container_id) == 0
+    capfd.readouterr()
+    assert cli.trust("logs", "--follow", container_id) == 0
+    assert capfd.readouterr().out == "started\n"
+    assert cli.trust("start", container_id) == 2
+    assert "only a created container can be started" in capfd.readouterr().err
+
+
+def test_kill_with_a_signal(cli: Setup, capfd: pytest.CaptureFixture[str]) -> None:
+    capfd.readouterr()
+    assert (
+        cli.admit(
+            "run", "-d", cli.open_ref, "sh", "-c", "trap 'exit 42' USR1; while true; do sleep 0.05; done"
+        )
+        == 0
+    )
+    container_id = capfd.readouterr().out.strip()
+    time.sleep(0.2)  # the trap is set
+    assert cli.trust("kill", "--signal", "nope", container_id) == 2
+    assert cli.trust("kill", "-s", "USR1", container_id) == 0
+    assert cli.trust("stop", container_id) == 0  # already exiting: waits for the record
+    capfd.readouterr()
+    inspected = json_out(capfd, cli.trust("inspect", container_id))
+    assert inspected["exitCode"] == 42  # type: ignore[index]
+    assert cli.trust("kill", container_id) == 2
+    assert "not running" in capfd.readouterr().err
+
+
+def test_several_containers_report_each_error(cli: Setup, capfd: pytest.CaptureFixture[str]) -> None:
+    capfd.readouterr()
+    assert cli.admit("create", "--name", "one", cli.open_ref, "true") == 0
+    capfd.readouterr()
+    assert cli.trust("rm", "one", "missing") == 2
+    out, err = capfd.readouterr()
+    assert out == "one\n" and "no such container: missing" in err
+
+
+# -- refusals before admission ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--memory", "12x"], "invalid --memory"),
+        (["--memory", "1m"], "at least 6m"),
+        (["--cpus", "0"], "--cpus must be between"),
+        (["--name", "no/slash"], "invalid container name"),
+        (["-d", "-i"], "--interactive needs a foreground"),
+    ],
+)
+def test_bad_flags_are_usage_errors(
+    cli: Setup, capfd: pytest.CaptureFixture[str], flags: list[str], message: str
+) -> None:
+    capfd.readouterr()
+    assert cli.admit("run", *flags, cli.open_ref, "true") == 2
+    assert message in capfd.readouterr().err
+
+
+def test_crun_with_limits_is_refused_clearly(cli: Setup, capfd: pytest.CaptureFixture[str]) -> None:
+    if cgroup_mode() is not CgroupMode.HYBRID:
+        pytest.skip("only hybrid cgroup hosts refuse crun's limits")
+    capfd.readouterr()
+    assert cli.admit("run", "--runtime", "crun", "--memory", "64m", cli.open_ref, "true") == 2
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "crun cannot apply --memory" in err[0] and "--runtime runc" in err[0]
+
+
+def test_a_relative_workdir_is_refused(cli: Setup, capfd: pytest.CaptureFixture[str]) -> None:
+    capfd.readouterr()
+    assert cli.admit("run", "--rm", "-w", "tmp", cli.open_ref, "true") == 2
+    assert "must be an absolute path" in capfd.readouterr().err
+    assert cli.admit("run", "--rm", "-w", "/proc/1", cli.open_ref, "true") == 2
+    assert "under /proc" in capfd.readouterr().err

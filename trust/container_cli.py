@@ -1,0 +1,450 @@
+"""`trust create | start | run | stop | kill | pause | unpause | rm | ps | logs | inspect`.
+
+`register(app)` adds the commands to the `trust` app. `run` and `create` take only pinned references
+(`name@sha256:…`): a tag is refused before any network call (exit 3) with the digest to pin when the
+store knows one; then `policy.admission.admit_reference` decides, and only the `AdmittedImage` it
+returns reaches `run/`.
+
+Exit codes: those of DESIGN.md (2 usage, including "no such container" and "container is running";
+3 denied; 4 integrity, e.g. a layer that does not match its digest; 5 could not check; 1 runtime
+failure). A foreground `trust run` that got as far as starting the container exits with the
+container's own exit code (128+N when signal N killed it). See docs/runtime.md.
+
+This module is imported on every `trust` invocation: it imports nothing heavy at module level.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from pull.errors import DeniedError, TrustError
+from trust.output import OutputFormat, emit_json, emit_line, emit_table, note
+
+if TYPE_CHECKING:
+    from policy.admitted import AdmittedImage
+    from pull.reference import Reference
+    from pull.store import ContentStore
+    from run.bundle import RunOptions
+    from run.containers import Container, ContainerStore
+
+
+class NetworkChoice(StrEnum):
+    none = "none"
+    host = "host"
+
+
+class RuntimeChoice(StrEnum):
+    runc = "runc"
+    crun = "crun"
+
+
+StoreOption = Annotated[
+    Path | None,
+    typer.Option("--store", envvar="TRUST_STORE", help="Content store directory.", show_default=False),
+]
+ContainersArg = Annotated[list[str], typer.Argument(help="Container ids, id prefixes or names.")]
+ImageArg = Annotated[str, typer.Argument(help="Image pinned by digest: NAME@sha256:<hex>.")]
+CommandArg = Annotated[
+    list[str] | None,
+    typer.Argument(help="Command and arguments (replace the image's Cmd).", show_default=False),
+]
+NameOption = Annotated[str | None, typer.Option("--name", help="A unique name for the container.")]
+EnvOption = Annotated[
+    list[str] | None, typer.Option("--env", "-e", help="KEY=VALUE (or KEY: the caller's value); repeatable.")
+]
+WorkdirOption = Annotated[str | None, typer.Option("--workdir", "-w", help="Absolute working directory.")]
+UserOption = Annotated[str | None, typer.Option("--user", "-u", help="uid[:gid] or name[:group].")]
+HostnameOption = Annotated[str | None, typer.Option("--hostname", help="Default: the short container id.")]
+NetworkOption = Annotated[
+    NetworkChoice, typer.Option("--network", help="none: loopback only; host: the host's network.")
+]
+MemoryOption = Annotated[str | None, typer.Option("--memory", "-m", help="Memory limit, e.g. 64m or 1g.")]
+PidsOption = Annotated[int | None, typer.Option("--pids-limit", help="Maximum number of processes.")]
+CpusOption = Annotated[str | None, typer.Option("--cpus", help="CPU time, in CPUs, e.g. 0.5.")]
+RuntimeOption = Annotated[RuntimeChoice, typer.Option("--runtime", help="OCI runtime.")]
+RmOption = Annotated[bool, typer.Option("--rm", help="Remove the container when it exits.")]
+PolicyOption = Annotated[
+    Path | None,
+    typer.Option("--policy", help="Policy file (default: $TRUST_POLICY, then STORE/policy.yaml)."),
+]
+InsecureOption = Annotated[
+    list[str] | None,
+    typer.Option("--insecure-registry", help="Allow plain HTTP to this host[:port]."),
+]
+_POSITIONAL_AFTER_IMAGE = {"allow_interspersed_args": False}  # `run IMG sh -c …`: -c is the command's
+
+
+def register(app: typer.Typer) -> None:
+    """Add the container commands to `app` (called once by trust/cli.py)."""
+    takes_a_command: tuple[Callable[..., None], ...] = (create, run)
+    for function in takes_a_command:
+        app.command(context_settings=_POSITIONAL_AFTER_IMAGE)(function)
+    others: tuple[Callable[..., None], ...] = (start, stop, kill, pause, unpause, rm, ps, logs, inspect)
+    for function in others:
+        app.command()(function)
+
+
+# -- create and run ---------------------------------------------------------------------------
+
+
+def create(
+    image: ImageArg,
+    command: CommandArg = None,
+    name: NameOption = None,
+    env: EnvOption = None,
+    workdir: WorkdirOption = None,
+    user: UserOption = None,
+    hostname: HostnameOption = None,
+    network: NetworkOption = NetworkChoice.none,
+    memory: MemoryOption = None,
+    pids_limit: PidsOption = None,
+    cpus: CpusOption = None,
+    runtime: RuntimeOption = RuntimeChoice.runc,
+    auto_remove: RmOption = False,
+    policy: PolicyOption = None,
+    store: StoreOption = None,
+    insecure_registry: InsecureOption = None,
+) -> None:
+    """Admit an image and create a container from it (not started); print its id."""
+    options = _options(
+        command, name, env, workdir, user, hostname, network, memory, pids_limit, cpus, runtime, auto_remove
+    )
+    content, admitted = _admit(image, policy, store, insecure_registry)
+    emit_line(_containers(content).create(admitted, options).id)
+
+
+def run(
+    image: ImageArg,
+    command: CommandArg = None,
+    detach: Annotated[
+        bool, typer.Option("--detach", "-d", help="Run in the background; print the id.")
+    ] = False,
+    interactive: Annotated[
+        bool, typer.Option("--interactive", "-i", help="Pass stdin to the container.")
+    ] = False,
+    name: NameOption = None,
+    env: EnvOption = None,
+    workdir: WorkdirOption = None,
+    user: UserOption = None,
+    hostname: HostnameOption = None,
+    network: NetworkOption = NetworkChoice.none,
+    memory: MemoryOption = None,
+    pids_limit: PidsOption = None,
+    cpus: CpusOption = None,
+    runtime: RuntimeOption = RuntimeChoice.runc,
+    auto_remove: RmOption = False,
+    policy: PolicyOption = None,
+    store: StoreOption = None,
+    insecure_registry: InsecureOption = None,
+) -> None:
+    """Admit an image and run a container; exits with the container's exit code (unless -d)."""
+    if detach and interactive:
+        from pull.errors import UsageError
+
+        raise UsageError("--interactive needs a foreground container: drop --detach")
+    options = _options(
+        command, name, env, workdir, user, hostname, network, memory, pids_limit, cpus, runtime, auto_remove
+    )
+    content, admitted = _admit(image, policy, store, insecure_registry)
+    containers = _containers(content)
+    if detach:
+        emit_line(containers.run_detached(admitted, options).id)
+        return
+    exited = containers.run(admitted, options, interactive=interactive)
+    if exited.oom_killed:
+        note(f"trust: container {exited.container_id[:12]} was killed for using more memory than its limit")
+    raise typer.Exit(exited.exit_code)
+
+
+def _options(
+    command: list[str] | None,
+    name: str | None,
+    env: list[str] | None,
+    workdir: str | None,
+    user: str | None,
+    hostname: str | None,
+    network: NetworkChoice,
+    memory: str | None,
+    pids_limit: int | None,
+    cpus: str | None,
+    runtime: RuntimeChoice,
+    auto_remove: bool,
+) -> RunOptions:
+    """Check every flag before admission, so a typo costs no network round trip."""
+    from run.bundle import Limits, Network, RunOptions, parse_cpus, parse_memory
+    from run.runtime import check_host_support
+
+    options = RunOptions(
+        command=tuple(command or ()),
+        env=tuple(env or ()),
+        workdir=workdir,
+        user=user,
+        hostname=hostname,
+        network=Network(network.value),
+        limits=Limits(
+            memory=parse_memory(memory) if memory is not None else None,
+            pids=pids_limit,
+            cpus=parse_cpus(cpus) if cpus is not None else None,
+        ),
+        runtime=runtime.value,
+        name=name,
+        auto_remove=auto_remove,
+    )
+    check_host_support(options.runtime, wants_limits=options.limits.any)
+    return options
+
+
+def _admit(
+    reference_text: str, policy: Path | None, store: Path | None, insecure: list[str] | None
+) -> tuple[ContentStore, AdmittedImage]:
+    from pull.reference import Reference
+    from trust.cli import open_store
+
+    reference = Reference.parse(reference_text)
+    if reference.digest is None:
+        raise DeniedError(_pin_hint(reference, store))
+    # Imported only now: admission brings the registry client and the signature verifiers.
+    from policy.admission import admit_reference
+
+    content = open_store(store)
+    admitted = admit_reference(
+        reference_text, policy_path=policy, store=content, insecure_registries=tuple(insecure or ())
+    )
+    if not admitted.decision.allowed:
+        reasons = "; ".join(admitted.decision.reasons) or "policy not satisfied"
+        note(f"trust: audit: {admitted.pinned} runs although the policy failed (audit mode): {reasons}")
+    return content, admitted
+
+
+def _pin_hint(reference: Reference, store: Path | None) -> str:
+    """The tag-only refusal, naming the digest to pin if the local store knows the tag (no network)."""
+    from pull.store import ContentStore
+    from trust.cli import default_store_path
+
+    root = store or default_store_path()
+    known = None
+    if (root / "index.json").is_file():  # look, but do not create a store just to refuse
+        try:
+            known = ContentStore(root).resolve(f"{reference.name}:{reference.tag}")
+        except TrustError:
+            known = None
+    if known is not None:
+        return (
+            f"tag-only reference {reference} refused: run needs a pinned digest; "
+            f"use {reference.name}@{known.digest}"
+        )
+    return (
+        f"tag-only reference {reference} refused: run needs a pinned digest "
+        f"({reference.name}@sha256:…); `trust pull {reference}` prints it"
+    )
+
+
+def _containers(content: ContentStore) -> ContainerStore:
+    from run.containers import ContainerStore
+
+    return ContainerStore(content)
+
+
+def _store_containers(store: Path | None) -> ContainerStore:
+    from trust.cli import open_store
+
+    return _containers(open_store(store))
+
+
+# -- lifecycle of existing containers ----------------------------------------------------------
+
+
+def start(containers: ContainersArg, store: StoreOption = None) -> None:
+    """Start created containers (their output goes to `trust logs`)."""
+    _each(containers, _store_containers(store).start)
+
+
+def stop(
+    containers: ContainersArg,
+    time: Annotated[
+        int, typer.Option("--time", "-t", help="Seconds to wait after SIGTERM before SIGKILL.")
+    ] = 10,
+    store: StoreOption = None,
+) -> None:
+    """Stop containers: SIGTERM, then SIGKILL after --time seconds. Their mounts are gone on return."""
+    if time < 0:
+        from pull.errors import UsageError
+
+        raise UsageError("--time must be 0 or more seconds")
+    found = _store_containers(store)
+    _each(containers, lambda ref: found.stop(ref, timeout=float(time)))
+
+
+def kill(
+    containers: ContainersArg,
+    signal_name: Annotated[str, typer.Option("--signal", "-s", help="Signal name or number.")] = "KILL",
+    store: StoreOption = None,
+) -> None:
+    """Send a signal to running containers."""
+    signum = _signal(signal_name)
+    found = _store_containers(store)
+    _each(containers, lambda ref: found.kill(ref, signum))
+
+
+def pause(containers: ContainersArg, store: StoreOption = None) -> None:
+    """Freeze every process of running containers (cgroup freezer)."""
+    _each(containers, _store_containers(store).pause)
+
+
+def unpause(containers: ContainersArg, store: StoreOption = None) -> None:
+    """Thaw paused containers."""
+    _each(containers, _store_containers(store).unpause)
+
+
+def rm(
+    containers: ContainersArg,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Kill running containers first.")] = False,
+    store: StoreOption = None,
+) -> None:
+    """Remove containers: runtime state, mounts, upper layer and logs. Running ones need -f."""
+    found = _store_containers(store)
+    _each(containers, lambda ref: found.remove(ref, force=force))
+
+
+# -- looking at containers ---------------------------------------------------------------------
+
+
+def ps(
+    show_all: Annotated[bool, typer.Option("--all", "-a", help="Include exited containers.")] = False,
+    store: StoreOption = None,
+    output: Annotated[OutputFormat, typer.Option("--output", "-o", help="text or json.")] = OutputFormat.text,
+) -> None:
+    """List containers: id, image digest, command, state, exit code, created."""
+    listed = _store_containers(store).list(all=show_all)
+    if output is OutputFormat.json:
+        emit_json([_summary(container) for container in listed])
+        return
+    emit_table(
+        ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAME"],
+        [
+            [
+                c.short_id,
+                _image_text(c),
+                _shorten(shlex.join(c.command), 30),
+                c.created[:19].replace("T", " ") or "-",
+                _status(c),
+                c.name or "",
+            ]
+            for c in listed
+        ],
+    )
+
+
+def logs(
+    container: Annotated[str, typer.Argument(help="Container id, id prefix or name.")],
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing until the container exits.")
+    ] = False,
+    store: StoreOption = None,
+) -> None:
+    """Print a detached container's output (stdout to stdout, stderr to stderr)."""
+    found = _store_containers(store)
+    record = found.get(container)
+    if not record.captures_logs:
+        note(f"trust: container {record.short_id} ran in the foreground: its output was not logged")
+        return
+    targets = {"stdout": sys.stdout.buffer, "stderr": sys.stderr.buffer}
+    for stream, chunk in found.logs(container, follow=follow):
+        targets[stream].write(chunk)
+        targets[stream].flush()
+
+
+def inspect(containers: ContainersArg, store: StoreOption = None) -> None:
+    """Print containers' full records as JSON (an object for one container, a list for several)."""
+    found = _store_containers(store)
+    documents: list[dict[str, Any]] = []
+    try:
+        _each(containers, lambda ref: documents.append(found.inspect(ref)), echo=False)
+    finally:
+        if documents:
+            emit_json(documents[0] if len(containers) == 1 else documents)
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _each(refs: list[str], action: Callable[[str], object], *, echo: bool = True) -> None:
+    """Apply `action` to every container (printing each ref done, as docker does); go on after an
+    error and exit with the worst error's code."""
+    from trust.cli import exit_code_for
+
+    worst = 0
+    for ref in refs:
+        try:
+            action(ref)
+        except TrustError as err:
+            if len(refs) == 1:
+                raise  # main() reports it like any other error
+            note(f"trust: error: {err}")
+            worst = max(worst, exit_code_for(err))
+            continue
+        if echo:
+            emit_line(ref)
+    if worst:
+        raise typer.Exit(worst)
+
+
+def _signal(text: str) -> int:
+    import signal
+
+    from pull.errors import UsageError
+
+    if text.isdigit():
+        number = int(text)
+        if 0 < number < signal.NSIG:
+            return number
+    else:
+        name = text.upper()
+        name = name if name.startswith("SIG") else f"SIG{name}"
+        member = getattr(signal.Signals, name, None) if name.isidentifier() else None
+        if isinstance(member, signal.Signals):
+            return int(member)
+    raise UsageError(f"unknown signal {text!r}: use a name like TERM or KILL, or a number")
+
+
+def _summary(container: Container) -> dict[str, Any]:
+    """One `ps --output json` entry (docs/runtime.md)."""
+    return {
+        "id": container.id,
+        "name": container.name,
+        "image": {
+            "repository": container.image.get("repository"),
+            "digest": container.image.get("digest"),
+        },
+        "command": list(container.command),
+        "state": container.state.value,
+        "exitCode": container.exit_code,
+        "oomKilled": container.oom_killed,
+        "created": container.created,
+        "started": container.started,
+        "finished": container.finished,
+    }
+
+
+def _image_text(container: Container) -> str:
+    digest = str(container.image.get("digest") or "")
+    return f"{container.image.get('repository', '?')}@{digest[:19]}" if digest else "-"
+
+
+def _status(container: Container) -> str:
+    if container.state.value != "exited":
+        return container.state.value
+    if container.exit_code is None:
+        return "exited (unknown)"
+    return f"exited ({container.exit_code}{', OOM' if container.oom_killed else ''})"
+
+
+def _shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
