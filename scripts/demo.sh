@@ -84,6 +84,12 @@ expect_exit 3 trust verify --policy keys-example/policy.yaml "$unsigned"
 expect_exit 3 trust verify --policy keys-example/policy.yaml "$reg/demo/hello:v1"
 trust policy explain --policy keys-example/policy.yaml "$unsigned" || true
 
+step "trust run: only the admitted digest runs (runc, overlayfs, namespaces)"
+trust run --rm --policy keys-example/policy.yaml "$pinned"
+trust run --rm --policy keys-example/policy.yaml "$pinned" /bin/sh -c 'echo "pid $$ on $(hostname)"'
+expect_exit 3 trust run --rm --policy keys-example/policy.yaml "$reg/demo/hello:v1"
+expect_exit 3 trust run --rm --policy keys-example/policy.yaml "$unsigned"
+
 step "a malformed reference is a usage error"
 expect_exit 2 trust pull "$reg/Demo/Hello:v1"
 
