@@ -273,7 +273,7 @@ def parse_config(raw: bytes, descriptor: Descriptor) -> ImageConfig:
 
 def _load_json_object(raw: bytes, what: str) -> dict[str, Any]:
     try:
-        doc = json.loads(raw.decode("utf-8"), object_pairs_hook=_refuse_duplicate_keys)
+        doc = json.loads(raw.decode("utf-8"), object_pairs_hook=refuse_duplicate_keys)
     except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidManifest(f"{what} is not valid JSON: {exc}") from None
     if not isinstance(doc, dict):
@@ -281,7 +281,7 @@ def _load_json_object(raw: bytes, what: str) -> dict[str, Any]:
     return doc
 
 
-def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:

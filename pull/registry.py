@@ -336,28 +336,11 @@ class RegistryClient:
 
     def list_tags(self, repository: str) -> list[str]:
         """All tags of a repository, following `Link: <…>; rel="next"` pagination."""
-        where = self._where(repository)
         url = self._url(repository, "tags", "list")
-        seen = {str(url)}
         tags: list[str] = []
-        for _ in range(_TAG_PAGES_MAX):
-            response = self._send("GET", url, where=where, scope=repository_scope(repository))
-            with contextlib.closing(response):
-                self._expect(response, (200,), "tag list", where)
-                data, truncated = self._read_at_most(response, self._config.manifest_max_bytes, where)
-                link = response.headers.get("link")
-            if truncated:
-                raise RegistryError(f"a tag list page from {where} is larger than the manifest size limit")
-            tags.extend(_parse_tag_page(data, where))
-            following = _next_link(link)
-            if following is None:
-                return tags
-            url = self._checked_target(url, following, where, "tag list page")
-            # Pagination stays on the registry (our credentials go nowhere else) and must progress.
-            if not self._is_registry(url) or str(url) in seen:
-                raise RegistryError(f"{where} paginated its tag list to a foreign or repeated URL")
-            seen.add(str(url))
-        raise RegistryError(f"{where} paginated its tag list beyond {_TAG_PAGES_MAX} pages")
+        for data in self._pages(repository, url, "tag list"):
+            tags.extend(_parse_tag_page(data, self._where(repository)))
+        return tags
 
     def referrers(
         self, repository: str, digest: Digest, artifact_type: str | None = None
@@ -368,33 +351,52 @@ class RegistryClient:
         the `sha256-<hex>` tag schema. Any other failure raises: it is "could not look", never
         "nothing attached". Pages are followed through `Link` like tag lists.
         """
-        where = self._where(repository)
         url = self._url(repository, "referrers", str(digest))
         if artifact_type is not None:
             url = url.copy_merge_params({"artifactType": artifact_type})
+        try:
+            return list(self._pages(repository, url, "referrers", accept=OCI_INDEX, absent_ok=True))
+        except _Absent:
+            return None
+
+    def _pages(
+        self,
+        repository: str,
+        url: httpx.URL,
+        what: str,
+        *,
+        accept: str | None = None,
+        absent_ok: bool = False,
+    ) -> Iterator[bytes]:
+        """The bodies of a paginated listing, each capped like a manifest.
+
+        Pagination stays on the registry (our credentials go nowhere else) and must progress.
+        With `absent_ok`, a 404 on the first page raises `_Absent` instead of `NotFound`.
+        """
+        where = self._where(repository)
         seen = {str(url)}
-        pages: list[bytes] = []
-        for _ in range(_TAG_PAGES_MAX):
+        headers = {"Accept": accept} if accept else None
+        for page in range(_TAG_PAGES_MAX):
             response = self._send(
-                "GET", url, where=where, scope=repository_scope(repository), headers={"Accept": OCI_INDEX}
+                "GET", url, where=where, scope=repository_scope(repository), headers=headers
             )
             with contextlib.closing(response):
-                if response.status_code == 404 and not pages:
-                    return None
-                self._expect(response, (200,), f"referrers of {digest}", where)
+                if absent_ok and page == 0 and response.status_code == 404:
+                    raise _Absent()
+                self._expect(response, (200,), what, where)
                 data, truncated = self._read_at_most(response, self._config.manifest_max_bytes, where)
                 link = response.headers.get("link")
             if truncated:
-                raise RegistryError(f"a referrers page from {where} is larger than the manifest size limit")
-            pages.append(data)
+                raise RegistryError(f"a {what} page from {where} is larger than the manifest size limit")
+            yield data
             following = _next_link(link)
             if following is None:
-                return pages
-            url = self._checked_target(url, following, where, "referrers page")
+                return
+            url = self._checked_target(url, following, where, f"{what} page")
             if not self._is_registry(url) or str(url) in seen:
-                raise RegistryError(f"{where} paginated its referrers to a foreign or repeated URL")
+                raise RegistryError(f"{where} paginated its {what} to a foreign or repeated URL")
             seen.add(str(url))
-        raise RegistryError(f"{where} paginated its referrers beyond {_TAG_PAGES_MAX} pages")
+        raise RegistryError(f"{where} paginated its {what} beyond {_TAG_PAGES_MAX} pages")
 
     # -- requests ---------------------------------------------------------------------------------
 
@@ -622,6 +624,10 @@ def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
 def _authority(url: httpx.URL) -> str:
     host = f"[{url.host}]" if ":" in url.host else url.host
     return f"{host}:{url.port}" if url.port else host
+
+
+class _Absent(Exception):
+    """A listing endpoint answered 404 on its first page (the registry does not offer it)."""
 
 
 def _body(response: httpx.Response, chunk_size: int | None = None) -> Iterator[bytes]:

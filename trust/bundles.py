@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa, utils
 
 from pull.digest import Digest
+from pull.manifest import refuse_duplicate_keys
 from trust.cosign import Reason, SignatureOutcome
 from trust.keys import PublicKey, TrustedKey, verify_bytes
 
@@ -81,7 +82,7 @@ def parse_bundle(data: bytes) -> Bundle:
     if len(data) > MAX_BUNDLE_BYTES:
         raise BundleError(f"bundle larger than {MAX_BUNDLE_BYTES} bytes")
     try:
-        doc = json.loads(data, object_pairs_hook=_no_duplicates)
+        doc = json.loads(data, object_pairs_hook=refuse_duplicate_keys)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BundleError(f"bundle is not JSON: {str(exc)[:80]}") from None
     if not isinstance(doc, dict) or doc.get("mediaType") not in BUNDLE_MEDIA_TYPES:
@@ -173,7 +174,7 @@ def _statement_subjects(envelope: Envelope) -> dict[str, set[str]]:
     if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE:
         raise BundleError(f"DSSE payload type {envelope.payload_type[:60]!r} is not an in-toto statement")
     try:
-        statement = json.loads(envelope.payload, object_pairs_hook=_no_duplicates)
+        statement = json.loads(envelope.payload, object_pairs_hook=refuse_duplicate_keys)
     except (ValueError, UnicodeDecodeError):
         raise BundleError("the in-toto statement is not JSON") from None
     if not isinstance(statement, dict) or statement.get("_type") not in STATEMENT_TYPES:
@@ -214,12 +215,3 @@ def _b64(value: object, what: str) -> bytes:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise BundleError(f"bundle {what} is not base64") from None
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key!r}")
-        out[key] = value
-    return out
