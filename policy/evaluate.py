@@ -8,13 +8,14 @@ and the logging; `trust policy explain` renders the same `Evaluation`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from policy.model import (
     Authority,
     CosignKeyAuthority,
+    KeylessAuthority,
     MatchedRule,
     Mode,
     RuleKind,
@@ -166,24 +167,10 @@ def _check_authority(
     repository: str,
     ignore_reference: bool,
 ) -> AuthorityResult:
-    if not isinstance(authority, CosignKeyAuthority):
-        # Never pass silently: an authority this version cannot check counts as not signed.
-        return AuthorityResult(
-            authority.name,
-            authority.kind,
-            False,
-            f"{authority.kind} authorities cannot be verified by this version of trust",
-        )
+    verify = _verifier_for(authority, repository, ignore_reference)
     checked = []
     for what, digest in targets:
-        outcomes = verify_attached(
-            found[digest],
-            digest,
-            repository,
-            authority.keys,
-            rekor_keys=[key.public_key for key in authority.rekor_keys] or None,
-            ignore_reference=ignore_reference,
-        )
+        outcomes = verify(found[digest], digest)
         ok = any(outcome.ok for outcome in outcomes)
         if ok:
             note = next(outcome.detail for outcome in outcomes if outcome.ok)
@@ -201,3 +188,30 @@ def _check_authority(
         else next(t.note for t in checked if not t.satisfied)
     )
     return AuthorityResult(authority.name, authority.kind, satisfied, reason, tuple(checked))
+
+
+Verifier = Callable[[AttachedSignatures, Digest], Sequence[SignatureOutcome]]
+"""Checks the signatures attached to one digest for one authority: one outcome per signature."""
+
+
+def _verifier_for(authority: Authority, repository: str, ignore_reference: bool) -> Verifier:
+    """The verification routine of the authority's kind. Imports are lazy: sigstore is slow to load."""
+    if isinstance(authority, CosignKeyAuthority):
+        rekor_keys = [key.public_key for key in authority.rekor_keys] or None
+        return lambda attached, digest: verify_attached(
+            attached,
+            digest,
+            repository,
+            authority.keys,
+            rekor_keys=rekor_keys,
+            ignore_reference=ignore_reference,
+        )
+    if isinstance(authority, KeylessAuthority):
+        from trust.keyless import verify_keyless_attached
+
+        return lambda attached, digest: verify_keyless_attached(
+            attached, digest, repository, authority, ignore_reference=ignore_reference
+        )
+    from trust.notation import verify_notation_attached
+
+    return lambda attached, digest: verify_notation_attached(attached, digest, authority)
