@@ -28,8 +28,10 @@ import http
 import json
 import re
 import ssl
+import threading
 import time
-from collections.abc import Container, Iterable, Iterator, Mapping
+import urllib.request
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
@@ -113,9 +115,13 @@ class RegistryClient:
         self._base = httpx.URL(f"{scheme}://{host}")
         self._origin = _origin(self._base)
         self._auth = Authenticator(host, credentials, self._token_request)
+        mounts = _lazy_tls_mounts(config) if transport is None else None
         self._http = httpx.Client(
-            transport=transport,
-            verify=_tls_verification(config),
+            # With `mounts`, every http(s) URL goes to them and the default transport is never used:
+            # give it the plain one so that httpx does not build (and load CAs for) another.
+            transport=mounts["http://"] if mounts else transport,
+            mounts=mounts,
+            verify=False if mounts else _tls_verification(config),
             timeout=httpx.Timeout(
                 connect=config.connect_timeout,
                 read=config.read_timeout,
@@ -604,6 +610,42 @@ class RegistryClient:
 
 
 # -- helpers (pure functions) -------------------------------------------------------------------------
+
+
+class _LazyTransport(httpx.BaseTransport):
+    """Builds its transport on the first request. Loading the CA bundle for TLS costs ~70 ms, which
+    `trust run` against a loopback (plain HTTP) registry would otherwise pay for nothing."""
+
+    def __init__(self, build: Callable[[], httpx.BaseTransport]) -> None:
+        self._build = build
+        self._transport: httpx.BaseTransport | None = None
+        self._lock = threading.Lock()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        with self._lock:
+            if self._transport is None:
+                self._transport = self._build()
+        return self._transport.handle_request(request)
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+
+def _lazy_tls_mounts(config: PullConfig) -> dict[str, httpx.BaseTransport] | None:
+    """Transports per scheme: plain HTTP needs no TLS context; HTTPS builds its own when first used.
+
+    None (httpx's defaults) when the environment names a proxy, whose mounts ours would replace.
+    """
+    if urllib.request.getproxies():
+        return None
+    if config.ca_bundle is not None:  # the user's own CA file: load it now, so a bad path fails early
+        verify = _tls_verification(config)
+        return {"http://": httpx.HTTPTransport(verify=False), "https://": httpx.HTTPTransport(verify=verify)}
+    return {
+        "http://": httpx.HTTPTransport(verify=False),  # plain HTTP: there is no certificate to check
+        "https://": _LazyTransport(lambda: httpx.HTTPTransport(verify=_tls_verification(config))),
+    }
 
 
 def _tls_verification(config: PullConfig) -> ssl.SSLContext | bool:

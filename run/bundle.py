@@ -44,6 +44,7 @@ from typing import Any
 from pull.errors import InvalidManifest, UsageError
 from run.rootfs import read_image_file
 from run.runtime import DEFAULT_RUNTIME, SUPPORTED_RUNTIMES
+from run.seccomp import default_profile
 
 OCI_VERSION = "1.0.2"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -172,6 +173,8 @@ class RunOptions:
     name: str | None = None
     auto_remove: bool = False
     cgroup_parent: str = DEFAULT_CGROUP_PARENT
+    seccomp: Mapping[str, Any] | None = field(default_factory=default_profile)
+    """The `linux.seccomp` filter (`run.seccomp`); None runs unconfined."""
 
     def __post_init__(self) -> None:
         if self.runtime not in SUPPORTED_RUNTIMES:
@@ -428,6 +431,7 @@ def build_spec(
     etc_files: Mapping[str, Path],
     cgroup_namespace: bool = False,
     annotations: Mapping[str, str] | None = None,
+    seccomp: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The runtime spec (`config.json`) as a dict."""
     caps = list(CAPABILITIES)
@@ -442,6 +446,15 @@ def build_spec(
         namespaces.append({"type": "network"})
     if cgroup_namespace:
         namespaces.append({"type": "cgroup"})
+    linux: dict[str, Any] = {
+        "namespaces": namespaces,
+        "maskedPaths": list(MASKED_PATHS),
+        "readonlyPaths": list(READONLY_PATHS),
+        "cgroupsPath": cgroups_path,
+        "resources": _resources(limits),
+    }
+    if seccomp is not None:
+        linux["seccomp"] = dict(seccomp)
     return {
         "ociVersion": OCI_VERSION,
         "process": {
@@ -457,13 +470,7 @@ def build_spec(
         "root": {"path": str(rootfs), "readonly": False},
         "hostname": hostname,
         "mounts": _mounts(etc_files),
-        "linux": {
-            "namespaces": namespaces,
-            "maskedPaths": list(MASKED_PATHS),
-            "readonlyPaths": list(READONLY_PATHS),
-            "cgroupsPath": cgroups_path,
-            "resources": _resources(limits),
-        },
+        "linux": linux,
         "annotations": dict(annotations or {}),
     }
 

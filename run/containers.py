@@ -557,6 +557,7 @@ class ContainerStore:
             cgroups_path=container.cgroups_path,
             etc_files=write_etc_files(container.directory, container.hostname, options.network),
             cgroup_namespace=cgroup_mode() is CgroupMode.UNIFIED,
+            seccomp=options.seccomp,
             annotations={
                 "dev.trust.image.repository": str(container.image.get("repository", "")),
                 "dev.trust.image.digest": str(container.image.get("digest", "")),

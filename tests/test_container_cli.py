@@ -341,3 +341,66 @@ def test_a_relative_workdir_is_refused(cli: Setup, capfd: pytest.CaptureFixture[
     assert "must be an absolute path" in capfd.readouterr().err
     assert cli.admit("run", "--rm", "-w", "/proc/1", cli.open_ref, "true") == 2
     assert "under /proc" in capfd.readouterr().err
+
+
+# -- seccomp --------------------------------------------------------------------------------------
+
+
+def test_the_default_seccomp_filter_refuses_new_namespaces(
+    cli: Setup, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # `unshare -U` needs no capability: only the filter stops a user namespace (and its root) inside.
+    script = "grep '^Seccomp:' /proc/self/status; busybox unshare -U true; echo unshare=$?"
+    capfd.readouterr()
+    assert cli.admit("run", "--rm", cli.open_ref, "sh", "-c", script) == 0
+    out, err = capfd.readouterr()
+    assert out.split() == ["Seccomp:", "2", "unshare=1"]
+    assert "Operation not permitted" in err
+
+
+def test_seccomp_unconfined_removes_the_filter(cli: Setup, capfd: pytest.CaptureFixture[str]) -> None:
+    script = "grep '^Seccomp:' /proc/self/status; busybox unshare -U true; echo unshare=$?"
+    capfd.readouterr()
+    assert (
+        cli.admit("run", "--rm", "--security-opt", "seccomp=unconfined", cli.open_ref, "sh", "-c", script)
+        == 0
+    )
+    assert capfd.readouterr().out.split() == ["Seccomp:", "0", "unshare=0"]
+
+
+def test_a_custom_seccomp_profile_is_applied(
+    cli: Setup, capfd: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    profile = tmp_path / "no-mkdir.json"
+    profile.write_text(
+        json.dumps(
+            {
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}],
+            }
+        )
+    )
+    capfd.readouterr()
+    script = "mkdir /tmp/x; echo mkdir=$?"
+    assert (
+        cli.admit("run", "--rm", "--security-opt", f"seccomp={profile}", cli.open_ref, "sh", "-c", script)
+        == 0
+    )
+    out, err = capfd.readouterr()
+    assert out == "mkdir=1\n" and "Permission denied" in err
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("apparmor=unconfined", "unsupported --security-opt"),
+        ("seccomp=/nonexistent/profile.json", "cannot read seccomp profile"),
+    ],
+)
+def test_bad_security_options_are_usage_errors(
+    cli: Setup, capfd: pytest.CaptureFixture[str], option: str, message: str
+) -> None:
+    capfd.readouterr()
+    assert cli.admit("run", "--security-opt", option, cli.open_ref, "true") == 2
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 
 import httpx
 import pytest
@@ -959,3 +960,86 @@ def test_real_registry_basic_auth(auth_registry: Registry, repo_name: str) -> No
         assert client.get_manifest(repo_name, "v1").data == manifest
         assert client.get_blob(repo_name, layer_digest, 100) == b"authenticated layer"
         assert client.list_tags(repo_name) == ["v1"]
+
+
+# -- real TLS: the lazily built HTTPS transport still verifies certificates -----------------------
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """An HTTPS server on 127.0.0.1 with a self-signed certificate for 127.0.0.1; yields (port, cert)."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "trust test")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_path, key_path)
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                raw, _ = listener.accept()
+            except TimeoutError:
+                continue
+            try:
+                with context.wrap_socket(raw, server_side=True) as conn:
+                    conn.recv(65536)
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+            except (ssl.SSLError, OSError):
+                pass  # the client refused our certificate
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1], cert_path
+    stop.set()
+    thread.join()
+    listener.close()
+
+
+def test_https_verifies_certificates_against_the_system_roots(tls_server: tuple[int, Path]) -> None:
+    port, _ = tls_server
+    mounts = registry_module._lazy_tls_mounts(PullConfig())
+    assert mounts is not None
+    with (
+        httpx.Client(mounts=mounts, transport=mounts["http://"]) as client,
+        pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"),
+    ):
+        client.get(f"https://127.0.0.1:{port}/v2/")
+
+
+def test_https_with_a_ca_bundle_trusts_that_ca(tls_server: tuple[int, Path]) -> None:
+    port, cert = tls_server
+    mounts = registry_module._lazy_tls_mounts(PullConfig(ca_bundle=str(cert)))
+    assert mounts is not None
+    with httpx.Client(mounts=mounts, transport=mounts["http://"]) as client:
+        assert client.get(f"https://127.0.0.1:{port}/v2/").json() == {}

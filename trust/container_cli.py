@@ -78,6 +78,13 @@ InsecureOption = Annotated[
     list[str] | None,
     typer.Option("--insecure-registry", help="Allow plain HTTP to this host[:port]."),
 ]
+SecurityOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--security-opt",
+        help="seccomp=unconfined or seccomp=PROFILE.json (default: trust's default-deny profile).",
+    ),
+]
 _POSITIONAL_AFTER_IMAGE = {"allow_interspersed_args": False}  # `run IMG sh -c …`: -c is the command's
 
 
@@ -108,13 +115,26 @@ def create(
     cpus: CpusOption = None,
     runtime: RuntimeOption = RuntimeChoice.runc,
     auto_remove: RmOption = False,
+    security_opt: SecurityOption = None,
     policy: PolicyOption = None,
     store: StoreOption = None,
     insecure_registry: InsecureOption = None,
 ) -> None:
     """Admit an image and create a container from it (not started); print its id."""
     options = _options(
-        command, name, env, workdir, user, hostname, network, memory, pids_limit, cpus, runtime, auto_remove
+        command,
+        name,
+        env,
+        workdir,
+        user,
+        hostname,
+        network,
+        memory,
+        pids_limit,
+        cpus,
+        runtime,
+        auto_remove,
+        security_opt,
     )
     content, admitted = _admit(image, policy, store, insecure_registry)
     emit_line(_containers(content).create(admitted, options).id)
@@ -140,6 +160,7 @@ def run(
     cpus: CpusOption = None,
     runtime: RuntimeOption = RuntimeChoice.runc,
     auto_remove: RmOption = False,
+    security_opt: SecurityOption = None,
     policy: PolicyOption = None,
     store: StoreOption = None,
     insecure_registry: InsecureOption = None,
@@ -150,7 +171,19 @@ def run(
 
         raise UsageError("--interactive needs a foreground container: drop --detach")
     options = _options(
-        command, name, env, workdir, user, hostname, network, memory, pids_limit, cpus, runtime, auto_remove
+        command,
+        name,
+        env,
+        workdir,
+        user,
+        hostname,
+        network,
+        memory,
+        pids_limit,
+        cpus,
+        runtime,
+        auto_remove,
+        security_opt,
     )
     content, admitted = _admit(image, policy, store, insecure_registry)
     containers = _containers(content)
@@ -176,6 +209,7 @@ def _options(
     cpus: str | None,
     runtime: RuntimeChoice,
     auto_remove: bool,
+    security_opt: list[str] | None,
 ) -> RunOptions:
     """Check every flag before admission, so a typo costs no network round trip."""
     from run.bundle import Limits, Network, RunOptions, parse_cpus, parse_memory
@@ -196,9 +230,26 @@ def _options(
         runtime=runtime.value,
         name=name,
         auto_remove=auto_remove,
+        seccomp=_seccomp(security_opt or []),
     )
     check_host_support(options.runtime, wants_limits=options.limits.any)
     return options
+
+
+def _seccomp(security_opt: list[str]) -> dict[str, Any] | None:
+    """The seccomp filter chosen with `--security-opt seccomp=…` (the last one wins, as in Podman)."""
+    from pull.errors import UsageError
+    from run.seccomp import profile_for
+
+    choice: str | None = None
+    for item in security_opt:
+        key, sep, value = item.partition("=")
+        if key != "seccomp" or not sep or not value:
+            raise UsageError(
+                f"unsupported --security-opt {item!r}: use seccomp=unconfined or seccomp=PROFILE.json"
+            )
+        choice = value
+    return profile_for(choice)
 
 
 def _admit(

@@ -1,0 +1,147 @@
+"""Benchmark: `trust run` warm and cold, against runc, skopeo and umoci on the same machine.
+
+    .venv/bin/python benchmarks/run.py [--runs 15] [--cold-runs 3] [--size-mb 320] [--skip-cold]
+
+Warm start: a signed busybox image already pulled and unpacked. `trust run --rm IMG@sha256:…
+/bin/true` (admission against keys-example/policy.yaml, signature check against the local registry,
+overlay mount, bundle, runc, clean-up) against `runc run` of a bundle prepared once by `umoci
+unpack` from the same store, with the same rootfs and `/bin/true`. Target: ratio <= 4.
+
+Cold: a signed image of busybox plus >= 300 MB of gzip layers, nothing in the store. `trust run --rm
+IMG@sha256:… /bin/true` (pull, verify, unpack every layer, run) against `skopeo copy docker://… oci:`
+followed by `umoci unpack` (no signature check, no run). Target: ratio <= 0.5.
+
+Needs root (runc, overlayfs), docker-registry, runc, skopeo and umoci (scripts/setup.sh installs them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
+
+from common import RAW, ROOT, TRUST, median, timed
+from support.images import build_big_image, build_image, busybox_layer, push_image
+from support.registry import Registry, start_registry
+
+KEYS = ROOT / "keys-example"
+POLICY = KEYS / "policy.yaml"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=RAW)
+    parser.add_argument("--runs", type=int, default=15, help="warm runs of each tool")
+    parser.add_argument("--cold-runs", type=int, default=3, help="cold runs of each pipeline")
+    parser.add_argument("--size-mb", type=int, default=320, help="random data in the cold image")
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--skip-cold", action="store_true")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("benchmarks/run.py needs root (runc and overlay mounts)")
+
+    work = Path(tempfile.mkdtemp(prefix="trust-bench-run-"))
+    env = {**os.environ, "TRUST_PASSWORD": "trust-example"}
+    try:
+        registry = start_registry(work / "registry")
+        try:
+            warm(registry, work, env, args.runs)
+            if not args.skip_cold:
+                cold(registry, work, env, args)
+        finally:
+            registry.stop()
+    finally:
+        subprocess.run(["umount", "-R", str(work)], capture_output=True, check=False)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def push_signed(registry: Registry, work: Path, env: dict[str, str], name: str, image_layers: list) -> str:  # type: ignore[type-arg]
+    """Push an image under demo/ (the example policy's scope), sign it; return `name@sha256:…`."""
+    image = build_image(image_layers, cmd=["/bin/sh"], platform="linux/amd64")
+    push_image(registry, f"demo/{name}", image, tag="v1")
+    pinned = f"{registry.host}/demo/{name}@{image.digest}"
+    sign = [TRUST, "sign", "--key", str(KEYS / "cosign.key"), pinned]
+    subprocess.run(sign, env=env, check=True, capture_output=True)
+    return pinned
+
+
+def warm(registry: Registry, work: Path, env: dict[str, str], runs: int) -> None:
+    pinned = push_signed(registry, work, env, "warm", [busybox_layer()])
+    store = work / "store-warm"
+    trust_run = [TRUST, "run", "--rm", "--store", str(store), "--policy", str(POLICY), pinned, "/bin/true"]
+    timed(trust_run, env=env)  # pulls and unpacks once: the runs below are warm
+
+    bundle = work / "runc-bundle"
+    tag = pinned.rsplit("@", 1)[1].replace(":", "-")
+    subprocess.run(["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{pinned}",
+                    f"oci:{work / 'layout-warm'}:{tag}"], check=True, capture_output=True)  # fmt: skip
+    subprocess.run(["umoci", "unpack", "--image", f"{work / 'layout-warm'}:{tag}", str(bundle)],
+                   check=True, capture_output=True)  # fmt: skip
+    config_path = bundle / "config.json"
+    config = json.loads(config_path.read_text())
+    config["process"]["args"] = ["/bin/true"]
+    config["process"]["terminal"] = False
+    config_path.write_text(json.dumps(config))
+
+    trust_runs, runc_runs = [], []
+    for n in range(runs):
+        order = ("trust", "runc") if n % 2 == 0 else ("runc", "trust")
+        for tool in order:
+            if tool == "trust":
+                trust_runs.append(timed(trust_run, env=env))
+            else:
+                runc_runs.append(
+                    timed(["runc", "run", "--bundle", str(bundle), f"bench-{uuid.uuid4().hex[:12]}"])
+                )
+    t, r = median([x.wall for x in trust_runs]), median([x.wall for x in runc_runs])
+    print(f"warm: {runs} alternating runs each, busybox image, /bin/true")
+    print(f"  trust run --rm (admission + overlay + runc)  median {t * 1000:7.1f} ms")
+    print(f"  runc run of a prepared bundle                median {r * 1000:7.1f} ms")
+    print(f"  ratio trust/runc: {t / r:.2f}   (target <= 4)")
+
+
+def cold(registry: Registry, work: Path, env: dict[str, str], args: argparse.Namespace) -> None:
+    big = build_big_image(work / "big", total_size=args.size_mb << 20, layers=args.layers)
+    pinned = push_signed(registry, work, env, "cold", [busybox_layer(), *big.layers])
+    blob_mb = sum(layer.size for layer in big.layers) / 1e6
+    tag = pinned.rsplit("@", 1)[1].replace(":", "-")
+
+    trust_runs, other_runs = [], []
+    for n in range(args.cold_runs):
+        order = ("trust", "other") if n % 2 == 0 else ("other", "trust")
+        for tool in order:
+            dest = work / f"cold-{tool}-{n}"
+            if tool == "trust":
+                command = [
+                    TRUST,
+                    "run",
+                    "--rm",
+                    "--store",
+                    str(dest),
+                    "--policy",
+                    str(POLICY),
+                    pinned,
+                    "/bin/true",
+                ]
+                trust_runs.append(timed(command, env=env))
+            else:
+                copy = timed(["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{pinned}",
+                              f"oci:{dest}:{tag}"])  # fmt: skip
+                unpack = timed(["umoci", "unpack", "--image", f"{dest}:{tag}", str(dest / "bundle")])
+                other_runs.append(copy.wall + unpack.wall)
+            shutil.rmtree(dest, ignore_errors=True)
+    t, o = median([x.wall for x in trust_runs]), median(other_runs)
+    print(
+        f"cold: {args.cold_runs} alternating runs each, busybox + {blob_mb:.0f} MB in {args.layers} gzip layers"
+    )
+    print(f"  trust run --rm (pull, verify, unpack, run)   median {t:6.2f} s")
+    print(f"  skopeo copy + umoci unpack                   median {o:6.2f} s")
+    print(f"  ratio trust/(skopeo+umoci): {t / o:.2f}   (target <= 0.5)")
+
+
+if __name__ == "__main__":
+    main()
