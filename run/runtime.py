@@ -14,8 +14,10 @@ runs `runc create` becomes the container's parent, and only a parent learns the 
 
 Cgroups: runc 1.1 applies memory/pids/CPU limits with cgroup v1, v2 and the hybrid layout (v1
 controllers plus a v2 mount at /sys/fs/cgroup/unified). crun 1.x does not support the hybrid layout:
-it refuses to run *any* container when the v2 hierarchy has a controller attached, and we do not ask it
-to apply limits there. `check_host_support` says so in one line before anything is mounted.
+it refuses to run *any* container when the v2 hierarchy has a controller attached. On such a host every
+crun command runs in a private mount namespace where /sys/fs/cgroup/unified is unmounted, so crun sees
+a plain cgroup v1 host and applies limits through the v1 controllers, exactly as runc does there.
+The namespace is the command's own (unshare(1)); the host's mounts are untouched.
 """
 
 from __future__ import annotations
@@ -171,6 +173,8 @@ class Runtime:
     # -- helpers ---------------------------------------------------------------------------
 
     def _base(self) -> list[str]:
+        if self.name == "crun" and cgroup_mode() is CgroupMode.HYBRID:
+            return [*_V1_VIEW, self.binary, "--root", str(self.root)]
         return [self.binary, "--root", str(self.root)]
 
     def _run(self, *args: str) -> str:
@@ -239,6 +243,20 @@ def _cgroup_mounts() -> list[tuple[str, str]]:
     return mounts
 
 
+_V1_VIEW = (
+    "unshare",
+    "--mount",
+    "--propagation",
+    "private",
+    "--",
+    "/bin/sh",
+    "-c",
+    'umount -l /sys/fs/cgroup/unified && exec "$@"',
+    "crun-v1-view",
+)
+"""Runs the rest of the command line in a mount namespace of its own without the v2 hierarchy."""
+
+
 def cgroup_mode() -> CgroupMode:
     mounts = dict(_cgroup_mounts())
     if mounts.get(str(_CGROUP_ROOT)) == "cgroup2":
@@ -260,20 +278,14 @@ def check_host_support(runtime: str, *, wants_limits: bool) -> None:
     """Refuse, in one actionable line, what `runtime` cannot do on this host (before anything is made).
 
     Raises:
-        UsageError: crun on a hybrid cgroup host, with limits or (when v2 has controllers) at all.
+        UsageError: crun on a hybrid cgroup host without unshare(1) to give it a v1-only view.
     """
     if runtime != "crun" or cgroup_mode() is not CgroupMode.HYBRID:
         return
-    if wants_limits:
+    if shutil.which(_V1_VIEW[0]) is None:
         raise UsageError(
-            "crun cannot apply --memory, --pids-limit or --cpus on this host (hybrid cgroup v1/v2 layout): "
-            "use --runtime runc (the default) or drop the limits"
-        )
-    controllers = unified_controllers()
-    if controllers:
-        raise UsageError(
-            f"crun cannot run containers on this host: cgroups are in hybrid mode and the v2 hierarchy "
-            f"has controllers ({', '.join(controllers)}); use --runtime runc (the default)"
+            "crun needs unshare(1) on this hybrid cgroup v1/v2 host (apt-get install util-linux); "
+            "or use --runtime runc (the default)"
         )
 
 
