@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
 from pull.errors import UsageError
+from pull.strictjson import loads as strict_json
 from trust.errors import KeyLoadError, WrongPassword
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
@@ -235,8 +236,8 @@ def decrypt_envelope(body: bytes, password: bytes, *, source: str = "key") -> by
         return KeyLoadError(f"cosign key {source} is malformed: {what}")
 
     try:
-        doc = json.loads(body, object_pairs_hook=_no_duplicates)
-    except (ValueError, UnicodeDecodeError):
+        doc = strict_json(body, "the key body")
+    except ValueError:
         raise bad("its body is not JSON") from None
     kdf = _field(doc, "kdf", dict, bad)
     cipher = _field(doc, "cipher", dict, bad)
@@ -338,15 +339,6 @@ def _pem_encode(pem_type: str, der: bytes) -> bytes:
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for name, value in pairs:
-        if name in result:
-            raise ValueError(f"duplicate key {name!r}")
-        result[name] = value
-    return result
 
 
 def _field(doc: object, name: str, kind: type, bad: Callable[[str], KeyLoadError]) -> Any:
