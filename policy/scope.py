@@ -18,6 +18,15 @@ is normalised as `docker pull` would: `busybox` is `docker.io/library/busybox`.
 Refused, with a hint: tags and digests (a rule is about repositories, not versions), `**`, a `*`
 inside a component or host label (`te*`, `reg*.example.com`), URL schemes, empty components.
 
+OCI image layouts (`oci:DIR[:tag][@digest]` references) are matched only by layout scopes, and
+layout scopes match nothing else:
+
+    layout     = "oci:" absolute-directory       the layout at that directory, or any layout below it
+
+`oci:/srv/images` covers `oci:/srv/images:v1` and `oci:/srv/images/app:v1` but not
+`oci:/srv/images2`; `oci:/` covers every layout. Paths are compared after normalisation (`.`,
+`..`, repeated `/`), without resolving symlinks; relative paths and `*` are refused.
+
 Precedence ("most specific wins") is a total order, highest first:
 
     1. the scope names exactly the repository (no wildcard)
@@ -29,12 +38,13 @@ Precedence ("most specific wins") is a total order, highest first:
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from policy.errors import PolicyError
 from pull.errors import InvalidReference
-from pull.reference import DOCKER_HUB, Reference
+from pull.reference import DOCKER_HUB, LAYOUT_PREFIX, Reference
 
 WILDCARD = "*"
 
@@ -56,10 +66,14 @@ class Scope:
     port: str | None
     """None (no port), a decimal port without leading zeros, or `*`."""
     path: tuple[str, ...]
-    """Repository path components; `*` stands for any one component."""
+    """Repository path components; `*` stands for any one component. For a layout scope, directories."""
+    layout: bool = False
+    """A layout scope (`oci:/DIR`): `path` holds the directory's components, `host` is empty."""
 
     @property
     def canonical(self) -> str:
+        if self.layout:
+            return LAYOUT_PREFIX + "/" + "/".join(self.path)
         text = f"*.{self.host}" if self.host_wildcard else self.host
         if self.port is not None:
             text += f":{self.port}"
@@ -72,6 +86,8 @@ class Scope:
         return int(self.host_wildcard) + int(self.port == WILDCARD) + self.path.count(WILDCARD)
 
     def matches(self, reference: Reference) -> bool:
+        if self.layout or reference.is_layout:
+            return self.layout and reference.is_layout and _within(self.path, _layout_components(reference))
         host, port = split_registry(reference.registry)
         if self.host_wildcard:
             if host.startswith("[") or not host.endswith("." + self.host):
@@ -90,6 +106,8 @@ class Scope:
 
     def is_exact_for(self, reference: Reference) -> bool:
         """Whether this scope names exactly `reference`'s repository (rank 1 of the precedence)."""
+        if self.layout:
+            return self.matches(reference) and self.path == _layout_components(reference)
         return (
             self.wildcards == 0
             and self.matches(reference)
@@ -106,6 +124,28 @@ class Scope:
 
     def __str__(self) -> str:
         return self.canonical
+
+
+def _layout_components(reference: Reference) -> tuple[str, ...]:
+    return tuple(c for c in reference.registry[len(LAYOUT_PREFIX) :].split("/") if c)
+
+
+def _within(directory: tuple[str, ...], components: tuple[str, ...]) -> bool:
+    return components[: len(directory)] == directory
+
+
+def _parse_layout_scope(text: str, bad: _Bad) -> Scope:
+    path = text[len(LAYOUT_PREFIX) :]
+    if not path.startswith("/"):
+        raise bad("names a layout by a relative path", f"write the absolute directory, e.g. 'oci:/{path}'")
+    if WILDCARD in path or ":" in path or "@" in path:
+        raise bad(
+            "has '*', a tag or a digest in a layout path",
+            "write the directory only; 'oci:/' covers every layout",
+        )
+    normalised = posixpath.normpath(path)
+    components = tuple(c for c in normalised.split("/") if c)
+    return Scope(text=text, host="", host_wildcard=False, port=None, path=components, layout=True)
 
 
 def split_registry(registry: str) -> tuple[str, str | None]:
@@ -131,6 +171,8 @@ def parse_scope(text: str) -> Scope:
             "is empty or contains spaces",
             "write a registry, namespace or repository, e.g. 'registry.example.com/team'",
         )
+    if text.startswith(LAYOUT_PREFIX):
+        return _parse_layout_scope(text, bad)
     if "://" in text:
         after = text.split("://", 1)[1]
         raise bad("has a URL scheme", f"write the registry host without it, e.g. {after!r}")

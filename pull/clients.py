@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
+from pathlib import Path
 from types import TracebackType
 
 from pull.config import PullConfig
 from pull.credentials import CredentialStore
+from pull.reference import LAYOUT_PREFIX
 from pull.registry import RegistryClient
 
 
@@ -29,9 +31,10 @@ class RegistryClients:
         return cls(PullConfig(insecure_registries=frozenset(hosts or ())))
 
     def __call__(self, api_host: str) -> RegistryClient:
+        """The client for `api_host`; an `oci:/abs/DIR` "host" (a layout reference) gets a `LayoutClient`."""
         with self._lock:
             if api_host not in self._clients:
-                self._clients[api_host] = RegistryClient(
+                self._clients[api_host] = open_client(
                     api_host, config=self.config, credentials=self._credentials
                 )
             return self._clients[api_host]
@@ -49,3 +52,18 @@ class RegistryClients:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def open_client(
+    api_host: str, *, config: PullConfig, credentials: CredentialStore | None = None
+) -> RegistryClient:
+    """A `RegistryClient` for a registry host, or a writable `LayoutClient` for `oci:/abs/DIR`.
+
+    Layouts are opened writable because the commands that push (sign, copy) push there as they
+    would to a registry; reading commands never call the push methods.
+    """
+    if api_host.startswith(LAYOUT_PREFIX):
+        from pull.layout import LayoutClient
+
+        return LayoutClient(Path(api_host[len(LAYOUT_PREFIX) :]), writable=True, config=config)
+    return RegistryClient(api_host, config=config, credentials=credentials)

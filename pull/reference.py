@@ -6,10 +6,16 @@
 
 The grammar follows distribution/reference: lowercase path components separated by `/`,
 an optional `:tag` and an optional `@algorithm:hex` digest.
+
+An OCI image layout on disk is named as skopeo names it, `oci:DIR[:tag][@digest]` (DIR may not
+contain `:`; a relative DIR is made absolute). Its `registry` (and `api_host`) is `oci:/abs/DIR`,
+its `repository` is empty and its `name` is `oci:/abs/DIR`: `pull.clients` routes that "host" to
+a `pull.layout.LayoutClient`, so layouts go through the same verifying code as registries.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 
@@ -27,6 +33,9 @@ _HOST = re.compile(
     r"|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?"
 )
 _MAX_NAME = 255
+LAYOUT_PREFIX = "oci:"
+"""References starting with this name an OCI image layout directory, not a registry."""
+_MAX_LAYOUT_PATH = 4096
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,8 @@ class Reference:
         original = text
         if not text or text != text.strip():
             raise InvalidReference(f"invalid image reference {original!r}: empty or surrounded by spaces")
+        if text.startswith(LAYOUT_PREFIX):
+            return _parse_layout(text)
         digest: Digest | None = None
         if "@" in text:
             text, _, digest_text = text.partition("@")
@@ -72,8 +83,16 @@ class Reference:
 
     @property
     def name(self) -> str:
-        """`registry/repository`, the name a signature's docker-reference is compared with."""
-        return f"{self.registry}/{self.repository}"
+        """`registry/repository`, the name a signature's docker-reference is compared with.
+
+        For a layout, `oci:/abs/DIR`.
+        """
+        return f"{self.registry}/{self.repository}" if self.repository else self.registry
+
+    @property
+    def is_layout(self) -> bool:
+        """Whether this names an OCI image layout directory (`oci:DIR…`) rather than a registry."""
+        return self.registry.startswith(LAYOUT_PREFIX)
 
     @property
     def api_host(self) -> str:
@@ -105,6 +124,32 @@ class Reference:
         if self.digest is not None:
             text += f"@{self.digest}"
         return text
+
+
+def _parse_layout(text: str) -> Reference:
+    """`oci:DIR[:tag][@digest]` → a layout reference (see the module docstring)."""
+    original = text
+    rest = text[len(LAYOUT_PREFIX) :]
+    digest: Digest | None = None
+    if "@" in rest:
+        rest, _, digest_text = rest.rpartition("@")
+        try:
+            digest = Digest.parse(digest_text)
+        except InvalidReference as exc:
+            raise InvalidReference(f"invalid layout reference {original[:200]!r}: {exc}") from None
+    path, sep, tag_text = rest.partition(":")
+    tag = tag_text if sep else None
+    if tag is not None and not _TAG.fullmatch(tag):
+        raise InvalidReference(f"invalid layout reference {original[:200]!r}: bad tag {tag[:100]!r}")
+    if not path or len(path) > _MAX_LAYOUT_PATH or not path.isprintable() or path != path.strip():
+        raise InvalidReference(
+            f"invalid layout reference {original[:200]!r}: expected oci:DIR[:tag][@digest] "
+            "with a directory path (no ':' in it)"
+        )
+    absolute = os.path.normpath(os.path.abspath(path))
+    if tag is None and digest is None:
+        tag = DEFAULT_TAG
+    return Reference(LAYOUT_PREFIX + absolute, "", tag, digest)
 
 
 def _split_registry(name: str) -> tuple[str, str]:
