@@ -1,17 +1,312 @@
-"""Notary Project (Notation) signatures (issue #6). Placeholder until implemented."""
+"""Notary Project (Notation) signatures: verification against a policy authority, and signing.
+
+Verification follows the Notary Project trust policy specification. Each signature goes through
+the validations in the spec's order, and the authority's level says which are *enforced* (a
+failure rejects the signature) and which are *logged* (the failure becomes a warning in the
+outcome's detail and the next validation runs):
+
+    validation            what it checks                                   strict    permissive  audit
+    integrity             envelope well-formed, critical headers known,     enforced  enforced    enforced
+                          signature verifies with the x5c leaf, alg fits
+                          the leaf key, targetArtifact = the subject
+    authenticity          certificate rules, chain valid at signing time,  enforced  enforced    logged
+                          chain reaches the trust store, trusted identity
+    expiry                `io.cncf.notary.expiry` not passed               enforced  logged      logged
+    authentic timestamp   no trusted timestamp (TSA) is checked, so every  enforced  logged      logged
+                          chain certificate must be valid now
+    revocation            not checked online: a chain naming CRL or OCSP   enforced  logged      logged
+                          locations has an unknown status
+
+Both envelope formats are read: JWS (`trust.notation_envelope`) and COSE (`trust.notation_cose`).
+Notation's `skip` level is not an authority level here (a rule that checks nothing says
+`insecure-accept-anything`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
-from policy.model import NotationAuthority
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from policy.model import NotationAuthority, NotationLevel
 from pull.digest import Digest
+from pull.errors import UsageError
+from pull.manifest import Descriptor
+from pull.reference import Reference
+from pull.registry import RegistryClient
 from trust.attached import AttachedSignatures
-from trust.cosign import SignatureOutcome
+from trust.cosign import Reason, SignatureOutcome
+from trust.notation_artifact import NotationSignature, build_signature_manifest
+from trust.notation_envelope import (
+    COSE_MEDIA_TYPE,
+    BadSignature,
+    EnvelopeError,
+    build_envelope,
+    parse_envelope,
+)
+from trust.notation_identity import parse_identity
+from trust.notation_x509 import (
+    CertificateProblem,
+    anchored_in,
+    check_chain,
+    describe,
+    identity_matches,
+    invalid_now,
+    revocation_sources,
+)
+
+_ENFORCED: dict[NotationLevel, frozenset[str]] = {
+    NotationLevel.STRICT: frozenset({"authenticity", "expiry", "timestamp", "revocation"}),
+    NotationLevel.PERMISSIVE: frozenset({"authenticity"}),
+    NotationLevel.AUDIT: frozenset(),
+}
+"""Per level, the validations after integrity (always enforced) whose failure rejects a signature."""
 
 
 def verify_notation_attached(
-    attached: AttachedSignatures, expected: Digest, authority: NotationAuthority
-) -> Sequence[SignatureOutcome]:
-    """One outcome per Notation signature attached to `expected`, judged against the authority."""
-    return []
+    attached: AttachedSignatures,
+    expected: Digest,
+    authority: NotationAuthority,
+    *,
+    now: datetime | None = None,
+) -> list[SignatureOutcome]:
+    """One outcome per Notation signature attached to `expected`, judged against the authority.
+
+    Outcomes are numbered after the cosign layers and bundles of the same digest.
+    """
+    first = len(attached.layers) + len(attached.bundles)
+    return [
+        verify_notation_signature(first + offset, signature, expected, authority, now=now)
+        for offset, signature in enumerate(attached.notation)
+    ]
+
+
+def verify_notation_signature(
+    index: int,
+    signature: NotationSignature,
+    expected: Digest,
+    authority: NotationAuthority,
+    *,
+    now: datetime | None = None,
+) -> SignatureOutcome:
+    """Check one signature. Never raises for a bad signature: that is an outcome."""
+    moment = now or datetime.now(UTC)
+
+    def outcome(reason: Reason, detail: str, key: str | None = None) -> SignatureOutcome:
+        return SignatureOutcome(index, signature.envelope_digest, reason, f"notation: {detail}", key)
+
+    # -- integrity (always enforced) --
+    if signature.problem is not None:
+        return outcome(Reason.MALFORMED, signature.problem)
+    try:
+        if signature.envelope_media_type == COSE_MEDIA_TYPE:
+            from trust.notation_cose import parse_cose_envelope  # cbor2 only when a COSE signature is met
+
+            envelope = parse_cose_envelope(signature.envelope)
+        else:
+            envelope = parse_envelope(signature.envelope)
+    except BadSignature as exc:
+        return outcome(Reason.BAD_SIGNATURE, str(exc))
+    except EnvelopeError as exc:
+        return outcome(Reason.MALFORMED, str(exc))
+    claimed, actual = envelope.target, signature.target
+    if actual.digest != expected or claimed.digest != actual.digest:
+        return outcome(Reason.DIGEST_MISMATCH, f"the signature covers {claimed.digest}, not {expected}")
+    if (claimed.size, claimed.media_type) != (actual.size, actual.media_type):
+        return outcome(
+            Reason.DIGEST_MISMATCH,
+            f"targetArtifact says {claimed.media_type[:100]}, {claimed.size} bytes; "
+            f"the signed object is {actual.media_type}, {actual.size} bytes",
+        )
+    leaf = describe(envelope.leaf)
+
+    enforced = _ENFORCED[authority.level]
+    warnings: list[str] = []
+
+    def failed(validation: str, reason: Reason, detail: str) -> SignatureOutcome | None:
+        if validation in enforced:
+            return outcome(reason, detail, leaf)
+        warnings.append(f"{validation}: {detail}")
+        return None
+
+    # -- authenticity --
+    anchor: x509.Certificate | None = None
+    problem: tuple[Reason, str] | None = None
+    try:
+        check_chain(envelope.chain, envelope.signing_time)
+        anchor = anchored_in(envelope.chain, authority.certificates)
+        if anchor is None:
+            problem = (
+                Reason.UNTRUSTED_CERTIFICATE,
+                f"the certificate chain of {leaf} leads to no certificate of trust store "
+                f"{authority.trust_store}",
+            )
+        elif not _identity_trusted(authority.trusted_identities, envelope.leaf):
+            problem = (
+                Reason.WRONG_IDENTITY,
+                f"signing certificate {leaf} matches none of the trusted identities "
+                f"({'; '.join(authority.trusted_identities)})",
+            )
+    except CertificateProblem as exc:
+        problem = (Reason.UNTRUSTED_CERTIFICATE, str(exc))
+    if problem is not None and (rejected := failed("authenticity", *problem)):
+        return rejected
+
+    # -- expiry --
+    if envelope.expiry is not None and moment >= envelope.expiry:
+        detail = f"the signature expired at {envelope.expiry.isoformat()}"
+        if rejected := failed("expiry", Reason.EXPIRED, detail):
+            return rejected
+
+    # -- authentic timestamp (no TSA support: the chain must be valid now) --
+    stale = invalid_now(envelope.chain, moment)
+    if stale is not None:
+        detail = (
+            f"certificate {describe(stale)} is not valid now (valid {stale.not_valid_before_utc.isoformat()} "
+            f"to {stale.not_valid_after_utc.isoformat()}) and trust checks no timestamp countersignature"
+        )
+        if rejected := failed("timestamp", Reason.EXPIRED, detail):
+            return rejected
+
+    # -- revocation (offline: a status that could be published is unknown) --
+    sources = revocation_sources(envelope.chain)
+    if sources:
+        detail = (
+            f"revocation status unknown: {', '.join(sources)} name CRL/OCSP locations, which trust "
+            "does not query (use level permissive to log this instead)"
+        )
+        if rejected := failed("revocation", Reason.UNTRUSTED_CERTIFICATE, detail):
+            return rejected
+
+    anchored = f", chain anchored at {describe(anchor)}" if anchor is not None else ""
+    detail = f"signed by {leaf}{anchored} at {envelope.signing_time.isoformat()}"
+    if warnings:
+        detail += f"; logged at level {authority.level.value}: " + "; ".join(warnings)
+    return outcome(Reason.VALID, detail, leaf)
+
+
+def _identity_trusted(identities: Sequence[str], leaf: x509.Certificate) -> bool:
+    if tuple(identities) == ("*",):
+        return True
+    for text in identities:
+        try:
+            parsed = parse_identity(text)
+        except ValueError:
+            continue  # the loader refuses these; a hand-built authority simply matches nothing
+        if identity_matches(parsed, leaf):
+            return True
+    return False
+
+
+# --- signing -----------------------------------------------------------------------------------
+
+SigningKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+
+
+def load_certificate_chain(path: str, data: bytes) -> list[x509.Certificate]:
+    """The PEM chain file given with `--cert`: leaf first, then intermediates and the root."""
+    if b"-----BEGIN CERTIFICATE-----" not in data:
+        raise UsageError(f"certificate chain {path} holds no PEM certificate")
+    try:
+        return x509.load_pem_x509_certificates(data)
+    except ValueError:
+        raise UsageError(f"certificate chain {path} is not a valid PEM certificate list") from None
+
+
+@dataclass(frozen=True)
+class NotationSignResult:
+    reference: Reference
+    digest: Digest
+    signature_digest: Digest
+    repository: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "reference": str(self.reference),
+            "digest": str(self.digest),
+            "format": "notation",
+            "signature": f"{self.repository}@{self.signature_digest}",
+        }
+
+
+def sign_notation(
+    client_for: Callable[[str], RegistryClient],
+    reference: Reference,
+    private_key: object,
+    chain: Sequence[x509.Certificate],
+    *,
+    expiry: datetime | None = None,
+    now: datetime | None = None,
+) -> NotationSignResult:
+    """Sign the digest `reference` resolves to and push the signature as a referrer.
+
+    The key must belong to `chain[0]`, and the chain must meet the Notary Project certificate
+    requirements now (the spec applies them at signing time too). Raises `UsageError` otherwise.
+    """
+    from pull.pipeline import resolve
+    from pull.referrers import push_referrer
+
+    moment = (now or datetime.now(UTC)).replace(microsecond=0)
+    key = _signing_key(private_key, chain)
+    try:
+        check_chain(chain, moment)
+    except CertificateProblem as exc:
+        raise UsageError(f"the certificate chain cannot sign Notary Project signatures: {exc}") from None
+    client = client_for(reference.api_host)
+    document = resolve(client, reference)
+    subject = Descriptor(document.media_type, document.digest, len(document.raw))
+    try:
+        envelope = build_envelope(subject, key, chain, signing_time=moment, expiry=expiry)
+    except EnvelopeError as exc:
+        raise UsageError(str(exc)) from None
+    artifact = build_signature_manifest(subject, envelope, chain, created=_created(moment))
+    repository = reference.repository
+    client.push_blob(repository, artifact.config_digest, len(artifact.config), artifact.config)
+    client.push_blob(repository, artifact.envelope_digest, len(artifact.envelope), artifact.envelope)
+    pushed = push_referrer(client, repository, artifact.manifest, artifact.media_type, subject)
+    return NotationSignResult(reference, document.digest, pushed, f"{reference.registry}/{repository}")
+
+
+def _signing_key(private_key: object, chain: Sequence[x509.Certificate]) -> SigningKey:
+    if not isinstance(private_key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        raise UsageError("Notary Project signatures need an RSA or EC key")
+    if not chain:
+        raise UsageError("the certificate chain is empty")
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    if private_key.public_key().public_bytes(*spki) != chain[0].public_key().public_bytes(*spki):
+        raise UsageError(
+            f"the key does not belong to the first certificate of the chain ({describe(chain[0])})"
+        )
+    return private_key
+
+
+def _created(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def sign_notation_with_files(
+    client_for: Callable[[str], RegistryClient], reference: Reference, key_path: Path, chain_path: Path
+) -> NotationSignResult:
+    """`trust sign --format notation --key KEY --cert CHAIN`: load both files, then `sign_notation`."""
+    from trust.keys import get_password, load_private_key_file
+
+    if not key_path.exists():
+        raise UsageError(f"key file {key_path} does not exist")
+    key = load_private_key_file(key_path, lambda: get_password(confirm=False, purpose=str(key_path)))
+    try:
+        with open(chain_path, "rb") as handle:
+            data = handle.read(MAX_CHAIN_FILE_BYTES + 1)
+    except OSError as exc:
+        raise UsageError(f"cannot read certificate chain {chain_path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_CHAIN_FILE_BYTES:
+        raise UsageError(f"certificate chain {chain_path} is larger than {MAX_CHAIN_FILE_BYTES} bytes")
+    return sign_notation(client_for, reference, key, load_certificate_chain(str(chain_path), data))
+
+
+MAX_CHAIN_FILE_BYTES = 256 * 1024

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +13,12 @@ from trust.output import OutputFormat, emit_json, emit_line, note
 policy_app = typer.Typer(
     help="Check, explain and import policy files.", no_args_is_help=True, rich_markup_mode=None
 )
+
+
+class ImportFormat(StrEnum):
+    auto = "auto"
+    containers = "containers"
+    notation = "notation"
 
 
 def register(app: typer.Typer) -> None:
@@ -95,11 +102,31 @@ def explain_lines(evaluation: object) -> list[str]:
 @policy_app.command("import")
 def import_(
     file: Annotated[Path, typer.Argument(help="containers-policy.json (or a Notation trustpolicy.json).")],
+    format_: Annotated[
+        ImportFormat,
+        typer.Option("--format", help="auto (by content), containers or notation."),
+    ] = ImportFormat.auto,
 ) -> None:
     """Convert another tool's policy to a trust policy on stdout; what cannot be converted goes to stderr."""
     from policy.importer import import_containers_policy
+    from policy.notation_import import (
+        MAX_TRUST_POLICY_BYTES,
+        import_notation_policy,
+        is_notation_trust_policy,
+    )
 
-    result = import_containers_policy(file)
+    chosen = format_
+    if chosen is ImportFormat.auto:
+        try:
+            with open(file, "rb") as handle:
+                head = handle.read(MAX_TRUST_POLICY_BYTES)
+        except OSError:
+            head = b""  # the importer reports the unreadable file
+        chosen = ImportFormat.notation if is_notation_trust_policy(head) else ImportFormat.containers
+    if chosen is ImportFormat.notation:
+        result = import_notation_policy(file)
+    else:
+        result = import_containers_policy(file)
     for warning in result.warnings:
         note(f"trust: warning: {warning}")
     typer.echo(result.yaml_text, nl=not result.yaml_text.endswith("\n"))
