@@ -148,7 +148,7 @@ def verify_bundle(
                 Reason.UNKNOWN_KEY, f"DSSE signature verifies with no trusted key ({len(keys)} checked)"
             )
         try:
-            subjects = _statement_subjects(envelope)
+            subjects = statement_subjects(envelope)
         except BundleError as exc:
             return outcome(Reason.MALFORMED, str(exc), signer.name)
         if expected.hex not in subjects.get(expected.algorithm, set()):
@@ -170,7 +170,9 @@ def verify_bundle(
     return outcome(Reason.VALID, f"signed by {signer.name} (message signature)", signer.name)
 
 
-def _statement_subjects(envelope: Envelope) -> dict[str, set[str]]:
+def statement_subjects(envelope: Envelope) -> dict[str, set[str]]:
+    """The subject digests (`algorithm -> {hex}`) of a cosign signature statement; raises `BundleError`
+    for other payload types, other predicates (attestations) and malformed statements."""
     if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE:
         raise BundleError(f"DSSE payload type {envelope.payload_type[:60]!r} is not an in-toto statement")
     try:

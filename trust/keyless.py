@@ -1,22 +1,452 @@
-"""Keyless Sigstore verification (issue #7). Placeholder until implemented."""
+"""Keyless Sigstore verification: Fulcio certificates bound to an OIDC identity, logged in Rekor.
+
+Two carriers of a keyless signature of an image digest are checked, each against a trusted root
+(`trust.trusted_root`) and an identity policy (`trust.keyless_identity`), with no network call:
+
+- **Sigstore bundles** (v0.1 to v0.3) attached as referrers, or given as files to `verify-blob`:
+  sigstore-python's `Verifier` does the whole chain of checks (certificate chain at the logged
+  time, embedded SCT, identity, inclusion proof and promise, signature, log-entry consistency).
+  For an image, a DSSE bundle's in-toto statement must be a cosign signature naming the digest;
+  a message-signature bundle must sign the manifest itself (its message digest is the digest).
+- **Legacy cosign keyless `.sig` layers**: the simple-signing payload with annotations
+  `dev.cosignproject.cosign/signature`, `dev.sigstore.cosign/certificate` (PEM leaf),
+  `dev.sigstore.cosign/chain` (PEM intermediates, untrusted) and `dev.sigstore.cosign/bundle`
+  (the Rekor SET). These cannot become a sigstore `Bundle`: sigstore-python requires an
+  inclusion proof, and cosign wrote only the promise. So the checks are composed here, in this
+  order: signature under the certificate's key; SET under the trusted root's Rekor key for that
+  log ID (`trust.cosign.verify_rekor_set`: RFC 8785 canonical JSON, and the logged entry records
+  this payload's hash, this signature and this certificate's key); the log key valid at the
+  integrated time; the certificate chains to a Fulcio CA of the root *at the integrated time*
+  (cryptography's verifier, configured as sigstore-python configures it); its embedded SCT
+  verifies under the root's CT keys (sigstore-python's `verify_sct`); code-signing usage; the
+  identity policy. Then the payload is a cosign payload for this digest and repository.
+  A `dev.sigstore.cosign/rfc3161timestamp` annotation is not used: the SET supplies the time.
+
+Every failure is a `SignatureOutcome` (one per signature), never an exception: one bad signature
+never hides a good one. `Reason.WRONG_IDENTITY` details name the expected and the actual identity.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from sigstore.errors import Error as SigstoreError
+from sigstore.errors import VerificationError
 
 from policy.model import KeylessAuthority
 from pull.digest import Digest
+from pull.errors import DeniedError, IntegrityError
+from pull.mediatypes import COSIGN_SIMPLESIGNING
+from pull.reference import Reference
 from trust.attached import AttachedSignatures
-from trust.cosign import SignatureOutcome
+from trust.cosign import (
+    MAX_PAYLOAD_BYTES,
+    PayloadLoader,
+    Reason,
+    RekorEntry,
+    SignatureLayer,
+    SignatureOutcome,
+    parse_payload,
+    require_verified,
+    verify_rekor_set,
+)
+from trust.errors import KeyLoadError, SignatureInvalid, UntrustedSignatures
+from trust.keyless_identity import CertificateIdentity, IdentityMismatch, IdentityPolicy, read_identity
+from trust.keys import check_public_key, verify_bytes
+from trust.trusted_root import LoadedRoot, load_trusted_root
+
+if TYPE_CHECKING:
+    from cryptography.x509 import Certificate
+
+    from trust.signing import ClientFor, VerifyResult
+
+MAX_CERTIFICATE_PEM_BYTES = 64 * 1024
+"""A Fulcio leaf is ~1 kB of PEM; larger certificate annotations are refused as hostile."""
+MAX_CHAIN_CERTIFICATES = 8
+"""Intermediates accepted from a `dev.sigstore.cosign/chain` annotation."""
+
+
+# --- legacy cosign keyless `.sig` layers -------------------------------------------------------
+
+
+def verify_legacy_signature(
+    payload: bytes, layer: SignatureLayer, root: LoadedRoot, policy: IdentityPolicy
+) -> tuple[CertificateIdentity, RekorEntry]:
+    """The cryptographic checks of one legacy keyless layer over `payload` (see the module doc).
+
+    Says nothing about what the payload means; the caller checks that. Raises `SignatureInvalid`
+    with the `Reason` of the first failed check.
+    """
+    from cryptography import x509
+
+    def fail(reason: Reason, detail: str) -> SignatureInvalid:
+        return SignatureInvalid(reason, detail)
+
+    if not layer.certificate:
+        raise fail(Reason.UNKNOWN_KEY, "no Fulcio certificate: not a keyless signature")
+    certificate_pem = layer.certificate.encode("utf-8", "replace")
+    if len(certificate_pem) > MAX_CERTIFICATE_PEM_BYTES:
+        raise fail(Reason.MALFORMED, f"certificate annotation larger than {MAX_CERTIFICATE_PEM_BYTES} bytes")
+    try:
+        leaf = x509.load_pem_x509_certificate(certificate_pem)
+        public_key = leaf.public_key()
+    except ValueError as exc:
+        raise fail(
+            Reason.MALFORMED, f"certificate annotation is not a PEM certificate ({str(exc)[:80]})"
+        ) from None
+    intermediates = _chain_certificates(layer.chain or "")
+    signature_b64 = layer.signature or ""
+    signature = _b64(signature_b64)
+    if signature is None:
+        raise fail(Reason.MALFORMED, "layer has no base64 signature annotation")
+
+    try:
+        key = check_public_key(public_key, "certificate key")
+    except KeyLoadError:
+        raise fail(Reason.UNTRUSTED_CERTIFICATE, "the certificate's key type is not accepted") from None
+    if not verify_bytes(key, payload, signature):
+        raise fail(Reason.BAD_SIGNATURE, "signature does not verify with the certificate's key")
+
+    if layer.bundle is None:
+        raise fail(Reason.BAD_SET, "no Rekor SET (dev.sigstore.cosign/bundle): the signing time is unproven")
+    logs = root.rekor_logs
+    entry = verify_rekor_set(layer.bundle, [log.key for log in logs], payload, signature_b64, certificate_pem)
+    try:
+        signed_at = datetime.fromtimestamp(entry.integrated_time, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        raise fail(Reason.BAD_SET, f"integratedTime {entry.integrated_time} is not a time") from None
+    log = next(log for log in logs if log.log_id == entry.log_id)
+    if not log.valid_at(signed_at):
+        raise fail(Reason.BAD_SET, f"the Rekor log's key was not valid at {signed_at:%Y-%m-%dT%H:%M:%SZ}")
+
+    verify_certificate_chain(leaf, intermediates, root, signed_at)
+    try:
+        policy.verify(leaf)
+    except IdentityMismatch as exc:
+        raise fail(Reason.WRONG_IDENTITY, str(exc)) from None
+    return read_identity(leaf), entry
+
+
+def verify_certificate_chain(
+    leaf: Certificate, intermediates: Sequence[Certificate], root: LoadedRoot, at: datetime
+) -> list[Certificate]:
+    """The chain from `leaf` to a Fulcio CA of `root`, valid at `at`, with a verified embedded SCT
+    and code-signing usage. Raises `SignatureInvalid` (untrusted-certificate)."""
+    from cryptography import x509
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+    from cryptography.x509.verification import (
+        Criticality,
+        ExtensionPolicy,
+        PolicyBuilder,
+        Store,
+    )
+    from cryptography.x509.verification import VerificationError as ChainError
+    from sigstore._internal.sct import verify_sct
+    from sigstore._internal.trust import KeyringPurpose
+
+    def untrusted(detail: str) -> SignatureInvalid:
+        return SignatureInvalid(Reason.UNTRUSTED_CERTIFICATE, detail)
+
+    # As sigstore-python's Verifier: web-PKI defaults except the EKU (Fulcio issues code-signing
+    # certificates, checked below), every Fulcio certificate of the root as a trust anchor.
+    ca_policy = ExtensionPolicy.webpki_defaults_ca().may_be_present(
+        x509.ExtendedKeyUsage, Criticality.NON_CRITICAL, None
+    )
+    ee_policy = ExtensionPolicy.webpki_defaults_ee().may_be_present(
+        x509.ExtendedKeyUsage, Criticality.NON_CRITICAL, None
+    )
+    verifier = (
+        PolicyBuilder()
+        .store(Store(root.fulcio_certificates))
+        .time(at)
+        .extension_policies(ca_policy=ca_policy, ee_policy=ee_policy)
+        .build_client_verifier()
+    )
+    try:
+        chain = verifier.verify(leaf, list(intermediates)).chain[1:]
+    except (ChainError, x509.UnsupportedGeneralNameType) as exc:
+        raise untrusted(
+            f"the certificate does not chain to a Fulcio CA of {root.source} at "
+            f"{at:%Y-%m-%dT%H:%M:%SZ} ({str(exc)[:120]})"
+        ) from None
+    try:
+        verify_sct(leaf, chain, root.root.ct_keyring(KeyringPurpose.VERIFY))
+    except SigstoreError as exc:
+        raise untrusted(f"certificate transparency: {str(exc)[:160]}") from None
+    try:
+        usage = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
+        extended = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        raise untrusted("the certificate lacks key usage extensions") from None
+    if not usage.digital_signature or ExtendedKeyUsageOID.CODE_SIGNING not in extended:
+        raise untrusted("the certificate is not a code-signing certificate")
+    return chain
+
+
+def _chain_certificates(text: str) -> list[Certificate]:
+    """Untrusted intermediates from the chain annotation; they only help build a path to the root."""
+    from cryptography import x509
+
+    if not text.strip():
+        return []
+    data = text.encode("utf-8", "replace")
+    if len(data) > MAX_CERTIFICATE_PEM_BYTES * MAX_CHAIN_CERTIFICATES:
+        raise SignatureInvalid(Reason.MALFORMED, "chain annotation is too large")
+    try:
+        certificates = x509.load_pem_x509_certificates(data)
+    except ValueError:
+        raise SignatureInvalid(Reason.MALFORMED, "chain annotation is not PEM certificates") from None
+    if len(certificates) > MAX_CHAIN_CERTIFICATES:
+        raise SignatureInvalid(
+            Reason.MALFORMED, f"chain annotation holds over {MAX_CHAIN_CERTIFICATES} certificates"
+        )
+    return certificates
+
+
+def _check_legacy_layer(
+    index: int,
+    layer: SignatureLayer,
+    loader: PayloadLoader,
+    expected: Digest,
+    repository: str,
+    root: LoadedRoot,
+    policy: IdentityPolicy,
+    ignore_reference: bool,
+) -> SignatureOutcome:
+    state: dict[str, Any] = {}
+
+    def fail(reason: Reason, detail: str) -> SignatureInvalid:
+        return SignatureInvalid(reason, detail)
+
+    try:
+        if layer.media_type != COSIGN_SIMPLESIGNING:
+            raise fail(Reason.MALFORMED, f"layer media type {layer.media_type[:80]!r} is not simple signing")
+        if layer.size > MAX_PAYLOAD_BYTES:
+            raise fail(Reason.MALFORMED, f"payload of {layer.size} bytes exceeds {MAX_PAYLOAD_BYTES}")
+        if not layer.certificate:
+            raise fail(Reason.UNKNOWN_KEY, "signed with a key, not keyless (no Fulcio certificate)")
+        try:
+            payload = loader(layer)
+        except IntegrityError as exc:
+            raise fail(Reason.MALFORMED, f"payload blob: {exc}") from None
+        if len(payload) != layer.size or Digest.of_bytes(payload, layer.digest.algorithm) != layer.digest:
+            raise fail(Reason.MALFORMED, "payload does not match its layer descriptor")
+        try:
+            identity, entry = verify_legacy_signature(payload, layer, root, policy)
+        except SignatureInvalid as exc:
+            if exc.reason == Reason.WRONG_IDENTITY:
+                state["key"] = _identity_of(layer)
+            raise
+        state["key"] = str(identity)
+        parsed = parse_payload(payload)
+        state["payload"] = parsed
+        if parsed.manifest_digest != expected:
+            raise fail(Reason.DIGEST_MISMATCH, f"signed digest is {parsed.manifest_digest}, not {expected}")
+        if not ignore_reference and parsed.repository != repository:
+            raise fail(
+                Reason.WRONG_REPOSITORY,
+                f"signed for repository {parsed.docker_reference[:200]}, not {repository}",
+            )
+    except SignatureInvalid as exc:
+        return SignatureOutcome(
+            index, layer.digest, Reason(exc.reason), f"keyless: {exc}", state.get("key"), state.get("payload")
+        )
+    return SignatureOutcome(
+        index,
+        layer.digest,
+        Reason.VALID,
+        f"keyless: signed by {identity}, logged in Rekor at index {entry.log_index}",
+        str(identity),
+        parsed,
+        entry,
+    )
+
+
+def _identity_of(layer: SignatureLayer) -> str | None:
+    """The identity the layer's certificate names (for messages only; not trusted)."""
+    from cryptography import x509
+
+    try:
+        return str(read_identity(x509.load_pem_x509_certificate((layer.certificate or "").encode())))
+    except ValueError:
+        return None
+
+
+# --- Sigstore bundles --------------------------------------------------------------------------
+
+
+def verify_keyless_bundle(
+    index: int,
+    blob_digest: Digest,
+    data: bytes,
+    expected: Digest,
+    root: LoadedRoot,
+    policy: IdentityPolicy,
+) -> SignatureOutcome:
+    """One outcome for one bundle over `expected` (an image digest, or a file's SHA-256).
+
+    DSSE: the in-toto statement must be a cosign signature with `expected` among its subjects.
+    Message signature: the signed message's digest must be `expected`.
+    """
+    from sigstore.errors import CertValidationError
+    from sigstore.hashes import Hashed
+    from sigstore.models import Bundle, InvalidBundle
+    from sigstore_models.common.v1 import HashAlgorithm
+
+    from trust.bundles import BundleError, Envelope, parse_bundle, statement_subjects
+
+    def outcome(
+        reason: Reason, detail: str, key: str | None = None, entry: RekorEntry | None = None
+    ) -> SignatureOutcome:
+        return SignatureOutcome(index, blob_digest, reason, f"sigstore bundle: {detail}", key, None, entry)
+
+    try:
+        parsed = parse_bundle(data)  # size cap, duplicate keys, shape; no trust
+    except BundleError as exc:
+        return outcome(Reason.MALFORMED, str(exc))
+    material = parsed.raw.get("verificationMaterial")
+    if isinstance(material, dict) and "publicKey" in material:
+        return outcome(Reason.UNKNOWN_KEY, "signed with a key, not keyless (no Fulcio certificate)")
+    if parsed.message is not None and (
+        expected.algorithm != "sha256" or parsed.message.digest != bytes.fromhex(expected.hex)
+    ):
+        return outcome(Reason.DIGEST_MISMATCH, f"the signed message is not {expected}")
+    try:
+        bundle = Bundle.from_json(data)
+    except (InvalidBundle, ValueError) as exc:
+        return outcome(Reason.MALFORMED, _first_line(exc))
+    claimed = str(read_identity(bundle.signing_certificate))
+    entry = _rekor_entry(bundle)
+    try:
+        if parsed.envelope is not None:
+            payload_type, payload = root.verifier.verify_dsse(bundle, policy)
+            try:
+                subjects = statement_subjects(Envelope(payload_type, payload, ()))
+            except BundleError as exc:
+                return outcome(Reason.MALFORMED, str(exc), claimed, entry)
+            if expected.hex not in subjects.get(expected.algorithm, set()):
+                return outcome(
+                    Reason.DIGEST_MISMATCH, f"statement is about another digest, not {expected}", claimed
+                )
+        else:
+            hashed = Hashed(algorithm=HashAlgorithm.SHA2_256, digest=bytes.fromhex(expected.hex))
+            root.verifier.verify_artifact(hashed, bundle, policy)
+    except IdentityMismatch as exc:
+        return outcome(Reason.WRONG_IDENTITY, str(exc), str(exc.actual))
+    except CertValidationError as exc:
+        return outcome(Reason.UNTRUSTED_CERTIFICATE, f"{_first_line(exc)} (trusted root: {root.source})")
+    except VerificationError as exc:
+        text = _first_line(exc)
+        log_words = ("log entry", "inclusion", "SET", "checkpoint", "transparency", "time")
+        reason = Reason.BAD_SET if any(word in text for word in log_words) else Reason.BAD_SIGNATURE
+        return outcome(reason, text, claimed)
+    except (SigstoreError, ValueError) as exc:  # anything else malformed inside the bundle
+        return outcome(Reason.MALFORMED, _first_line(exc))
+    kind = "DSSE" if parsed.envelope is not None else "message signature"
+    where = f", logged in Rekor at index {entry.log_index}" if entry else ""
+    return outcome(Reason.VALID, f"signed by {claimed}{where} ({kind})", claimed, entry)
+
+
+def _rekor_entry(bundle: Any) -> RekorEntry | None:
+    try:
+        inner = bundle.log_entry._inner
+        return RekorEntry(
+            inner.log_id.key_id.hex(),
+            int(inner.log_index),
+            int(inner.integrated_time or 0),
+            str(inner.kind_version.kind),
+        )
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:240]
+
+
+# --- entry points ------------------------------------------------------------------------------
 
 
 def verify_keyless_attached(
     attached: AttachedSignatures,
     expected: Digest,
-    repository: str,
+    repository: str | Reference,
     authority: KeylessAuthority,
     *,
     ignore_reference: bool = False,
 ) -> Sequence[SignatureOutcome]:
-    """One outcome per signature attached to `expected`, judged against a keyless identity."""
-    return []
+    """One outcome per signature attached to `expected`, judged against a keyless identity.
+
+    `.sig` layers first (in order), then bundles, as `trust.attached.verify_attached` numbers them.
+    Raises `TrustedRootError` (exit 2) when the authority's trusted root cannot be loaded.
+    """
+    root = load_trusted_root(authority.trusted_root)
+    policy = IdentityPolicy(authority)
+    name = repository.name if isinstance(repository, Reference) else Reference.parse(repository).name
+    outcomes = [
+        _check_legacy_layer(i, layer, attached.loader, expected, name, root, policy, ignore_reference)
+        for i, layer in enumerate(attached.layers)
+    ]
+    for blob_digest, data in attached.bundles:
+        outcomes.append(verify_keyless_bundle(len(outcomes), blob_digest, data, expected, root, policy))
+    return outcomes
+
+
+def verify_image_keyless(
+    client_for: ClientFor,
+    reference: Reference,
+    authority: KeylessAuthority,
+    *,
+    ignore_reference: bool = False,
+    signature_repository: str | None = None,
+) -> VerifyResult:
+    """`trust verify --certificate-identity …`: resolve `reference` to a digest from verified bytes,
+    find its `.sig` layers and bundle referrers, judge each against `authority`."""
+    from pull.pipeline import resolve
+    from trust.attached import SignatureLocation, discover, fetch_bundles
+    from trust.signing import VerifyResult
+
+    load_trusted_root(authority.trusted_root)  # a bad --trusted-root is a usage error before any fetch
+    document = resolve(client_for(reference.api_host), reference)
+    location = SignatureLocation.for_image(reference, document.digest, signature_repository)
+    attached = discover(client_for(location.api_host), reference.repository, document.digest, location)
+    if location.api_host != reference.api_host:
+        bundles = fetch_bundles(client_for(reference.api_host), reference.repository, document.digest)
+        attached = AttachedSignatures(attached.layers, attached.loader, bundles)
+    outcomes = verify_keyless_attached(
+        attached, document.digest, reference, authority, ignore_reference=ignore_reference
+    )
+    return VerifyResult(reference, document.digest, location, tuple(outcomes))
+
+
+class KeylessDenied(DeniedError):
+    """Signatures were found but none by the required identity; the message carries the first reason."""
+
+    def diagnostics(self) -> str:
+        return (
+            "Compare the identity and issuer named above with --certificate-identity and "
+            "--certificate-oidc-issuer; a private Sigstore needs --trusted-root."
+        )
+
+
+def require_keyless_verified(outcomes: Sequence[SignatureOutcome], subject: str) -> list[SignatureOutcome]:
+    """`trust.cosign.require_verified`, with the reason of each failed signature in the message
+    (so a wrong identity names the expected and the actual one on the command line)."""
+    try:
+        return require_verified(outcomes, subject)
+    except UntrustedSignatures as exc:
+        details = "; ".join(f"{o.reason.value}: {o.detail}" for o in outcomes[:3])
+        more = f" (and {len(outcomes) - 3} more)" if len(outcomes) > 3 else ""
+        raise KeylessDenied(f"{exc}: {details}{more}") from None
+
+
+def _b64(text: str) -> bytes | None:
+    try:
+        return base64.b64decode(text, validate=True) if text else None
+    except (binascii.Error, ValueError):
+        return None

@@ -1,0 +1,154 @@
+"""Sigstore trusted roots: which Fulcio CAs, Rekor logs and CT logs a keyless signature may rely on.
+
+A trusted root (`trusted_root.json`, media type `application/vnd.dev.sigstore.trustedroot+json`)
+comes from one of two places, and never from the network while verifying:
+
+- the Sigstore public-good instance's root as shipped inside sigstore-python (the file its TUF
+  client was bootstrapped with), read from the package's embedded assets;
+- a file named by `--trusted-root` or a policy authority's `trusted-root` (private Sigstore
+  deployments, air-gapped hosts, the staging instance).
+
+Loaded roots are cached per file for the life of the process: evaluating a policy with many
+images must not re-parse them. `import sigstore` costs ~0.4 s, so this module imports it lazily.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pull.errors import UsageError
+from trust.keys import PublicKey, check_public_key, fingerprint
+
+if TYPE_CHECKING:
+    from cryptography.x509 import Certificate
+    from sigstore.models import TrustedRoot
+    from sigstore.verify import Verifier
+
+MAX_TRUSTED_ROOT_BYTES = 1024 * 1024
+"""The public-good root is ~7 kB; a larger file is refused before parsing."""
+
+PUBLIC_GOOD = "the Sigstore public-good instance"
+"""How the default root is named in messages."""
+
+_PUBLIC_GOOD_TUF_URL = "https://tuf-repo-cdn.sigstore.dev"
+
+
+class TrustedRootError(UsageError):
+    """A trusted root file is unreadable, too large, or not a Sigstore trusted root (exit 2)."""
+
+
+@dataclass(frozen=True)
+class RekorLog:
+    """One transparency log of a trusted root: its key and the window its key was valid in."""
+
+    log_id: str
+    """Hex SHA-256 of the key's DER SubjectPublicKeyInfo (Rekor's log ID)."""
+    key: PublicKey
+    valid_from: datetime | None
+    valid_until: datetime | None
+
+    def valid_at(self, moment: datetime) -> bool:
+        if self.valid_from is not None and moment < self.valid_from:
+            return False
+        return self.valid_until is None or moment <= self.valid_until
+
+
+@dataclass(frozen=True)
+class LoadedRoot:
+    """A parsed trusted root, the sigstore-python verifier built on it, and where it came from."""
+
+    source: str
+    root: TrustedRoot
+    verifier: Verifier
+
+    @property
+    def fulcio_certificates(self) -> list[Certificate]:
+        """Every Fulcio CA certificate (roots and intermediates), expired ones included: a
+        certificate is judged at the time its signature was logged, not now."""
+        return self.root.get_fulcio_certs()
+
+    @functools.cached_property
+    def rekor_logs(self) -> tuple[RekorLog, ...]:
+        from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+        logs = []
+        # `_inner` is the protobuf model; sigstore-python's own Verifier reads tlogs the same way.
+        for tlog in self.root._inner.tlogs:
+            key_bytes = tlog.public_key.raw_bytes
+            if key_bytes is None:
+                continue
+            try:
+                key = check_public_key(load_der_public_key(key_bytes), "Rekor log key")
+            except Exception:  # a key we cannot use is a log we cannot trust, not a crash
+                continue
+            window = tlog.public_key.valid_for
+            logs.append(
+                RekorLog(
+                    fingerprint(key),
+                    key,
+                    _utc(window.start) if window is not None else None,
+                    _utc(window.end) if window is not None else None,
+                )
+            )
+        return tuple(logs)
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def load_trusted_root(path: Path | None = None) -> LoadedRoot:
+    """The root in `path`, or the public-good root shipped with sigstore-python when None.
+
+    Raises:
+        TrustedRootError: the file is unreadable, over `MAX_TRUSTED_ROOT_BYTES`, or malformed.
+    """
+    if path is None:
+        return _public_good()
+    return _from_file(path.resolve())
+
+
+@functools.cache
+def _public_good() -> LoadedRoot:
+    from importlib import resources
+    from urllib.parse import quote
+
+    asset = resources.files("sigstore._store").joinpath(
+        quote(_PUBLIC_GOOD_TUF_URL, safe=""), "trusted_root.json"
+    )
+    return _parse(asset.read_bytes(), PUBLIC_GOOD)
+
+
+@functools.cache
+def _from_file(path: Path) -> LoadedRoot:
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_TRUSTED_ROOT_BYTES + 1)
+    except OSError as exc:
+        raise TrustedRootError(f"cannot read trusted root {path}: {exc.strerror}") from None
+    if len(data) > MAX_TRUSTED_ROOT_BYTES:
+        raise TrustedRootError(f"trusted root {path} is larger than {MAX_TRUSTED_ROOT_BYTES} bytes")
+    return _parse(data, str(path))
+
+
+def _parse(data: bytes, source: str) -> LoadedRoot:
+    from sigstore.errors import Error as SigstoreError
+    from sigstore.models import TrustedRoot
+    from sigstore.verify import Verifier
+    from sigstore_models.trustroot import v1 as trustroot_v1
+
+    try:
+        root = TrustedRoot(trustroot_v1.TrustedRoot.from_json(data))
+        verifier = Verifier(trusted_root=root)
+        if not root.get_fulcio_certs():
+            raise ValueError("no Fulcio certificate authorities")
+    except (SigstoreError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TrustedRootError(f"{source} is not a usable Sigstore trusted root: {first[:200]}") from None
+    return LoadedRoot(source, root, verifier)
