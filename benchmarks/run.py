@@ -26,7 +26,7 @@ import uuid
 from pathlib import Path
 
 from common import RAW, ROOT, TRUST, median, timed
-from support.images import build_big_image, build_image, busybox_layer, push_image
+from support.images import Layer, build_big_image, build_image, busybox_layer, push_image
 from support.registry import Registry, start_registry
 
 KEYS = ROOT / "keys-example"
@@ -59,7 +59,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def push_signed(registry: Registry, work: Path, env: dict[str, str], name: str, image_layers: list) -> str:  # type: ignore[type-arg]
+def push_signed(registry: Registry, env: dict[str, str], name: str, image_layers: list[Layer]) -> str:
     """Push an image under demo/ (the example policy's scope), sign it; return `name@sha256:…`."""
     image = build_image(image_layers, cmd=["/bin/sh"], platform="linux/amd64")
     push_image(registry, f"demo/{name}", image, tag="v1")
@@ -70,7 +70,7 @@ def push_signed(registry: Registry, work: Path, env: dict[str, str], name: str, 
 
 
 def warm(registry: Registry, work: Path, env: dict[str, str], runs: int) -> None:
-    pinned = push_signed(registry, work, env, "warm", [busybox_layer()])
+    pinned = push_signed(registry, env, "warm", [busybox_layer()])
     store = work / "store-warm"
     trust_run = [TRUST, "run", "--rm", "--store", str(store), "--policy", str(POLICY), pinned, "/bin/true"]
     timed(trust_run, env=env)  # pulls and unpacks once: the runs below are warm
@@ -106,7 +106,7 @@ def warm(registry: Registry, work: Path, env: dict[str, str], runs: int) -> None
 
 def cold(registry: Registry, work: Path, env: dict[str, str], args: argparse.Namespace) -> None:
     big = build_big_image(work / "big", total_size=args.size_mb << 20, layers=args.layers)
-    pinned = push_signed(registry, work, env, "cold", [busybox_layer(), *big.layers])
+    pinned = push_signed(registry, env, "cold", [busybox_layer(), *big.layers])
     blob_mb = sum(layer.size for layer in big.layers) / 1e6
     tag = pinned.rsplit("@", 1)[1].replace(":", "-")
 
@@ -136,7 +136,8 @@ def cold(registry: Registry, work: Path, env: dict[str, str], args: argparse.Nam
             shutil.rmtree(dest, ignore_errors=True)
     t, o = median([x.wall for x in trust_runs]), median(other_runs)
     print(
-        f"cold: {args.cold_runs} alternating runs each, busybox + {blob_mb:.0f} MB in {args.layers} gzip layers"
+        f"cold: {args.cold_runs} alternating runs each, "
+        f"busybox + {blob_mb:.0f} MB in {args.layers} gzip layers"
     )
     print(f"  trust run --rm (pull, verify, unpack, run)   median {t:6.2f} s")
     print(f"  skopeo copy + umoci unpack                   median {o:6.2f} s")

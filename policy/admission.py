@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from policy.admitted import AdmittedImage, Decision
 from policy.evaluate import Evaluation, SignatureSource, evaluate_signatures
@@ -163,7 +163,7 @@ def evaluate(
                 pulled.digest,
                 manifest_digest,
                 index_digest,
-                _signature_source(reference, clients),
+                signature_source(reference, clients, store),
             )
     except (IntegrityError, CouldNotCheck) as err:
         if log:
@@ -181,12 +181,26 @@ def _pull(
     return pull(reference, store, clients(reference.api_host), platform=platform)
 
 
-def _signature_source(reference: Reference, clients: ClientFor) -> SignatureSource:
+def signature_source(
+    reference: Reference, clients: ClientFor, cache: ContentStore | None = None
+) -> SignatureSource:
+    """Where `evaluate_signatures` reads the signatures of `reference`'s digests.
+
+    With `cache`, every signature artifact read (the `.sig` manifest and payloads, referrers
+    indexes, referrer manifests, bundles) is kept in that store, so `trust audit --offline` can
+    re-verify the image later without a registry (`pull.sigcache`).
+    """
     from trust.attached import SignatureLocation, discover
 
     def source(digest: Digest) -> AttachedSignatures:
         location = SignatureLocation.for_image(reference, digest)
-        return discover(clients(location.api_host), reference.repository, digest, location)
+        client = clients(location.api_host)
+        if cache is not None:
+            from pull.sigcache import CachingClient
+
+            # CachingClient offers the read calls `discover` makes, with RegistryClient's signatures.
+            client = cast(RegistryClient, CachingClient(client, cache, location.registry))
+        return discover(client, reference.repository, digest, location)
 
     return source
 

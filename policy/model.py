@@ -18,12 +18,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-
-from cryptography import x509
+from typing import TYPE_CHECKING
 
 from policy.scope import Scope
 from pull.reference import Reference
 from trust.keys import TrustedKey
+
+if TYPE_CHECKING:  # cryptography.x509 costs ~30 ms to import; only the loader needs it at run time
+    from cryptography import x509
 
 POLICY_VERSION = 1
 
@@ -90,10 +92,29 @@ class KeylessAuthority:
     trusted_root: Path | None = None
     """A Sigstore trusted-root JSON file; None means the public-good instance."""
     line: int = 0
+    github_workflow_repository: str | None = None
+    """GitHub Actions claims Fulcio copies into the certificate (exact values; None = not checked):
+    `owner/repo`, the ref (`refs/heads/main`), the workflow name, the trigger (`push`), the commit."""
+    github_workflow_ref: str | None = None
+    github_workflow_name: str | None = None
+    github_workflow_trigger: str | None = None
+    github_workflow_sha: str | None = None
 
     @property
     def kind(self) -> str:
         return "keyless"
+
+    @property
+    def github_claims(self) -> dict[str, str]:
+        """The GitHub workflow claims this authority requires, by policy field name."""
+        claims = {
+            "github-workflow-repository": self.github_workflow_repository,
+            "github-workflow-ref": self.github_workflow_ref,
+            "github-workflow-name": self.github_workflow_name,
+            "github-workflow-trigger": self.github_workflow_trigger,
+            "github-workflow-sha": self.github_workflow_sha,
+        }
+        return {name: value for name, value in claims.items() if value is not None}
 
     def issuer_matches(self, issuer: str) -> bool:
         if self.issuer_regexp is not None:
@@ -235,7 +256,8 @@ def _describe_authority(authority: Authority) -> str:
             else f"subject {authority.subject}"
         )
         root = f", trusted root {authority.trusted_root}" if authority.trusted_root else ""
-        return f"keyless, {issuer}, {subject}{root}"
+        claims = "".join(f", {name} {value}" for name, value in authority.github_claims.items())
+        return f"keyless, {issuer}, {subject}{claims}{root}"
     n = len(authority.certificates)
     return (
         f"notation, trust store {authority.trust_store} ({n} certificate{'s' if n != 1 else ''}), "

@@ -10,6 +10,7 @@ from typing import Any
 from pull.config import MANIFEST_MAX_BYTES
 from pull.digest import Digest
 from pull.errors import IntegrityError
+from pull.gc import is_signature_ref
 from pull.manifest import ImageIndex, ImageManifest, verify_document
 from pull.store import ContentStore
 
@@ -23,6 +24,14 @@ class ImageRow:
     size: int
     """Bytes of the stored manifest(s), config and layers reachable from this reference."""
     pulled_at: str | None
+    admitted: str | None = None
+    """The last admission decision for this digest (allow, allow-audit, deny, error); None: never."""
+    unpacked_size: int = 0
+    """Bytes of the image's unpacked snapshots (filled in by the CLI, which knows about snapshots)."""
+
+    @property
+    def size_on_disk(self) -> int:
+        return self.size + self.unpacked_size
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -31,7 +40,10 @@ class ImageRow:
             "digest": str(self.digest),
             "mediaType": self.media_type,
             "size": self.size,
+            "unpackedSize": self.unpacked_size,
+            "sizeOnDisk": self.size_on_disk,
             "pulledAt": self.pulled_at,
+            "admitted": self.admitted,
         }
 
 
@@ -42,9 +54,15 @@ def list_images(store: ContentStore) -> list[ImageRow]:
         digest, when = record.get("digest"), record.get("pulledAt")
         if isinstance(digest, str) and isinstance(when, str):
             pulled_at[digest] = max(when, pulled_at.get(digest, ""))
+    decided: dict[tuple[str, str], str] = {}
+    for record in store.read_records("decisions"):  # in order: the last decision wins
+        reference, digest, decision = record.get("reference"), record.get("digest"), record.get("decision")
+        if isinstance(reference, str) and isinstance(digest, str) and isinstance(decision, str):
+            decided[(_split_name(reference)[0], digest)] = decision
     rows: list[ImageRow] = []
     tagged: set[tuple[str, Digest]] = set()
-    refs = store.refs()
+    # Cached signature artifacts (`REPO:sha256-<hex>.sig`, referrers indexes) belong to the image they sign.
+    refs = [ref for ref in store.refs() if not is_signature_ref(ref.name)]
     for ref in refs:
         repository, tag = _split_name(ref.name)
         if tag is not None:
@@ -64,6 +82,7 @@ def list_images(store: ContentStore) -> list[ImageRow]:
                 ref.descriptor.media_type,
                 _stored_size(store, digest),
                 pulled_at.get(str(digest)),
+                decided.get((repository, str(digest))),
             )
         )
     rows.sort(key=lambda r: (r.repository, r.tag or "", str(r.digest)))

@@ -130,6 +130,20 @@ def pull(
         IntegrityError: a digest, size or document check failed (nothing unverified was stored).
         CouldNotCheck: the registry could not be reached, refused us, or lacks the image.
     """
+    # The blobs committed below are unreachable until `set_refs` names their manifest: hold the
+    # store's writer lock (shared) for the whole pull so a concurrent `trust gc` cannot sweep them.
+    with store.in_use():
+        return _pull(reference, store, client, platform, config, progress)
+
+
+def _pull(
+    reference: Reference,
+    store: ContentStore,
+    client: RegistryClient,
+    platform: Platform | None,
+    config: PullConfig | None,
+    progress: PullProgress | None,
+) -> PullResult:
     config = config or PullConfig()
     progress = progress or _NoProgress()
     wanted = platform or Platform.host()

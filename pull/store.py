@@ -31,6 +31,7 @@ from pull.errors import DigestMismatch, IntegrityError, SizeMismatch, UsageError
 from pull.manifest import Descriptor
 
 REF_NAME = "org.opencontainers.image.ref.name"
+_GC_LOCK = "gc.lock"
 _LAYOUT = {"imageLayoutVersion": "1.0.0"}
 
 
@@ -246,6 +247,24 @@ class ContentStore:
         with _flock(self.meta / "store.lock"):
             yield
 
+    # Garbage collection. A blob is safe from gc once a ref in index.json reaches it, but a pull
+    # commits its blobs first and its refs last: in between, its blobs look like garbage. So every
+    # writer holds `in_use()` (a shared flock on meta/gc.lock) from its first ingest until its refs
+    # are written, and so does `trust audit` while it reads blobs; gc marks and sweeps under
+    # `collecting()` (the same flock, exclusive). gc waits for them, and they wait for a running gc.
+
+    @contextlib.contextmanager
+    def in_use(self) -> Iterator[None]:
+        """Keep gc out while blobs are being added (pull, signature caching) or read (audit); shared."""
+        with _flock(self.meta / _GC_LOCK, shared=True):
+            yield
+
+    @contextlib.contextmanager
+    def collecting(self) -> Iterator[None]:
+        """Held by gc for mark and sweep; excludes every `in_use()` holder."""
+        with _flock(self.meta / _GC_LOCK):
+            yield
+
     def _read_index(self) -> dict[str, Any]:
         try:
             doc = json.loads((self.root / "index.json").read_bytes())
@@ -265,10 +284,10 @@ class ContentStore:
 
 
 @contextlib.contextmanager
-def _flock(path: Path) -> Iterator[None]:
+def _flock(path: Path, *, shared: bool = False) -> Iterator[None]:
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)

@@ -9,6 +9,7 @@ same lower dirs:
       snapshots/sha256-<chain hex>/     committed, mode 0555; never changes after commit
         fs/                             the layer's tree: an overlay lower dir
         snapshot.json                   chain ID, diff_id, layer digest, … (audit re-verifies these)
+        tree.json                       every entry of fs/ at commit: path, type, mode, size, sha256
       tmp/extract-<random>-sha256-<chain hex>/{fs, snapshot.json}   being unpacked
       locks/sha256-<chain hex>.lock     flock: one unpacker per chain ID at a time
 
@@ -33,9 +34,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -47,6 +50,8 @@ from pull.digest import Digest
 from pull.errors import IntegrityError, InvalidReference
 
 METADATA_FILE = "snapshot.json"
+TREE_FILE = "tree.json"
+_HASH_CHUNK = 1 << 20
 _FS = "fs"
 _EXTRACT_PREFIX = "extract-"
 
@@ -80,9 +85,13 @@ class SnapshotInfo:
     created: str
     synced: bool
     warnings: tuple[str, ...] = ()
+    tree_digest: Digest | None = None
+    """sha256 of `tree.json` as committed (None: unpacked before trees were recorded)."""
+    content_size: int | None = None
+    """Bytes of the regular files in the tree."""
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "chainId": str(self.chain_id),
             "diffId": str(self.diff_id),
             "layerDigest": str(self.layer_digest),
@@ -91,6 +100,10 @@ class SnapshotInfo:
             "synced": self.synced,
             "warnings": list(self.warnings),
         }
+        if self.tree_digest is not None:
+            doc["treeDigest"] = str(self.tree_digest)
+            doc["contentSize"] = self.content_size
+        return doc
 
     @classmethod
     def from_json(cls, obj: Any, where: str) -> SnapshotInfo:
@@ -103,8 +116,10 @@ class SnapshotInfo:
                 created=str(obj["created"]),
                 synced=bool(obj["synced"]),
                 warnings=tuple(str(w) for w in obj.get("warnings", [])),
+                tree_digest=Digest.parse(obj["treeDigest"]) if "treeDigest" in obj else None,
+                content_size=int(obj["contentSize"]) if "treeDigest" in obj else None,
             )
-        except (KeyError, TypeError, InvalidReference) as exc:
+        except (KeyError, TypeError, ValueError, InvalidReference) as exc:
             raise IntegrityError(f"{where}: malformed snapshot metadata ({exc})") from None
 
 
@@ -148,6 +163,28 @@ class SnapshotStore:
         if info.chain_id != chain_id:
             raise IntegrityError(f"{meta}: records chain ID {info.chain_id}, expected {chain_id}")
         return info
+
+    def recorded_tree(self, chain_id: Digest) -> list[TreeEntry] | None:
+        """The tree recorded at commit, checked against snapshot.json's digest; None if none was recorded.
+
+        Raises:
+            IntegrityError: tree.json is missing, altered (digest) or malformed.
+        """
+        info = self.info(chain_id)
+        if info.tree_digest is None:
+            return None
+        where = self._dir(chain_id) / TREE_FILE
+        try:
+            raw = where.read_bytes()
+        except FileNotFoundError:
+            raise IntegrityError(f"{where} is missing") from None
+        if Digest.of_bytes(raw) != info.tree_digest:
+            raise IntegrityError(f"{where} no longer matches the digest recorded in {METADATA_FILE}")
+        try:
+            doc = json.loads(raw)
+            return [TreeEntry.from_json(entry) for entry in doc["entries"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise IntegrityError(f"{where}: malformed tree record ({exc})") from None
 
     def committed(self) -> list[Digest]:
         """Chain IDs of all committed snapshots."""
@@ -231,6 +268,19 @@ class SnapshotStore:
         extraction = self._extraction(prepared)
         if not extraction.name.endswith(f"-{chain_id.encoded}"):
             raise RuntimeError(f"{prepared} was prepared for another chain ID than {chain_id}")
+        # Record the tree as unpacked (every file's sha256), so `trust audit` can later tell a file
+        # changed on disk from one the layer put there; its digest goes into snapshot.json.
+        entries = scan_tree(prepared)
+        tree = json.dumps(
+            {"version": 1, "entries": [entry.to_json() for entry in entries]}, separators=(",", ":")
+        ).encode()
+        tree_path = extraction / TREE_FILE
+        with open(tree_path, "xb") as tree_file:
+            tree_file.write(tree)
+            if sync:
+                tree_file.flush()
+                os.fsync(tree_file.fileno())
+        os.chmod(tree_path, 0o444)
         info = SnapshotInfo(
             chain_id=chain_id,
             diff_id=diff_id,
@@ -239,6 +289,8 @@ class SnapshotStore:
             created=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
             synced=sync,
             warnings=tuple(warnings),
+            tree_digest=Digest.of_bytes(tree),
+            content_size=sum(entry.size for entry in entries if entry.kind == "file"),
         )
         meta = extraction / METADATA_FILE
         with open(meta, "x", encoding="utf-8") as f:
@@ -302,6 +354,129 @@ class SnapshotStore:
         if extraction.parent != self._tmp or not extraction.name.startswith(_EXTRACT_PREFIX):
             raise RuntimeError(f"{prepared} is not a snapshot prepared by this store")
         return extraction
+
+
+@dataclass(frozen=True)
+class TreeEntry:
+    """One entry of a snapshot's tree. `digest` is the sha256 hex of a regular file (when hashed)."""
+
+    path: str
+    """Relative to fs/, "/"-separated ("." for fs/ itself); undecodable bytes kept as surrogate escapes."""
+    kind: str
+    """file | dir | symlink | char | block | fifo | socket"""
+    mode: int
+    """Permission bits (with setuid, setgid, sticky)."""
+    size: int
+    digest: str | None = None
+    target: str | None = None
+    """A symlink's target."""
+    owner: str = "0:0"
+    """uid:gid"""
+    device: str | None = None
+    """major:minor of a character or block device (overlay whiteouts are 0:0)."""
+    xattrs: tuple[tuple[str, str], ...] = ()
+    """Extended attributes (e.g. overlay's opaque marker) as (name, hex value), sorted."""
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "path": self.path,
+            "type": self.kind,
+            "mode": self.mode,
+            "size": self.size,
+            "owner": self.owner,
+        }
+        if self.digest is not None:
+            doc["sha256"] = self.digest
+        if self.target is not None:
+            doc["target"] = self.target
+        if self.device is not None:
+            doc["device"] = self.device
+        if self.xattrs:
+            doc["xattrs"] = dict(self.xattrs)
+        return doc
+
+    @classmethod
+    def from_json(cls, obj: Any) -> TreeEntry:
+        digest, target, device = obj.get("sha256"), obj.get("target"), obj.get("device")
+        return cls(
+            path=str(obj["path"]),
+            kind=str(obj["type"]),
+            mode=int(obj["mode"]),
+            size=int(obj["size"]),
+            digest=str(digest) if digest is not None else None,
+            target=str(target) if target is not None else None,
+            owner=str(obj["owner"]),
+            device=str(device) if device is not None else None,
+            xattrs=tuple(sorted((str(k), str(v)) for k, v in dict(obj.get("xattrs") or {}).items())),
+        )
+
+
+_KINDS = (
+    (stat.S_ISREG, "file"),
+    (stat.S_ISDIR, "dir"),
+    (stat.S_ISLNK, "symlink"),
+    (stat.S_ISCHR, "char"),
+    (stat.S_ISBLK, "block"),
+    (stat.S_ISFIFO, "fifo"),
+    (stat.S_ISSOCK, "socket"),
+)
+
+
+def scan_tree(root: Path, *, hash_files: bool = True) -> list[TreeEntry]:
+    """Every entry of `root`, itself included as ".", not following symlinks, sorted by path;
+    regular files hashed if asked."""
+    entries = [_tree_entry(root, ".", os.lstat(root), hash_files)]
+    pending = [""]
+    while pending:
+        relative = pending.pop()
+        with os.scandir(root / relative if relative else root) as listing:
+            for item in listing:
+                path = f"{relative}/{item.name}" if relative else item.name
+                entry = _tree_entry(Path(item.path), path, item.stat(follow_symlinks=False), hash_files)
+                if entry.kind == "dir":
+                    pending.append(path)
+                entries.append(entry)
+    entries.sort(key=lambda entry: entry.path)
+    return entries
+
+
+def _tree_entry(full: Path, path: str, info: os.stat_result, hash_files: bool) -> TreeEntry:
+    kind = next((name for test, name in _KINDS if test(info.st_mode)), "other")
+    digest = target = device = None
+    if kind == "file" and hash_files:
+        digest = hash_file(full)
+    elif kind == "symlink":
+        target = os.readlink(full)
+    elif kind in ("char", "block"):
+        device = f"{os.major(info.st_rdev)}:{os.minor(info.st_rdev)}"
+    try:
+        names = os.listxattr(full, follow_symlinks=False)
+    except OSError:  # a filesystem without xattrs
+        names = []
+    xattrs = tuple(sorted((name, os.getxattr(full, name, follow_symlinks=False).hex()) for name in names))
+    return TreeEntry(
+        path,
+        kind,
+        stat.S_IMODE(info.st_mode),
+        info.st_size if kind == "file" else 0,
+        digest,
+        target,
+        f"{info.st_uid}:{info.st_gid}",
+        device,
+        xattrs,
+    )
+
+
+def hash_file(path: Path) -> str:
+    """sha256 hex of a regular file, read in 1 MiB pieces without following a final symlink."""
+    digest = hashlib.sha256()
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb", buffering=0) as file:
+        buffer = bytearray(_HASH_CHUNK)
+        view = memoryview(buffer)
+        while count := file.readinto(buffer):
+            digest.update(view[:count])  # hashlib releases the GIL for large updates
+    return digest.hexdigest()
 
 
 def _rmtree(path: Path) -> None:

@@ -14,6 +14,7 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from pull.digest import Digest
 from pull.errors import NotFound, RegistryError
@@ -32,6 +33,10 @@ from trust.cosign import (
     verify_simple_signing,
 )
 from trust.keys import PublicKey, TrustedKey
+
+if TYPE_CHECKING:  # the Notation modules load cryptography's X.509; imported where they are used
+    from pull.manifest import Descriptor
+    from trust.notation_artifact import NotationSignature
 
 _ACCEPT_IMAGE_MANIFEST = (
     "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"
@@ -93,22 +98,27 @@ class AttachedSignatures:
     """Everything attached to one digest that may be a cosign signature, fetched and size-capped.
 
     `layers`/`loader`: the simple-signing layers of the `.sig` tag. `bundles`: Sigstore bundles
-    attached as referrers (cosign v3), as (blob digest, verified bytes).
+    attached as referrers (cosign v3), as (blob digest, verified bytes). `notation`: Notary Project
+    signatures attached as referrers, with the signed object's descriptor from verified bytes.
     """
 
     layers: Sequence[SignatureLayer]
     loader: PayloadLoader
     bundles: Sequence[tuple[Digest, bytes]] = ()
+    notation: Sequence[NotationSignature] = ()
 
     @property
     def empty(self) -> bool:
-        return not self.layers and not self.bundles
+        return not self.layers and not self.bundles and not self.notation
 
 
 def discover(
     client: RegistryClient, image_repository: str, digest: Digest, location: SignatureLocation
 ) -> AttachedSignatures:
-    """The `.sig` layers at `location` and the bundle referrers of `digest` in the image's repository."""
+    """The `.sig` layers at `location`, and the bundle and Notation referrers of `digest` in the
+    image's repository (the referrers are listed once and split by artifact type)."""
+    from pull.referrers import list_referrers
+
     layers = fetch_signature_layers(client, location)
     cache: dict[Digest, bytes] = {}
     load = payload_loader(client, location)
@@ -118,17 +128,31 @@ def discover(
             cache[layer.digest] = load(layer)
         return cache[layer.digest]
 
-    return AttachedSignatures(layers, cached, fetch_bundles(client, image_repository, digest))
+    referrers = list_referrers(client, image_repository, digest)
+    return AttachedSignatures(
+        layers,
+        cached,
+        fetch_bundles(client, image_repository, digest, referrers),
+        fetch_notation(client, image_repository, digest, referrers),
+    )
 
 
-def fetch_bundles(client: RegistryClient, repository: str, digest: Digest) -> list[tuple[Digest, bytes]]:
-    """Sigstore bundles attached to `digest` as referrers (API or `sha256-<hex>` fallback index)."""
+def fetch_bundles(
+    client: RegistryClient, repository: str, digest: Digest, referrers: Sequence[Descriptor] | None = None
+) -> list[tuple[Digest, bytes]]:
+    """Sigstore bundles attached to `digest` as referrers (API or `sha256-<hex>` fallback index).
+
+    `referrers` is the listing already made for `digest`, if any (else it is listed here).
+    """
     from pull.manifest import ImageManifest, verify_document
     from pull.referrers import list_referrers
     from trust.bundles import BUNDLE_ARTIFACT_TYPE, BUNDLE_MEDIA_TYPES, MAX_BUNDLE_BYTES
 
+    if referrers is None:
+        referrers = list_referrers(client, repository, digest, BUNDLE_ARTIFACT_TYPE)
+    entries = [entry for entry in referrers if entry.artifact_type == BUNDLE_ARTIFACT_TYPE]
     bundles = []
-    for entry in list_referrers(client, repository, digest, BUNDLE_ARTIFACT_TYPE)[:MAX_REFERRERS]:
+    for entry in entries[:MAX_REFERRERS]:
         fetched = client.get_manifest(repository, str(entry.digest), accept=_ACCEPT_IMAGE_MANIFEST)
         document = verify_document(
             fetched.data, content_type=fetched.content_type, expected=entry.digest
@@ -145,6 +169,39 @@ def fetch_bundles(client: RegistryClient, repository: str, digest: Digest) -> li
                     (layer.digest, client.get_blob(repository, layer.digest, max_bytes=layer.size))
                 )
     return bundles
+
+
+def fetch_notation(
+    client: RegistryClient, repository: str, digest: Digest, referrers: Sequence[Descriptor] | None = None
+) -> list[NotationSignature]:
+    """Notary Project signatures attached to `digest` as referrers, envelopes fetched and size-capped.
+
+    Notation checks `targetArtifact` against the signed object's true size and media type, so
+    when there is a signature the object's manifest is fetched by digest and hash-checked here.
+    """
+    from pull.manifest import verify_document
+    from pull.mediatypes import NOTATION_SIGNATURE
+    from pull.referrers import list_referrers
+    from trust.notation_artifact import read_signature
+
+    if referrers is None:
+        referrers = list_referrers(client, repository, digest, NOTATION_SIGNATURE)
+    entries = [entry for entry in referrers if entry.artifact_type == NOTATION_SIGNATURE]
+    if not entries:
+        return []
+    fetched = client.get_manifest(repository, str(digest))
+    target = verify_document(fetched.data, content_type=fetched.content_type, expected=digest).descriptor
+
+    def load(layer: Descriptor) -> bytes:
+        return client.get_blob(repository, layer.digest, max_bytes=layer.size)
+
+    found = []
+    for entry in entries[:MAX_REFERRERS]:
+        raw = client.get_manifest(repository, str(entry.digest), accept=_ACCEPT_IMAGE_MANIFEST)
+        signature = read_signature(raw.data, raw.content_type, entry.digest, target, load)
+        if signature is not None:
+            found.append(signature)
+    return found
 
 
 def verify_attached(

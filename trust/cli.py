@@ -20,7 +20,9 @@ from pull.errors import CouldNotCheck, DeniedError, IntegrityError, TrustError, 
 from trust.output import OutputFormat, emit_json, emit_line, emit_table, human_size, note
 
 if TYPE_CHECKING:
+    from policy.model import KeylessAuthority
     from pull.config import PullConfig
+    from pull.reference import Reference
     from pull.store import ContentStore
     from trust.keys import Signer
 
@@ -58,12 +60,59 @@ class GateOutput(StrEnum):
     sarif = "sarif"
 
 
+class SignatureFormat(StrEnum):
+    cosign = "cosign"
+    notation = "notation"
+
+
 OutputOption = Annotated[OutputFormat, typer.Option("--output", "-o", help="text or json.")]
 InsecureOption = Annotated[
     list[str] | None,
     typer.Option(
         "--insecure-registry",
         help="Allow plain HTTP to this host[:port] (loopback registries are always allowed).",
+    ),
+]
+
+# Keyless (Sigstore) flags, named as cosign names them; shared by `verify` and `verify-blob`.
+CertificateIdentityOption = Annotated[
+    str | None,
+    typer.Option("--certificate-identity", help="Keyless: the signer's identity (e-mail or URI), exactly."),
+]
+CertificateIdentityRegexpOption = Annotated[
+    str | None,
+    typer.Option("--certificate-identity-regexp", help="Keyless: a regexp the whole identity must match."),
+]
+CertificateIssuerOption = Annotated[
+    str | None,
+    typer.Option("--certificate-oidc-issuer", help="Keyless: the OIDC issuer, exactly."),
+]
+CertificateIssuerRegexpOption = Annotated[
+    str | None,
+    typer.Option("--certificate-oidc-issuer-regexp", help="Keyless: a regexp the whole issuer must match."),
+]
+GithubRepositoryOption = Annotated[
+    str | None,
+    typer.Option("--certificate-github-workflow-repository", help="Keyless: required GitHub owner/repo."),
+]
+GithubRefOption = Annotated[
+    str | None, typer.Option("--certificate-github-workflow-ref", help="Keyless: required GitHub ref.")
+]
+GithubNameOption = Annotated[
+    str | None, typer.Option("--certificate-github-workflow-name", help="Keyless: required workflow name.")
+]
+GithubTriggerOption = Annotated[
+    str | None,
+    typer.Option("--certificate-github-workflow-trigger", help="Keyless: required trigger (e.g. push)."),
+]
+GithubShaOption = Annotated[
+    str | None, typer.Option("--certificate-github-workflow-sha", help="Keyless: required commit SHA.")
+]
+TrustedRootOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--trusted-root",
+        help="Keyless: Sigstore trusted_root.json (default: the public-good root shipped with sigstore).",
     ),
 ]
 
@@ -98,17 +147,17 @@ def pull(
     insecure_registry: InsecureOption = None,
 ) -> None:
     """Pull an image into the verified content store and print its digest."""
+    from pull.clients import open_client
     from pull.credentials import CredentialStore
     from pull.manifest import Platform
     from pull.pipeline import pull as run_pull
     from pull.reference import Reference
-    from pull.registry import RegistryClient
 
     ref = Reference.parse(reference)
     wanted = Platform.parse(platform) if platform else None
     content = open_store(store)
     config = pull_config(insecure_registry)
-    with RegistryClient(ref.api_host, config=config, credentials=CredentialStore()) as client:
+    with open_client(ref.api_host, config=config, credentials=CredentialStore()) as client:
         if output is OutputFormat.text and sys.stderr.isatty():
             from trust.progress import RichPullProgress
 
@@ -125,17 +174,26 @@ def pull(
 
 @app.command()
 def images(store: StoreOption = None, output: OutputOption = OutputFormat.text) -> None:
-    """List the images in the store: repository, tag, digest, size, pulled at."""
+    """List the images in the store: repository, tag, digest, size on disk, last admission, pulled at."""
     from pull.inventory import list_images
+    from trust.store_cli import with_unpacked_sizes
 
-    rows = list_images(open_store(store))
+    content = open_store(store)
+    rows = with_unpacked_sizes(content, list_images(content))
     if output is OutputFormat.json:
         emit_json([row.to_json() for row in rows])
         return
     emit_table(
-        ["REPOSITORY", "TAG", "DIGEST", "SIZE", "PULLED"],
+        ["REPOSITORY", "TAG", "DIGEST", "SIZE ON DISK", "ADMITTED", "PULLED"],
         [
-            [r.repository, r.tag or "<none>", str(r.digest)[:19], human_size(r.size), r.pulled_at or "-"]
+            [
+                r.repository,
+                r.tag or "<none>",
+                str(r.digest)[:19],
+                human_size(r.size_on_disk),
+                r.admitted or "never",
+                r.pulled_at or "-",
+            ]
             for r in rows
         ],
     )
@@ -197,8 +255,8 @@ def keygen(
 def sign(
     reference: Annotated[str, typer.Argument(help="Image to sign; a tag is resolved to its digest first.")],
     key: Annotated[
-        str, typer.Option("--key", help="cosign key file, PEM key, or securesystemslib signer URI.")
-    ],
+        str | None, typer.Option("--key", help="cosign key file, PEM key, or securesystemslib signer URI.")
+    ] = None,
     public_key: Annotated[
         Path | None, typer.Option("--public-key", help="Public key PEM (required with a signer URI).")
     ] = None,
@@ -215,13 +273,64 @@ def sign(
     ] = False,
     output: OutputOption = OutputFormat.text,
     insecure_registry: InsecureOption = None,
+    signature_format: Annotated[
+        SignatureFormat,
+        typer.Option("--format", help="cosign (the .sig tag) or notation (a JWS referrer, needs --cert)."),
+    ] = SignatureFormat.cosign,
+    cert: Annotated[
+        Path | None,
+        typer.Option("--cert", help="Notation: PEM chain, signing certificate first, root last."),
+    ] = None,
+    keyless: Annotated[
+        bool,
+        typer.Option("--keyless", help="Sigstore keyless: OIDC identity, Fulcio cert, Rekor (online)."),
+    ] = False,
+    identity_token: Annotated[
+        str | None,
+        typer.Option("--identity-token", help="Keyless: an OIDC token (default: ambient CI credentials)."),
+    ] = None,
 ) -> None:
-    """Sign an image digest with a cosign simple-signing signature (pushed as the sha256-<hex>.sig tag)."""
+    """Sign an image digest with a cosign simple-signing signature (pushed as the sha256-<hex>.sig tag),
+    or with --format notation a Notary Project JWS signature (pushed as an OCI referrer)."""
     from pull.clients import RegistryClients
     from pull.reference import Reference
     from trust.signing import sign_image
 
     ref = Reference.parse(reference)
+    if keyless:
+        if key or public_key or annotation or signature_repository or recursive or cert:
+            raise UsageError(
+                "--keyless attaches a Sigstore bundle: it takes no --key, --public-key, --annotation, "
+                "--signature-repository, --recursive or --cert"
+            )
+        if signature_format is not SignatureFormat.cosign:
+            raise UsageError("--keyless signs in the cosign (Sigstore bundle) format")
+        _sign_keyless(ref, identity_token, output, insecure_registry)
+        return
+    if identity_token is not None:
+        raise UsageError("--identity-token belongs to --keyless")
+    if key is None:
+        raise UsageError("give --key (a key file, PEM key or signer URI), or --keyless")
+    if signature_format is SignatureFormat.notation:
+        if public_key or annotation or signature_repository or recursive:
+            raise UsageError(
+                "--public-key, --annotation, --signature-repository and --recursive are cosign options"
+            )
+        if cert is None:
+            raise UsageError("--format notation needs --cert CHAIN.pem (signing certificate first)")
+        from trust.notation import sign_notation_with_files
+
+        with RegistryClients.insecure(insecure_registry) as clients:
+            signed = sign_notation_with_files(clients, ref, Path(key), cert)
+        if output is OutputFormat.json:
+            emit_json([signed.to_json()])
+            return
+        where = f"{signed.repository}@{signed.signature_digest}"
+        note(f"signed (notation): {ref.name}@{signed.digest} -> {where}")
+        emit_line(f"{ref.name}@{signed.digest}")
+        return
+    if cert is not None:
+        raise UsageError("--cert belongs to --format notation")
     annotations = _parse_annotations(annotation or [])
     signer = _load_signer(key, public_key)
     with RegistryClients.insecure(insecure_registry) as clients:
@@ -240,6 +349,23 @@ def sign(
         state = "signed" if result.added else "already signed by this key"
         note(f"{state}: {ref.name}@{result.digest} -> {result.location}")
         emit_line(f"{ref.name}@{result.digest}")
+
+
+def _sign_keyless(
+    ref: Reference, identity_token: str | None, output: OutputFormat, insecure_registry: list[str] | None
+) -> None:
+    from pull.clients import RegistryClients
+    from trust.keyless_sign import obtain_identity_token, sign_image_keyless
+
+    # The token comes first: without one nothing is resolved, signed or pushed (exit 5).
+    token = obtain_identity_token(identity_token, interactive=sys.stdin.isatty() and sys.stderr.isatty())
+    with RegistryClients.insecure(insecure_registry) as clients:
+        result = sign_image_keyless(clients, ref, token)
+    if output is OutputFormat.json:
+        emit_json([result.to_json()])
+        return
+    note(f"signed (keyless, {result.identity}): {ref.name}@{result.digest} -> referrer {result.referrer}")
+    emit_line(f"{ref.name}@{result.digest}")
 
 
 @app.command()
@@ -270,13 +396,51 @@ def verify(
         GateOutput, typer.Option("--output", "-o", help="text, json or sarif.")
     ] = GateOutput.text,
     insecure_registry: InsecureOption = None,
+    certificate_identity: CertificateIdentityOption = None,
+    certificate_identity_regexp: CertificateIdentityRegexpOption = None,
+    certificate_oidc_issuer: CertificateIssuerOption = None,
+    certificate_oidc_issuer_regexp: CertificateIssuerRegexpOption = None,
+    github_workflow_repository: GithubRepositoryOption = None,
+    github_workflow_ref: GithubRefOption = None,
+    github_workflow_name: GithubNameOption = None,
+    github_workflow_trigger: GithubTriggerOption = None,
+    github_workflow_sha: GithubShaOption = None,
+    trusted_root: TrustedRootOption = None,
 ) -> None:
-    """Verify signatures on image digests: with --key (cosign keys) or --policy (a policy file).
+    """Verify signatures on image digests: with --key (cosign keys), --policy (a policy file), or
+    keyless with --certificate-identity[-regexp] and --certificate-oidc-issuer[-regexp].
 
     Exits with the worst outcome over all references: 3 denied, 4 integrity failure, 5 could not check.
     """
-    if (policy is None) == (not key):
-        raise UsageError("give either --key (one or more public keys) or --policy FILE")
+    from trust.keyless_cli import IdentityFlags, keyless_authority
+
+    flags = IdentityFlags(
+        certificate_identity,
+        certificate_identity_regexp,
+        certificate_oidc_issuer,
+        certificate_oidc_issuer_regexp,
+        github_workflow_repository,
+        github_workflow_ref,
+        github_workflow_name,
+        github_workflow_trigger,
+        github_workflow_sha,
+    )
+    keyless = flags.given or trusted_root is not None
+    if [bool(key), policy is not None, keyless].count(True) != 1:
+        raise UsageError(
+            "give one of --key (public keys), --policy FILE, or --certificate-identity with "
+            "--certificate-oidc-issuer (keyless)"
+        )
+    if keyless:
+        if rekor_key:
+            raise UsageError("--rekor-key is for --key; keyless signatures use the trusted root's Rekor keys")
+        if output is GateOutput.sarif:
+            raise UsageError("--output sarif needs --policy")
+        authority = keyless_authority(flags, trusted_root)
+        _verify_with_keys(
+            references, [], None, ignore_reference, signature_repository, output, insecure_registry, authority
+        )
+        return
     if policy is not None:
         if rekor_key or ignore_reference or signature_repository:
             raise UsageError(
@@ -290,6 +454,58 @@ def verify(
     _verify_with_keys(
         references, key, rekor_key, ignore_reference, signature_repository, output, insecure_registry
     )
+
+
+@app.command("verify-blob")
+def verify_blob(
+    artifact: Annotated[Path, typer.Argument(help="The file that was signed.")],
+    bundle: Annotated[Path, typer.Option("--bundle", help="Sigstore bundle over the file (v0.1 to v0.3).")],
+    key: Annotated[
+        Path | None, typer.Option("--key", help="Trusted public key (instead of keyless).")
+    ] = None,
+    certificate_identity: CertificateIdentityOption = None,
+    certificate_identity_regexp: CertificateIdentityRegexpOption = None,
+    certificate_oidc_issuer: CertificateIssuerOption = None,
+    certificate_oidc_issuer_regexp: CertificateIssuerRegexpOption = None,
+    github_workflow_repository: GithubRepositoryOption = None,
+    github_workflow_ref: GithubRefOption = None,
+    github_workflow_name: GithubNameOption = None,
+    github_workflow_trigger: GithubTriggerOption = None,
+    github_workflow_sha: GithubShaOption = None,
+    trusted_root: TrustedRootOption = None,
+    output: OutputOption = OutputFormat.text,
+) -> None:
+    """Verify a Sigstore bundle over a file that is not an image: with --key PUB, or keyless with
+    --certificate-identity[-regexp] and --certificate-oidc-issuer[-regexp]. Exit 3 if it does not verify."""
+    from trust.keyless_cli import BlobNotVerified, IdentityFlags, keyless_authority
+    from trust.keyless_cli import verify_blob as check_blob
+
+    flags = IdentityFlags(
+        certificate_identity,
+        certificate_identity_regexp,
+        certificate_oidc_issuer,
+        certificate_oidc_issuer_regexp,
+        github_workflow_repository,
+        github_workflow_ref,
+        github_workflow_name,
+        github_workflow_trigger,
+        github_workflow_sha,
+    )
+    keyless = flags.given or trusted_root is not None
+    if (key is not None) == keyless:
+        raise UsageError("give either --key PUB or --certificate-identity with --certificate-oidc-issuer")
+    authority = keyless_authority(flags, trusted_root) if keyless else None
+    record: dict[str, object] = {"artifact": str(artifact), "bundle": str(bundle)}
+    try:
+        outcome = check_blob(artifact, bundle, key=key, authority=authority)
+    except BlobNotVerified as err:
+        if output is OutputFormat.json:
+            emit_json({**record, "verified": False, "signature": err.outcome.to_json()})
+        raise
+    if output is OutputFormat.json:
+        emit_json({**record, "verified": True, "signature": outcome.to_json()})
+    else:
+        note(f"verified {artifact}: {outcome.detail}")
 
 
 def _verify_with_policy(
@@ -346,6 +562,7 @@ def _verify_with_keys(
     signature_repository: str | None,
     output: GateOutput,
     insecure_registry: list[str] | None,
+    keyless: KeylessAuthority | None = None,
 ) -> None:
     from pull.clients import RegistryClients
     from pull.reference import Reference
@@ -362,15 +579,27 @@ def _verify_with_keys(
         for ref in refs:
             result = None
             try:
-                result = verify_image(
-                    clients,
-                    ref,
-                    keys,
-                    rekor_keys=rekor,
-                    ignore_reference=ignore_reference,
-                    signature_repository=signature_repository,
-                )
-                valid = require_verified(result.outcomes, result.subject)
+                if keyless is not None:
+                    from trust.keyless import require_keyless_verified, verify_image_keyless
+
+                    result = verify_image_keyless(
+                        clients,
+                        ref,
+                        keyless,
+                        ignore_reference=ignore_reference,
+                        signature_repository=signature_repository,
+                    )
+                    valid = require_keyless_verified(result.outcomes, result.subject)
+                else:
+                    result = verify_image(
+                        clients,
+                        ref,
+                        keys,
+                        rekor_keys=rekor,
+                        ignore_reference=ignore_reference,
+                        signature_repository=signature_repository,
+                    )
+                    valid = require_verified(result.outcomes, result.subject)
                 records.append(result.to_json())
                 if output is GateOutput.text:
                     signers = ", ".join(sorted({outcome.key or "?" for outcome in valid}))
@@ -417,9 +646,11 @@ def _load_signer(key: str, public_key: Path | None) -> Signer:
 
 
 def _register_subcommands() -> None:
-    from trust import policy_cli
+    from trust import copy_cli, policy_cli, store_cli
 
     policy_cli.register(app)
+    store_cli.register(app)
+    copy_cli.register(app)
     try:
         container_cli = importlib.import_module("trust.container_cli")
     except ImportError:  # the runtime commands are optional while they are being built

@@ -34,6 +34,7 @@ from pull.digest import Digest
 from pull.errors import IntegrityError, InvalidManifest, InvalidReference
 from pull.mediatypes import COSIGN_SIMPLESIGNING, MANIFEST_TYPES, OCI_CONFIG, OCI_MANIFEST
 from pull.reference import DOCKER_HUB, Reference
+from pull.strictjson import loads as strict_json
 from trust.errors import NoSignatures, SignatureInvalid, SignedDigestMismatch, UntrustedSignatures
 from trust.keys import PublicKey, TrustedKey, fingerprint, verify_bytes
 
@@ -72,6 +73,16 @@ class Reason(StrEnum):
     """A Rekor SET was required and is missing, malformed, or does not match."""
     MALFORMED = "malformed"
     """The layer, its payload or its annotations are malformed or do not match their descriptor."""
+    WRONG_IDENTITY = "wrong-identity"
+    """Keyless: a valid Fulcio certificate, but for another identity or OIDC issuer than required.
+    Notation: a trusted chain, but the signing certificate's subject matches no trusted identity."""
+    UNTRUSTED_CERTIFICATE = "untrusted-certificate"
+    """Keyless: the certificate does not chain to a Fulcio CA of the trusted root (at signing time),
+    lacks a valid embedded SCT, or is not a code-signing certificate.
+    Notation: the x5c chain breaks a certificate rule, reaches no trust-store certificate, or has
+    an unknown revocation status (strict level)."""
+    EXPIRED = "expired"
+    """Notation: the signature's expiry has passed, or a chain certificate is no longer valid."""
 
 
 # --- JSON as Go's encoding/json writes it ------------------------------------------------------
@@ -96,24 +107,6 @@ def go_json(value: object) -> bytes:
         return text.encode("utf-8")
     except UnicodeEncodeError:
         raise ValueError("string contains a lone surrogate; it cannot be encoded as UTF-8") from None
-
-
-def _strict_json(data: bytes | str, what: str) -> Any:
-    """Parse JSON refusing duplicate keys, NaN/Infinity and invalid UTF-8. Raises ValueError."""
-
-    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        result: dict[str, Any] = {}
-        for name, value in pairs:
-            if name in result:
-                raise ValueError(f"{what} has a duplicate key {name[:60]!r}")
-            result[name] = value
-        return result
-
-    def no_constants(name: str) -> Any:
-        raise ValueError(f"{what} contains {name}")
-
-    text = data.decode("utf-8") if isinstance(data, bytes) else data
-    return json.loads(text, object_pairs_hook=no_duplicates, parse_constant=no_constants)
 
 
 # --- the simple-signing payload ----------------------------------------------------------------
@@ -185,7 +178,7 @@ def parse_payload(data: bytes) -> SimpleSigningPayload:
     if len(data) > MAX_PAYLOAD_BYTES:
         raise bad(f"larger than {MAX_PAYLOAD_BYTES} bytes")
     try:
-        doc = _strict_json(data, "payload")
+        doc = strict_json(data, "payload")
     except (ValueError, UnicodeDecodeError) as exc:
         raise bad(f"not JSON ({str(exc)[:80]})") from None
     critical = _exact_object(doc, {"critical"}, {"optional"}, "payload", bad)["critical"]
@@ -344,7 +337,7 @@ def _parse_manifest(data: bytes) -> dict[str, Any]:
     if len(data) > MAX_SIGNATURE_MANIFEST_BYTES:
         raise InvalidManifest(f"signature manifest larger than {MAX_SIGNATURE_MANIFEST_BYTES} bytes")
     try:
-        doc = _strict_json(data, "signature manifest")
+        doc = strict_json(data, "signature manifest")
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidManifest(f"signature manifest is not JSON: {str(exc)[:80]}") from None
     if not isinstance(doc, dict):
@@ -502,7 +495,7 @@ def verify_rekor_set(
         return SignatureInvalid(Reason.BAD_SET, f"Rekor bundle: {what}")
 
     try:
-        bundle = _strict_json(bundle_json, "bundle")
+        bundle = strict_json(bundle_json, "bundle")
     except ValueError:
         raise bad("not JSON") from None
     if not isinstance(bundle, dict) or not isinstance(bundle.get("Payload"), dict):
@@ -550,7 +543,7 @@ def _check_rekor_body(
 ) -> str:
     raw = _decode_b64(body_b64)
     try:
-        body = _strict_json(raw, "entry body") if raw is not None else None
+        body = strict_json(raw, "entry body") if raw is not None else None
     except (ValueError, UnicodeDecodeError):
         body = None
     if not isinstance(body, dict):
@@ -759,8 +752,8 @@ def _claimed_key(layer: SignatureLayer) -> PublicKey | None:
         return _key_from_pem(layer.certificate.encode("utf-8", "replace"))
     if layer.bundle:
         try:
-            body = _strict_json(layer.bundle, "bundle")["Payload"]["body"]
-            entry = _strict_json(base64.b64decode(body, validate=True), "body")
+            body = strict_json(layer.bundle, "bundle")["Payload"]["body"]
+            entry = strict_json(base64.b64decode(body, validate=True), "body")
             pem = base64.b64decode(entry["spec"]["signature"]["publicKey"]["content"], validate=True)
         except Exception:  # hostile or odd bundle: no hint
             return None
