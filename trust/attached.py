@@ -182,13 +182,14 @@ def fetch_notation(
     from pull.manifest import verify_document
     from pull.mediatypes import NOTATION_SIGNATURE
     from pull.referrers import list_referrers
-    from trust.notation_artifact import read_signature
 
     if referrers is None:
         referrers = list_referrers(client, repository, digest, NOTATION_SIGNATURE)
     entries = [entry for entry in referrers if entry.artifact_type == NOTATION_SIGNATURE]
     if not entries:
         return []
+    from trust.notation_artifact import read_signature  # only now: it loads cryptography.x509 (~20 ms)
+
     fetched = client.get_manifest(repository, str(digest))
     target = verify_document(fetched.data, content_type=fetched.content_type, expected=digest).descriptor
 
