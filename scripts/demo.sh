@@ -84,11 +84,24 @@ expect_exit 3 trust verify --policy keys-example/policy.yaml "$unsigned"
 expect_exit 3 trust verify --policy keys-example/policy.yaml "$reg/demo/hello:v1"
 trust policy explain --policy keys-example/policy.yaml "$unsigned" || true
 
+step "Notary Project: sign with an X.509 chain, verified against the example CA by the same policy"
+python scripts/example_image.py "$reg/demo/notary:v1" --message "signed the Notation way"
+notary=$(trust pull "$reg/demo/notary:v1")
+expect_exit 3 trust verify --policy keys-example/policy.yaml "$notary"
+trust sign --format notation --key keys-example/notation/release.key \
+    --cert keys-example/notation/release-chain.pem "$notary"
+trust verify --policy keys-example/policy.yaml "$notary"
+
 step "trust run: only the admitted digest runs (runc, overlayfs, namespaces)"
 trust run --rm --policy keys-example/policy.yaml "$pinned"
 trust run --rm --policy keys-example/policy.yaml "$pinned" /bin/sh -c 'echo "pid $$ on $(hostname)"'
 expect_exit 3 trust run --rm --policy keys-example/policy.yaml "$reg/demo/hello:v1"
 expect_exit 3 trust run --rm --policy keys-example/policy.yaml "$unsigned"
+
+step "air-gapped: copy the signed image with its signatures into an OCI layout, verify it there"
+trust copy "$pinned" "oci:$work/usb:hello"
+trust verify --key keys-example/cosign.pub --ignore-reference "oci:$work/usb:hello"
+skopeo inspect "oci:$work/usb:hello" | python3 -c 'import json,sys; print("skopeo reads the layout:", json.load(sys.stdin)["Digest"])'
 
 step "a malformed reference is a usage error"
 expect_exit 2 trust pull "$reg/Demo/Hello:v1"

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from support.images import build_image, busybox_layer, push_image
+from support.registry import Registry
 
 from trust.cli import main
 
@@ -18,7 +20,24 @@ if not VECTORS.exists():
 def test_check_example_policy(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["policy", "check", str(ROOT / "keys-example" / "policy.yaml")]) == 0
     out = capsys.readouterr().out
-    assert "2 rules" in out and "example" in out
+    assert "3 rules" in out and "authority example:" in out and "authority example-notary:" in out
+
+
+def test_example_notation_chain_signs_what_the_example_policy_admits(
+    registry: Registry, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # keys-example/notation: the README's Notation walk-through must keep working (certificates expire).
+    pushed = push_image(registry, "demo/notary", build_image([busybox_layer()]), tag="v1")
+    store, policy = str(tmp_path / "store"), str(ROOT / "keys-example" / "policy.yaml")
+    assert main(["verify", "--store", store, "--policy", policy, pushed.by_digest]) == 3
+    notation = ROOT / "keys-example" / "notation"
+    key, chain = str(notation / "release.key"), str(notation / "release-chain.pem")
+    assert main(["sign", "--format", "notation", "--key", key, "--cert", chain, pushed.by_digest]) == 0
+    capsys.readouterr()
+    assert main(["verify", "--store", store, "--policy", policy, "--output", "json", pushed.by_digest]) == 0
+    (record,) = json.loads(capsys.readouterr().out)
+    evaluation = record["evaluation"]
+    assert evaluation["decision"] == "allow" and evaluation["authorities"][0]["authority"] == "example-notary"
 
 
 def test_check_reports_file_and_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
