@@ -43,6 +43,10 @@ class CachingClient:
         self._registry = registry
         self.host = client.host
 
+    def __getattr__(self, name: str) -> Any:
+        # Anything else signature discovery may call (e.g. head_manifest) goes to the registry uncached.
+        return getattr(self._client, name)
+
     def get_manifest(self, repository: str, identifier: str, accept: str = "") -> FetchedManifest:
         """`RegistryClient.get_manifest`, caching the document (and naming it when fetched by tag)."""
         try:

@@ -41,7 +41,8 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -424,28 +425,38 @@ _KINDS = (
 
 def scan_tree(root: Path, *, hash_files: bool = True) -> list[TreeEntry]:
     """Every entry of `root`, itself included as ".", not following symlinks, sorted by path;
-    regular files hashed if asked."""
-    entries = [_tree_entry(root, ".", os.lstat(root), hash_files)]
+    regular files hashed if asked (on one thread per core: hashlib releases the GIL)."""
+    entries = [_tree_entry(root, ".", os.lstat(root))]
     pending = [""]
     while pending:
         relative = pending.pop()
         with os.scandir(root / relative if relative else root) as listing:
             for item in listing:
                 path = f"{relative}/{item.name}" if relative else item.name
-                entry = _tree_entry(Path(item.path), path, item.stat(follow_symlinks=False), hash_files)
+                entry = _tree_entry(Path(item.path), path, item.stat(follow_symlinks=False))
                 if entry.kind == "dir":
                     pending.append(path)
                 entries.append(entry)
     entries.sort(key=lambda entry: entry.path)
+    if not hash_files:
+        return entries
+    # Large files are hashed on other threads (hashlib releases the GIL while it hashes), small
+    # ones on this one: for them the cost is system calls under the GIL, which threads only contend for.
+    big = [i for i, entry in enumerate(entries) if entry.kind == "file" and entry.size >= _HASH_CHUNK]
+    small = [i for i, entry in enumerate(entries) if entry.kind == "file" and entry.size < _HASH_CHUNK]
+    with ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 1) - 1)) as pool:
+        big_digests = pool.map(lambda i: hash_file(root / entries[i].path), big)
+        for i in small:
+            entries[i] = replace(entries[i], digest=hash_file(root / entries[i].path))
+        for i, digest in zip(big, big_digests, strict=True):
+            entries[i] = replace(entries[i], digest=digest)
     return entries
 
 
-def _tree_entry(full: Path, path: str, info: os.stat_result, hash_files: bool) -> TreeEntry:
+def _tree_entry(full: Path, path: str, info: os.stat_result) -> TreeEntry:
     kind = next((name for test, name in _KINDS if test(info.st_mode)), "other")
-    digest = target = device = None
-    if kind == "file" and hash_files:
-        digest = hash_file(full)
-    elif kind == "symlink":
+    target = device = None
+    if kind == "symlink":
         target = os.readlink(full)
     elif kind in ("char", "block"):
         device = f"{os.major(info.st_rdev)}:{os.minor(info.st_rdev)}"
@@ -459,7 +470,7 @@ def _tree_entry(full: Path, path: str, info: os.stat_result, hash_files: bool) -
         kind,
         stat.S_IMODE(info.st_mode),
         info.st_size if kind == "file" else 0,
-        digest,
+        None,
         target,
         f"{info.st_uid}:{info.st_gid}",
         device,
@@ -472,7 +483,8 @@ def hash_file(path: Path) -> str:
     digest = hashlib.sha256()
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     with os.fdopen(fd, "rb", buffering=0) as file:
-        buffer = bytearray(_HASH_CHUNK)
+        # Most files of a layer are small: a buffer their size, not 1 MiB zeroed for each of them.
+        buffer = bytearray(max(1, min(_HASH_CHUNK, os.fstat(fd).st_size + 1)))
         view = memoryview(buffer)
         while count := file.readinto(buffer):
             digest.update(view[:count])  # hashlib releases the GIL for large updates

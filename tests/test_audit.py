@@ -363,3 +363,44 @@ def test_a_tag_the_registry_dropped_is_dropped_from_the_cache(tmp_path: Path) ->
             registry.fail_next("GET", f"/v2/team/app/manifests/{subject.encoded}", Reply(404))
             assert list_referrers(caching, "team/app", subject) == []
         assert store.resolve(name) is None
+
+
+def test_a_multi_platform_image_is_one_entry_with_its_pulled_platform(
+    registry: Registry, repo_name: str, keys: Keys, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from support.images import build_index, multiplatform_images, push_index
+
+    index = build_index(multiplatform_images())
+    pushed = push_index(registry, repo_name, index, tag="v1")
+    arm = index.image_for("linux/arm64")
+    with RegistryClients() as clients:
+        sign_image(clients, Reference.parse(f"{registry.host}/{repo_name}@{arm.digest}"), keys.signers["a"])
+    scope = f"{registry.host}/{repo_name}"
+    policy = keys.policy(scope, ("a",), tmp_path / "policy.yaml")
+    policy.write_text(
+        policy.read_text().replace("threshold: 1\n", "threshold: 1\n    sign-target: manifest\n")
+    )
+    store = tmp_path / "store"
+    ref = f"{scope}@{pushed.digest}"
+    assert (
+        main(["verify", "--policy", str(policy), "--store", str(store), "--platform", "linux/arm64", ref])
+        == 0
+    )
+    capfd.readouterr()
+    code = main(["audit", "--offline", "--store", str(store), "--policy", str(policy), "-o", "json"])
+    [image] = report(capfd, code, 0)["images"]
+    assert (image["digest"], image["indexDigest"], image["manifestDigest"]) == (
+        pushed.digest,
+        pushed.digest,
+        arm.digest,
+    )
+    assert image["verdict"]["outcome"] == "pass" and image["tamperedBlobs"] == []
+    # index, platform manifest, config, layers, and the platform manifest's .sig manifest and payload
+    assert image["blobsChecked"] == 2 + 1 + len(arm.layers) + 2
+    flip_byte(ContentStore.open(store).blob_path(Digest.parse(arm.layers[-1].digest)))
+    # Admitted by digest, so no tag names it; the platform manifest's digest selects the image.
+    assert main(["audit", "--store", str(store), "--policy", str(policy), "--image", f"{scope}:v1"]) == 2
+    assert (
+        main(["audit", "--store", str(store), "--policy", str(policy), "--image", f"{scope}@{arm.digest}"])
+        == 4
+    )

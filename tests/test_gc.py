@@ -135,8 +135,8 @@ for n in range(rounds):
     assert not closure.missing and not closure.unreadable, (n, closure.missing, closure.unreadable)
     assert len(closure.blobs) == 6, (n, len(closure.blobs))
     for blob in closure.blobs:
-        problem, _ = _rehash_blob(store, blob, _NoProgress())
-        assert problem is None, (n, blob, problem)
+        problems, _ = _rehash_blob(store, blob, _NoProgress())
+        assert problems == [], (n, blob, problems)
     assert main(["rmi", "--store", store_path, ref]) == 0
 print("rounds", rounds)
 """

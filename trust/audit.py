@@ -460,57 +460,61 @@ def _check_all(
     """Re-hash blobs and snapshot files on `workers` threads. Returns problems per blob, per
     snapshot, and the bytes hashed.
 
-    Snapshot trees are compared with their records here (entries, types, modes, sizes: cheap);
-    every blob and every recorded regular file is then one job, largest first, so that the
-    threads finish together whatever mix of a few big layers and many small files the store holds.
+    Snapshot trees are compared with their records here (entries, types, modes, owners: cheap).
+    Then each blob and each large snapshot file is one job, and the small files of a snapshot one
+    job together (for them the cost is system calls under the GIL, not hashing: one job per file
+    only adds contention). Largest jobs first, so that the threads finish together.
     """
     file_problems: dict[Digest, list[TamperedFile]] = {}
-    jobs: list[tuple[int, Callable[[], tuple[str | None, int]], Digest, str | None]] = []
+    jobs: list[tuple[int, Callable[[], tuple[list[tuple[str | None, str]], int]], Digest]] = []
     for digest in blobs:
         try:
             size = store.blob_path(digest).lstat().st_size
         except FileNotFoundError:
             size = 0
-        jobs.append((size, functools.partial(_rehash_blob, store, digest, progress), digest, None))
+        jobs.append((size, functools.partial(_rehash_blob, store, digest, progress), digest))
     for chain_id in chains:
         found, files = _compare_tree(snapshots, chain_id)
         if found:
             file_problems[chain_id] = found
         root = snapshots.path(chain_id)
-        for entry in files:
-            check = functools.partial(_rehash_file, root / entry.path, entry, progress)
-            jobs.append((entry.size, check, chain_id, entry.path))
+        small = [entry for entry in files if entry.size < READ_CHUNK]
+        for batch in [[entry] for entry in files if entry.size >= READ_CHUNK] + ([small] if small else []):
+            check = functools.partial(_rehash_files, root, batch, progress)
+            jobs.append((sum(entry.size for entry in batch), check, chain_id))
     jobs.sort(key=lambda job: job[0], reverse=True)
     progress.started(sum(job[0] for job in jobs))
     blob_problems: dict[Digest, str] = {}
     hashed = 0
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="audit") as pool:
-        futures = [(pool.submit(run), digest, path) for _, run, digest, path in jobs]
-        for future, digest, path in futures:
-            problem, nbytes = future.result()
+        futures = [(pool.submit(run), digest) for _, run, digest in jobs]
+        for future, digest in futures:
+            problems, nbytes = future.result()
             hashed += nbytes
-            if problem is None:
-                continue
-            if path is None:
-                blob_problems[digest] = problem
-            else:
-                file_problems.setdefault(digest, []).append(TamperedFile(digest, path, problem))
+            for path, problem in problems:
+                if path is None:
+                    blob_problems[digest] = problem
+                else:
+                    file_problems.setdefault(digest, []).append(TamperedFile(digest, path, problem))
     progress.finished()
     for found in file_problems.values():
         found.sort(key=lambda tampered: tampered.path)
     return blob_problems, file_problems, hashed
 
 
-def _rehash_blob(store: ContentStore, digest: Digest, progress: AuditProgress) -> tuple[str | None, int]:
+def _rehash_blob(
+    store: ContentStore, digest: Digest, progress: AuditProgress
+) -> tuple[list[tuple[str | None, str]], int]:
+    """Re-hash one blob: [(None, problem)] if it does not match its name, [] if it does."""
     path = store.blob_path(digest)
     hasher = digest.hasher()
     total = 0
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
-        return "missing from the store", 0
+        return [(None, "missing from the store")], 0
     except OSError as exc:
-        return f"cannot be read: {exc.strerror}", 0
+        return [(None, f"cannot be read: {exc.strerror}")], 0
     with os.fdopen(fd, "rb", buffering=0) as file:
         buffer = bytearray(READ_CHUNK)
         view = memoryview(buffer)
@@ -520,19 +524,29 @@ def _rehash_blob(store: ContentStore, digest: Digest, progress: AuditProgress) -
             progress.advanced(count)
     actual = hasher.hexdigest()
     if actual != digest.hex:
-        return f"content hashes to {digest.algorithm}:{actual} (modified on disk)", total
-    return None, total
+        return [(None, f"content hashes to {digest.algorithm}:{actual} (modified on disk)")], total
+    return [], total
 
 
-def _rehash_file(path: Path, recorded: TreeEntry, progress: AuditProgress) -> tuple[str | None, int]:
-    try:
-        actual = hash_file(path)
-    except OSError as exc:
-        return f"cannot be read: {exc.strerror}", 0
-    progress.advanced(recorded.size)
-    if actual != recorded.digest:
-        return f"content hashes to sha256:{actual}, recorded sha256:{recorded.digest}", recorded.size
-    return None, recorded.size
+def _rehash_files(
+    root: Path, entries: Sequence[TreeEntry], progress: AuditProgress
+) -> tuple[list[tuple[str | None, str]], int]:
+    """Re-hash recorded regular files of one snapshot: (path, problem) for each that differs."""
+    problems: list[tuple[str | None, str]] = []
+    total = 0
+    for recorded in entries:
+        try:
+            actual = hash_file(root / recorded.path)
+        except OSError as exc:
+            problems.append((recorded.path, f"cannot be read: {exc.strerror}"))
+            continue
+        total += recorded.size
+        progress.advanced(recorded.size)
+        if actual != recorded.digest:
+            problems.append(
+                (recorded.path, f"content hashes to sha256:{actual}, recorded sha256:{recorded.digest}")
+            )
+    return problems, total
 
 
 def _compare_tree(snapshots: SnapshotStore, chain_id: Digest) -> tuple[list[TamperedFile], list[TreeEntry]]:
