@@ -9,7 +9,7 @@ Every command gets a dedicated `--root` under the trust store, so trust never re
 host's default runc/crun state (`/run/runc`), and `runc list --root …` shows exactly trust's containers.
 A failing command raises `RuntimeFailure` with the runtime's own one-line message.
 
-`create` is not run here but by the container's monitor process (run/containers.py): the process that
+`create` is not run here but by the container's monitor process (run/monitor.py): the process that
 runs `runc create` becomes the container's parent, and only a parent learns the exit status.
 
 Cgroups: runc 1.1 applies memory/pids/CPU limits with cgroup v1, v2 and the hybrid layout (v1

@@ -1,0 +1,332 @@
+"""The container's monitor: the process that collects its exit code and cleans up after it.
+
+    link = spawn_monitor(container, attach=False, interactive=False)
+    created = link.wait_for("created", timeout=120)     # pids of the container and the monitor
+    with forward_signals(runtime, container.id):        # foreground only
+        runtime.start(container.id); link.wait_for("exited"); link.wait_closed()
+
+Only a process's parent learns its exit status. Every container therefore gets a small monitor
+process (a double fork of the CLI, in its own session, see `spawn_monitor`) which marks itself a
+*child subreaper* and runs `runc create`. When `runc create` exits, the container's init process is
+orphaned and the kernel re-parents it to the nearest subreaper: the monitor. The monitor then waits for
+it, records the exit code (128+N for signal N) and whether the OOM killer struck in state.json,
+deletes the runtime state, removes the cgroup, unmounts the rootfs and, for `--rm`, removes the
+directory (`teardown`, `remove_directory`: `trust rm -f` uses them too). This is conmon's design, in
+~150 lines of Python.
+
+The monitor talks to the CLI that started it over a pipe, one JSON line per event:
+`created` (with the pids) or `error` (create failed), then `exited`; it closes the pipe when its
+cleanup is done. A foreground `trust run` starts the container, forwards the signals it receives
+(`runtime kill`), and reads the pipe until it closes: so when it returns, the exit code is known and
+the mounts are gone. A detached container's CLI closes its end after `created`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn
+
+from pull.errors import TrustError
+from run.errors import ContainerNotFound, RuntimeFailure
+from run.processes import alive, kill_process, start_time, wait_gone
+from run.record import ACTIVE_STATES, Container, State, now, read_state, update_state
+from run.rootfs import unmount_rootfs
+from run.runtime import Runtime, last_logged_error, oom_killed, remove_cgroups
+
+_FORWARDED_SIGNALS = (
+    signal.SIGINT,
+    signal.SIGTERM,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+)
+_PR_SET_NAME = 15
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+# -- the CLI's side ---------------------------------------------------------------------------
+
+
+def spawn_monitor(container: Container, *, attach: bool, interactive: bool) -> MonitorLink:
+    """Fork the container's monitor (see the module doc); returns our end of its event pipe.
+
+    A double fork of this process, not a new interpreter: the monitor needs nothing that is not
+    loaded already, and a fresh Python would add ~50 ms to every start. It is `multiprocessing`'s
+    fork method, with the same rule: we fork while single-threaded (the unpack pool has ended).
+    """
+    read_end, write_end = os.pipe()
+    with contextlib.ExitStack() as opened:
+        # The container's stdio, set up in the monitor before it runs `runtime create`.
+        stdio: list[int | None] = [None, None, None]  # None: inherited from this process
+        if not interactive or not attach:
+            stdio[0] = _open_fd(opened, os.devnull, os.O_RDONLY)
+        if not attach:
+            for index, path in ((1, container.stdout_log), (2, container.stderr_log)):
+                stdio[index] = _open_fd(opened, path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        sys.stdout.flush()
+        sys.stderr.flush()  # nothing buffered may be written twice
+        first = os.fork()
+        if first == 0:
+            _run_monitor_child(container.directory, stdio, read_end, write_end)
+    os.close(write_end)  # only the monitor holds it now: EOF means it is done
+    os.waitpid(first, 0)  # the first child exits at once; the monitor is re-parented
+    return MonitorLink(read_end)
+
+
+def _open_fd(stack: contextlib.ExitStack, path: str | Path, flags: int, mode: int = 0o600) -> int:
+    fd = os.open(path, flags | os.O_CLOEXEC, mode)
+    stack.callback(os.close, fd)
+    return fd
+
+
+class MonitorLink:
+    """The CLI's end of the monitor's pipe: JSON events, one per line."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd: int | None = fd
+        self._buffer = b""
+
+    def next(self, timeout: float | None = None) -> dict[str, Any] | None:
+        """The next event; None when the monitor closed the pipe."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while b"\n" not in self._buffer:
+            if self._fd is None:
+                return None
+            if deadline is not None:
+                ready, _, _ = select.select([self._fd], [], [], max(0.0, deadline - time.monotonic()))
+                if not ready:
+                    raise RuntimeFailure(f"the container monitor did not answer within {timeout:.0f} s")
+            chunk = os.read(self._fd, 4096)
+            if not chunk:
+                self.close()
+                return None
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        event: dict[str, Any] = json.loads(line)
+        return event
+
+    def wait_for(self, kind: str, timeout: float | None = None) -> dict[str, Any] | None:
+        """Skip to the event `kind`; an `error` event raises RuntimeFailure; None at end of stream."""
+        while (event := self.next(timeout)) is not None:
+            if event.get("event") == "error":
+                raise RuntimeFailure(str(event.get("message")))
+            if event.get("event") == kind:
+                return event
+        return None
+
+    def wait_closed(self) -> None:
+        while self.next() is not None:
+            pass
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+@contextlib.contextmanager
+def forward_signals(runtime: Runtime, container_id: str) -> Iterator[None]:
+    """While a foreground container runs, pass the signals we get on to it (docker's sig-proxy)."""
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        with contextlib.suppress(TrustError):
+            runtime.kill(container_id, signum)
+
+    previous: dict[int, Callable[[int, FrameType | None], Any] | int | None] = {}
+    try:
+        for forwarded in _FORWARDED_SIGNALS:
+            previous[forwarded] = signal.signal(forwarded, forward)
+    except ValueError:  # not the main thread: signals cannot be caught here, so none are forwarded
+        pass
+    try:
+        yield
+    finally:
+        for restored, handler in previous.items():
+            signal.signal(restored, handler)
+
+
+# -- the monitor process ----------------------------------------------------------------------
+
+
+def _run_monitor_child(directory: Path, stdio: list[int | None], read_end: int, write_end: int) -> NoReturn:
+    """In the first child of `spawn_monitor`: leave the session, fork the monitor, exit. Never returns."""
+    code = 1
+    try:
+        os.setsid()  # no controlling terminal: a ^C or hang-up meant for the CLI never reaches it
+        if os.fork() == 0:
+            os.close(read_end)
+            for target, fd in enumerate(stdio):
+                if fd is not None:
+                    os.dup2(fd, target)
+            # Keep only stdio and the event pipe: an inherited lock or pipe would stay open (and a
+            # flock held) for as long as the container runs.
+            os.closerange(3, write_end)
+            os.closerange(write_end + 1, os.sysconf("SC_OPEN_MAX"))
+            code = _Monitor(directory, write_end).run()
+        else:
+            code = 0
+    finally:
+        os._exit(code)  # never return into the CLI's (or a test runner's) code
+
+
+class _Monitor:
+    """The monitor process: runs `runtime create`, waits for the container, records its exit, cleans up."""
+
+    def __init__(self, directory: Path, status_fd: int) -> None:
+        self.directory = directory
+        self.status_fd: int | None = status_fd
+
+    def run(self) -> int:
+        # Handlers inherited from the CLI (its signal forwarding) do not apply here. ^C and hang-ups
+        # are ignored; SIGTERM stays fatal (`rm -f` kills a stuck monitor with SIGKILL anyway).
+        for signum in _FORWARDED_SIGNALS:
+            signal.signal(signum, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        try:
+            container = read_state(self.directory)
+            runtime = Runtime.for_store(self.directory.parents[1], container.runtime)
+            _become_subreaper()
+            return self._supervise(container, runtime)
+        except Exception as exc:  # a bug here must still reach the CLI, not vanish
+            self._send({"event": "error", "message": f"monitor failed: {exc!r}"})
+            return 1
+        finally:
+            self._close()
+
+    def _supervise(self, container: Container, runtime: Runtime) -> int:
+        pid_file = self.directory / "pid"
+        argv = runtime.create_argv(container.id, self.directory, pid_file, container.runtime_log)
+        # stdin/stdout/stderr are inherited: they are the container's (log files or the CLI's).
+        created = subprocess.run(argv, check=False)
+        if created.returncode != 0:
+            message = last_logged_error(container.runtime_log) or f"exit status {created.returncode}"
+            self._send({"event": "error", "message": f"{runtime.name} create failed: {message}"})
+            return 1
+        pid = int(pid_file.read_text().strip())
+        me = os.getpid()
+        self._send(
+            {
+                "event": "created",
+                "pid": pid,
+                "pidStartTime": start_time(pid),
+                "monitorPid": me,
+                "monitorStartTime": start_time(me),
+            }
+        )
+        exit_code = _wait_child(pid)
+        oom = oom_killed(container.cgroups_path)  # before `delete` removes the cgroup
+        with contextlib.suppress(ContainerNotFound):  # removed meanwhile (rm -f)
+            container = update_state(
+                self.directory,
+                ACTIVE_STATES,
+                state=State.EXITED,
+                finished=now(),
+                exit_code=exit_code,
+                oom_killed=oom,
+                error=None if exit_code is not None else "the exit status could not be collected",
+            )
+        self._send(
+            {"event": "exited", "exitCode": exit_code if exit_code is not None else 255, "oomKilled": oom}
+        )
+        try:
+            teardown(container, runtime)
+            if container.auto_remove:
+                remove_directory(self.directory)
+        except RuntimeFailure as err:  # e.g. the rootfs is busy: `trust rm -f` will try again
+            with contextlib.suppress(ContainerNotFound):
+                update_state(self.directory, None, error=str(err))
+        return exit_code if exit_code is not None else 255
+
+    def _send(self, event: dict[str, Any]) -> None:
+        if self.status_fd is None:
+            return
+        try:
+            os.write(self.status_fd, (json.dumps(event) + "\n").encode())
+        except OSError:  # a detached CLI closed its end: nobody is listening any more
+            self._close()
+
+    def _close(self) -> None:
+        if self.status_fd is not None:
+            os.close(self.status_fd)
+            self.status_fd = None
+
+
+def _wait_child(pid: int) -> int | None:
+    """Reap children until `pid` exits; its exit code (128+N for signal N), None if not our child."""
+    while True:
+        try:
+            reaped, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            # Not re-parented to us (no subreaper support?): wait without an exit status.
+            wait_gone(pid, None, None)
+            return None
+        if reaped == pid:
+            code = os.waitstatus_to_exitcode(status)
+            return 128 - code if code < 0 else code
+
+
+def _become_subreaper() -> None:
+    """Adopt orphaned descendants (the container's init), and show as "trust-monitor" in `ps`."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
+    libc.prctl(_PR_SET_NAME, b"trust-monitor", 0, 0, 0)  # cosmetic: failure does not matter
+
+
+# -- teardown (the monitor's, and `trust rm -f`'s) --------------------------------------------
+
+
+def teardown(container: Container, runtime: Runtime) -> None:
+    """Delete runtime state, cgroups and the rootfs mount; works when the runtime crashed or is gone.
+
+    Raises:
+        RuntimeFailure: the rootfs cannot be unmounted (the caller must keep the directory).
+    """
+    with contextlib.suppress(TrustError):
+        runtime.delete(container.id, force=True)
+    if container.pid is not None and alive(container.pid, container.pid_start):
+        # The runtime could not kill it (its state is gone?): init's death ends the pid namespace.
+        kill_process(container.pid, container.pid_start)
+    shutil.rmtree(runtime.state_dir(container.id), ignore_errors=True)
+    if container.cgroups_path:
+        with contextlib.suppress(OSError):
+            remove_cgroups(container.cgroups_path)
+    try:
+        unmount_rootfs(container.rootfs)
+    except OSError as exc:
+        raise RuntimeFailure(f"cannot unmount {container.rootfs}: {exc.strerror or exc}") from None
+
+
+def remove_directory(directory: Path) -> None:
+    """Delete a container's directory (gone already: fine), never while anything below it is mounted."""
+    # rmtree descends into mount points: never start while anything is mounted below the directory.
+    prefix = str(directory) + "/"
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as mountinfo:
+        for line in mountinfo:
+            point = line.split(" ")[4]
+            if point.startswith(prefix) or point == str(directory):
+                raise RuntimeFailure(f"refusing to remove {directory}: {point} is still mounted")
+
+    def already_gone(
+        function: object, path: str, exc_info: tuple[type[BaseException], BaseException, Any]
+    ) -> None:
+        if not isinstance(exc_info[1], FileNotFoundError):
+            raise exc_info[1]
+
+    # The monitor of an --rm container may be removing the same directory.
+    shutil.rmtree(directory, onerror=already_gone)

@@ -1,0 +1,273 @@
+"""A container's record: `Container`, stored as state.json in the container's directory.
+
+    container = read_state(directory)
+    paused = update_state(directory, frozenset({State.RUNNING}), state=State.PAUSED)
+
+Both the CLI and the container's monitor (run/monitor.py) change state.json, so it is replaced
+atomically (write + rename), and every read-modify-write holds an flock on the directory's `lock`
+file and only applies if the state is still the one expected (`update_state`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from run.errors import ContainerNotFound
+
+if TYPE_CHECKING:
+    from policy.admitted import AdmittedImage
+
+CONTAINERS_DIR = "containers"
+STATE_FILE = "state.json"
+_STATE_VERSION = 1
+
+
+class State(StrEnum):
+    CREATED = "created"
+    RUNNING = "running"
+    PAUSED = "paused"
+    EXITED = "exited"
+
+
+ACTIVE_STATES = frozenset({State.CREATED, State.RUNNING, State.PAUSED})
+
+
+@dataclass(frozen=True)
+class Container:
+    """One container's record (state.json) and where its files are."""
+
+    id: str
+    directory: Path
+    name: str | None
+    image: Mapping[str, Any]
+    """repository, digest (the manifest that runs), configDigest, indexDigest, tag, decision."""
+    command: tuple[str, ...]
+    created: str
+    state: State
+    runtime: str
+    hostname: str
+    network: str
+    limits: Mapping[str, Any]
+    cgroups_path: str
+    auto_remove: bool
+    captures_logs: bool
+    """Output goes to stdout.log/stderr.log (detached); False: to the foreground CLI's own stdio."""
+    started: str | None = None
+    finished: str | None = None
+    exit_code: int | None = None
+    oom_killed: bool = False
+    error: str | None = None
+    pid: int | None = None
+    pid_start: int | None = None
+    monitor_pid: int | None = None
+    monitor_start: int | None = None
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+    @property
+    def rootfs(self) -> Path:
+        return self.directory / "rootfs"
+
+    @property
+    def upper(self) -> Path:
+        return self.directory / "upper"
+
+    @property
+    def work(self) -> Path:
+        return self.directory / "work"
+
+    @property
+    def stdout_log(self) -> Path:
+        return self.directory / "stdout.log"
+
+    @property
+    def stderr_log(self) -> Path:
+        return self.directory / "stderr.log"
+
+    @property
+    def runtime_log(self) -> Path:
+        return self.directory / "runtime.log"
+
+    def to_json(self) -> dict[str, Any]:
+        """The state.json document (also `trust inspect`'s, see docs/runtime.md)."""
+        return {
+            "version": _STATE_VERSION,
+            "id": self.id,
+            "name": self.name,
+            "image": dict(self.image),
+            "command": list(self.command),
+            "state": self.state.value,
+            "created": self.created,
+            "started": self.started,
+            "finished": self.finished,
+            "exitCode": self.exit_code,
+            "oomKilled": self.oom_killed,
+            "error": self.error,
+            "runtime": self.runtime,
+            "pid": self.pid,
+            "pidStartTime": self.pid_start,
+            "monitorPid": self.monitor_pid,
+            "monitorStartTime": self.monitor_start,
+            "hostname": self.hostname,
+            "network": self.network,
+            "limits": dict(self.limits),
+            "cgroupsPath": self.cgroups_path,
+            "autoRemove": self.auto_remove,
+            "capturesLogs": self.captures_logs,
+            "paths": {
+                "bundle": str(self.directory),
+                "rootfs": str(self.rootfs),
+                "upper": str(self.upper),
+                "work": str(self.work),
+                "stdout": str(self.stdout_log) if self.captures_logs else None,
+                "stderr": str(self.stderr_log) if self.captures_logs else None,
+            },
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any], directory: Path) -> Container:
+        def optional_int(key: str) -> int | None:
+            value = doc.get(key)
+            return int(value) if value is not None else None
+
+        return cls(
+            id=str(doc["id"]),
+            directory=directory,
+            name=doc.get("name"),
+            image=dict(doc.get("image") or {}),
+            command=tuple(str(arg) for arg in doc.get("command") or ()),
+            created=str(doc["created"]),
+            state=State(doc["state"]),
+            runtime=str(doc["runtime"]),
+            hostname=str(doc.get("hostname") or ""),
+            network=str(doc.get("network") or "none"),
+            limits=dict(doc.get("limits") or {}),
+            cgroups_path=str(doc.get("cgroupsPath") or ""),
+            auto_remove=bool(doc.get("autoRemove")),
+            captures_logs=bool(doc.get("capturesLogs")),
+            started=doc.get("started"),
+            finished=doc.get("finished"),
+            exit_code=optional_int("exitCode"),
+            oom_killed=bool(doc.get("oomKilled")),
+            error=doc.get("error"),
+            pid=optional_int("pid"),
+            pid_start=optional_int("pidStartTime"),
+            monitor_pid=optional_int("monitorPid"),
+            monitor_start=optional_int("monitorStartTime"),
+        )
+
+
+@dataclass(frozen=True)
+class Exited:
+    """How a foreground container ended."""
+
+    container_id: str
+    exit_code: int
+    """The process's exit status; 128+N if signal N killed it (137: SIGKILL, e.g. the OOM killer)."""
+    oom_killed: bool = False
+
+
+# -- state files ------------------------------------------------------------------------------
+
+
+def read_state(directory: Path) -> Container:
+    doc = json.loads((directory / STATE_FILE).read_bytes())
+    return Container.from_json(doc, directory)
+
+
+def write_state(container: Container) -> None:
+    """Replace state.json atomically (rename). Callers hold the container's lock."""
+    directory = container.directory
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{STATE_FILE}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(container.to_json(), f, indent=2)
+            f.write("\n")
+        os.replace(tmp, directory / STATE_FILE)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def update_state(directory: Path, only_from: frozenset[State] | None, **changes: Any) -> Container:
+    """Change fields of state.json under its lock, if its state is still one of `only_from` (None: any).
+
+    Compare-and-set: the monitor may record an exit between our read and our write; a stale
+    "running" must never overwrite "exited". Returns the record as it is afterwards.
+
+    Raises:
+        ContainerNotFound: the container was removed meanwhile.
+    """
+    try:
+        with flock(directory / "lock"):
+            current = read_state(directory)
+            if only_from is not None and current.state not in only_from:
+                return current
+            updated = replace(current, **changes)
+            write_state(updated)
+            return updated
+    except FileNotFoundError:
+        raise ContainerNotFound(f"no such container: {directory.name} (removed)") from None
+
+
+@contextlib.contextmanager
+def flock(path: Path) -> Iterator[None]:
+    """Hold an exclusive flock on `path` (created if missing) for the duration of the block."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def is_locked(path: Path) -> bool:
+    """Whether some process holds the flock on `path` (its creator holds a container's `lock`)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def image_json(image: AdmittedImage) -> dict[str, Any]:
+    """The record's `image`: what runs, and the policy decision that admitted it."""
+    decision = image.decision
+    return {
+        "repository": image.repository,
+        "digest": str(image.manifest_digest),
+        "configDigest": str(image.config_digest),
+        "indexDigest": str(image.index_digest) if image.index_digest else None,
+        "tag": image.tag,
+        "decision": {
+            "rule": decision.rule,
+            "mode": decision.mode,
+            "allowed": decision.allowed,
+            "reasons": list(decision.reasons),
+            "policy": decision.policy,
+        },
+    }
+
+
+def now() -> str:
+    """The current time as the record stores it: UTC, ISO 8601, milliseconds, "Z"."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
