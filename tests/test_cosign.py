@@ -18,6 +18,7 @@ import pytest
 import rfc8785
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from support.vectors import VECTORS as SHARED_VECTORS
 
 from pull.digest import Digest
 from pull.errors import CouldNotCheck, IntegrityError, InvalidManifest, RegistryUnreachable
@@ -50,7 +51,7 @@ from trust.cosign import (
 from trust.errors import NoSignatures, SignatureInvalid, SignedDigestMismatch, UntrustedSignatures
 from trust.keys import KeySigner, TrustedKey, load_public_key_file, public_key_pem
 
-VECTORS = Path("/work/shared/vectors/cosign-containers-image")
+VECTORS = SHARED_VECTORS / "cosign-containers-image"
 SINGLE = "192.168.64.2:5000/cosign-signed-single-sample"
 KEY_1 = "192.168.64.2:5000/cosign-signed/key-1"
 VALID_DIGEST = Digest.parse("sha256:634a8f35b5f16dcf4aaa0822adc0b1964bb786fca12f6831de8ddc45e5986a00")

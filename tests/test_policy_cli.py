@@ -8,13 +8,12 @@ from pathlib import Path
 import pytest
 from support.images import build_image, busybox_layer, push_image
 from support.registry import Registry
+from support.vectors import VECTORS as SHARED_VECTORS
 
 from trust.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-VECTORS = Path("/work/shared/vectors/cosign-containers-image")
-if not VECTORS.exists():
-    VECTORS = ROOT.parent / "shared" / "vectors" / "cosign-containers-image"
+VECTORS = SHARED_VECTORS / "cosign-containers-image"
 
 
 def test_check_example_policy(capsys: pytest.CaptureFixture[str]) -> None:

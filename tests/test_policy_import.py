@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.vectors import VECTORS as SHARED_VECTORS
 
 from policy.errors import PolicyError
 from policy.importer import ImportResult, import_containers_policy
@@ -17,7 +18,7 @@ from policy.model import CosignKeyAuthority, Policy, RuleKind
 from pull.reference import Reference
 from trust.keys import TrustedKey
 
-VECTOR = Path("/work/shared/vectors/cosign-containers-image/policy.json")
+VECTOR = SHARED_VECTORS / "cosign-containers-image" / "policy.json"
 KEYS = Path(__file__).resolve().parent / "data" / "policies" / "keys"
 
 
@@ -52,7 +53,6 @@ def rule(policy: Policy, reference: str) -> Any:
 # --- the upstream example -----------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not VECTOR.exists(), reason="shared vectors not present")
 def test_vector_policy_converts_and_fails_closed() -> None:
     result = import_containers_policy(VECTOR)
     policy = load_policy_text(result.yaml_text, VECTOR.parent, "converted.yaml")

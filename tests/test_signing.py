@@ -20,10 +20,11 @@ from support.images import (
     simple_image,
 )
 from support.registry import Registry
+from support.vectors import VECTORS as SHARED_VECTORS
 
 from trust.cli import main
 
-VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "cosign-containers-image"
+VECTORS = SHARED_VECTORS / "cosign-containers-image"
 if not VECTORS.exists():
     VECTORS = Path("/work/shared/vectors/cosign-containers-image")
 
