@@ -21,7 +21,6 @@ the same TLS, plain-HTTP, retry and error rules apply to the token service as to
 from __future__ import annotations
 
 import base64
-import json
 import re
 import threading
 import time
@@ -31,6 +30,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pull.credentials import Credential, CredentialStore
 from pull.errors import AuthError
+from pull.strictjson import loads as strict_json
 
 TokenFetch = Callable[[str, str, Mapping[str, str], bytes | None], tuple[int, bytes]]
 """`fetch(method, url, headers, body) -> (status, body)`: sends one request to a token service.
@@ -263,7 +263,7 @@ class Authenticator:
 def _parse_token(body: bytes, service_host: str, what: str) -> _Token:
     """Read `{"token": …}` or `{"access_token": …}` with an optional `expires_in` (seconds)."""
     try:
-        answer = json.loads(body)
+        answer = strict_json(body, "token response")
     except ValueError:
         answer = None
     if not isinstance(answer, dict):

@@ -51,16 +51,20 @@ from pull.errors import (
     SizeMismatch,
     UsageError,
 )
-from pull.manifest import Descriptor, ImageIndex, ImageManifest, refuse_duplicate_keys, verify_document
+from pull.manifest import Descriptor, ImageIndex, ImageManifest, verify_document
 from pull.mediatypes import INDEX_TYPES, MANIFEST_TYPES, OCI_INDEX
 from pull.reference import LAYOUT_PREFIX
 from pull.registry import FetchedManifest, RegistryClient
+from pull.strictjson import loads as strict_json
 
 REF_NAME = "org.opencontainers.image.ref.name"
 LAYOUT_FILE = "oci-layout"
 INDEX_FILE = "index.json"
 INDEX_MAX_BYTES = 64 * 1024 * 1024
 """index.json cap: a content store names every image it holds there, so it is allowed more than a manifest."""
+INDEX_MAX_VALUES = 2_000_000
+"""JSON values (commas + 1) in index.json: a real entry has about four per 250 bytes, so a full 64 MiB
+index passes, while a pathological one is refused before `json.loads` builds it."""
 MAX_UNTAGGED_SCANNED = 1000
 """Unnamed index.json manifests read when looking for referrers outside the tag schema."""
 _LAYOUT_FILE_MAX = 4096
@@ -68,6 +72,7 @@ _CHUNK = 1024 * 1024
 _LAYOUT_VERSION = {"imageLayoutVersion": "1.0.0"}
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _MEDIA_TYPE = re.compile(r"[\x21-\x7e]{1,255}")
+_JSON_STRING = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"')
 _STORE_LOCK = Path("meta") / "store.lock"
 """The content store's lock for index.json (`pull.store.ContentStore.locked`), used when present."""
 _LAYOUT_LOCK = ".index.json.lock"
@@ -243,13 +248,16 @@ class LayoutClient(RegistryClient):
         if self.blob_exists(repository, digest):
             return
         directory = self.root / "blobs" / digest.algorithm
-        directory.mkdir(mode=0o755, parents=True, exist_ok=True)
-        if not _inside(os.path.realpath(directory), os.path.realpath(self.root)):
-            raise InvalidManifest(
-                f"{directory} links outside the layout {self.root}; refusing to write there"
-            )
-        fd, temporary = tempfile.mkstemp(dir=directory, prefix=".trust-ingest-")
         what = f"blob {digest} for {self.host}"
+        try:
+            directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+            if not _inside(os.path.realpath(directory), os.path.realpath(self.root)):
+                raise InvalidManifest(
+                    f"{directory} links outside the layout {self.root}; refusing to write there"
+                )
+            fd, temporary = tempfile.mkstemp(dir=directory, prefix=".trust-ingest-")
+        except OSError as exc:
+            raise _cannot_write(what, exc) from None
         try:
             hasher = digest.hasher()
             written = 0
@@ -269,9 +277,11 @@ class LayoutClient(RegistryClient):
                 os.fchmod(file.fileno(), 0o444)
             os.replace(temporary, directory / digest.hex)
             _fsync_dir(directory)
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temporary)
+            if isinstance(exc, OSError):
+                raise _cannot_write(what, exc) from None
             raise
 
     def push_manifest(self, repository: str, reference: str, data: bytes, media_type: str) -> Digest:
@@ -363,7 +373,7 @@ class LayoutClient(RegistryClient):
                 raise InvalidManifest(f"{path} is not a regular file")
             raw = file.read(_LAYOUT_FILE_MAX + 1)
         try:
-            document = json.loads(raw, object_pairs_hook=refuse_duplicate_keys)
+            document = strict_json(raw, "oci-layout")
         except ValueError:
             document = None
         version = document.get("imageLayoutVersion") if isinstance(document, dict) else None
@@ -381,13 +391,19 @@ class LayoutClient(RegistryClient):
             document["schemaVersion"] = 2
             document.setdefault("mediaType", OCI_INDEX)
             document["manifests"] = [*entries, entry]
-            _atomic_write(self.root / INDEX_FILE, json.dumps(document, separators=(",", ":")).encode())
+            try:
+                _atomic_write(self.root / INDEX_FILE, json.dumps(document, separators=(",", ":")).encode())
+            except OSError as exc:
+                raise _cannot_write(f"{INDEX_FILE} of {self.host}", exc) from None
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         store_lock = self.root / _STORE_LOCK
         path = store_lock if store_lock.parent.is_dir() else self.root / _LAYOUT_LOCK
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as exc:  # a symlink or a directory there, a read-only layout
+            raise _cannot_write(f"the lock file {path}", exc) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -471,6 +487,12 @@ class LayoutClient(RegistryClient):
             )
 
 
+def _cannot_write(what: str, exc: OSError) -> RegistryError:
+    """A write into the layout failed (full disk, read-only, a link in the way): like a registry
+    refusing a push, "could not" (exit 5), never a traceback."""
+    return RegistryError(f"cannot write {what}: {exc.strerror or exc}")
+
+
 def _inside(path: str, root: str) -> bool:
     return os.path.commonpath([path, root]) == root
 
@@ -492,9 +514,14 @@ def _entry_name(entry: dict[str, Any]) -> str | None:
 
 
 def _parse_index(raw: bytes, where: str) -> _Index:
+    # Python objects cost up to 25 times the JSON that spells them (`[[],[],…]`): count the values
+    # (commas outside strings) before parsing, so 64 MiB of index.json cannot take gigabytes.
+    values = _JSON_STRING.sub(b"", raw).count(b",") + 1
+    if values > INDEX_MAX_VALUES:
+        raise InvalidManifest(f"{where} holds more than {INDEX_MAX_VALUES} JSON values")
     try:
-        document = json.loads(raw.decode("utf-8"), object_pairs_hook=refuse_duplicate_keys)
-    except (UnicodeDecodeError, ValueError) as exc:
+        document = strict_json(raw, where)
+    except ValueError as exc:
         raise InvalidManifest(f"{where} is not valid JSON: {exc}") from None
     if not isinstance(document, dict):
         raise InvalidManifest(f"{where} is not a JSON object")

@@ -13,7 +13,6 @@ objects come out, or an `IntegrityError` says why not. Rules (DESIGN.md, "Verifi
 
 from __future__ import annotations
 
-import json
 import platform as _host_platform
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +21,7 @@ from pull import mediatypes as mt
 from pull.config import MANIFEST_MAX_BYTES
 from pull.digest import Digest
 from pull.errors import DigestMismatch, InvalidManifest, InvalidReference, UsageError
+from pull.strictjson import loads as strict_json
 
 _MAX_DESCRIPTOR_SIZE = 1 << 62
 
@@ -273,21 +273,12 @@ def parse_config(raw: bytes, descriptor: Descriptor) -> ImageConfig:
 
 def _load_json_object(raw: bytes, what: str) -> dict[str, Any]:
     try:
-        doc = json.loads(raw.decode("utf-8"), object_pairs_hook=refuse_duplicate_keys)
-    except (UnicodeDecodeError, ValueError) as exc:
+        doc = strict_json(raw, what)
+    except ValueError as exc:
         raise InvalidManifest(f"{what} is not valid JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise InvalidManifest(f"{what} is not a JSON object")
     return doc
-
-
-def refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key!r}")
-        out[key] = value
-    return out
 
 
 def _string(obj: dict[str, Any], key: str, where: str, *, required: bool = False) -> str | None:

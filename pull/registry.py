@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import http
-import json
 import re
 import ssl
 import threading
@@ -56,6 +55,7 @@ from pull.errors import (
     UsageError,
 )
 from pull.mediatypes import ACCEPT, OCI_INDEX
+from pull.strictjson import loads as strict_json
 
 _RETRY_STATUSES = frozenset({429, 502, 503, 504})
 _THROTTLE_STATUSES = frozenset({429, 503})
@@ -790,7 +790,7 @@ def _phrase(status: int) -> str:
 def _registry_error_detail(body: bytes) -> str:
     """`CODE: message` from a distribution error body `{"errors": [{"code": …, "message": …}]}`."""
     try:
-        errors = json.loads(body)["errors"]
+        errors = strict_json(body, "error body")["errors"]
         first = errors[0]
         code, message = first.get("code", ""), first.get("message", "")
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
@@ -818,7 +818,7 @@ def _next_link(header: str | None) -> str | None:
 
 def _parse_tag_page(data: bytes, where: str) -> list[str]:
     try:
-        document = json.loads(data)
+        document = strict_json(data, "tag list")
     except ValueError:
         document = None
     if not isinstance(document, dict):

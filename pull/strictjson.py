@@ -6,7 +6,9 @@ as the agreement between the signer's parser and ours:
 - duplicate keys (`{"digest": A, "digest": B}`): Go keeps the last, some parsers the first — the
   classic way to make two verifiers see two documents; refused;
 - `NaN`, `Infinity`, `-Infinity`: not JSON at all; refused;
-- bytes that are not UTF-8: refused (`UnicodeDecodeError` is a `ValueError`).
+- bytes that are not UTF-8: refused (`UnicodeDecodeError` is a `ValueError`);
+- nesting deeper than the interpreter's recursion limit (a few kB of `[`): refused, where `json`
+  would raise RecursionError and crash the command.
 
 Callers turn the `ValueError` into their own error type (InvalidManifest, KeyLoadError, …).
 """
@@ -32,4 +34,7 @@ def loads(data: bytes | str, what: str = "document") -> Any:
         raise ValueError(f"{what} contains {name}, which is not JSON")
 
     text = data.decode("utf-8") if isinstance(data, bytes) else data
-    return json.loads(text, object_pairs_hook=no_duplicates, parse_constant=no_constants)
+    try:
+        return json.loads(text, object_pairs_hook=no_duplicates, parse_constant=no_constants)
+    except RecursionError:
+        raise ValueError(f"{what} is nested too deeply") from None

@@ -172,3 +172,20 @@ def test_referrer_whose_subject_is_another_image_is_ignored(key: tuple[KeySigner
         index = fallback_index(manifest)
         hostile.add_manifest("team/app", image.digest.replace(":", "-"), index, OCI_INDEX)
         assert main(["verify", "--key", str(pub), f"{hostile.host}/team/app:v1"]) == 3
+
+
+@pytest.mark.parametrize(
+    ("data", "detail"),
+    [
+        (b'{"mediaType": {}, "messageSignature": {}}', "unknown mediaType"),
+        (b'{"mediaType": ["x"], "messageSignature": {}}', "unknown mediaType"),
+        (b"[" * 5000 + b"]" * 5000, "nested too deeply"),
+        (b'{"mediaType": NaN}', "not JSON"),
+    ],
+)
+def test_hostile_bundle_json_is_malformed_not_a_crash(
+    key: tuple[KeySigner, Path], data: bytes, detail: str
+) -> None:
+    trusted = TrustedKey.from_file(key[1])
+    outcome = verify_bundle(0, Digest.of_bytes(data), data, Digest.of_bytes(b"image"), [trusted])
+    assert outcome.reason is Reason.MALFORMED and detail in outcome.detail

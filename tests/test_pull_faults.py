@@ -271,3 +271,14 @@ def test_killed_pull_leaves_no_partial_blob_and_next_pull_completes(
     assert pull(store, f"{hostile.host}/team/app:v1") == 0
     assert image.layers[0] in stored_blobs(store)
     assert_nothing_unverified(store)
+
+
+def test_deeply_nested_manifest_is_refused_not_a_crash(
+    hostile: HostileRegistry, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Python's json recurses per nesting level: 10 kB of '[' would be a RecursionError (exit 1).
+    hostile.add_manifest("team/app", "deep", b"[" * 10_000 + b"]" * 10_000, OCI_MANIFEST)
+    assert pull(tmp_path, f"{hostile.host}/team/app:deep") == 4
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nested too deeply" in err[0]
+    assert stored_blobs(tmp_path) == set()

@@ -21,6 +21,7 @@ def test_ordinary_json_parses() -> None:
         (b'{"size": -Infinity}', "contains -Infinity"),
         (b'{"a": "\xff"}', "utf-8"),
         (b"{", "Expecting"),
+        (b"[" * 100_000 + b"]" * 100_000, "manifest is nested too deeply"),
     ],
 )
 def test_ambiguous_or_invalid_json_is_refused(data: bytes, message: str) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +25,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa, utils
 
 from pull.digest import Digest
-from pull.manifest import refuse_duplicate_keys
+from pull.strictjson import loads as strict_json
 from trust.cosign import Reason, SignatureOutcome
 from trust.keys import PublicKey, TrustedKey, verify_bytes
 
@@ -82,10 +81,11 @@ def parse_bundle(data: bytes) -> Bundle:
     if len(data) > MAX_BUNDLE_BYTES:
         raise BundleError(f"bundle larger than {MAX_BUNDLE_BYTES} bytes")
     try:
-        doc = json.loads(data, object_pairs_hook=refuse_duplicate_keys)
-    except (ValueError, UnicodeDecodeError) as exc:
+        doc = strict_json(data, "bundle")
+    except ValueError as exc:
         raise BundleError(f"bundle is not JSON: {str(exc)[:80]}") from None
-    if not isinstance(doc, dict) or doc.get("mediaType") not in BUNDLE_MEDIA_TYPES:
+    media_type = doc.get("mediaType") if isinstance(doc, dict) else None
+    if not isinstance(media_type, str) or media_type not in BUNDLE_MEDIA_TYPES:
         raise BundleError("not a Sigstore bundle (unknown mediaType)")
     envelope, message = doc.get("dsseEnvelope"), doc.get("messageSignature")
     if (envelope is None) == (message is None):
@@ -176,8 +176,8 @@ def statement_subjects(envelope: Envelope) -> dict[str, set[str]]:
     if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE:
         raise BundleError(f"DSSE payload type {envelope.payload_type[:60]!r} is not an in-toto statement")
     try:
-        statement = json.loads(envelope.payload, object_pairs_hook=refuse_duplicate_keys)
-    except (ValueError, UnicodeDecodeError):
+        statement = strict_json(envelope.payload, "the in-toto statement")
+    except ValueError:
         raise BundleError("the in-toto statement is not JSON") from None
     if not isinstance(statement, dict) or statement.get("_type") not in STATEMENT_TYPES:
         raise BundleError("not an in-toto statement")
