@@ -149,15 +149,48 @@ def evaluate_signatures(
         for authority in rule.authorities
     )
     satisfied = [result for result in results if result.satisfied]
-    passed = len(satisfied) >= rule.threshold
+    signers = _distinct_signers(satisfied)
+    passed = signers >= rule.threshold
     reasons: tuple[str, ...] = ()
     if not passed:
+        shared = (
+            f", by only {signers} distinct signer{'s' if signers != 1 else ''} "
+            "(one signer never counts twice)"
+            if signers < len(satisfied)
+            else ""
+        )
         reasons = (
             f"{len(satisfied)} of the required {rule.threshold} authorities signed "
-            f"({', '.join(r.name for r in satisfied) or 'none'}); "
+            f"({', '.join(r.name for r in satisfied) or 'none'}){shared}; "
             + "; ".join(f"{r.name}: {r.reason}" for r in results if not r.satisfied),
         )
     return Evaluation(reference, matched, top_digest, manifest_digest, index_digest, results, passed, reasons)
+
+
+def _distinct_signers(satisfied: Sequence[AuthorityResult]) -> int:
+    """How many of the satisfied authorities can be credited to different signers at once.
+
+    The loader keeps cosign authorities from sharing keys, but a certificate can match the
+    identities of two Notation authorities (same CA) or two keyless ones (overlapping issuer and
+    subject): one signer must still count once. A signer is the outcome's `key` (key name, leaf
+    subject, keyless identity); this is a maximum matching of authorities to their signers.
+    """
+    signers_of = [
+        sorted({o.key or str(o.layer_digest) for t in r.targets for o in t.outcomes if o.ok})
+        for r in satisfied
+    ]
+    credited: dict[str, int] = {}
+
+    def credit(authority: int, tried: set[str]) -> bool:
+        for signer in signers_of[authority]:
+            if signer not in tried:
+                tried.add(signer)
+                if signer not in credited or credit(credited[signer], tried):
+                    credited[signer] = authority
+                    return True
+        return False
+
+    return sum(credit(authority, set()) for authority in range(len(satisfied)))
 
 
 def _check_authority(

@@ -13,6 +13,8 @@ What converts:
                                                      signed by any of them (threshold 1)
     level skip                                       insecure-accept-anything: true
     registryScopes ["*"]                             the default rule (no global policy: reject)
+    a repository below a scope (`SCOPE/x`)           the global policy, as in Notation, through a
+                                                     `SCOPE/*` rule (trust scopes are prefixes)
 
 Fails closed, with a warning on stderr: a policy whose `override` changes its level's behaviour,
 or that has only `signingAuthority:` stores (trust verifies only the `notary.x509` scheme), is
@@ -184,11 +186,6 @@ def import_notation_policy(path: Path) -> ImportResult:
         globals_[0] if globals_ else _Converted([], "(no global trust policy: Notation fails)", "reject")
     )
     rules = [entry for entry in converted if entry.scopes != ["*"]]
-    if rules:
-        warnings.append(
-            "Notation scopes name exact repositories; each trust rule also covers repositories below its "
-            "scope, where an exact rule always wins"
-        )
     text = _render(source, rules, default)
     load_policy_text(text, base_dir, f"{source} (converted)")
     return ImportResult(text, warnings)
@@ -224,6 +221,10 @@ def _read_json(path: Path, source: str) -> Any:
         return json.loads(data.decode("utf-8"), object_pairs_hook=no_duplicates)
     except UnicodeDecodeError:
         raise PolicyError("the file is not UTF-8 text", "check the path", source=source) from None
+    except RecursionError:
+        raise PolicyError(
+            "invalid Notation trust policy: JSON nested too deeply", "fix the JSON", source=source
+        ) from None
     except json.JSONDecodeError as exc:
         raise PolicyError(
             f"invalid Notation trust policy: malformed JSON ({exc.msg})",
@@ -391,6 +392,12 @@ def _render(source: str, rules: list[_Converted], default: _Converted) -> str:
                 out.append(f"  # from {entry.origin}")
                 out.append(f"  - scope: {_quote(scope)}")
                 out.extend(_decision(entry, "    "))
+                # A Notation scope is one repository, a trust scope also covers those below it.
+                # `SCOPE/*` (one component more, so more specific for all of them) gives them the
+                # global policy back, as Notation does; a deeper Notation scope is exact and wins.
+                out.append(f"  # repositories below {_quote(scope)}: {default.origin}")
+                out.append(f"  - scope: {_quote(scope + '/*')}")
+                out.extend(_decision(default, "    "))
     out.append(f"# from {default.origin}")
     out.append("default:")
     out.extend(_decision(default, "  "))

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hostile import HostileRegistry, Reply
@@ -16,11 +17,13 @@ from support.images import (
     push_image,
     push_index,
     simple_image,
+    write_oci_layout,
 )
 from support.registry import Registry
 
 from pull.clients import RegistryClients
 from pull.digest import Digest
+from pull.layout import LayoutClient
 from pull.manifest import Platform
 from pull.reference import Reference
 from pull.registry import RegistryClient
@@ -191,6 +194,41 @@ def test_copy_with_platform_takes_one_manifest_of_an_index(
 
 
 # -- tampering and layout hostility -----------------------------------------------------------------
+
+
+def test_an_index_listing_one_child_many_times_is_copied_once(
+    tmp_path: Path, clients: RegistryClients
+) -> None:
+    """Indexes nested three deep, each listing its child ten times: 1,110 listings, 4 manifests.
+    Following every listing would let a hostile source multiply the work (`n ** depth`)."""
+    source = write_oci_layout(tmp_path / "src", simple_image(b"repeated\n"))
+    image_entry = json.loads((source / "index.json").read_text())["manifests"][0]
+    entry = image_entry
+    for _ in range(3):
+        raw = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [entry] * 10}).encode()
+        (source / "blobs" / "sha256" / Digest.of_bytes(raw).hex).write_bytes(raw)
+        entry = {"mediaType": OCI_INDEX, "digest": str(Digest.of_bytes(raw)), "size": len(raw)}
+    top = Digest.parse(entry["digest"])
+
+    fetched: list[str] = []
+    original = LayoutClient.get_manifest
+
+    def counting(self: LayoutClient, repository: str, identifier: str, accept: str = "") -> Any:
+        fetched.append(identifier)
+        return original(self, repository, identifier, accept)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(LayoutClient, "get_manifest", counting)
+        result = copy_image(
+            clients,
+            Reference.parse(f"oci:{source}@{top}"),
+            Reference.parse(f"oci:{tmp_path / 'dst'}:v1"),
+            attached=False,
+        )
+    assert result.digest == top
+    assert len(set(result.manifests)) == len(result.manifests) == 4
+    image_fetches = sum(1 for identifier in fetched if identifier == image_entry["digest"])
+    assert image_fetches == 1, len(fetched)
 
 
 def test_tampered_layout_blob_fails_with_exit_4_naming_the_digest(

@@ -19,6 +19,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -261,6 +262,58 @@ def test_legacy_annotations_fail_when_payload_certificate_or_set_is_altered() ->
     )
 
 
+CERTIFICATE_BREAKAGES = {
+    # the DER still parses, but cryptography refuses the field when it is first used
+    "bad-version": [("a003020102", "a003020105")],
+    "unknown-curve": [("06082a8648ce3d030107", "06082a8648ce3d030108"), ("06052b81040022", "06052b81040009")],
+    "duplicate-extension": [("0603551d25", "0603551d0f")],  # EKU -> keyUsage
+}
+"""(DER found, DER put instead): the first one the certificate holds is replaced."""
+
+
+def broken(der: bytes, breakage: str) -> bytes:
+    for old, new in CERTIFICATE_BREAKAGES[breakage]:
+        if bytes.fromhex(old) in der:
+            return der.replace(bytes.fromhex(old), bytes.fromhex(new), 1)
+    raise AssertionError(f"{breakage}: nothing to replace")
+
+
+def pem_of(der: bytes) -> str:
+    return "-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(der).decode() + "-----END CERTIFICATE-----\n"
+
+
+@pytest.mark.parametrize("vector", ["bundle.txt", "bundle_v3.txt"])
+@pytest.mark.parametrize("breakage", sorted(CERTIFICATE_BREAKAGES))
+def test_a_certificate_cryptography_cannot_read_is_an_outcome_not_a_crash(breakage: str, vector: str) -> None:
+    """Certificates in bundles and annotations come from whoever pushed them: one that cryptography
+    (or sigstore through it) refuses is a failed signature, never an exception out of verify."""
+    document = json.loads((VECTORS / f"{vector}.sigstore").read_text())
+    material = document["verificationMaterial"]
+    holder = material.get("certificate") or material["x509CertificateChain"]["certificates"][0]
+    der = base64.b64decode(holder["rawBytes"])
+    holder["rawBytes"] = base64.b64encode(broken(der, breakage)).decode()
+    data = json.dumps(document).encode()
+    artifact = Digest.of_bytes((VECTORS / vector).read_bytes())
+    who = authority(dict(VALID_VECTORS)[vector])
+    root = load_trusted_root(who.trusted_root)
+    outcome = verify_keyless_bundle(0, Digest.of_bytes(data), data, artifact, root, IdentityPolicy(who))
+    assert outcome.reason in (Reason.MALFORMED, Reason.UNTRUSTED_CERTIFICATE), outcome.detail
+
+    payload, layer = legacy_parts(vector)
+    # As the signing certificate: malformed. As an extra "intermediate" (untrusted hints only):
+    # malformed when it cannot be loaded at all, else ignored, and the signature stays valid.
+    for annotation, allowed in (
+        ("dev.sigstore.cosign/certificate", {Reason.MALFORMED}),
+        ("dev.sigstore.cosign/chain", {Reason.MALFORMED, Reason.VALID}),
+    ):
+        altered = with_annotation(layer, annotation, pem_of(broken(der, breakage)))
+        reason, detail = legacy_reason(payload, altered, who)
+        assert reason in allowed, (annotation, detail)
+        attached = AttachedSignatures([altered], lambda _: payload)
+        [listed] = verify_keyless_attached(attached, Digest.of_bytes(b"image"), "example.com/app", who)
+        assert listed.reason in allowed | {Reason.MALFORMED}  # a file, not an image payload
+
+
 def test_a_legacy_signature_over_a_file_is_not_an_image_signature() -> None:
     payload, layer = legacy_parts("bundle.txt")
     attached = AttachedSignatures([layer], lambda _: payload)
@@ -339,6 +392,46 @@ def test_legacy_image_signature_checks(instance: tuple[PrivateSigstore, Path]) -
         AttachedSignatures([plain], lambda _: payload), digest, "registry.test/app", mine(root)
     )
     assert outcome.reason is Reason.UNKNOWN_KEY
+
+
+def test_one_identity_never_counts_for_two_keyless_authorities(
+    instance: tuple[PrivateSigstore, Path], tmp_path: Path
+) -> None:
+    """`subject` and `subject-regexp` authorities that one identity satisfies both: its signatures
+    (however many) meet `threshold: 2` only with a second identity."""
+    from policy.evaluate import evaluate_signatures
+
+    sigstore, root = instance
+    policy = load_policy_text(
+        "version: 1\nauthorities:\n"
+        f"  dev:\n    keyless:\n      issuer: {TEST_ISSUER}\n      subject: dev@trust.test\n"
+        f"      trusted-root: {root}\n"
+        f"  team:\n    keyless:\n      issuer: {TEST_ISSUER}\n      subject-regexp: .*@trust[.]test\n"
+        f"      trusted-root: {root}\n"
+        "default:\n  signed-by: [dev, team]\n  threshold: 2\n",
+        tmp_path,
+    )
+    digest = Digest.of_bytes(b"manifest")
+    reference = Reference.parse(f"registry.test/app@{digest}")
+    payload = build_payload("registry.test/app", digest)
+
+    def evaluate(*identities: str) -> Any:
+        signed = [sigstore.sign(payload, identity) for identity in identities]
+        attached = AttachedSignatures([legacy_layer(s) for s in signed], lambda _: payload)
+        return evaluate_signatures(
+            str(reference),
+            policy.rule_for(reference),
+            "registry.test/app",
+            digest,
+            digest,
+            None,
+            lambda _: attached,
+        )
+
+    alone = evaluate("dev@trust.test", "dev@trust.test")
+    assert [authority.satisfied for authority in alone.authorities] == [True, True]
+    assert not alone.passed and "1 distinct signer" in alone.reasons[0]
+    assert evaluate("dev@trust.test", "ops@trust.test").passed
 
 
 def test_the_chain_annotation_supplies_intermediates_but_never_trust(
@@ -622,6 +715,14 @@ def test_verify_blob_with_a_key(tmp_path: Path) -> None:
             "--rekor-key",
         ),
         (["--certificate-identity", "a", "--certificate-oidc-issuer", "i", "-o", "sarif"], "sarif"),
+        (
+            ["--certificate-identity", "a", "--certificate-oidc-issuer", " "],
+            "--certificate-oidc-issuer is empty",
+        ),
+        (
+            ["--certificate-identity", "a", "--certificate-oidc-issuer-regexp", ""],
+            "--certificate-oidc-issuer-regexp is empty",
+        ),
     ],
 )
 def test_keyless_flag_errors_are_usage_errors(

@@ -23,6 +23,7 @@ from pull.errors import (
     InvalidManifest,
     InvalidReference,
     NotFound,
+    RegistryError,
     SizeMismatch,
     UsageError,
 )
@@ -182,6 +183,26 @@ def test_malformed_index_json_is_an_integrity_error(vector: Path, index: bytes, 
         LayoutClient(vector).get_manifest("", "v1")
 
 
+def test_hostile_index_json_shapes_are_integrity_errors_not_crashes(
+    vector: Path, tmp_store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Deep nesting (json's recursion limit) and millions of tiny values (gigabytes of Python
+    objects from 64 MiB of JSON) are refused as malformed, with exit 4, before they cost anything."""
+    deep = b'{"schemaVersion": 2, "manifests": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    (vector / "index.json").write_bytes(deep)
+    with pytest.raises(InvalidManifest, match="nested too deeply"):
+        LayoutClient(vector).get_manifest("", "v1")
+    many = b'{"schemaVersion": 2, "manifests": [' + b"[]," * 2_000_000 + b"[]]}"
+    (vector / "index.json").write_bytes(many)
+    with pytest.raises(InvalidManifest, match="more than 2000000 JSON values"):
+        LayoutClient(vector).get_manifest("", "v1")
+    assert main(["pull", "--store", str(tmp_store), f"oci:{vector}:v1"]) == 4
+    assert "JSON values" in capsys.readouterr().err
+    (vector / "oci-layout").write_bytes(b"[" * 2000 + b"]" * 2000)
+    with pytest.raises(InvalidManifest, match="imageLayoutVersion"):
+        LayoutClient(vector).ping()
+
+
 def test_a_tag_naming_two_manifests_is_ambiguous(vector: Path) -> None:
     index = json.loads((vector / "index.json").read_text())
     twin = dict(index["manifests"][1], annotations={REF_NAME: "v1"})
@@ -227,6 +248,27 @@ def test_pull_from_a_layout_into_the_store(tmp_path: Path, tmp_store: Path) -> N
 def test_read_only_layouts_refuse_writes(vector: Path) -> None:
     with pytest.raises(UsageError, match="read-only"):
         LayoutClient(vector).push_blob("", sha(b"x"), 1, b"x")
+
+
+@pytest.mark.parametrize("obstacle", ["symlink", "directory"])
+def test_a_write_the_filesystem_refuses_is_could_not_check_not_a_crash(
+    vector: Path, tmp_path: Path, obstacle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A lock file that is a link (or a directory), like a full or read-only disk, makes the write
+    fail: a one-line "cannot write" (exit 5), not an OSError traceback."""
+    lock = vector / ".index.json.lock"
+    lock.unlink(missing_ok=True)
+    if obstacle == "symlink":
+        lock.symlink_to(tmp_path / "elsewhere")
+    else:
+        lock.mkdir()
+    client = LayoutClient(vector, writable=True)
+    manifest = client.get_manifest("", "v1")
+    with pytest.raises(RegistryError, match="cannot write the lock file"):
+        client.push_manifest("", "v2", manifest.data, manifest.content_type)
+    assert main(["copy", f"oci:{vector}:v1", f"oci:{vector}:v3"]) == 5
+    assert "cannot write" in capsys.readouterr().err
+    assert not (tmp_path / "elsewhere").exists()
 
 
 def test_writes_are_checked_and_leave_nothing_behind(tmp_path: Path) -> None:

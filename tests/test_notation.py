@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from support.images import push_blob, push_image, push_manifest, simple_image
+from support.images import push_blob, push_image, push_manifest, simple_image, write_oci_layout
 from support.registry import Registry
 
 from policy.errors import PolicyError
@@ -426,6 +426,46 @@ def test_chain_must_be_ordered_and_end_in_a_root() -> None:
     assert "not a self-signed root" in check(no_root, [pki.intermediate.cert]).detail
 
 
+P256_CURVE_OID = bytes.fromhex("06082a8648ce3d030107")
+ECDSA_SHA256_OID = bytes.fromhex("06082a8648ce3d040302")
+KEY_USAGE_OID, EXTENDED_KEY_USAGE_OID = bytes.fromhex("0603551d0f"), bytes.fromhex("0603551d25")
+
+
+@pytest.mark.parametrize(
+    ("position", "old", "new"),
+    [
+        (0, P256_CURVE_OID, P256_CURVE_OID[:-1] + b"\x08"),  # the leaf's key on an unknown curve
+        (1, P256_CURVE_OID, P256_CURVE_OID[:-1] + b"\x08"),  # the intermediate's, after the signature
+        (2, ECDSA_SHA256_OID, ECDSA_SHA256_OID[:-1] + b"\x09"),  # an unknown signature algorithm
+        (0, EXTENDED_KEY_USAGE_OID, KEY_USAGE_OID),  # keyUsage twice
+    ],
+    ids=["leaf-curve", "intermediate-curve", "root-signature-algorithm", "leaf-duplicate-extension"],
+)
+@pytest.mark.parametrize("media_type", ["application/jose+json", "application/cose"])
+def test_certificate_cryptography_cannot_read_is_malformed_not_a_crash(
+    position: int, old: bytes, new: bytes, media_type: str
+) -> None:
+    """x5c is unprotected and anyone who can push a referrer chooses it: a certificate that parses
+    as DER but whose key or algorithm cryptography refuses must end as one malformed outcome."""
+    pki = make_pki()
+    ders = [c.public_bytes(serialization.Encoding.DER) for c in pki.chain]
+    assert old in ders[position]
+    ders[position] = ders[position].replace(old, new)
+    if media_type == "application/cose":
+        message = cbor2.loads(cose_envelope(pki.leaf, pki.chain))
+        parts = list(message.value)
+        parts[1] = {**parts[1], 33: ders}
+        envelope = cbor2.dumps(cbor2.CBORTag(18, parts))
+    else:
+        document = json.loads(envelope_by(pki))
+        document["header"]["x5c"] = [base64.b64encode(der).decode() for der in ders]
+        envelope = json.dumps(document).encode()
+    attached = signature_of(envelope, media_type=media_type)
+    [outcome] = verify_notation_attached(attached, TARGET.digest, authority([pki.root.cert]), now=NOW)
+    assert outcome.reason is Reason.MALFORMED
+    assert f"certificate {position} of the chain is not a usable" in outcome.detail
+
+
 def test_rsa_1024_signing_key_is_refused() -> None:
     leaf = issue("signer", None, ca=None, key=rsa.generate_private_key(65537, 1024))
     envelope = raw_jws(headers(alg="PS256"), leaf.key, [leaf.cert])
@@ -480,6 +520,21 @@ def test_protected_header_rules(protected: dict[str, Any], message: str) -> None
     assert message in outcome.detail
 
 
+@pytest.mark.parametrize(
+    "moment",
+    ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"],
+)
+@pytest.mark.parametrize("header", ["io.cncf.notary.signingTime", "io.cncf.notary.expiry"])
+def test_out_of_range_times_are_a_malformed_signature_not_a_crash(header: str, moment: str) -> None:
+    """A referrer anyone can push must not crash verification (before the signature is even checked):
+    a time that overflows when converted to UTC is a malformed envelope."""
+    leaf = issue("signer", None, ca=None)
+    crit = ["io.cncf.notary.signingScheme"] + ([header] if header.endswith("expiry") else [])
+    outcome = check(raw_jws(headers(crit=crit, **{header: moment}), leaf.key, [leaf.cert]), [leaf.cert])
+    assert outcome.reason is Reason.MALFORMED
+    assert "not an RFC 3339 time" in outcome.detail
+
+
 def test_hand_built_envelope_with_expiry_in_crit_verifies() -> None:
     leaf = issue("signer", None, ca=None)
     protected = headers(
@@ -487,6 +542,19 @@ def test_hand_built_envelope_with_expiry_in_crit_verifies() -> None:
         **{"io.cncf.notary.expiry": (NOW + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S+02:00")},
     )
     assert check(raw_jws(protected, leaf.key, [leaf.cert]), [leaf.cert]).reason is Reason.VALID
+
+
+def test_deeply_nested_json_is_a_malformed_envelope_not_a_crash() -> None:
+    """json recurses once per '[': 2 kB of them in the envelope or the protected header would
+    otherwise escape as RecursionError (exit 1) from any referrer someone pushed."""
+    leaf = issue("signer", None, ca=None)
+    valid = json.loads(raw_jws(headers(), leaf.key, [leaf.cert]))
+    deep = b"[" * 3000 + b"]" * 3000
+    whole = b'{"payload": ' + deep + b"}"
+    in_header = json.dumps({**valid, "protected": b64url(b'{"alg": ' + deep + b"}")}).encode()
+    for envelope in (whole, in_header):
+        outcome = check(envelope, [leaf.cert])
+        assert outcome.reason is Reason.MALFORMED and "nested too deeply" in outcome.detail
 
 
 def test_payload_and_envelope_structure() -> None:
@@ -808,6 +876,24 @@ def notation_policy(
     return path
 
 
+def test_sign_and_verify_notation_in_a_layout(
+    tmp_path: Path, pki_files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`trust sign --format notation` on `oci:DIR:tag`: the referrer lands in the layout, the policy
+    admits it, and the printed signature names the layout (not `oci:/DIR/@…`)."""
+    layout = write_oci_layout(tmp_path / "layout", simple_image(b"notation in a layout\n"), tag="v1")
+    ref = f"oci:{layout}:v1"
+    args = ["sign", "--format", "notation", "--key", str(pki_files["key"]), "--cert", str(pki_files["chain"])]
+    assert main([*args, "--output", "json", ref]) == 0
+    [record] = json.loads(capsys.readouterr().out)
+    assert record["signature"].startswith(f"oci:{layout}@sha256:")
+    policy = notation_policy(tmp_path, pki_files["ca"])
+    pinned = f"oci:{layout}@{record['digest']}"
+    assert main(["verify", "--policy", str(policy), "--store", str(tmp_path / "store"), pinned]) == 0
+    stranger = notation_policy(tmp_path, pki_files["stranger"])
+    assert main(["verify", "--policy", str(stranger), "--store", str(tmp_path / "store"), pinned]) == 3
+
+
 def test_sign_then_verify_with_a_notation_policy(
     registry: Registry,
     repo_name: str,
@@ -954,6 +1040,65 @@ def test_sign_refuses_a_chain_that_breaks_the_rules() -> None:
     pki = make_pki(eku=[ExtendedKeyUsageOID.SERVER_AUTH])
     with pytest.raises(Exception, match="serverAuth"), RegistryClients() as clients:
         sign_notation(clients, Reference.parse("127.0.0.1:1/x/y:v1"), pki.leaf.key, pki.chain, now=NOW)
+
+
+def test_one_signer_never_counts_for_two_notation_authorities(tmp_path: Path) -> None:
+    """Two authorities trusting the same CA, with identities one certificate matches both of: one
+    signature must not meet `threshold: 2` (the loader's rule for shared cosign keys, for X.509)."""
+    from policy.evaluate import evaluate_signatures
+
+    pki = make_pki()
+    second = issue("second", pki.intermediate)  # another signer under the same CA
+    store = tmp_path / "ca"
+    store.mkdir()
+    (store / "root.crt").write_bytes(pki.root.cert.public_bytes(serialization.Encoding.PEM))
+    policy = load_policy_text(
+        "version: 1\nauthorities:\n"
+        f'  anyone:\n    notation:\n      trust-store: {store}\n      trusted-identities: ["*"]\n'
+        f"  signer:\n    notation:\n      trust-store: {store}\n"
+        '      trusted-identities: ["x509.subject: C=US, ST=WA, O=acme, CN=signer"]\n'
+        "default:\n  signed-by: [anyone, signer]\n  threshold: 2\n",
+        tmp_path,
+    )
+    reference = Reference.parse(f"example.com/app@{TARGET.digest}")
+
+    def evaluate(*signers: Issued) -> Any:
+        found = [
+            NotationSignature(
+                Digest.of_bytes(envelope),
+                "application/jose+json",
+                Digest.of_bytes(envelope),
+                envelope,
+                TARGET,
+            )
+            for envelope in (
+                build_envelope(
+                    TARGET,
+                    leaf.key,
+                    [leaf.cert, pki.intermediate.cert, pki.root.cert],
+                    signing_time=SIGNED_AT,
+                )
+                for leaf in signers
+            )
+        ]
+        attached = AttachedSignatures((), lambda layer: b"", (), found)
+        return evaluate_signatures(
+            str(reference),
+            policy.rule_for(reference),
+            "example.com/app",
+            TARGET.digest,
+            TARGET.digest,
+            None,
+            lambda digest: attached,
+        )
+
+    alone = evaluate(pki.leaf)
+    assert [authority.satisfied for authority in alone.authorities] == [True, True]
+    assert not alone.passed and "1 distinct signer" in alone.reasons[0]
+    twice = evaluate(pki.leaf, pki.leaf)  # signing again changes nothing: still one signer
+    assert not twice.passed
+    both = evaluate(pki.leaf, second)
+    assert both.passed, both.reasons
 
 
 def test_outcomes_are_numbered_after_other_signatures() -> None:

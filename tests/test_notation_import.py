@@ -92,13 +92,26 @@ def test_multiple_registry_scopes_become_rules_and_the_default_rejects(
     code, out, err = run_import(notation_dir / "multiple_registry_scope_trustpolicy.json", capsys)
     assert code == 0
     document = yaml.safe_load(out)
-    assert [rule["scope"] for rule in document["rules"]] == [
+    rules = {rule["scope"]: rule for rule in document["rules"]}
+    assert list(rules) == [
         "localhost:5000/test-repo3",
+        "localhost:5000/test-repo3/*",
         "localhost:5000/test-repo2",
+        "localhost:5000/test-repo2/*",
     ]
-    assert all(rule["signed-by"] == ["notation-e2e"] for rule in document["rules"])
+    assert rules["localhost:5000/test-repo3"]["signed-by"] == ["notation-e2e"]
+    assert rules["localhost:5000/test-repo2/*"]["reject"] is True  # below the scope: no policy applies
     assert document["default"] == {"reject": True}  # Notation fails when no policy applies
-    assert "exact repositories" in err
+    assert err == ""
+
+
+def test_deeply_nested_trust_policy_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "trustpolicy.json"
+    path.write_text('{"trustPolicies": ' + "[" * 3000 + "]" * 3000 + "}")
+    code, out, err = run_import(path, capsys)
+    assert code == 2 and out == "" and "nested too deeply" in err
 
 
 def test_invalid_format_vector_fails_with_the_reason(
@@ -257,6 +270,40 @@ def test_skip_becomes_accept_anything_and_overrides_fail_closed(
     assert document["default"] == {"signed-by": ["notation-global-e2e", "notation-global-second"]}
     assert document["authorities"]["notation-same"]["notation"]["level"] == "permissive"
     load_policy_text(out, notation_dir)
+
+
+def test_repositories_below_a_notation_scope_get_the_global_policy(
+    notation_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Notation scopes are exact repositories: `skip` on `r.example.com/team` must not turn off
+    verification for `r.example.com/team/prod` (trust scopes are prefixes)."""
+    from pull.reference import Reference
+
+    policies = [
+        strict(
+            name="dev",
+            scopes=["r.example.com/team"],
+            signatureVerification={"level": "skip"},
+            trustStores=None,
+            trustedIdentities=None,
+        ),
+        strict(name="app", scopes=["r.example.com/team/app"]),
+        strict(name="global"),
+    ]
+    code, out, err = run_import(write(notation_dir, policies), capsys)
+    assert code == 0, err
+    policy = load_policy_text(out, notation_dir)
+
+    def kind(reference: str) -> tuple[RuleKind, tuple[str, ...]]:
+        rule = policy.rule_for(Reference.parse(reference)).rule
+        return rule.kind, tuple(a.name for a in rule.authorities)
+
+    assert kind("r.example.com/team:v1") == (RuleKind.ACCEPT_ANYTHING, ())
+    assert kind("r.example.com/team/prod:v1") == (RuleKind.SIGNED, ("notation-global",))
+    assert kind("r.example.com/team/prod/deep:v1") == (RuleKind.SIGNED, ("notation-global",))
+    assert kind("r.example.com/team/app:v1") == (RuleKind.SIGNED, ("notation-app",))
+    assert kind("r.example.com/team/app/sub:v1") == (RuleKind.SIGNED, ("notation-global",))
+    assert kind("r.example.com/other:v1") == (RuleKind.SIGNED, ("notation-global",))
 
 
 def test_signing_authority_and_tsa_stores(notation_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -126,6 +126,8 @@ class _Copier:
         self.src, self.src_repo, self.dst, self.dst_repo = src, src_repo, dst, dst_repo
         self._present: set[Digest] = set()
         self._children: dict[Digest, list[VerifiedDocument]] = {}
+        self._copied: set[Digest] = set()
+        """Manifests below an index copied with all their children (each is copied once)."""
         self._artifacts = 0
 
     # -- images ---------------------------------------------------------------------------------
@@ -144,9 +146,14 @@ class _Copier:
                 raise InvalidManifest(
                     f"index {document.digest} lists {entry.digest} of type {entry.media_type}"
                 )
+            if entry.digest in self._copied:
+                # Already copied with everything below it. An index may list one child many times
+                # (and nest such indexes): copying each listing again would cost that product.
+                continue
             child = _fetch(self.src, self.src_repo, entry)
             self.copy_children(child, result, depth + 1)
             self.push(child, str(child.digest), result)
+            self._copied.add(child.digest)
             children.append(child)
         self._children[document.digest] = children
 

@@ -55,7 +55,13 @@ from trust.cosign import (
     verify_rekor_set,
 )
 from trust.errors import KeyLoadError, SignatureInvalid, UntrustedSignatures
-from trust.keyless_identity import CertificateIdentity, IdentityMismatch, IdentityPolicy, read_identity
+from trust.keyless_identity import (
+    CertificateIdentity,
+    IdentityMismatch,
+    IdentityPolicy,
+    read_identity,
+    unreadable_certificate_errors,
+)
 from trust.keys import check_public_key, verify_bytes
 from trust.trusted_root import LoadedRoot, load_trusted_root
 
@@ -94,7 +100,8 @@ def verify_legacy_signature(
     try:
         leaf = x509.load_pem_x509_certificate(certificate_pem)
         public_key = leaf.public_key()
-    except ValueError as exc:
+        _ = leaf.extensions  # parsed on first use: a broken one is malformed here, not a crash later
+    except unreadable_certificate_errors() as exc:
         raise fail(
             Reason.MALFORMED, f"certificate annotation is not a PEM certificate ({str(exc)[:80]})"
         ) from None
@@ -198,7 +205,7 @@ def _chain_certificates(text: str) -> list[Certificate]:
         raise SignatureInvalid(Reason.MALFORMED, "chain annotation is too large")
     try:
         certificates = x509.load_pem_x509_certificates(data)
-    except ValueError:
+    except unreadable_certificate_errors():
         raise SignatureInvalid(Reason.MALFORMED, "chain annotation is not PEM certificates") from None
     if len(certificates) > MAX_CHAIN_CERTIFICATES:
         raise SignatureInvalid(
@@ -272,7 +279,7 @@ def _identity_of(layer: SignatureLayer) -> str | None:
 
     try:
         return str(read_identity(x509.load_pem_x509_certificate((layer.certificate or "").encode())))
-    except ValueError:
+    except unreadable_certificate_errors():
         return None
 
 
@@ -292,9 +299,10 @@ def verify_keyless_bundle(
     DSSE: the in-toto statement must be a cosign signature with `expected` among its subjects.
     Message signature: the signed message's digest must be `expected`.
     """
+    from cryptography import x509
     from sigstore.errors import CertValidationError
     from sigstore.hashes import Hashed
-    from sigstore.models import Bundle, InvalidBundle
+    from sigstore.models import Bundle
     from sigstore_models.common.v1 import HashAlgorithm
 
     from trust.bundles import BundleError, Envelope, parse_bundle, statement_subjects
@@ -316,8 +324,9 @@ def verify_keyless_bundle(
     ):
         return outcome(Reason.DIGEST_MISMATCH, f"the signed message is not {expected}")
     try:
+        # sigstore parses the certificate here and raises whatever cryptography raises for it.
         bundle = Bundle.from_json(data)
-    except (InvalidBundle, ValueError) as exc:
+    except unreadable_certificate_errors(SigstoreError, x509.ExtensionNotFound) as exc:
         return outcome(Reason.MALFORMED, _first_line(exc))
     claimed = str(read_identity(bundle.signing_certificate))
     entry = _rekor_entry(bundle)
@@ -344,8 +353,8 @@ def verify_keyless_bundle(
         log_words = ("log entry", "inclusion", "SET", "checkpoint", "transparency", "time")
         reason = Reason.BAD_SET if any(word in text for word in log_words) else Reason.BAD_SIGNATURE
         return outcome(reason, text, claimed)
-    except (SigstoreError, ValueError) as exc:  # anything else malformed inside the bundle
-        return outcome(Reason.MALFORMED, _first_line(exc))
+    except unreadable_certificate_errors(SigstoreError, x509.ExtensionNotFound) as exc:
+        return outcome(Reason.MALFORMED, _first_line(exc))  # anything else malformed inside the bundle
     kind = "DSSE" if parsed.envelope is not None else "message signature"
     where = f", logged in Rekor at index {entry.log_index}" if entry else ""
     return outcome(Reason.VALID, f"signed by {claimed}{where} ({kind})", claimed, entry)

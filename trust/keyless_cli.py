@@ -61,7 +61,8 @@ def keyless_authority(flags: IdentityFlags, trusted_root: Path | None) -> Keyles
         )
     for name, value in vars(flags).items():
         if value is not None and not value.strip():
-            raise UsageError(f"--certificate-{name.replace('_', '-')} is empty")
+            flag = name.replace("_", "-").replace("issuer", "oidc-issuer")
+            raise UsageError(f"--certificate-{flag} is empty")
     if trusted_root is not None and not trusted_root.is_file():
         raise UsageError(f"trusted root {trusted_root} is not a file")
     return KeylessAuthority(

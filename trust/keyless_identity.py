@@ -75,7 +75,7 @@ def read_identity(cert: Certificate) -> CertificateIdentity:
     subjects: list[str] = []
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except (x509.ExtensionNotFound, ValueError):
+    except unreadable_certificate_errors(x509.ExtensionNotFound):
         san = None
     if san is not None:
         for name in san:
@@ -94,12 +94,29 @@ def read_identity(cert: Certificate) -> CertificateIdentity:
     return CertificateIdentity(tuple(subjects), issuer, claims)
 
 
+def unreadable_certificate_errors(*extra: type[Exception]) -> tuple[type[Exception], ...]:
+    """What cryptography raises for a certificate it cannot read, some errors only when a field
+    (key, extensions, names) is first used: a hostile certificate must become an outcome."""
+    from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
+
+    return (
+        ValueError,
+        TypeError,
+        UnsupportedAlgorithm,
+        x509.InvalidVersion,
+        x509.DuplicateExtension,
+        x509.UnsupportedGeneralNameType,
+        *extra,
+    )
+
+
 def _extension_text(cert: Certificate, oid: str, *, der: bool = False) -> str | None:
     from cryptography import x509
 
     try:
         value = cert.extensions.get_extension_for_oid(x509.ObjectIdentifier(oid)).value
-    except (x509.ExtensionNotFound, ValueError):
+    except unreadable_certificate_errors(x509.ExtensionNotFound):
         return None
     raw = getattr(value, "value", None)
     if not isinstance(raw, bytes):

@@ -225,6 +225,7 @@ class NotationSignResult:
     digest: Digest
     signature_digest: Digest
     repository: str
+    """Where the signature is: `registry/repository`, or `oci:/DIR` for a layout."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -270,7 +271,7 @@ def sign_notation(
     client.push_blob(repository, artifact.config_digest, len(artifact.config), artifact.config)
     client.push_blob(repository, artifact.envelope_digest, len(artifact.envelope), artifact.envelope)
     pushed = push_referrer(client, repository, artifact.manifest, artifact.media_type, subject)
-    return NotationSignResult(reference, document.digest, pushed, f"{reference.registry}/{repository}")
+    return NotationSignResult(reference, document.digest, pushed, reference.name)
 
 
 def _signing_key(private_key: object, chain: Sequence[x509.Certificate]) -> SigningKey:

@@ -300,10 +300,11 @@ def _time(value: object, name: str) -> datetime | None:
     if not isinstance(value, str) or not _RFC3339.match(value):
         raise EnvelopeError(f"{name} is not an RFC 3339 time")
     try:
-        parsed = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
-    except ValueError:
+        # astimezone overflows for times within a day of year 1 or 9999 with an offset: an
+        # attacker-chosen header must end as a malformed signature, not as a crash.
+        return datetime.fromisoformat(value.upper().replace("Z", "+00:00")).astimezone(UTC)
+    except (ValueError, OverflowError):
         raise EnvelopeError(f"{name} is not an RFC 3339 time") from None
-    return parsed.astimezone(UTC)
 
 
 def _rfc3339(moment: datetime) -> str:
@@ -357,6 +358,8 @@ def _strict_json(data: bytes, what: str) -> Any:
         return strict_json(data, what)
     except ValueError as exc:  # UnicodeDecodeError included
         raise EnvelopeError(f"{what} is not valid JSON ({str(exc)[:80]})") from None
+    except RecursionError:  # a few kB of '[' is deeper than json's recursion limit
+        raise EnvelopeError(f"{what} is not valid JSON (nested too deeply)") from None
 
 
 def _exact_keys(value: object, required: set[str], allowed: set[str] | frozenset[str], what: str) -> None:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
@@ -40,6 +40,15 @@ _FORBIDDEN_LEAF_EKUS = {
     ExtendedKeyUsageOID.EMAIL_PROTECTION: "emailProtection",
     ExtendedKeyUsageOID.TIME_STAMPING: "timeStamping",
 }
+CERTIFICATE_PARSE_ERRORS = (
+    ValueError,
+    TypeError,
+    UnsupportedAlgorithm,
+    x509.InvalidVersion,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+)
+"""What cryptography raises for a certificate it cannot read, some only when a field is first used."""
 _ALLOWED_CURVES = {"secp256r1", "secp384r1", "secp521r1"}
 _DER = serialization.Encoding.DER
 
@@ -75,11 +84,19 @@ def load_chain(der_certificates: Sequence[bytes]) -> list[x509.Certificate]:
                 f"certificate {position} of the chain is over {MAX_CERTIFICATE_BYTES} bytes"
             )
         try:
-            chain.append(x509.load_der_x509_certificate(der))
-        except ValueError:
+            certificate = x509.load_der_x509_certificate(der)
+            # cryptography parses these on first use; parse them now, so that a certificate it
+            # cannot read (unknown curve or algorithm, bad version, broken name or extension)
+            # is a malformed envelope here, not an exception in the middle of verification.
+            certificate.public_key()
+            _ = certificate.signature_hash_algorithm
+            _ = certificate.extensions
+            certificate.subject.rfc4514_string()
+        except CERTIFICATE_PARSE_ERRORS as exc:
             raise CertificateProblem(
-                f"certificate {position} of the chain is not a DER X.509 certificate"
+                f"certificate {position} of the chain is not a usable DER X.509 certificate ({str(exc)[:80]})"
             ) from None
+        chain.append(certificate)
     return chain
 
 
