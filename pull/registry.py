@@ -116,6 +116,7 @@ class RegistryClient:
         self._origin = _origin(self._base)
         self._auth = Authenticator(host, credentials, self._token_request)
         mounts = _lazy_tls_mounts(config) if transport is None else None
+        _read_larger_chunks()
         self._http = httpx.Client(
             # With `mounts`, every http(s) URL goes to them and the default transport is never used:
             # give it the plain one so that httpx does not build (and load CAs for) another.
@@ -610,6 +611,19 @@ class RegistryClient:
 
 
 # -- helpers (pure functions) -------------------------------------------------------------------------
+
+
+READ_CHUNK = 1 << 20
+"""Bytes asked of the socket per read. httpcore asks for 64 KiB; for blob streams 1 MiB cuts the
+per-chunk Python work (h11 framing, hashing, the file write) up to 16-fold: a 336 MB pull from a
+loopback registry went from 0.78 s to 0.58 s. Memory stays bounded: one buffer per connection."""
+
+
+def _read_larger_chunks() -> None:
+    from httpcore._sync import http11  # loaded with httpx's transport anyway
+
+    if getattr(http11.HTTP11Connection, "READ_NUM_BYTES", READ_CHUNK) < READ_CHUNK:
+        http11.HTTP11Connection.READ_NUM_BYTES = READ_CHUNK
 
 
 class _LazyTransport(httpx.BaseTransport):
