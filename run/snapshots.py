@@ -40,7 +40,7 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -260,6 +260,7 @@ class SnapshotStore:
         media_type: str,
         warnings: Sequence[str] = (),
         sync: bool = False,
+        known_digests: Mapping[str, tuple[int, str]] | None = None,
     ) -> Path:
         """Make a prepared snapshot visible under `chain_id`; returns the committed `fs` path.
 
@@ -271,7 +272,7 @@ class SnapshotStore:
             raise RuntimeError(f"{prepared} was prepared for another chain ID than {chain_id}")
         # Record the tree as unpacked (every file's sha256), so `trust audit` can later tell a file
         # changed on disk from one the layer put there; its digest goes into snapshot.json.
-        entries = scan_tree(prepared)
+        entries = scan_tree(prepared, known=known_digests)
         tree = json.dumps(
             {"version": 1, "entries": [entry.to_json() for entry in entries]}, separators=(",", ":")
         ).encode()
@@ -423,9 +424,16 @@ _KINDS = (
 )
 
 
-def scan_tree(root: Path, *, hash_files: bool = True) -> list[TreeEntry]:
+def scan_tree(
+    root: Path, *, hash_files: bool = True, known: Mapping[str, tuple[int, str]] | None = None
+) -> list[TreeEntry]:
     """Every entry of `root`, itself included as ".", not following symlinks, sorted by path;
-    regular files hashed if asked (on one thread per core: hashlib releases the GIL)."""
+    regular files hashed if asked (on one thread per core: hashlib releases the GIL).
+
+    `known` maps paths to the (size, sha256) their content had when the unpacker wrote them (the
+    digest was computed from the same bytes on the way to the disk); a file of that path and size is
+    not read again. Anything else (hard links, files the map does not name) is hashed."""
+    known = known or {}
     entries = [_tree_entry(root, ".", os.lstat(root))]
     pending = [""]
     while pending:
@@ -442,8 +450,17 @@ def scan_tree(root: Path, *, hash_files: bool = True) -> list[TreeEntry]:
         return entries
     # Large files are hashed on other threads (hashlib releases the GIL while it hashes), small
     # ones on this one: for them the cost is system calls under the GIL, which threads only contend for.
-    big = [i for i, entry in enumerate(entries) if entry.kind == "file" and entry.size >= _HASH_CHUNK]
-    small = [i for i, entry in enumerate(entries) if entry.kind == "file" and entry.size < _HASH_CHUNK]
+    unhashed = []
+    for i, entry in enumerate(entries):
+        if entry.kind != "file":
+            continue
+        size, digest = known.get(entry.path, (-1, ""))
+        if size == entry.size:
+            entries[i] = replace(entry, digest=digest)
+        else:
+            unhashed.append(i)
+    big = [i for i in unhashed if entries[i].size >= _HASH_CHUNK]
+    small = [i for i in unhashed if entries[i].size < _HASH_CHUNK]
     with ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 1) - 1)) as pool:
         big_digests = pool.map(lambda i: hash_file(root / entries[i].path), big)
         for i in small:

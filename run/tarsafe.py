@@ -38,6 +38,7 @@ Entry policy (the choices a reader will ask about):
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import stat
 import tarfile
@@ -110,6 +111,9 @@ class LayerWriter:
         self._dropped_warnings = 0
         self.warnings: list[str] = []
         self.bytes_written = 0
+        self.file_digests: dict[str, tuple[int, str]] = {}
+        """Each regular file written, by layer-relative path: (size, sha256 hex) of what was written.
+        The snapshot's recorded tree takes these instead of reading every file a second time."""
         self.whiteouts = 0
         if os.listdir(self._root):
             self.close()
@@ -194,7 +198,8 @@ class LayerWriter:
         fd = self._create(parent, parts, lambda: os.open(name, _NEW_FILE_FLAGS, 0o600, dir_fd=parent))
         assert fd is not None
         try:
-            self._copy_data(fd, member, data)
+            size, sha256 = self._copy_data(fd, member, data)
+            self.file_digests["/".join(parts)] = (size, sha256)
             # Order matters: chown clears setuid bits and file capabilities, and writing data
             # clears capabilities, so: data, owner, mode, xattrs, times.
             self._set_owner_mode_xattrs(fd, member)
@@ -409,18 +414,28 @@ class LayerWriter:
         """Remove the entry `parts` (in directory fd `parent`), a directory with all its contents."""
         name = parts[-1]
         st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        path = "/".join(parts)
         if stat.S_ISDIR(st.st_mode):
             n = len(parts)
             self._forget_dirs(lambda p: p[:n] == parts)
             _remove_tree(parent, name)
+            below = path + "/"
+            for gone in [known for known in self.file_digests if known.startswith(below)]:
+                del self.file_digests[gone]
         else:
             os.unlink(name, dir_fd=parent)
+            self.file_digests.pop(path, None)
 
     # -- data and metadata ---------------------------------------------------------------
 
-    def _copy_data(self, fd: int, member: tarfile.TarInfo, data: MemberData) -> None:
+    def _copy_data(self, fd: int, member: tarfile.TarInfo, data: MemberData) -> tuple[int, str]:
+        """Write the member's data; returns the file's size and the sha256 of its content."""
         sparse = member.sparse is not None
+        content = hashlib.sha256()
+        size = 0
         for chunk in data():
+            content.update(chunk)
+            size += len(chunk)
             if sparse and bytes(chunk).count(0) == len(chunk):
                 os.lseek(fd, len(chunk), os.SEEK_CUR)  # keep the hole a hole
                 continue
@@ -428,8 +443,12 @@ class LayerWriter:
             while view:
                 view = view[os.write(fd, view) :]
             self.bytes_written += len(chunk)
+        if sparse and size < member.size:
+            content.update(bytes(member.size - size))  # the trailing hole reads as zeros
+            size = member.size
         if sparse:
             os.ftruncate(fd, member.size)  # a trailing hole has no data to write
+        return size, content.hexdigest()
 
     def _set_owner_mode_xattrs(self, fd: int, member: tarfile.TarInfo) -> None:
         uid, gid = _owner(member)

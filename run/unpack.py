@@ -26,8 +26,8 @@ import os
 import re
 import tarfile
 import zlib
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import IO, Protocol, cast
 
@@ -83,10 +83,10 @@ class UnpackLimits:
     """Bytes of tar headers for one entry, PAX and GNU long names included (tarfile buffers them)."""
 
     def __post_init__(self) -> None:
-        for field in fields(self):
-            value = getattr(self, field.name)
+        for limit in fields(self):
+            value = getattr(self, limit.name)
             if type(value) is not int or value <= 0:
-                raise ValueError(f"UnpackLimits.{field.name} must be a positive integer, not {value!r}")
+                raise ValueError(f"UnpackLimits.{limit.name} must be a positive integer, not {value!r}")
         if self.max_depth > 512:
             raise ValueError("UnpackLimits.max_depth may not exceed 512")  # keeps removal recursion safe
 
@@ -103,6 +103,8 @@ class LayerStats:
     compressed_bytes: int = 0
     implicit_dirs: tuple[str, ...] = ()
     """Directories created only as parents (no tar entry): see `tarsafe.inherit_implicit_dirs`."""
+    file_digests: Mapping[str, tuple[int, str]] = field(default_factory=dict)
+    """(size, sha256) of every regular file as written, by layer-relative path (for the tree record)."""
 
 
 @dataclass(frozen=True)
@@ -174,6 +176,7 @@ def apply_layer(
         uncompressed_bytes=stream.total,
         compressed_bytes=raw.count,
         implicit_dirs=tuple(writer.implicit_dirs),
+        file_digests=writer.file_digests,
     )
 
 
@@ -273,6 +276,7 @@ def _unpack_one(
                 media_type=layer.media_type,
                 warnings=stats.warnings,
                 sync=sync,
+                known_digests=stats.file_digests,
             )
         except BaseException:
             snapshots.discard(prepared)

@@ -7,6 +7,7 @@ overlay mounts (and the comparison with umoci) in test_overlay.py.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import stat
 import tarfile
@@ -34,6 +35,7 @@ from support.tars import (
 from pull.digest import Digest
 from pull.errors import DigestMismatch, IntegrityError, InvalidManifest
 from pull.mediatypes import LAYER_COMPRESSION
+from run.snapshots import scan_tree
 from run.tarsafe import OVERLAY_OPAQUE_XATTR, inherit_implicit_dirs
 from run.unpack import LayerLimitExceeded, LayerStats, UnpackLimits, UnsafeLayer, apply_layer
 
@@ -635,3 +637,43 @@ def test_warnings_are_capped(tmp_path: Path) -> None:
     stats = apply(write_layer(tmp_path, tar(*entries)), tmp_path / "target")
     assert len(stats.warnings) == 101
     assert stats.warnings[-1] == "... and 50 more warnings"
+
+
+def test_digests_taken_while_writing_match_a_full_rehash(tmp_path: Path) -> None:
+    # The snapshot's recorded tree uses the digests computed on the way to the disk; every way a
+    # layer can replace what it wrote (duplicates, a file turned directory and back, a whiteout,
+    # hard links) must leave them equal to what reading the files again gives.
+    target = tmp_path / "target"
+    stats = apply(
+        write_layer(
+            tmp_path,
+            tar(
+                file("a", b"first"),
+                file("a", b"second, longer"),
+                directory("d"),
+                file("d/x", b"x"),
+                file("d", b"d is a file now"),
+                file("e", b"e"),
+                hardlink("e-link", "e"),
+                hardlink("e-link2", "e"),
+                file("e", b"e replaced after the link"),
+                file("gone", b"soon whited out"),
+                whiteout("gone"),
+                file("e-link", b"a file where a hard link was"),
+                directory("f"),
+                file("f/y", b"y" * 300_000),
+            ),
+            "gzip",
+        ),
+        target,
+    )
+    assert stats.file_digests["a"] == (14, hashlib.sha256(b"second, longer").hexdigest())
+    assert "d/x" not in stats.file_digests  # removed with the directory a file replaced
+    # A whiteout hides lower layers only: the file of this layer stays, with its digest.
+    assert stats.file_digests["gone"][0] == len(b"soon whited out")
+    assert scan_tree(target, known=stats.file_digests) == scan_tree(target)
+    # A stale entry (wrong size) is not trusted: the file is read instead.
+    stale = {**stats.file_digests, "f/y": (300_000, "0" * 64)}
+    assert scan_tree(target, known=stale) != scan_tree(target)
+    stale_size = {**stats.file_digests, "f/y": (1, "0" * 64)}
+    assert scan_tree(target, known=stale_size) == scan_tree(target)
