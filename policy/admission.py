@@ -24,7 +24,7 @@ from policy.admitted import AdmittedImage, Decision
 from policy.evaluate import Evaluation, SignatureSource, evaluate_signatures
 from policy.model import MatchedRule, Policy, RuleKind
 from pull.digest import Digest
-from pull.errors import CouldNotCheck, DeniedError, IntegrityError, UsageError
+from pull.errors import CouldNotCheck, DeniedError, IntegrityError, NotAnImage, UsageError
 from pull.manifest import Platform
 from pull.pipeline import PullResult
 from pull.reference import Reference
@@ -124,8 +124,14 @@ def evaluate(
     *,
     platform: Platform | None = None,
     log: bool = True,
+    artifacts: bool = False,
 ) -> Admission:
-    """Like `admit`, but a denial is returned (for `explain` and the CI gate) instead of raised."""
+    """Like `admit`, but a denial is returned (for `explain` and the CI gate) instead of raised.
+
+    With `artifacts`, a signed artifact that is not a container image (a Notation-signed file, an
+    SBOM, a Helm chart) is judged by its signatures like an image; it is never admitted to run
+    (`image` stays None). Without it, such a reference fails as `NotAnImage` (exit 4).
+    """
     matched = policy.rule_for(reference)
     rule = matched.rule
     text = str(reference)
@@ -142,14 +148,22 @@ def evaluate(
     if rule.require_digest and reference.digest is None:
         return finish(Evaluation(text, matched, None, reasons=(_pin_hint(reference, store),)), None)
 
+    pulled: PullResult | None = None
     try:
-        pulled = _pull(reference, store, clients, platform)
-        manifest_digest, index_digest = pulled.manifest.digest, pulled.index.digest if pulled.index else None
+        try:
+            pulled = _pull(reference, store, clients, platform)
+            manifest_digest = pulled.manifest.digest
+            index_digest = pulled.index.digest if pulled.index else None
+        except NotAnImage as artifact:
+            if not artifacts:
+                raise
+            manifest_digest, index_digest = artifact.manifest_digest, artifact.index_digest
+        top_digest = index_digest or manifest_digest
         if rule.kind is RuleKind.ACCEPT_ANYTHING:
             evaluation = Evaluation(
                 text,
                 matched,
-                pulled.digest,
+                top_digest,
                 manifest_digest,
                 index_digest,
                 passed=True,
@@ -160,7 +174,7 @@ def evaluate(
                 text,
                 matched,
                 reference.name,
-                pulled.digest,
+                top_digest,
                 manifest_digest,
                 index_digest,
                 signature_source(reference, clients, store),
@@ -169,7 +183,7 @@ def evaluate(
         if log:
             _log_error(store, policy, text, matched, err)
         raise
-    image = _admitted(pulled, reference, evaluation, policy) if evaluation.admitted else None
+    image = _admitted(pulled, reference, evaluation, policy) if pulled and evaluation.admitted else None
     return finish(evaluation, image)
 
 

@@ -59,7 +59,7 @@ def run_gate(
     def one(text: str) -> GateResult:
         try:
             reference = Reference.parse(text)
-            admission = evaluate(reference, policy, store, clients, platform=platform)
+            admission = evaluate(reference, policy, store, clients, platform=platform, artifacts=True)
         except UsageError as err:
             return GateResult(text, 2, str(err))
         except IntegrityError as err:

@@ -23,6 +23,11 @@ Every message is one line a person can act on; `diagnostics()` may add advice.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pull.digest import Digest
+
 
 class TrustError(Exception):
     """Base of every deliberate error. `str(err)` is a one-line, actionable message."""
@@ -61,6 +66,20 @@ class SizeMismatch(IntegrityError):
 
 class InvalidManifest(IntegrityError):
     """A manifest, index or config is malformed, oversized, ambiguous or of a refused type."""
+
+
+class NotAnImage(InvalidManifest):
+    """A well-formed, verified manifest of an artifact that is not a container image (a Helm chart,
+    an SBOM, a signed file): it can be verified but neither pulled as an image nor run.
+
+    `manifest_digest` is the verified digest of the artifact's manifest; `index_digest` that of
+    the index it was selected from, if any.
+    """
+
+    def __init__(self, message: str, manifest_digest: Digest, index_digest: Digest | None = None) -> None:
+        super().__init__(message)
+        self.manifest_digest = manifest_digest
+        self.index_digest = index_digest
 
 
 class CouldNotCheck(TrustError):

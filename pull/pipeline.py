@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from pull.config import PullConfig
 from pull.digest import Digest
-from pull.errors import InvalidManifest, SizeMismatch
+from pull.errors import InvalidManifest, NotAnImage, SizeMismatch
 from pull.manifest import (
     Descriptor,
     ImageConfig,
@@ -161,9 +161,11 @@ def _pull(
     image = manifest.document
     assert isinstance(image, ImageManifest)
     if not image.is_image:
-        raise InvalidManifest(
+        raise NotAnImage(
             f"{reference} is not a container image (config {image.config.media_type}, "
-            f"layers {sorted({layer.media_type for layer in image.layers})})"
+            f"layers {sorted({layer.media_type for layer in image.layers})})",
+            manifest.digest,
+            index.digest if index is not None else None,
         )
 
     raw_config = client.get_blob(

@@ -20,6 +20,7 @@ from support.images import (
     write_oci_layout,
 )
 from support.registry import Registry
+from support.vectors import VECTORS as SHARED_VECTORS
 
 from pull.clients import RegistryClients
 from pull.digest import Digest
@@ -32,7 +33,7 @@ from trust.copy import copy_image
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KEYS = REPO_ROOT / "keys-example"
-VECTORS = Path("/work/shared/vectors/notation/oci_layout")
+VECTORS = SHARED_VECTORS / "notation" / "oci_layout"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 REF_NAME = "org.opencontainers.image.ref.name"
 

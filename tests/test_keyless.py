@@ -26,6 +26,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from support.images import push_image, simple_image
 from support.registry import Registry
+from support.vectors import VECTORS as SHARED_VECTORS
 from test_keyless_instance import PrivateSigstore, Signed, cosign_statement
 
 from policy.loader import load_policy_text
@@ -46,7 +47,7 @@ from trust.keyless_sign import cosign_statement as trust_statement
 from trust.keys import KeySigner, check_public_key, generate_keypair, load_private_key
 from trust.trusted_root import TrustedRootError, load_trusted_root
 
-VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "sigstore-bundles"
+VECTORS = SHARED_VECTORS / "sigstore-bundles"
 STAGING = VECTORS / "staging_trusted_root.json"
 GITHUB_OAUTH = "https://github.com/login/oauth"
 TEST_ISSUER = "https://accounts.trust.test"

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from support.images import push_image, simple_image, write_oci_layout
 from support.registry import Registry
+from support.vectors import VECTORS as SHARED_VECTORS
 
 from policy.errors import PolicyError
 from policy.scope import parse_scope
@@ -35,7 +36,7 @@ from pull.referrers import list_referrers, push_referrer
 from pull.store import ContentStore
 from trust.cli import main
 
-VECTORS = Path("/work/shared/vectors/notation/oci_layout")
+VECTORS = SHARED_VECTORS / "notation" / "oci_layout"
 KEYS = Path(__file__).resolve().parent.parent / "keys-example"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 REF_NAME = "org.opencontainers.image.ref.name"

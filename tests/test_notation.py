@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from support.images import push_blob, push_image, push_manifest, simple_image, write_oci_layout
 from support.registry import Registry
+from support.vectors import VECTORS as SHARED_VECTORS
 
 from policy.errors import PolicyError
 from policy.loader import load_policy_text
@@ -39,9 +40,7 @@ from trust.notation_artifact import NotationSignature, read_signature
 from trust.notation_envelope import build_envelope
 from trust.notation_identity import overlapping, parse_identity
 
-VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "notation"
-if not VECTORS.exists():
-    VECTORS = Path("/work/shared/vectors/notation")
+VECTORS = SHARED_VECTORS / "notation"
 E2E_SUBJECT = Digest.parse("sha256:b8479de3f88fb259a0a9ea82a5b2a052a1ef3c4ebbcfc61482d5ae4c831f8af9")
 E2E_IDENTITY = "x509.subject: C=US, ST=WA, O=Notary"
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -1158,3 +1157,61 @@ def test_vector_layouts_through_discover_with_the_layout_client() -> None:
         outcome = only(verify_notation_attached(attached, E2E_SUBJECT, authority([e2e_ca()], [E2E_IDENTITY])))
         assert outcome.reason is reason, (name, outcome.detail)
         assert attached.notation[0].target == Descriptor(OCI_MANIFEST, E2E_SUBJECT, 517)
+
+
+# -- the vectors through the CLI: in their layouts, and copied into a real registry --------------
+
+
+@pytest.mark.parametrize(
+    ("layout", "code", "reason"),
+    [
+        ("e2e-valid-signature", 0, None),
+        ("e2e-invalid-signature", 3, "malformed"),
+        ("e2e-expired-signature", 3, "expired"),
+    ],
+)
+def test_vector_layouts_verify_the_same_in_the_layout_and_in_a_registry(
+    registry: Registry,
+    repo_name: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    layout: str,
+    code: int,
+    reason: str | None,
+) -> None:
+    store = tmp_path / "ca"
+    store.mkdir()
+    (store / "e2e.crt").write_bytes((VECTORS / "localkeys" / "e2e.crt").read_bytes())
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "version: 1\n"
+        "authorities:\n  e2e:\n    notation:\n      trust-store: ca\n"
+        '      trusted-identities: ["*"]\n'
+        f"rules:\n  - scope: oci:/\n    signed-by: [e2e]\n  - scope: {registry.host}/{repo_name}\n"
+        "    signed-by: [e2e]\n"
+        "default:\n  reject: true\n"
+    )
+    source = f"oci:{VECTORS / 'oci_layout' / layout}"
+    copied = f"{registry.host}/{repo_name}:v1"
+    assert main(["copy", f"{source}:v1", copied]) == 0
+    for reference in (f"{source}@{E2E_SUBJECT}", f"{registry.host}/{repo_name}@{E2E_SUBJECT}"):
+        capsys.readouterr()
+        verify = [
+            "verify",
+            "--store",
+            str(tmp_path / "store"),
+            "--policy",
+            str(policy),
+            "-o",
+            "json",
+            reference,
+        ]
+        assert main(verify) == code, reference
+        (result,) = json.loads(capsys.readouterr().out)
+        outcomes = result["evaluation"]["authorities"][0]["targets"][0]["signatures"]
+        assert [o["outcome"] for o in outcomes] == ["valid" if reason is None else reason]
+    # An artifact that is not a container image is verified, but never admitted to run.
+    assert (
+        main(["run", "--store", str(tmp_path / "store"), "--policy", str(policy), f"{source}@{E2E_SUBJECT}"])
+        == 4
+    )

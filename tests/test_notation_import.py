@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
+from support.vectors import VECTORS as SHARED_VECTORS
 
 from policy.loader import load_policy_text
 from policy.model import NotationAuthority, NotationLevel, RuleKind
@@ -17,9 +18,7 @@ from pull.digest import Digest
 from trust.cli import main
 from trust.cosign import Reason
 
-VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "notation"
-if not VECTORS.exists():
-    VECTORS = Path("/work/shared/vectors/notation")
+VECTORS = SHARED_VECTORS / "notation"
 E2E_CERT = VECTORS / "localkeys" / "e2e.crt"
 
 

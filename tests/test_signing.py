@@ -25,8 +25,6 @@ from support.vectors import VECTORS as SHARED_VECTORS
 from trust.cli import main
 
 VECTORS = SHARED_VECTORS / "cosign-containers-image"
-if not VECTORS.exists():
-    VECTORS = Path("/work/shared/vectors/cosign-containers-image")
 
 
 @pytest.fixture(scope="module")

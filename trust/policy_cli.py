@@ -59,7 +59,13 @@ def explain(
     content = open_store(store)
     with RegistryClients.insecure(insecure_registry) as clients:
         evaluation = evaluate(
-            ref, loaded, content, clients, platform=Platform.parse(platform) if platform else None, log=False
+            ref,
+            loaded,
+            content,
+            clients,
+            platform=Platform.parse(platform) if platform else None,
+            log=False,
+            artifacts=True,
         ).evaluation
     if output is OutputFormat.json:
         emit_json(evaluation.to_json())
