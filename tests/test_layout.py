@@ -241,6 +241,10 @@ def test_pull_from_a_layout_into_the_store(tmp_path: Path, tmp_store: Path) -> N
     assert str(result.digest) == image.digest
     assert store.resolve(f"{reference.name}:v1") is not None
     assert store.read_blob(Digest.parse(image.layer_descriptors[0].digest), 1 << 20) == image.layers[0].blob()
+    # The same through the CLI, which once built a registry client for the `oci:` host (exit 2).
+    other_store = tmp_path / "cli-store"
+    assert main(["pull", "--store", str(other_store), f"oci:{tmp_path / 'layout'}:v1"]) == 0
+    assert ContentStore.open(other_store).resolve(f"{reference.name}:v1") is not None
 
 
 # -- writing ---------------------------------------------------------------------------------------
