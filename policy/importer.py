@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from policy.errors import PolicyError
+from policy.jsonfile import read_json_file
 from policy.loader import load_policy_text
 from policy.scope import WILDCARD, parse_scope
 from trust.errors import KeyLoadError
@@ -75,7 +76,13 @@ def import_containers_policy(path: Path) -> ImportResult:
     Relative key paths are resolved against the file's folder and written as absolute paths.
     """
     source = str(path)
-    document = _read_json(path, source)
+    document = read_json_file(
+        path,
+        source,
+        max_bytes=MAX_CONTAINERS_POLICY_BYTES,
+        what="not valid JSON",
+        hint="containers-policy.json is strict JSON (containers/image refuses duplicate keys too)",
+    )
     if not isinstance(document, dict):
         raise PolicyError("a containers-policy.json must be a JSON object", "check the file", source=source)
     if "default" not in document:
@@ -134,41 +141,6 @@ def import_containers_policy(path: Path) -> ImportResult:
     # The output must be a policy trust accepts; if not, that is a bug here, not the user's.
     load_policy_text(text, converter.base_dir, f"{source} (converted)")
     return ImportResult(text, converter.warnings)
-
-
-def _read_json(path: Path, source: str) -> Any:
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_CONTAINERS_POLICY_BYTES + 1)
-    except OSError as exc:
-        raise PolicyError(
-            f"cannot read the file: {exc.strerror or exc}", "check the path", source=source
-        ) from None
-    if len(data) > MAX_CONTAINERS_POLICY_BYTES:
-        raise PolicyError(
-            f"the file is larger than {MAX_CONTAINERS_POLICY_BYTES} bytes", "check the path", source=source
-        )
-
-    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        result: dict[str, Any] = {}
-        for key, value in pairs:
-            if key in result:
-                raise PolicyError(
-                    f"duplicate key {key!r}",
-                    "containers/image refuses such a file too; keep one",
-                    source=source,
-                )
-            result[key] = value
-        return result
-
-    try:
-        return json.loads(data.decode("utf-8"), object_pairs_hook=no_duplicates)
-    except UnicodeDecodeError:
-        raise PolicyError("the file is not UTF-8 text", "check the path", source=source) from None
-    except json.JSONDecodeError as exc:
-        raise PolicyError(
-            f"not valid JSON: {exc.msg}", "containers-policy.json is JSON", source=source, line=exc.lineno
-        ) from None
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from typing import Any
 
 from policy.errors import PolicyError
 from policy.importer import ImportResult
+from policy.jsonfile import read_json_file
 from policy.loader import CERT_SUFFIXES, load_policy_text
 from policy.scope import parse_scope
 from trust.notation_identity import overlapping, parse_identity
@@ -88,7 +89,13 @@ class _Converted:
 def import_notation_policy(path: Path) -> ImportResult:
     """Convert the Notation trust policy at `path`. Raises `PolicyError` when Notation would refuse it."""
     source = str(path)
-    document = _read_json(path, source)
+    document = read_json_file(
+        path,
+        source,
+        max_bytes=MAX_TRUST_POLICY_BYTES,
+        what="invalid Notation trust policy: malformed JSON",
+        hint="fix the JSON",
+    )
 
     def invalid(problem: str, hint: str = "") -> PolicyError:
         return PolicyError(f"invalid Notation trust policy: {problem}", hint, source=source)
@@ -192,46 +199,6 @@ def import_notation_policy(path: Path) -> ImportResult:
 
 
 # --- validation --------------------------------------------------------------------------------
-
-
-def _read_json(path: Path, source: str) -> Any:
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_TRUST_POLICY_BYTES + 1)
-    except OSError as exc:
-        raise PolicyError(
-            f"cannot read the file: {exc.strerror or exc}", "check the path", source=source
-        ) from None
-    if len(data) > MAX_TRUST_POLICY_BYTES:
-        raise PolicyError(
-            f"the file is larger than {MAX_TRUST_POLICY_BYTES} bytes", "check the path", source=source
-        )
-
-    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        result: dict[str, Any] = {}
-        for key, value in pairs:
-            if key in result:
-                raise PolicyError(
-                    f"invalid Notation trust policy: duplicate key {key!r}", "keep one", source=source
-                )
-            result[key] = value
-        return result
-
-    try:
-        return json.loads(data.decode("utf-8"), object_pairs_hook=no_duplicates)
-    except UnicodeDecodeError:
-        raise PolicyError("the file is not UTF-8 text", "check the path", source=source) from None
-    except RecursionError:
-        raise PolicyError(
-            "invalid Notation trust policy: JSON nested too deeply", "fix the JSON", source=source
-        ) from None
-    except json.JSONDecodeError as exc:
-        raise PolicyError(
-            f"invalid Notation trust policy: malformed JSON ({exc.msg})",
-            "fix the JSON syntax",
-            source=source,
-            line=exc.lineno,
-        ) from None
 
 
 Invalid = Callable[..., PolicyError]
