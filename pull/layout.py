@@ -42,6 +42,7 @@ from typing import Any
 
 from pull.config import PullConfig
 from pull.digest import Digest
+from pull.durable import atomic_write, fsync_dir
 from pull.errors import (
     DigestMismatch,
     InvalidManifest,
@@ -276,7 +277,7 @@ class LayoutClient(RegistryClient):
                 os.fsync(file.fileno())
                 os.fchmod(file.fileno(), 0o444)
             os.replace(temporary, directory / digest.hex)
-            _fsync_dir(directory)
+            fsync_dir(directory)
         except BaseException as exc:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temporary)
@@ -392,7 +393,7 @@ class LayoutClient(RegistryClient):
             document.setdefault("mediaType", OCI_INDEX)
             document["manifests"] = [*entries, entry]
             try:
-                _atomic_write(self.root / INDEX_FILE, json.dumps(document, separators=(",", ":")).encode())
+                atomic_write(self.root / INDEX_FILE, json.dumps(document, separators=(",", ":")).encode())
             except OSError as exc:
                 raise _cannot_write(f"{INDEX_FILE} of {self.host}", exc) from None
 
@@ -418,12 +419,12 @@ class LayoutClient(RegistryClient):
             self.root.mkdir(mode=0o755, parents=True, exist_ok=True)
             (self.root / "blobs").mkdir(mode=0o755, exist_ok=True)
             if not (self.root / LAYOUT_FILE).exists():
-                _atomic_write(self.root / LAYOUT_FILE, json.dumps(_LAYOUT_VERSION).encode())
+                atomic_write(self.root / LAYOUT_FILE, json.dumps(_LAYOUT_VERSION).encode())
             if not (self.root / INDEX_FILE).exists():
                 with self._locked():
                     if not (self.root / INDEX_FILE).exists():
                         empty = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
-                        _atomic_write(self.root / INDEX_FILE, json.dumps(empty).encode())
+                        atomic_write(self.root / INDEX_FILE, json.dumps(empty).encode())
         except OSError as exc:
             raise UsageError(f"cannot create the layout {self.root}: {exc.strerror}") from None
         self._check_layout_file()
@@ -536,27 +537,3 @@ def _parse_index(raw: bytes, where: str) -> _Index:
         raise InvalidManifest(f"{where}: 'manifests' must be a list")
     descriptors = tuple(Descriptor.from_json(e, f"{where} manifests[{i}]") for i, e in enumerate(entries))
     return _Index(document, tuple(entries), descriptors)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

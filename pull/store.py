@@ -20,13 +20,13 @@ import ctypes
 import fcntl
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from pull.digest import Digest
+from pull.durable import atomic_write, fsync_dir
 from pull.errors import DigestMismatch, IntegrityError, SizeMismatch, UsageError
 from pull.manifest import Descriptor
 
@@ -87,7 +87,7 @@ class BlobWriter:
         os.fchmod(self._file.fileno(), 0o444)
         final = self._store.blob_path(self.digest)
         os.replace(self._path, final)
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
         return final
 
 
@@ -110,7 +110,7 @@ class ContentStore:
                 sub.mkdir(mode=0o700, parents=True, exist_ok=True)
             layout = store.root / "oci-layout"
             if not layout.exists():
-                _atomic_write(layout, json.dumps(_LAYOUT).encode())
+                atomic_write(layout, json.dumps(_LAYOUT).encode())
             if not (store.root / "index.json").exists():
                 with store.locked():
                     if not (store.root / "index.json").exists():
@@ -280,7 +280,7 @@ class ContentStore:
             "mediaType": "application/vnd.oci.image.index.v1+json",
             "manifests": entries,
         }
-        _atomic_write(self.root / "index.json", json.dumps(doc, indent=2).encode())
+        atomic_write(self.root / "index.json", json.dumps(doc, indent=2).encode())
 
 
 @contextlib.contextmanager
@@ -291,22 +291,6 @@ def _flock(path: Path, *, shared: bool = False) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 _WRITEBACK_STEP = 8 * 1024 * 1024
@@ -331,11 +315,3 @@ def _start_writeback(fd: int, offset: int, length: int) -> None:
     """Ask the kernel to begin writing a range to disk now (Linux; a no-op elsewhere)."""
     if _sync_file_range is not None:
         _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from pull.digest import Digest
+from pull.durable import fsync_dir
 from pull.errors import IntegrityError, InvalidReference
 
 METADATA_FILE = "snapshot.json"
@@ -313,7 +314,7 @@ class SnapshotStore:
             _rmtree(extraction)
             return final / _FS
         if sync:
-            _fsync_dir(self._snapshots)
+            fsync_dir(self._snapshots)
         return final / _FS
 
     def discard(self, prepared: Path) -> None:
@@ -512,11 +513,3 @@ def _rmtree(path: Path) -> None:
     # shutil.rmtree uses fd-relative, no-follow deletion on Linux; layers may contain 0000 dirs,
     # which root removes regardless.
     shutil.rmtree(path)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -32,12 +32,11 @@ from trust.notation_envelope import (
     HEADER_SIGNING_TIME,
     MAX_ENVELOPE_BYTES,
     PAYLOAD_CONTENT_TYPE,
-    SIGNING_AUTHORITY_SCHEME,
-    SIGNING_SCHEME,
     BadSignature,
     Envelope,
     EnvelopeError,
     algorithm_for,
+    check_signing_scheme,
     parse_payload,
     verify_signature,
 )
@@ -92,15 +91,7 @@ def parse_cose_envelope(data: bytes) -> Envelope:
             f"content type is {str(protected.get(LABEL_CTY))[:60]!r}, not {PAYLOAD_CONTENT_TYPE!r}"
         )
     _check_critical(protected)
-    scheme = protected.get(HEADER_SCHEME)
-    if scheme == SIGNING_AUTHORITY_SCHEME:
-        raise EnvelopeError(
-            f"signing scheme {SIGNING_AUTHORITY_SCHEME} is not supported (only {SIGNING_SCHEME})"
-        )
-    if scheme != SIGNING_SCHEME:
-        raise EnvelopeError(f"signing scheme {str(scheme)[:60]!r} is not {SIGNING_SCHEME!r}")
-    if HEADER_AUTHENTIC_TIME in protected:
-        raise EnvelopeError(f"{HEADER_AUTHENTIC_TIME} is only valid with {SIGNING_AUTHORITY_SCHEME}")
+    check_signing_scheme(protected)
     signing_time = _time(protected.get(HEADER_SIGNING_TIME), HEADER_SIGNING_TIME)
     if signing_time is None:
         raise EnvelopeError(f"the protected header has no {HEADER_SIGNING_TIME}")

@@ -255,6 +255,17 @@ def _check_protected(protected: Mapping[str, Any]) -> tuple[Algorithm, datetime,
     for name in (HEADER_SCHEME, HEADER_EXPIRY, HEADER_AUTHENTIC_TIME, HEADER_PLUGIN, HEADER_PLUGIN_VERSION):
         if name in protected and name not in crit:
             raise EnvelopeError(f"header {name!r} must be listed in crit")
+    check_signing_scheme(protected)
+    signing_time = _time(protected.get(HEADER_SIGNING_TIME), HEADER_SIGNING_TIME)
+    if signing_time is None:
+        raise EnvelopeError(f"the protected header has no {HEADER_SIGNING_TIME}")
+    expiry = _time(protected.get(HEADER_EXPIRY), HEADER_EXPIRY)
+    return ALGORITHMS[alg], signing_time, expiry
+
+
+def check_signing_scheme(protected: Mapping[Any, Any]) -> None:
+    """The scheme must be `notary.x509`: the `signingAuthority` scheme (and its authentic-time
+    header) needs a timestamping trust model this verifier does not implement. Used by JWS and COSE."""
     scheme = protected.get(HEADER_SCHEME)
     if scheme == SIGNING_AUTHORITY_SCHEME:
         raise EnvelopeError(
@@ -264,11 +275,6 @@ def _check_protected(protected: Mapping[str, Any]) -> tuple[Algorithm, datetime,
         raise EnvelopeError(f"signing scheme {str(scheme)[:60]!r} is not {SIGNING_SCHEME!r}")
     if HEADER_AUTHENTIC_TIME in protected:
         raise EnvelopeError(f"{HEADER_AUTHENTIC_TIME} is only valid with {SIGNING_AUTHORITY_SCHEME}")
-    signing_time = _time(protected.get(HEADER_SIGNING_TIME), HEADER_SIGNING_TIME)
-    if signing_time is None:
-        raise EnvelopeError(f"the protected header has no {HEADER_SIGNING_TIME}")
-    expiry = _time(protected.get(HEADER_EXPIRY), HEADER_EXPIRY)
-    return ALGORITHMS[alg], signing_time, expiry
 
 
 def parse_payload(data: bytes) -> Descriptor:
