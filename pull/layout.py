@@ -37,7 +37,6 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from pull.config import PullConfig
@@ -115,17 +114,6 @@ class LayoutClient(RegistryClient):
 
     def close(self) -> None:
         pass
-
-    def __enter__(self) -> LayoutClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- reading --------------------------------------------------------------------------------
 
