@@ -290,8 +290,11 @@ def sign(
         typer.Option("--identity-token", help="Keyless: an OIDC token (default: ambient CI credentials)."),
     ] = None,
 ) -> None:
-    """Sign an image digest with a cosign simple-signing signature (pushed as the sha256-<hex>.sig tag),
-    or with --format notation a Notary Project JWS signature (pushed as an OCI referrer)."""
+    """Sign an image digest: cosign, keyless Sigstore (--keyless) or Notary Project (--format notation).
+
+    cosign with --key: a simple-signing signature on the sha256-<hex>.sig tag. --keyless: a Sigstore
+    bundle (Fulcio certificate, Rekor entry) pushed as an OCI referrer. --format notation --key
+    --cert: a JWS signature with its X.509 chain, pushed as an OCI referrer."""
     from pull.clients import RegistryClients
     from pull.reference import Reference
     from trust.signing import sign_image
