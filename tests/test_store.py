@@ -99,6 +99,18 @@ def test_refs_replace_and_require_content(tmp_path: Path) -> None:
     assert store.resolve("reg/app:v1") is None
 
 
+def test_naming_what_is_already_named_does_not_rewrite_the_index(tmp_path: Path) -> None:
+    store = ContentStore.open(tmp_path)
+    store.put_bytes(DATA, DIGEST)
+    descriptor = Descriptor(mt.OCI_MANIFEST, DIGEST, len(DATA))
+    store.set_refs(descriptor, ["reg/app:v1"])
+    before = (tmp_path / "index.json").stat().st_ino
+    store.set_refs(descriptor, ["reg/app:v1"])  # `trust run` re-admits the same image every time
+    assert (tmp_path / "index.json").stat().st_ino == before
+    store.set_refs(descriptor, ["reg/app:v1", "reg/app:v2"])
+    assert (tmp_path / "index.json").stat().st_ino != before
+
+
 def _slow_writer(root: str, delay: float, out: multiprocessing.Queue[str]) -> None:
     store = ContentStore.open(root)
     with store.ingest(DIGEST, len(DATA)) as writer:
