@@ -26,6 +26,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from support.images import push_image, simple_image
 from support.registry import Registry
+from support.tsa import TimestampAuthority
 from support.vectors import VECTORS as SHARED_VECTORS
 from test_keyless_instance import PrivateSigstore, Signed, cosign_statement
 
@@ -38,9 +39,20 @@ from pull.reference import Reference
 from trust.attached import AttachedSignatures, SignatureLocation, attach_signature, discover
 from trust.bundles import BUNDLE_ARTIFACT_TYPE
 from trust.cli import main
-from trust.cosign import Reason, SignatureLayer, build_payload, docker_reference
+from trust.cosign import (
+    RFC3161_TIMESTAMP_ANNOTATION,
+    Reason,
+    SignatureLayer,
+    build_payload,
+    docker_reference,
+)
 from trust.errors import SignatureInvalid
-from trust.keyless import verify_keyless_attached, verify_keyless_bundle, verify_legacy_signature
+from trust.keyless import (
+    BAD_TIMESTAMP,
+    verify_keyless_attached,
+    verify_keyless_bundle,
+    verify_legacy_signature,
+)
 from trust.keyless_identity import IdentityPolicy, read_identity
 from trust.keyless_sign import attach_bundle, build_bundle_referrer
 from trust.keyless_sign import cosign_statement as trust_statement
@@ -220,11 +232,13 @@ def with_annotation(layer: SignatureLayer, name: str, value: str) -> SignatureLa
 
 def test_legacy_annotations_from_a_vector_verify() -> None:
     payload, layer = legacy_parts("bundle_v3.txt")
-    identity, entry = verify_legacy_signature(
+    identity, proven = verify_legacy_signature(
         payload, layer, load_trusted_root(STAGING), IdentityPolicy(authority("william@yossarian.net"))
     )
     assert identity.subject == "william@yossarian.net" and identity.issuer == GITHUB_OAUTH
-    assert entry.log_index == 25915956 and entry.kind == "hashedrekord"
+    entry = proven.rekor
+    assert entry is not None and entry.log_index == 25915956 and entry.kind == "hashedrekord"
+    assert proven.timestamped_at is None
     assert legacy_reason(payload, layer, authority("a@tny.town"))[0] is Reason.WRONG_IDENTITY
 
 
@@ -486,6 +500,143 @@ def test_github_workflow_claims(instance: tuple[PrivateSigstore, Path]) -> None:
     assert reason is Reason.WRONG_IDENTITY and "'acme/app'" in detail and "'acme/other'" in detail
     reason, detail = judge(sha="0" * 40)
     assert reason is Reason.WRONG_IDENTITY and "github-workflow-sha is absent" in detail
+
+
+# --- RFC 3161 timestamps on legacy layers (cosign --timestamp-server-url) ---------------------------
+
+
+Stamped = tuple[PrivateSigstore, TimestampAuthority, Path]
+
+
+@pytest.fixture(scope="module")
+def stamped(instance: tuple[PrivateSigstore, Path], tmp_path_factory: pytest.TempPathFactory) -> Stamped:
+    """The private instance with a timestamp authority, and a trusted root that lists both."""
+    sigstore, _ = instance
+    tsa = TimestampAuthority()
+    folder = tmp_path_factory.mktemp("private-tsa")
+    return sigstore, tsa, sigstore.write_trusted_root(folder / "root.json", timestamp_authorities=[tsa])
+
+
+def judge_stamped(
+    signed: Signed, stamp: str | None, root: Path, *, with_set: bool = False, digest: Digest | None = None
+) -> tuple[Reason, str]:
+    """The outcome of `signed` as a `.sig` layer with the timestamp annotation `stamp`, and the
+    SET annotation only `with_set`."""
+    layer = SignatureLayer.create(
+        signed.payload,
+        signed.signature,
+        bundle=signed.set_annotation() if with_set else None,
+        certificate=signed.certificate_pem,
+        chain=signed.chain_pem,
+    )
+    if stamp is not None:
+        layer = with_annotation(layer, RFC3161_TIMESTAMP_ANNOTATION, stamp)
+    attached = AttachedSignatures([layer], lambda _: signed.payload)
+    [outcome] = verify_keyless_attached(
+        attached, digest or Digest.of_bytes(b"manifest"), "registry.test/app", mine(root)
+    )
+    return outcome.reason, outcome.detail
+
+
+def test_a_valid_timestamp_dates_a_legacy_signature_without_a_set(
+    stamped: Stamped,
+) -> None:
+    sigstore, tsa, root = stamped
+    signed = sigstore.sign(build_payload("registry.test/app", Digest.of_bytes(b"manifest")))
+    # cosign timestamps the raw signature bytes (not their base64 annotation).
+    reason, detail = judge_stamped(signed, tsa.annotation(signed.signature), root)
+    assert reason is Reason.VALID, detail
+    assert f"timestamped at {tsa.now:%Y-%m-%dT%H:%M:%SZ}" in detail and "Rekor" not in detail
+    reason, detail = judge_stamped(signed, tsa.annotation(signed.signature), root, with_set=True)
+    assert reason is Reason.VALID and "logged in Rekor at index" in detail and "timestamped at" in detail
+    # The time is proven, but the signed payload still has to be about this image.
+    reason, _ = judge_stamped(
+        signed, tsa.annotation(signed.signature), root, digest=Digest.of_bytes(b"another")
+    )
+    assert reason is Reason.DIGEST_MISMATCH
+    # Neither a SET nor a timestamp: nothing proves when the short-lived certificate was used.
+    reason, detail = judge_stamped(signed, None, root)
+    assert reason is Reason.BAD_SET and "no RFC 3161 timestamp" in detail
+
+
+def test_a_timestamp_over_other_bytes_fails(
+    stamped: Stamped,
+) -> None:
+    sigstore, tsa, root = stamped
+    signed = sigstore.sign(build_payload("registry.test/app", Digest.of_bytes(b"manifest")))
+    for other in (signed.payload, base64.b64encode(signed.signature), sigstore.sign(b"x").signature):
+        reason, detail = judge_stamped(signed, tsa.annotation(other), root, with_set=True)
+        assert reason is BAD_TIMESTAMP and "imprint is not the hash of this signature" in detail
+
+
+def test_a_timestamp_by_an_authority_the_root_does_not_list_fails(
+    instance: tuple[PrivateSigstore, Path], stamped: Stamped
+) -> None:
+    sigstore, tsa, root = stamped
+    signed = sigstore.sign(build_payload("registry.test/app", Digest.of_bytes(b"manifest")))
+    stranger = TimestampAuthority(name="stranger-tsa")
+    reason, detail = judge_stamped(signed, stranger.annotation(signed.signature), root)
+    assert reason is BAD_TIMESTAMP and "not signed by a timestamp authority of" in detail
+    # The root without any timestamp authority: even the instance's own TSA is not trusted.
+    _, no_tsa_root = instance
+    reason, detail = judge_stamped(signed, tsa.annotation(signed.signature), no_tsa_root, with_set=True)
+    assert reason is BAD_TIMESTAMP and "lists no timestamp authorities" in detail
+
+
+def test_a_certificate_expired_at_the_timestamp_fails(
+    stamped: Stamped,
+) -> None:
+    """The Fulcio certificate lives 10 minutes; a timestamp an hour later does not date its use,
+    alone or next to a SET that does (the chain must hold at every proven time)."""
+    sigstore, tsa, root = stamped
+    signed = sigstore.sign(build_payload("registry.test/app", Digest.of_bytes(b"manifest")))
+    late = tsa.annotation(signed.signature, at=sigstore.now + dt.timedelta(hours=1))
+    for with_set in (False, True):
+        reason, detail = judge_stamped(signed, late, root, with_set=with_set)
+        assert reason is Reason.UNTRUSTED_CERTIFICATE and "does not chain" in detail, detail
+
+
+def test_a_valid_timestamp_does_not_excuse_a_bad_set(
+    stamped: Stamped,
+) -> None:
+    sigstore, tsa, root = stamped
+    signed = sigstore.sign(build_payload("registry.test/app", Digest.of_bytes(b"manifest")))
+    stamp = tsa.annotation(signed.signature)
+    forged = sigstore.sign(signed.payload)  # a genuine SET, for another signature
+    signed.set_signature, signed.body = forged.set_signature, forged.body
+    reason, detail = judge_stamped(signed, stamp, root, with_set=True)
+    assert reason is Reason.BAD_SET and "RFC 3161" not in detail
+    signed.integrated_time += 1  # the SET no longer verifies
+    reason, detail = judge_stamped(signed, stamp, root, with_set=True)
+    assert reason is Reason.BAD_SET and "does not verify" in detail
+
+
+def test_malformed_or_altered_timestamps_fail(
+    stamped: Stamped,
+) -> None:
+    sigstore, tsa, root = stamped
+    signed = sigstore.sign(build_payload("registry.test/app", Digest.of_bytes(b"manifest")))
+    response = tsa.respond(signed.signature)
+
+    def annotation(der: bytes) -> str:
+        return json.dumps({"SignedRFC3161Timestamp": base64.b64encode(der).decode()})
+
+    for text in (
+        "not json",
+        json.dumps({"SignedRFC3161Timestamp": "%%%"}),
+        json.dumps({"signedRFC3161Timestamp": base64.b64encode(response).decode()}),
+        annotation(b"\x30\x03\x02\x01\x00"),
+        annotation(response[:-20]),
+        " " * (64 * 1024 + 1),
+    ):
+        reason, detail = judge_stamped(signed, text, root, with_set=True)
+        assert reason is Reason.MALFORMED and "RFC 3161 timestamp annotation" in detail, detail
+    # A genuine response whose signed TSTInfo was altered (the serial number) fails the CMS check.
+    serial = bytes([0x02, 0x01, tsa.serial + 1])
+    altered = tsa.respond(signed.signature)
+    assert altered.count(serial) == 1
+    reason, detail = judge_stamped(signed, annotation(altered.replace(serial, b"\x02\x01\x7f")), root)
+    assert reason is BAD_TIMESTAMP and "not signed by a timestamp authority" in detail
 
 
 def push_signed_image(registry: Registry, repo_name: str, sigstore: PrivateSigstore, identity: str) -> str:

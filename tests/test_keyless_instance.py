@@ -16,6 +16,7 @@ import datetime as dt
 import hashlib
 import json
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from support.tsa import TimestampAuthority
 
 ISSUER_V1 = x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.1")
 ISSUER_V2 = x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.8")
@@ -205,8 +207,15 @@ class PrivateSigstore:
     def rekor_log_id(self) -> bytes:
         return hashlib.sha256(_spki(self.rekor_key.public_key())).digest()
 
-    def write_trusted_root(self, path: Path, *, with_intermediate: bool = True) -> Path:
-        """The trusted root; without the intermediate, only the `.sig` chain annotation supplies it."""
+    def write_trusted_root(
+        self,
+        path: Path,
+        *,
+        with_intermediate: bool = True,
+        timestamp_authorities: Sequence[TimestampAuthority] = (),
+    ) -> Path:
+        """The trusted root; without the intermediate, only the `.sig` chain annotation supplies it.
+        `timestamp_authorities` (private TSAs, `support.tsa`) become its `timestampAuthorities`."""
 
         def key_entry(key: ec.EllipticCurvePrivateKey, url: str) -> dict[str, object]:
             der = _spki(key.public_key())
@@ -235,7 +244,7 @@ class PrivateSigstore:
                 }
             ],
             "ctlogs": [key_entry(self.ct_key, "https://ctfe.trust.test")],
-            "timestampAuthorities": [],
+            "timestampAuthorities": [tsa.trusted_root_entry() for tsa in timestamp_authorities],
         }
         path.write_text(json.dumps(document, indent=1))
         return path
@@ -474,3 +483,33 @@ def test_sigstore_python_rejects_a_certificate_without_sct(tmp_path: Path) -> No
         assert "signed certificate timestamp" in str(exc)
     else:
         raise AssertionError("a certificate without an SCT verified")
+
+
+def test_sigstore_python_accepts_the_private_timestamp_authority(tmp_path: Path) -> None:
+    """A bundle dated by `support.tsa` as well as by the SET verifies with sigstore-python, which
+    counts the timestamp as a verified time; one by an authority the root does not list is not."""
+    from sigstore._internal.timestamp import TimestampSource
+    from sigstore.models import Bundle, TrustedRoot
+    from sigstore.verify import Verifier
+    from sigstore.verify.policy import Identity
+
+    instance, tsa = PrivateSigstore(), TimestampAuthority()
+    root_path = instance.write_trusted_root(tmp_path / "root.json", timestamp_authorities=[tsa])
+    verifier = Verifier(trusted_root=TrustedRoot.from_file(str(root_path)))
+    policy = Identity(identity="dev@trust.test", issuer="https://accounts.trust.test")
+    signed = instance.sign(b"hello")
+
+    def dated_by(authority: TimestampAuthority) -> Bundle:
+        document = json.loads(signed.bundle())
+        stamp = _b64(authority.respond(signed.signature))
+        document["verificationMaterial"]["timestampVerificationData"] = {
+            "rfc3161Timestamps": [{"signedTimestamp": stamp}]
+        }
+        return Bundle.from_json(json.dumps(document))
+
+    listed = dated_by(tsa)
+    verifier.verify_artifact(b"hello", listed, policy)
+    times = [(result.source, result.time) for result in verifier._establish_time(listed)]
+    assert (TimestampSource.TIMESTAMP_AUTHORITY, tsa.now) in times and len(times) == 2
+    # sigstore-python skips a timestamp it cannot verify (the SET still dates the bundle).
+    assert len(verifier._establish_time(dated_by(TimestampAuthority()))) == 1

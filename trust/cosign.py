@@ -71,6 +71,8 @@ class Reason(StrEnum):
     """A trusted key signed, but the docker-reference names another repository."""
     BAD_SET = "bad-set"
     """A Rekor SET was required and is missing, malformed, or does not match."""
+    BAD_TIMESTAMP = "bad-timestamp"
+    """Keyless: an RFC 3161 timestamp is malformed, over other bytes, or by an untrusted authority."""
     MALFORMED = "malformed"
     """The layer, its payload or its annotations are malformed or do not match their descriptor."""
     WRONG_IDENTITY = "wrong-identity"

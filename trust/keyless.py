@@ -20,7 +20,13 @@ Two carriers of a keyless signature of an image digest are checked, each against
   (cryptography's verifier, configured as sigstore-python configures it); its embedded SCT
   verifies under the root's CT keys (sigstore-python's `verify_sct`); code-signing usage; the
   identity policy. Then the payload is a cosign payload for this digest and repository.
-  A `dev.sigstore.cosign/rfc3161timestamp` annotation is not used: the SET supplies the time.
+  A `dev.sigstore.cosign/rfc3161timestamp` annotation (cosign `--timestamp-server-url`: JSON
+  `{"SignedRFC3161Timestamp": base64 DER TimeStampResp}`) is a second proof of the signing time:
+  its message imprint must be the hash of the raw signature bytes, and it must be signed by a
+  `timestampAuthorities` entry of the root valid at its genTime (sigstore-python's own check, over
+  rfc3161-client's CMS verification). A layer needs a SET or a timestamp (as cosign accepts
+  `--tlog-upload=false` with a TSA); each one present must verify, and the certificate chain is
+  checked at every time they prove.
 
 Every failure is a `SignatureOutcome` (one per signature), never an exception: one bad signature
 never hides a good one. `Reason.WRONG_IDENTITY` details name the expected and the actual identity.
@@ -30,7 +36,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -42,9 +50,11 @@ from pull.digest import Digest
 from pull.errors import DeniedError, IntegrityError
 from pull.mediatypes import COSIGN_SIMPLESIGNING
 from pull.reference import Reference
+from pull.strictjson import loads as strict_json
 from trust.attached import AttachedSignatures
 from trust.cosign import (
     MAX_PAYLOAD_BYTES,
+    RFC3161_TIMESTAMP_ANNOTATION,
     PayloadLoader,
     Reason,
     RekorEntry,
@@ -74,14 +84,35 @@ MAX_CERTIFICATE_PEM_BYTES = 64 * 1024
 """A Fulcio leaf is ~1 kB of PEM; larger certificate annotations are refused as hostile."""
 MAX_CHAIN_CERTIFICATES = 8
 """Intermediates accepted from a `dev.sigstore.cosign/chain` annotation."""
+_SHA256_OID, _SHA384_OID, _SHA512_OID = (f"2.16.840.1.101.3.4.2.{n}" for n in (1, 2, 3))
+MAX_TIMESTAMP_ANNOTATION_BYTES = 64 * 1024
+"""A TSA response with its certificate chain is a few kB; larger timestamp annotations are refused."""
+BAD_TIMESTAMP = Reason.BAD_TIMESTAMP
+"""The outcome of a timestamp that does not prove the signing time."""
 
 
 # --- legacy cosign keyless `.sig` layers -------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class SigningTime:
+    """What proved when a legacy keyless signature was made: a Rekor SET, a timestamp, or both."""
+
+    rekor: RekorEntry | None
+    timestamped_at: datetime | None
+
+    def describe(self) -> str:
+        proofs = []
+        if self.rekor is not None:
+            proofs.append(f"logged in Rekor at index {self.rekor.log_index}")
+        if self.timestamped_at is not None:
+            proofs.append(f"timestamped at {self.timestamped_at:%Y-%m-%dT%H:%M:%SZ}")
+        return " and ".join(proofs)
+
+
 def verify_legacy_signature(
     payload: bytes, layer: SignatureLayer, root: LoadedRoot, policy: IdentityPolicy
-) -> tuple[CertificateIdentity, RekorEntry]:
+) -> tuple[CertificateIdentity, SigningTime]:
     """The cryptographic checks of one legacy keyless layer over `payload` (see the module doc).
 
     Says nothing about what the payload means; the caller checks that. Raises `SignatureInvalid`
@@ -118,24 +149,97 @@ def verify_legacy_signature(
     if not verify_bytes(key, payload, signature):
         raise fail(Reason.BAD_SIGNATURE, "signature does not verify with the certificate's key")
 
-    if layer.bundle is None:
-        raise fail(Reason.BAD_SET, "no Rekor SET (dev.sigstore.cosign/bundle): the signing time is unproven")
-    logs = root.rekor_logs
-    entry = verify_rekor_set(layer.bundle, [log.key for log in logs], payload, signature_b64, certificate_pem)
-    try:
-        signed_at = datetime.fromtimestamp(entry.integrated_time, tz=UTC)
-    except (OverflowError, OSError, ValueError):
-        raise fail(Reason.BAD_SET, f"integratedTime {entry.integrated_time} is not a time") from None
-    log = next(log for log in logs if log.log_id == entry.log_id)
-    if not log.valid_at(signed_at):
-        raise fail(Reason.BAD_SET, f"the Rekor log's key was not valid at {signed_at:%Y-%m-%dT%H:%M:%SZ}")
+    timestamp = layer.annotations.get(RFC3161_TIMESTAMP_ANNOTATION)
+    if layer.bundle is None and timestamp is None:
+        raise fail(
+            Reason.BAD_SET,
+            "no Rekor SET (dev.sigstore.cosign/bundle) and no RFC 3161 timestamp: "
+            "the signing time is unproven",
+        )
+    entry: RekorEntry | None = None
+    proven_times: list[datetime] = []
+    if layer.bundle is not None:
+        logs = root.rekor_logs
+        entry = verify_rekor_set(
+            layer.bundle, [log.key for log in logs], payload, signature_b64, certificate_pem
+        )
+        try:
+            signed_at = datetime.fromtimestamp(entry.integrated_time, tz=UTC)
+        except (OverflowError, OSError, ValueError):
+            raise fail(Reason.BAD_SET, f"integratedTime {entry.integrated_time} is not a time") from None
+        log = next(log for log in logs if log.log_id == entry.log_id)
+        if not log.valid_at(signed_at):
+            raise fail(Reason.BAD_SET, f"the Rekor log's key was not valid at {signed_at:%Y-%m-%dT%H:%M:%SZ}")
+        proven_times.append(signed_at)
+    timestamped_at = None
+    if timestamp is not None:
+        timestamped_at = verify_signature_timestamp(timestamp, signature, root)
+        proven_times.append(timestamped_at)
 
-    verify_certificate_chain(leaf, intermediates, root, signed_at)
+    for moment in proven_times:  # as sigstore-python: the chain must hold at every proven time
+        verify_certificate_chain(leaf, intermediates, root, moment)
     try:
         policy.verify(leaf)
     except IdentityMismatch as exc:
         raise fail(Reason.WRONG_IDENTITY, str(exc)) from None
-    return read_identity(leaf), entry
+    return read_identity(leaf), SigningTime(entry, timestamped_at)
+
+
+def verify_signature_timestamp(annotation: str, signature: bytes, root: LoadedRoot) -> datetime:
+    """The genTime of the RFC 3161 timestamp in a `dev.sigstore.cosign/rfc3161timestamp`
+    annotation, once it is shown to timestamp `signature` (the raw signature bytes, as cosign
+    requests it) and to be signed by a timestamp authority of `root` valid at that time.
+
+    The CMS checks (signed attributes, the TSA's chain to the authority's root at genTime, its
+    timeStamping usage, the embedded certificate being the authority's) are sigstore-python's
+    `Verifier._verify_signed_timestamp` over rfc3161-client. Raises `SignatureInvalid`.
+    """
+    from rfc3161_client import PKIStatus, decode_timestamp_response
+
+    def malformed(detail: str) -> SignatureInvalid:
+        return SignatureInvalid(Reason.MALFORMED, f"RFC 3161 timestamp annotation: {detail}")
+
+    def bad(detail: str) -> SignatureInvalid:
+        return SignatureInvalid(BAD_TIMESTAMP, f"RFC 3161 timestamp: {detail}")
+
+    if len(annotation) > MAX_TIMESTAMP_ANNOTATION_BYTES:
+        raise malformed(f"larger than {MAX_TIMESTAMP_ANNOTATION_BYTES} bytes")
+    try:
+        document = strict_json(annotation, "timestamp annotation")
+    except (ValueError, UnicodeError):
+        raise malformed("not JSON") from None
+    encoded = document.get("SignedRFC3161Timestamp") if isinstance(document, dict) else None
+    der = _b64(encoded) if isinstance(encoded, str) else None
+    if der is None:
+        raise malformed("no base64 SignedRFC3161Timestamp")
+    try:
+        response = decode_timestamp_response(der)
+        # rfc3161-client's verifier accepts only `granted`: say so before asking it
+        info = response.tst_info if response.status == PKIStatus.GRANTED else None
+        imprint = info.message_imprint if info is not None else None
+    except ValueError as exc:  # rfc3161-client's ASN.1 errors, and unknown status values
+        raise malformed(f"not a DER TimeStampResp ({str(exc)[:80]})") from None
+    if info is None or imprint is None:
+        raise bad(f"the TSA did not grant it (status {response.status})")
+    stamped_at = info.gen_time if info.gen_time.tzinfo else info.gen_time.replace(tzinfo=UTC)
+    hashers = {_SHA256_OID: hashlib.sha256, _SHA384_OID: hashlib.sha384, _SHA512_OID: hashlib.sha512}
+    hasher = hashers.get(imprint.hash_algorithm.dotted_string)
+    if hasher is None:
+        raise bad(f"message imprint hash {imprint.hash_algorithm.dotted_string} is not SHA-2")
+    if imprint.message != hasher(signature).digest():
+        raise bad("its message imprint is not the hash of this signature")
+    if not root.root.get_timestamp_authorities():
+        raise bad(f"{root.source} lists no timestamp authorities")
+    # Checks the imprint again, then the signature and chains; None when no authority vouches.
+    try:
+        vouched = root.verifier._verify_signed_timestamp(response, signature)
+    except (ValueError, SigstoreError) as exc:  # e.g. an embedded certificate cryptography refuses
+        raise malformed(_first_line(exc)) from None
+    if vouched is None:
+        raise bad(
+            f"not signed by a timestamp authority of {root.source} valid at {stamped_at:%Y-%m-%dT%H:%M:%SZ}"
+        )
+    return stamped_at
 
 
 def verify_certificate_chain(
@@ -243,7 +347,7 @@ def _check_legacy_layer(
         if len(payload) != layer.size or Digest.of_bytes(payload, layer.digest.algorithm) != layer.digest:
             raise fail(Reason.MALFORMED, "payload does not match its layer descriptor")
         try:
-            identity, entry = verify_legacy_signature(payload, layer, root, policy)
+            identity, proven = verify_legacy_signature(payload, layer, root, policy)
         except SignatureInvalid as exc:
             if exc.reason == Reason.WRONG_IDENTITY:
                 state["key"] = _identity_of(layer)
@@ -266,10 +370,10 @@ def _check_legacy_layer(
         index,
         layer.digest,
         Reason.VALID,
-        f"keyless: signed by {identity}, logged in Rekor at index {entry.log_index}",
+        f"keyless: signed by {identity}, {proven.describe()}",
         str(identity),
         parsed,
-        entry,
+        proven.rekor,
     )
 
 

@@ -1,4 +1,5 @@
-"""Sigstore trusted roots: which Fulcio CAs, Rekor logs and CT logs a keyless signature may rely on.
+"""Sigstore trusted roots: which Fulcio CAs, Rekor logs, CT logs and timestamp authorities a keyless
+signature may rely on.
 
 A trusted root (`trusted_root.json`, media type `application/vnd.dev.sigstore.trustedroot+json`)
 comes from one of two places, and never from the network while verifying:
