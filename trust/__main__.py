@@ -1,5 +1,3 @@
-import sys
+from trust.cli import console
 
-from trust.cli import main
-
-sys.exit(main())
+console()

@@ -12,7 +12,7 @@ import os
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, cast
 
 import typer
 
@@ -694,5 +694,21 @@ def main(argv: list[str] | None = None) -> int:
     return result if isinstance(result, int) else 0
 
 
+def console() -> NoReturn:
+    """The `trust` executable: `main`, then exit without the interpreter's teardown.
+
+    Tearing down the ~600 modules a command loads takes 20 to 40 ms, a tenth of a warm `trust run`.
+    Nothing needs it: every file, lock, connection and thread pool was closed by the `with` block
+    that opened it, so only the standard streams are left to flush.
+    """
+    code = main()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (BrokenPipeError, ValueError):  # a reader that went away, or a stream already closed
+        code = code or 1
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()
