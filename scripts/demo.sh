@@ -103,6 +103,10 @@ trust copy "$pinned" "oci:$work/usb:hello"
 trust verify --key keys-example/cosign.pub --ignore-reference "oci:$work/usb:hello"
 skopeo inspect "oci:$work/usb:hello" | python3 -c 'import json,sys; print("skopeo reads the layout:", json.load(sys.stdin)["Digest"])'
 
+step "trust audit: re-hash everything this host pulled and re-check it against today's policy"
+# The unsigned image was pulled when it was evaluated (and refused): audit reports it, exit 3.
+expect_exit 3 trust audit --policy keys-example/policy.yaml
+
 step "a malformed reference is a usage error"
 expect_exit 2 trust pull "$reg/Demo/Hello:v1"
 

@@ -637,4 +637,4 @@ def _verdict(
     reasons = "; ".join(evaluation.reasons)
     if evaluation.mode is Mode.AUDIT:
         return Verdict("allow-audit", f"would fail {matched} (audit mode): {reasons}", evaluation)
-    return Verdict("fail", f"no longer passes {matched}: {reasons}", evaluation)
+    return Verdict("fail", f"fails {matched}: {reasons}", evaluation)
