@@ -354,9 +354,11 @@ class RegistryClient:
     ) -> list[bytes] | None:
         """Pages of the OCI 1.1 referrers API for `digest` (index documents), or None if unsupported.
 
-        A 404 means the registry has no referrers API (distribution 2.8): the caller falls back to
-        the `sha256-<hex>` tag schema. Any other failure raises: it is "could not look", never
-        "nothing attached". Pages are followed through `Link` like tag lists.
+        A 404 means the registry has no referrers API (distribution 2.8); registries that route the
+        unknown path elsewhere answer 400, 405 or 406 (go-containerregistry falls back on 400, 404
+        and 406 too). The caller then reads the `sha256-<hex>` tag schema, whose own failures still
+        raise. Any other failure raises: it is "could not look", never "nothing attached". Pages are
+        followed through `Link` like tag lists.
         """
         url = self._url(repository, "referrers", str(digest))
         if artifact_type is not None:
@@ -378,7 +380,8 @@ class RegistryClient:
         """The bodies of a paginated listing, each capped like a manifest.
 
         Pagination stays on the registry (our credentials go nowhere else) and must progress.
-        With `absent_ok`, a 404 on the first page raises `_Absent` instead of `NotFound`.
+        With `absent_ok`, a 404 (or another "no such endpoint" status) on the first page raises
+        `_Absent` instead of an error.
         """
         where = self._where(repository)
         seen = {str(url)}
@@ -388,7 +391,7 @@ class RegistryClient:
                 "GET", url, where=where, scope=repository_scope(repository), headers=headers
             )
             with contextlib.closing(response):
-                if absent_ok and page == 0 and response.status_code == 404:
+                if absent_ok and page == 0 and response.status_code in _UNSUPPORTED_STATUSES:
                     raise _Absent()
                 self._expect(response, (200,), what, where)
                 data, truncated = self._read_at_most(response, self._config.manifest_max_bytes, where)
@@ -612,6 +615,9 @@ class RegistryClient:
 
 # -- helpers (pure functions) -------------------------------------------------------------------------
 
+
+_UNSUPPORTED_STATUSES = frozenset({400, 404, 405, 406})
+"""Answers to a listing endpoint that mean "this registry has no such API", not "it failed"."""
 
 READ_CHUNK = 1 << 20
 """Bytes asked of the socket per read. httpcore asks for 64 KiB; for blob streams 1 MiB cuts the

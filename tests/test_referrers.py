@@ -252,3 +252,18 @@ def test_referrers_api_errors_are_could_not_check(public_key: Path) -> None:
         image = hostile.add_image("team/app", "v1", [b"layer"])
         hostile.fail_next("GET", f"/v2/team/app/referrers/{image.digest}", Reply(503), times=99)
         assert main(["verify", "--key", str(public_key), f"{hostile.host}/team/app:v1"]) == 5
+
+
+@pytest.mark.parametrize("status", [400, 405, 406])
+def test_registries_without_the_api_that_do_not_answer_404_fall_back_to_the_tag_schema(
+    public_key: Path, status: int
+) -> None:
+    # Registries that route the unknown referrers path elsewhere answer 400/405/406 (crane falls
+    # back on those too): that is "no API", so the fallback tag is read, and an unsigned image is
+    # unsigned (3), not "could not check" (5).
+    with HostileRegistry(referrers_api=True) as hostile:
+        image = hostile.add_image("team/app", "v1", [b"layer"])
+        hostile.fail_next("GET", f"/v2/team/app/referrers/{image.digest}", Reply(status), times=99)
+        assert main(["verify", "--key", str(public_key), f"{hostile.host}/team/app:v1"]) == 3
+        with RegistryClient(hostile.host, config=FAST) as client:
+            assert client.referrers("team/app", Digest.parse(image.digest)) is None
