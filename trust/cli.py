@@ -321,16 +321,7 @@ def sign(
             )
         if cert is None:
             raise UsageError("--format notation needs --cert CHAIN.pem (signing certificate first)")
-        from trust.notation import sign_notation_with_files
-
-        with RegistryClients.insecure(insecure_registry) as clients:
-            signed = sign_notation_with_files(clients, ref, Path(key), cert)
-        if output is OutputFormat.json:
-            emit_json([signed.to_json()])
-            return
-        where = f"{signed.repository}@{signed.signature_digest}"
-        note(f"signed (notation): {ref.name}@{signed.digest} -> {where}")
-        emit_line(f"{ref.name}@{signed.digest}")
+        _sign_notation(ref, Path(key), cert, output, insecure_registry)
         return
     if cert is not None:
         raise UsageError("--cert belongs to --format notation")
@@ -352,6 +343,21 @@ def sign(
         state = "signed" if result.added else "already signed by this key"
         note(f"{state}: {ref.name}@{result.digest} -> {result.location}")
         emit_line(f"{ref.name}@{result.digest}")
+
+
+def _sign_notation(
+    ref: Reference, key: Path, cert: Path, output: OutputFormat, insecure_registry: list[str] | None
+) -> None:
+    from pull.clients import RegistryClients
+    from trust.notation import sign_notation_with_files
+
+    with RegistryClients.insecure(insecure_registry) as clients:
+        signed = sign_notation_with_files(clients, ref, key, cert)
+    if output is OutputFormat.json:
+        emit_json([signed.to_json()])
+        return
+    note(f"signed (notation): {ref.name}@{signed.digest} -> {signed.repository}@{signed.signature_digest}")
+    emit_line(f"{ref.name}@{signed.digest}")
 
 
 def _sign_keyless(
