@@ -16,6 +16,7 @@ from typing import Any, cast
 import pytest
 from support.images import Layer, build_image, push_image
 from support.registry import Registry, RegistryFactory
+from support.tty import run_in_terminal
 
 from policy.admission import admit
 from policy.loader import load_policy
@@ -132,6 +133,13 @@ def test_a_clean_store_audits_clean_with_history(host: Host, capfd: pytest.Captu
         assert image["blobsChecked"] == 5
     hashing = doc["hashing"]
     assert isinstance(hashing, dict) and hashing["bytes"] > 0
+
+
+def test_a_terminal_gets_a_progress_bar_and_the_table(host: Host) -> None:
+    code, output = run_in_terminal("audit", "--store", str(host.store), "--policy", str(host.policy))
+    assert code == 0
+    assert b"re-hashing" in output  # the bar (only on a terminal)
+    assert b"INTEGRITY" in output and host.first.split("@")[0].encode() in output
 
 
 def test_a_flipped_byte_in_a_blob_names_that_image_and_blob(

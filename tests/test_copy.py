@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ from typing import Any
 import pytest
 from hostile import HostileRegistry, Reply
 from support.images import (
+    Layer,
+    build_image,
     build_index,
     multiplatform_images,
     push_image,
@@ -20,6 +23,7 @@ from support.images import (
     write_oci_layout,
 )
 from support.registry import Registry
+from support.tty import run_in_terminal
 from support.vectors import VECTORS as SHARED_VECTORS
 
 from pull.clients import RegistryClients
@@ -318,3 +322,64 @@ def test_oras_style_layout_referrers_reach_the_registry_fallback_index(
         )
     [entry] = fallback["manifests"]
     assert entry["artifactType"] == "application/vnd.cncf.notary.signature"
+
+
+class RecordingProgress:
+    """A `PullProgress` that remembers what it was told (the rich bars get the same calls)."""
+
+    def __init__(self) -> None:
+        self.started: dict[str, bool] = {}
+        self.advanced: dict[str, int] = {}
+        self.finished: list[str] = []
+
+    def blob_started(self, descriptor: Any, already_exists: bool) -> None:
+        self.started[str(descriptor.digest)] = already_exists
+
+    def blob_advanced(self, descriptor: Any, nbytes: int) -> None:
+        key = str(descriptor.digest)
+        self.advanced[key] = self.advanced.get(key, 0) + nbytes
+
+    def blob_finished(self, descriptor: Any) -> None:
+        self.finished.append(str(descriptor.digest))
+
+
+def test_blobs_are_copied_in_parallel_with_progress_for_each(
+    registry: Registry, repo_name: str, tmp_path: Path, clients: RegistryClients
+) -> None:
+    layers = [Layer.from_files({f"f{i}": bytes([i]) * (300_000 + i)}) for i in range(5)]
+    image = build_image(layers)
+    push_image(registry, repo_name, image, tag="v1")
+    source = Reference.parse(f"{registry.host}/{repo_name}:v1")
+    progress = RecordingProgress()
+    result = copy_image(clients, source, Reference.parse(f"oci:{tmp_path / 'out'}:v1"), progress=progress)
+    sizes = {d.digest: d.size for d in [image.config_descriptor, *image.layer_descriptors]}
+    assert result.blobs_copied == len(sizes) and result.bytes_copied == sum(sizes.values())
+    assert progress.started == {digest: False for digest in sizes}
+    assert progress.advanced == sizes and sorted(progress.finished) == sorted(sizes)
+    again = RecordingProgress()
+    second = copy_image(clients, source, Reference.parse(f"oci:{tmp_path / 'out'}:v2"), progress=again)
+    assert second.blobs_skipped == len(sizes) and set(again.started.values()) == {True}
+    with LayoutClient(tmp_path / "out") as layout:
+        for digest in sizes:
+            assert layout.blob_exists("", Digest.parse(digest))
+
+
+def test_progress_bars_on_a_terminal(registry: Registry, repo_name: str, tmp_path: Path) -> None:
+    push_image(registry, repo_name, simple_image(b"bars\n"), tag="v1")
+    code, output = run_in_terminal("copy", f"{registry.host}/{repo_name}:v1", f"oci:{tmp_path / 'tty'}:v1")
+    assert code == 0 and b"verified" in output and b"copied" in output
+    # Not on a terminal: no bars, only the summary line and the digest.
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trust",
+            "copy",
+            f"{registry.host}/{repo_name}:v1",
+            f"oci:{tmp_path / 'pipe'}:v1",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "verified" not in done.stderr and done.stderr.startswith("copied ")

@@ -21,6 +21,7 @@ from support.images import (
     snapshot_tree,
 )
 from support.registry import Registry
+from support.tty import run_in_terminal
 
 from trust.cli import main
 
@@ -143,6 +144,20 @@ def test_tampered_blob_in_a_real_registry_is_refused(
     blob.write_bytes(bytes(blob.stat().st_size))
     assert trust("pull", "--store", str(tmp_store), f"{registry.host}/{repo_name}:v1") == 4
     assert not (tmp_store / "blobs" / "sha256" / image.layers[0].digest.split(":")[1]).exists()
+
+
+def test_a_terminal_gets_a_bar_per_layer_and_already_exists(
+    registry: Registry, repo_name: str, tmp_store: Path
+) -> None:
+    image = build_image([Layer.from_files({"a": b"a" * 100_000}), Layer.from_files({"b": b"b"})])
+    push_image(registry, repo_name, image, tag="v1")
+    reference = f"{registry.host}/{repo_name}:v1"
+    shorts = [layer.digest.split(":")[1][:12].encode() for layer in image.layers]
+    code, output = run_in_terminal("pull", "--store", str(tmp_store), reference)
+    assert code == 0 and b"already exists" not in output  # rich redraws: count names, not lines
+    assert all(short + b" verified" in output for short in shorts)
+    code, output = run_in_terminal("pull", "--store", str(tmp_store), reference)
+    assert code == 0 and all(short + b" already exists" in output for short in shorts)
 
 
 def test_two_processes_pull_the_same_image(registry: Registry, repo_name: str, tmp_store: Path) -> None:

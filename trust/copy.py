@@ -19,7 +19,9 @@ the original would have been verified, because every byte arrives unchanged.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +29,7 @@ from pull.digest import Digest
 from pull.errors import DigestMismatch, InvalidManifest, NotFound, SizeMismatch, UsageError
 from pull.manifest import Descriptor, ImageIndex, ImageManifest, Platform, VerifiedDocument, verify_document
 from pull.mediatypes import INDEX_TYPES, MANIFEST_TYPES
-from pull.pipeline import resolve
+from pull.pipeline import PullProgress, resolve
 from pull.reference import Reference
 from pull.referrers import read_referrers, record_referrers
 from pull.registry import RegistryClient
@@ -86,6 +88,8 @@ def copy_image(
     *,
     platform: Platform | None = None,
     attached: bool = True,
+    progress: PullProgress | None = None,
+    parallel: int = 4,
 ) -> CopyResult:
     """Copy `source` to `destination` with (unless `attached` is False) its signatures and attestations.
 
@@ -107,7 +111,7 @@ def copy_image(
         top = _fetch(src, source.repository, child)
     if destination.digest is not None and destination.digest != top.digest:
         raise UsageError(f"{destination} names {destination.digest}, but {source} is {top.digest}")
-    copier = _Copier(src, source.repository, dst, destination.repository)
+    copier = _Copier(src, source.repository, dst, destination.repository, progress, parallel)
     result = CopyResult(source, destination, top.digest, top.media_type)
     copier.copy_children(top, result, depth=0)
     copier.push(top, str(top.digest), result)
@@ -122,8 +126,20 @@ def copy_image(
 class _Copier:
     """One source repository to one destination repository, remembering what is already there."""
 
-    def __init__(self, src: RegistryClient, src_repo: str, dst: RegistryClient, dst_repo: str) -> None:
+    def __init__(
+        self,
+        src: RegistryClient,
+        src_repo: str,
+        dst: RegistryClient,
+        dst_repo: str,
+        progress: PullProgress | None = None,
+        parallel: int = 4,
+    ) -> None:
         self.src, self.src_repo, self.dst, self.dst_repo = src, src_repo, dst, dst_repo
+        self._progress = progress
+        self._parallel = max(1, parallel)
+        self._lock = threading.Lock()
+        """Guards `_present` and the result's counters: an image's blobs are copied on several threads."""
         self._present: set[Digest] = set()
         self._children: dict[Digest, list[VerifiedDocument]] = {}
         self._copied: set[Digest] = set()
@@ -135,8 +151,12 @@ class _Copier:
     def copy_children(self, document: VerifiedDocument, result: CopyResult, depth: int) -> None:
         """Everything `document` names, children first, so that each push finds what it refers to."""
         if isinstance(document.document, ImageManifest):
-            for blob in (document.document.config, *document.document.layers):
-                self.copy_blob(blob, result)
+            blobs = [document.document.config, *document.document.layers]
+            # Blobs stream in parallel (both clients are thread-safe); the manifest is pushed after
+            # all of them, by the caller, so the destination never names a missing blob.
+            with ThreadPoolExecutor(max_workers=min(self._parallel, len(blobs))) as pool:
+                for _ in pool.map(lambda blob: self.copy_blob(blob, result), blobs):
+                    pass
             return
         if depth >= _INDEX_DEPTH:
             raise InvalidManifest(f"index {document.digest} nests indexes more than {_INDEX_DEPTH} deep")
@@ -165,20 +185,30 @@ class _Copier:
         return found
 
     def copy_blob(self, descriptor: Descriptor, result: CopyResult) -> None:
-        if descriptor.digest in self._present or self.dst.blob_exists(self.dst_repo, descriptor.digest):
-            self._present.add(descriptor.digest)
-            result.blobs_skipped += 1
+        with self._lock:
+            known = descriptor.digest in self._present
+        if known or self.dst.blob_exists(self.dst_repo, descriptor.digest):
+            if self._progress is not None:
+                self._progress.blob_started(descriptor, True)
+            with self._lock:
+                self._present.add(descriptor.digest)
+                result.blobs_skipped += 1
             return
+        if self._progress is not None:
+            self._progress.blob_started(descriptor, False)
         with self.src.stream_blob(self.src_repo, descriptor.digest) as chunks:
             self.dst.push_blob(
                 self.dst_repo,
                 descriptor.digest,
                 descriptor.size,
-                _verified(chunks, descriptor, self.src.host),
+                _reported(_verified(chunks, descriptor, self.src.host), descriptor, self._progress),
             )
-        self._present.add(descriptor.digest)
-        result.blobs_copied += 1
-        result.bytes_copied += descriptor.size
+        if self._progress is not None:
+            self._progress.blob_finished(descriptor)
+        with self._lock:
+            self._present.add(descriptor.digest)
+            result.blobs_copied += 1
+            result.bytes_copied += descriptor.size
 
     def push(self, document: VerifiedDocument, reference: str, result: CopyResult) -> None:
         if ":" in reference and document.digest in self._present:
@@ -260,6 +290,16 @@ def _fetch(client: RegistryClient, repository: str, descriptor: Descriptor) -> V
             f"its descriptor says {descriptor.media_type}"
         )
     return document
+
+
+def _reported(
+    chunks: Iterator[bytes], descriptor: Descriptor, progress: PullProgress | None
+) -> Iterator[bytes]:
+    """Pass chunks on, telling `progress` (a progress bar on a terminal) how far the blob got."""
+    for chunk in chunks:
+        if progress is not None:
+            progress.blob_advanced(descriptor, len(chunk))
+        yield chunk
 
 
 def _verified(chunks: Iterable[bytes], descriptor: Descriptor, where: str) -> Iterator[bytes]:

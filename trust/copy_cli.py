@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
@@ -54,7 +55,15 @@ def copy(
     dst = Reference.parse(destination)
     wanted = Platform.parse(platform) if platform else None
     with RegistryClients.insecure(insecure_registry) as clients:
-        result = copy_image(clients, src, dst, platform=wanted, attached=not no_attached)
+        if output is OutputFormat.text and sys.stderr.isatty():
+            from trust.progress import RichPullProgress
+
+            with RichPullProgress("copying") as bars:
+                result = copy_image(
+                    clients, src, dst, platform=wanted, attached=not no_attached, progress=bars
+                )
+        else:
+            result = copy_image(clients, src, dst, platform=wanted, attached=not no_attached)
     if output is OutputFormat.json:
         emit_json(result.to_json())
         return

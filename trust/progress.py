@@ -1,4 +1,4 @@
-"""Rich progress bars for pulls, shown only when stderr is a terminal.
+"""Rich progress bars for pulls and copies, shown only when stderr is a terminal.
 
 The pull pipeline reports through the `PullProgress` protocol; this is one listener for it.
 """
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 class RichPullProgress:
     """One bar per layer; layers the store already has say "already exists"."""
 
-    def __init__(self) -> None:
+    def __init__(self, verb: str = "pulling") -> None:
         from rich.console import Console
         from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
@@ -30,6 +30,7 @@ class RichPullProgress:
             console=Console(stderr=True),
             transient=False,
         )
+        self._verb = verb
         self._tasks: dict[str, TaskID] = {}
         self._existing: set[str] = set()
         self._lock = threading.Lock()
@@ -52,7 +53,7 @@ class RichPullProgress:
                     f"{short} already exists", total=descriptor.size, completed=descriptor.size
                 )
             else:
-                self._tasks[short] = self._progress.add_task(f"{short} pulling", total=descriptor.size)
+                self._tasks[short] = self._progress.add_task(f"{short} {self._verb}", total=descriptor.size)
 
     def blob_advanced(self, descriptor: Descriptor, nbytes: int) -> None:
         with self._lock:
