@@ -1,6 +1,6 @@
 """Benchmark: `trust pull` against `skopeo copy docker://… oci:DIR:tag` from the same local registry.
 
-    .venv/bin/python benchmarks/pull.py [--size-mb 320] [--layers 4] [--runs 5]
+    .venv/bin/python benchmarks/bench_pull.py [--size-mb 320] [--layers 4] [--runs 5]
 
 Builds a gzip image of seeded random data (≥300 MB, ≥3 layers), pushes it to a CNCF distribution
 registry on 127.0.0.1, then alternates cold pulls (fresh destination each time) of both tools and

@@ -1,6 +1,6 @@
 """Benchmark: `trust verify` of a signed image (whole process) and `trust --help`.
 
-    .venv/bin/python benchmarks/verify.py [--runs 15]
+    .venv/bin/python benchmarks/bench_verify.py [--runs 15]
 
 Starts a local registry, pushes and signs a small image with a fresh key, then times complete
 `trust verify --key` processes and reports the median, and how much of it is interpreter start-up

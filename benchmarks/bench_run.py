@@ -1,6 +1,6 @@
 """Benchmark: `trust run` warm and cold, against runc, skopeo and umoci on the same machine.
 
-    .venv/bin/python benchmarks/run.py [--runs 15] [--cold-runs 3] [--size-mb 320] [--skip-cold]
+    .venv/bin/python benchmarks/bench_run.py [--runs 15] [--cold-runs 3] [--size-mb 320] [--skip-cold]
 
 Warm start: a signed busybox image already pulled and unpacked. `trust run --rm IMG@sha256:…
 /bin/true` (admission against keys-example/policy.yaml, signature check against the local registry,
@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("--skip-cold", action="store_true")
     args = parser.parse_args()
     if os.geteuid() != 0:
-        raise SystemExit("benchmarks/run.py needs root (runc and overlay mounts)")
+        raise SystemExit("benchmarks/bench_run.py needs root (runc and overlay mounts)")
 
     work = Path(tempfile.mkdtemp(prefix="trust-bench-run-"))
     env = {**os.environ, "TRUST_PASSWORD": "trust-example"}

@@ -1,6 +1,6 @@
 """Benchmark: `trust audit --offline` re-hash throughput against one `sha256sum` over the same blobs.
 
-    .venv/bin/python benchmarks/audit.py [--size-mb 1100] [--layers 8] [--runs 3] [--workers N]
+    .venv/bin/python benchmarks/bench_audit.py [--size-mb 1100] [--layers 8] [--runs 3] [--workers N]
 
 Builds a store holding ≥ 1 GB of blobs (an image of seeded random gzip layers written straight into
 the store's OCI layout, plus an accept-anything policy), reads every blob once so that both tools
@@ -41,7 +41,6 @@ def main() -> None:
         if not (store_path / "index.json").exists() or args.keep is None:
             image = build_big_image(work / "image", total_size=args.size_mb << 20, layers=args.layers)
             # The store is an OCI layout: written directly (`trust audit` adds its meta/ on opening).
-            # (`pull` cannot be imported here: benchmarks/pull.py shadows the package.)
             write_oci_layout(store_path, image, tag=REF)
             shutil.rmtree(work / "image")
         policy = work / "policy.yaml"
