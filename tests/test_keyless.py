@@ -57,7 +57,7 @@ from trust.keyless_identity import IdentityPolicy, read_identity
 from trust.keyless_sign import attach_bundle, build_bundle_referrer
 from trust.keyless_sign import cosign_statement as trust_statement
 from trust.keys import KeySigner, check_public_key, generate_keypair, load_private_key
-from trust.trusted_root import TrustedRootError, load_trusted_root
+from trust.trusted_root import TrustedRootError, load_trusted_root, refreshed_root_path
 
 VECTORS = SHARED_VECTORS / "sigstore-bundles"
 STAGING = VECTORS / "staging_trusted_root.json"
@@ -173,13 +173,64 @@ def test_a_bundle_over_another_file_is_a_digest_mismatch() -> None:
     assert reason is Reason.DIGEST_MISMATCH and "is not sha256:" in detail
 
 
-def test_the_default_root_is_public_good_and_does_not_trust_staging() -> None:
+@pytest.fixture
+def private_tuf_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """sigstore-python's TUF cache and data directories in a temporary folder, for one test."""
+    from trust import trusted_root
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    trusted_root._public_good.cache_clear()
+    yield tmp_path
+    trusted_root._public_good.cache_clear()
+
+
+def test_the_default_root_is_public_good_and_does_not_trust_staging(private_tuf_cache: Path) -> None:
     root = load_trusted_root()
     assert root.source == "the Sigstore public-good instance"
     staging = load_trusted_root(STAGING)
     assert {log.log_id for log in root.rekor_logs}.isdisjoint({log.log_id for log in staging.rekor_logs})
     reason, detail, _ = check_vector("bundle_v3.txt", authority("william@yossarian.net", trusted_root=None))
     assert reason is Reason.UNTRUSTED_CERTIFICATE and "public-good" in detail
+
+
+def test_a_refreshed_root_in_the_tuf_cache_is_the_default(
+    private_tuf_cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Stand-in for a refresh: the staging root where sigstore-python's TUF client keeps the
+    # public-good one. Verification then trusts it with no --trusted-root, and says where it came from.
+    cached = refreshed_root_path()
+    assert str(cached).startswith(str(private_tuf_cache))
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(STAGING.read_bytes())
+    assert "TUF cache" in load_trusted_root().source
+    args = [
+        "verify-blob",
+        str(VECTORS / "bundle_v3.txt"),
+        "--bundle",
+        str(VECTORS / "bundle_v3.txt.sigstore"),
+    ]
+    identity = [
+        "--certificate-identity",
+        "william@yossarian.net",
+        "--certificate-oidc-issuer",
+        "https://github.com/login/oauth",
+    ]
+    assert main([*args, *identity]) == 0
+    assert main(["trusted-root", "show"]) == 0
+    assert str(cached) in capsys.readouterr().out
+
+
+def test_refresh_is_could_not_check_when_the_tuf_repository_is_unreachable(
+    private_tuf_cache: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from trust import trusted_root
+
+    # A refused loopback port instead of the real repository: no test reaches the internet.
+    monkeypatch.setattr(trusted_root, "_PUBLIC_GOOD_TUF_URL", "http://127.0.0.1:1")
+    assert main(["trusted-root", "refresh"]) == 5
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot refresh the Sigstore trusted root from http://127.0.0.1:1" in err[0]
 
 
 def test_unusable_trusted_roots_are_usage_errors(tmp_path: Path) -> None:

@@ -655,11 +655,12 @@ def _load_signer(key: str, public_key: Path | None) -> Signer:
 
 
 def _register_subcommands() -> None:
-    from trust import copy_cli, policy_cli, store_cli
+    from trust import copy_cli, policy_cli, store_cli, trusted_root_cli
 
     policy_cli.register(app)
     store_cli.register(app)
     copy_cli.register(app)
+    trusted_root_cli.register(app)
     try:
         container_cli = importlib.import_module("trust.container_cli")
     except ImportError:  # the runtime commands are optional while they are being built

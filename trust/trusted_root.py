@@ -4,8 +4,9 @@ signature may rely on.
 A trusted root (`trusted_root.json`, media type `application/vnd.dev.sigstore.trustedroot+json`)
 comes from one of two places, and never from the network while verifying:
 
-- the Sigstore public-good instance's root as shipped inside sigstore-python (the file its TUF
-  client was bootstrapped with), read from the package's embedded assets;
+- the Sigstore public-good instance's root: the copy `trust trusted-root refresh` last fetched
+  through sigstore-python's TUF client (TUF-verified, in sigstore-python's cache), else the copy
+  shipped inside sigstore-python;
 - a file named by `--trusted-root` or a policy authority's `trusted-root` (private Sigstore
   deployments, air-gapped hosts, the staging instance).
 
@@ -21,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pull.errors import UsageError
+from pull.errors import CouldNotCheck, UsageError
 from trust.keys import PublicKey, check_public_key, fingerprint
 
 if TYPE_CHECKING:
@@ -120,14 +121,54 @@ def _public_good() -> LoadedRoot:
     from importlib import resources
     from urllib.parse import quote
 
+    refreshed = refreshed_root_path()
+    if refreshed.is_file():
+        # Either what a refresh downloaded and TUF verified, or the shipped copy sigstore-python
+        # placed there when its TUF client first ran.
+        return _parse(
+            _read_capped(refreshed), f"{PUBLIC_GOOD} (from sigstore-python's TUF cache, {refreshed})"
+        )
     asset = resources.files("sigstore._store").joinpath(
         quote(_PUBLIC_GOOD_TUF_URL, safe=""), "trusted_root.json"
     )
     return _parse(asset.read_bytes(), PUBLIC_GOOD)
 
 
+def refreshed_root_path() -> Path:
+    """Where sigstore-python's TUF client keeps the public-good root it last downloaded and verified."""
+    from sigstore._internal.tuf import _get_dirs  # the cache layout `refresh_public_good` fills
+
+    return _get_dirs(_PUBLIC_GOOD_TUF_URL)[1] / "trusted_root.json"
+
+
+def refresh_public_good() -> Path:
+    """Fetch the public-good trusted root through TUF (the one network call keyless verification
+    ever makes, and only when asked). Returns the verified file's path.
+
+    Raises:
+        CouldNotCheck: the TUF repository could not be reached or its metadata did not verify.
+    """
+    from sigstore._internal.tuf import TrustUpdater
+    from sigstore.errors import TUFError
+
+    try:
+        path = Path(TrustUpdater(_PUBLIC_GOOD_TUF_URL, offline=False).get_trusted_root_path())
+    except TUFError as exc:
+        cause = exc.__cause__ or exc
+        message = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        raise CouldNotCheck(
+            f"cannot refresh the Sigstore trusted root from {_PUBLIC_GOOD_TUF_URL}: {message[:200]}"
+        ) from None
+    _public_good.cache_clear()
+    return path
+
+
 @functools.cache
 def _from_file(path: Path) -> LoadedRoot:
+    return _parse(_read_capped(path), str(path))
+
+
+def _read_capped(path: Path) -> bytes:
     try:
         with open(path, "rb") as handle:
             data = handle.read(MAX_TRUSTED_ROOT_BYTES + 1)
@@ -135,7 +176,7 @@ def _from_file(path: Path) -> LoadedRoot:
         raise TrustedRootError(f"cannot read trusted root {path}: {exc.strerror}") from None
     if len(data) > MAX_TRUSTED_ROOT_BYTES:
         raise TrustedRootError(f"trusted root {path} is larger than {MAX_TRUSTED_ROOT_BYTES} bytes")
-    return _parse(data, str(path))
+    return data
 
 
 def _parse(data: bytes, source: str) -> LoadedRoot:
