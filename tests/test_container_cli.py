@@ -404,3 +404,36 @@ def test_bad_security_options_are_usage_errors(
     assert cli.admit("run", "--security-opt", option, cli.open_ref, "true") == 2
     err = capfd.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+# -- air-gapped: run from an OCI layout -------------------------------------------------------------
+
+
+def test_a_signed_image_runs_from_an_oci_layout(
+    cli: Setup, capfd: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    layout = tmp_path / "usb"
+    assert main(["copy", cli.signed_ref, f"oci:{layout}:v1"]) == 0
+    policy = tmp_path / "layout-policy.yaml"
+    policy.write_text(
+        "version: 1\n"
+        f"authorities:\n  a:\n    cosign-keys: [{cli.policy.parent / 'a.pub'}]\n"
+        f"rules:\n  - scope: oci:{layout}\n    signed-by: [a]\n"
+        "    ignore-reference: true\n"  # signed for the registry name, run from the layout
+        "default:\n  reject: true\n"
+    )
+    digest = cli.signed_ref.rsplit("@", 1)[1]
+    store = str(tmp_path / "store")
+    capfd.readouterr()
+    assert main(["run", "--rm", "--store", store, "--policy", str(policy), f"oci:{layout}@{digest}"]) == 0
+    assert capfd.readouterr().out == "image cmd\n"
+    assert main(["run", "--rm", "--store", store, "--policy", str(policy), f"oci:{layout}:v1"]) == 3
+    # An unsigned image copied into a layout is refused there too.
+    unsigned = tmp_path / "unsigned"
+    assert main(["copy", cli.unsigned_ref, f"oci:{unsigned}:v2"]) == 0
+    policy.write_text(policy.read_text().replace(f"oci:{layout}", f"oci:{unsigned}"))
+    unsigned_digest = cli.unsigned_ref.rsplit("@", 1)[1]
+    assert (
+        main(["run", "--rm", "--store", store, "--policy", str(policy), f"oci:{unsigned}@{unsigned_digest}"])
+        == 3
+    )
