@@ -28,6 +28,7 @@ from policy.loader import load_policy_text
 from policy.model import NotationAuthority, NotationLevel
 from pull.clients import RegistryClients
 from pull.digest import Digest
+from pull.layout import LayoutClient
 from pull.manifest import Descriptor, ImageIndex, verify_document
 from pull.mediatypes import NOTATION_SIGNATURE, OCI_MANIFEST
 from pull.reference import Reference
@@ -1033,6 +1034,29 @@ def test_sign_usage_errors(tmp_path: Path, pki_files: dict[str, Path]) -> None:
     )
     args = ["sign", "--format", "notation", "--key", str(other_key), "--cert", str(pki_files["chain"]), ref]
     assert main(args) == 2  # the key is not the chain's leaf: refused before any network call
+    good = ["sign", "--format", "notation", "--key", str(pki_files["key"]), "--cert", str(pki_files["chain"])]
+    for bad in ("0h", "24", "1w", "-5m"):
+        assert main([*good, "--expiry", bad, ref]) == 2
+    assert main(["sign", "--key", str(pki_files["key"]), "--expiry", "24h", ref]) == 2  # cosign has none
+
+
+def test_an_expiry_is_signed_and_enforced(
+    tmp_path: Path, pki_files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    layout = write_oci_layout(tmp_path / "layout", simple_image(b"expiring\n"), tag="v1")
+    args = ["sign", "--format", "notation", "--key", str(pki_files["key"]), "--cert", str(pki_files["chain"])]
+    assert main([*args, "--expiry", "30d", "--output", "json", f"oci:{layout}:v1"]) == 0
+    [record] = json.loads(capsys.readouterr().out)
+    pinned = f"oci:{layout}@{record['digest']}"
+    policy = notation_policy(tmp_path, pki_files["ca"])
+    assert main(["verify", "--policy", str(policy), "--store", str(tmp_path / "store"), pinned]) == 0
+    digest = Digest.parse(record["digest"])
+    with LayoutClient(layout) as client:
+        location = SignatureLocation.for_image(Reference.parse(pinned), digest)
+        [signature] = discover(client, "", digest, location).notation
+    assert signature.envelope and b"io.cncf.notary.expiry" in base64.urlsafe_b64decode(
+        json.loads(signature.envelope)["protected"] + "=="
+    )
 
 
 def test_sign_refuses_a_chain_that_breaks_the_rules() -> None:

@@ -289,6 +289,10 @@ def sign(
         str | None,
         typer.Option("--identity-token", help="Keyless: an OIDC token (default: ambient CI credentials)."),
     ] = None,
+    expiry: Annotated[
+        str | None,
+        typer.Option("--expiry", help="Notation: the signature expires after this long (24h, 90m, 30d)."),
+    ] = None,
 ) -> None:
     """Sign an image digest: cosign, keyless Sigstore (--keyless) or Notary Project (--format notation).
 
@@ -301,10 +305,10 @@ def sign(
 
     ref = Reference.parse(reference)
     if keyless:
-        if key or public_key or annotation or signature_repository or recursive or cert:
+        if key or public_key or annotation or signature_repository or recursive or cert or expiry:
             raise UsageError(
                 "--keyless attaches a Sigstore bundle: it takes no --key, --public-key, --annotation, "
-                "--signature-repository, --recursive or --cert"
+                "--signature-repository, --recursive, --cert or --expiry"
             )
         if signature_format is not SignatureFormat.cosign:
             raise UsageError("--keyless signs in the cosign (Sigstore bundle) format")
@@ -321,8 +325,10 @@ def sign(
             )
         if cert is None:
             raise UsageError("--format notation needs --cert CHAIN.pem (signing certificate first)")
-        _sign_notation(ref, Path(key), cert, output, insecure_registry)
+        _sign_notation(ref, Path(key), cert, expiry, output, insecure_registry)
         return
+    if expiry is not None:
+        raise UsageError("--expiry belongs to --format notation")
     if cert is not None:
         raise UsageError("--cert belongs to --format notation")
     annotations = _parse_annotations(annotation or [])
@@ -346,13 +352,19 @@ def sign(
 
 
 def _sign_notation(
-    ref: Reference, key: Path, cert: Path, output: OutputFormat, insecure_registry: list[str] | None
+    ref: Reference,
+    key: Path,
+    cert: Path,
+    expiry: str | None,
+    output: OutputFormat,
+    insecure_registry: list[str] | None,
 ) -> None:
     from pull.clients import RegistryClients
-    from trust.notation import sign_notation_with_files
+    from trust.notation import parse_expiry, sign_notation_with_files
 
+    lifetime = parse_expiry(expiry) if expiry is not None else None
     with RegistryClients.insecure(insecure_registry) as clients:
-        signed = sign_notation_with_files(clients, ref, key, cert)
+        signed = sign_notation_with_files(clients, ref, key, cert, expiry=lifetime)
     if output is OutputFormat.json:
         emit_json([signed.to_json()])
         return

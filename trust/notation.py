@@ -24,9 +24,10 @@ Notation's `skip` level is not an authority level here (a rule that checks nothi
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -292,9 +293,15 @@ def _created(moment: datetime) -> str:
 
 
 def sign_notation_with_files(
-    client_for: Callable[[str], RegistryClient], reference: Reference, key_path: Path, chain_path: Path
+    client_for: Callable[[str], RegistryClient],
+    reference: Reference,
+    key_path: Path,
+    chain_path: Path,
+    *,
+    expiry: timedelta | None = None,
 ) -> NotationSignResult:
-    """`trust sign --format notation --key KEY --cert CHAIN`: load both files, then `sign_notation`."""
+    """`trust sign --format notation --key KEY --cert CHAIN [--expiry 30d]`: load both files, then
+    `sign_notation` (the signature expires `expiry` after signing, if given)."""
     from trust.keys import get_password, load_private_key_file
 
     if not key_path.exists():
@@ -307,7 +314,20 @@ def sign_notation_with_files(
         raise UsageError(f"cannot read certificate chain {chain_path}: {exc.strerror or exc}") from None
     if len(data) > MAX_CHAIN_FILE_BYTES:
         raise UsageError(f"certificate chain {chain_path} is larger than {MAX_CHAIN_FILE_BYTES} bytes")
-    return sign_notation(client_for, reference, key, load_certificate_chain(str(chain_path), data))
+    chain = load_certificate_chain(str(chain_path), data)
+    if expiry is None:
+        return sign_notation(client_for, reference, key, chain)
+    now = datetime.now(UTC)
+    return sign_notation(client_for, reference, key, chain, expiry=now + expiry, now=now)
+
+
+def parse_expiry(text: str) -> timedelta:
+    """`--expiry` as Notation writes it: a number and a unit, `h` (hours), `m` (minutes) or `d` (days)."""
+    match = re.fullmatch(r"([1-9][0-9]{0,5})([mhd])", text.strip())
+    if match is None:
+        raise UsageError(f"invalid --expiry {text!r}: use e.g. 24h, 90m or 30d")
+    value, unit = int(match.group(1)), match.group(2)
+    return {"m": timedelta(minutes=value), "h": timedelta(hours=value), "d": timedelta(days=value)}[unit]
 
 
 MAX_CHAIN_FILE_BYTES = 256 * 1024
