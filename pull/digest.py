@@ -46,8 +46,17 @@ class Digest:
 
     @property
     def encoded(self) -> str:
-        """`sha256-<hex>`: the form used in cosign and referrers fallback tags."""
+        """`sha256-<hex>`: the form cosign tags (`.sig`, `.att`) and file names use."""
         return f"{self.algorithm}-{self.hex}"
+
+    @property
+    def referrers_tag(self) -> str:
+        """The OCI referrers tag schema: algorithm cut to 32 characters, `-`, encoded part cut to 64.
+
+        Tags are at most 128 characters; a sha512 digest's 128 hex characters do not fit whole.
+        For sha256 this is `encoded`.
+        """
+        return f"{self.algorithm[:32]}-{self.hex[:64]}"
 
     def __str__(self) -> str:
         return f"{self.algorithm}:{self.hex}"

@@ -108,7 +108,7 @@ def signature_refs(refs: Sequence[StoredRef], repository: str, digests: Iterable
     """The cached signature artifacts (`.sig` manifests, referrers indexes) of `digests` in `repository`."""
     tags = set()
     for digest in digests:
-        tags |= {f"{digest.encoded}{suffix}" for suffix in ("", ".sig", ".att", ".sbom")}
+        tags |= {digest.referrers_tag, *(f"{digest.encoded}{suffix}" for suffix in (".sig", ".att", ".sbom"))}
     return [ref for ref in refs if ref.name in {f"{repository}:{tag}" for tag in tags}]
 
 

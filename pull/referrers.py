@@ -60,7 +60,7 @@ def read_referrers(
     fallback: bytes | None = None
     if pages is None:
         try:
-            fallback = client.get_manifest(repository, digest.encoded, accept=OCI_INDEX).data
+            fallback = client.get_manifest(repository, digest.referrers_tag, accept=OCI_INDEX).data
             pages = [fallback]
         except NotFound:
             pages = []
@@ -141,7 +141,7 @@ def record_referrers(
     """
     if client.referrers(repository, subject) is not None:
         return  # the registry indexes referrers itself
-    tag = subject.encoded
+    tag = subject.referrers_tag
     existing = _read_fallback_index(client, repository, tag)
     for attempt in range(PUSH_ATTEMPTS):
         if existing is None and template is not None and _lists_exactly(template, entries):

@@ -92,7 +92,7 @@ class CachingClient:
         merged = json.dumps(
             {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}, separators=(",", ":")
         ).encode()
-        self._keep_document(repository, digest.encoded, merged, None)
+        self._keep_document(repository, digest.referrers_tag, merged, None)
         return pages
 
     def _keep_document(self, repository: str, tag: str | None, raw: bytes, expected: Digest | None) -> None:

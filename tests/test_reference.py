@@ -80,3 +80,11 @@ def test_digest_grammar_guards_paths() -> None:
     assert (
         str(Digest.of_bytes(b"")) == "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
     )
+
+
+def test_referrers_tags_follow_the_tag_schema_and_fit_in_a_tag() -> None:
+    sha256 = Digest.parse("sha256:" + "a" * 64)
+    assert sha256.referrers_tag == sha256.encoded == "sha256-" + "a" * 64
+    sha512 = Digest.parse("sha512:" + "b" * 128)
+    assert sha512.referrers_tag == "sha512-" + "b" * 64  # the encoded part is cut to 64 characters
+    assert len(sha512.referrers_tag) <= 128 and len(sha512.encoded) > 128
