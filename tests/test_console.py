@@ -33,3 +33,8 @@ def test_buffered_output_is_flushed_before_exiting(tmp_path: Path) -> None:
     )
     assert done.returncode == 3
     assert json.loads(done.stdout)["decision"] == "deny"
+
+
+def test_version() -> None:
+    done = trust("--version")
+    assert done.returncode == 0 and done.stdout.startswith("trust ") and "Python" in done.stdout

@@ -43,6 +43,26 @@ app = typer.Typer(
     rich_markup_mode=None,  # plain click help: rich's markdown renderer costs 0.1 s per start
 )
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        import platform
+        from importlib.metadata import version
+
+        emit_line(f"trust {version('trust')} (Python {platform.python_version()})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", help="Print the version and exit.", callback=_print_version, is_eager=True),
+    ] = False,
+) -> None:
+    """Verified pulls, signatures, policy admission and a namespaced runtime for OCI images."""
+
+
 StoreOption = Annotated[
     Path | None,
     typer.Option(
