@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -75,9 +76,10 @@ def read_referrers(
             if artifact_type is None or descriptor.artifact_type == artifact_type:
                 descriptors.append(descriptor)
                 entries.append(raw)
-    from pull.layout import LayoutClient  # here: pull.layout imports this module
-
-    if isinstance(client, LayoutClient):
+    # A LayoutClient can only exist if pull.layout was imported; not importing it otherwise keeps
+    # registry-only commands (`trust run`) from loading it (and pull.layout imports this module).
+    layout = sys.modules.get("pull.layout")
+    if layout is not None and isinstance(client, layout.LayoutClient):
         # oras-go (and `notation --oci-layout`) list referrers as untagged index.json entries only.
         listed = {d.digest for d in descriptors}
         for raw in client.untagged_referrers(digest):

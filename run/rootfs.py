@@ -53,6 +53,11 @@ def prepare_layers(
         InvalidManifest: layer and diff_id counts differ, or a layer media type is refused (exit 4).
         CouldNotCheck: a layer blob is missing from the store (exit 5).
     """
+    from run.snapshots import chain_ids
+
+    chain = chain_ids(image.diff_ids)
+    if len(chain) == len(image.layers) and all(snapshots.exists(chain_id) for chain_id in chain):
+        return snapshots.lowerdirs(chain)  # a warm start: nothing to unpack, no unpacker to load
     # Imported here: unmounting and reading /etc/passwd (the monitor, `trust rm`) need no unpacker.
     from run.unpack import unpack_layers
 

@@ -437,3 +437,16 @@ def test_a_signed_image_runs_from_an_oci_layout(
         main(["run", "--rm", "--store", store, "--policy", str(policy), f"oci:{unsigned}@{unsigned_digest}"])
         == 3
     )
+
+
+def test_a_warm_run_loads_no_unpacker_layout_or_bundle_code(cli: Setup) -> None:
+    # Start-up time is most of a warm `trust run`: what it does not need, it must not import.
+    assert cli.admit("run", "--rm", cli.signed_ref, "true") == 0  # unpacks the layers once
+    args = ["run", "--rm", "--store", str(cli.store), "--policy", str(cli.policy), cli.signed_ref, "true"]
+    heavy = ("run.unpack", "run.tarsafe", "pull.layout", "trust.bundles", "trust.notation", "sigstore")
+    code = (
+        "import sys; from trust.cli import main; code = main(" + repr(args) + "); "
+        "print(code, [m for m in " + repr(heavy) + " if m in sys.modules])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip().splitlines()[-1] == "0 []", done.stderr

@@ -145,12 +145,12 @@ def fetch_bundles(
     `referrers` is the listing already made for `digest`, if any (else it is listed here).
     """
     from pull.manifest import ImageManifest, verify_document
+    from pull.mediatypes import SIGSTORE_BUNDLE, SIGSTORE_BUNDLE_TYPES
     from pull.referrers import list_referrers
-    from trust.bundles import BUNDLE_ARTIFACT_TYPE, BUNDLE_MEDIA_TYPES, MAX_BUNDLE_BYTES
 
     if referrers is None:
-        referrers = list_referrers(client, repository, digest, BUNDLE_ARTIFACT_TYPE)
-    entries = [entry for entry in referrers if entry.artifact_type == BUNDLE_ARTIFACT_TYPE]
+        referrers = list_referrers(client, repository, digest, SIGSTORE_BUNDLE)
+    entries = [entry for entry in referrers if entry.artifact_type == SIGSTORE_BUNDLE]
     bundles = []
     for entry in entries[:MAX_REFERRERS]:
         fetched = client.get_manifest(repository, str(entry.digest), accept=_ACCEPT_IMAGE_MANIFEST)
@@ -163,8 +163,10 @@ def fetch_bundles(
             or document.subject.digest != digest
         ):
             continue  # not a referrer of this digest, whatever the index claimed
+        from trust.bundles import MAX_BUNDLE_BYTES  # here: only images with bundles need the module
+
         for layer in document.layers:
-            if layer.media_type in BUNDLE_MEDIA_TYPES and layer.size <= MAX_BUNDLE_BYTES:
+            if layer.media_type in SIGSTORE_BUNDLE_TYPES and layer.size <= MAX_BUNDLE_BYTES:
                 bundles.append(
                     (layer.digest, client.get_blob(repository, layer.digest, max_bytes=layer.size))
                 )
@@ -215,8 +217,6 @@ def verify_attached(
     ignore_reference: bool = False,
 ) -> list[SignatureOutcome]:
     """One outcome per signature found, simple-signing layers first, then bundles."""
-    from trust.bundles import verify_bundle
-
     outcomes = verify_simple_signing(
         attached.layers,
         attached.loader,
@@ -227,6 +227,8 @@ def verify_attached(
         ignore_reference=ignore_reference,
     )
     for offset, (blob_digest, data) in enumerate(attached.bundles):
+        from trust.bundles import verify_bundle  # only when there are bundles: it is a large module
+
         outcome = verify_bundle(len(attached.layers) + offset, blob_digest, data, expected, keys)
         if rekor_keys is not None and outcome.ok:
             outcome = replace(

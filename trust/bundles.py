@@ -25,19 +25,13 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa, utils
 
 from pull.digest import Digest
+from pull.mediatypes import SIGSTORE_BUNDLE, SIGSTORE_BUNDLE_TYPES
 from pull.strictjson import loads as strict_json
 from trust.cosign import Reason, SignatureOutcome
 from trust.keys import PublicKey, TrustedKey, verify_bytes
 
-BUNDLE_ARTIFACT_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
-BUNDLE_MEDIA_TYPES = frozenset(
-    {
-        "application/vnd.dev.sigstore.bundle.v0.3+json",
-        "application/vnd.dev.sigstore.bundle+json;version=0.1",
-        "application/vnd.dev.sigstore.bundle+json;version=0.2",
-        "application/vnd.dev.sigstore.bundle+json;version=0.3",
-    }
-)
+BUNDLE_ARTIFACT_TYPE = SIGSTORE_BUNDLE
+BUNDLE_MEDIA_TYPES = SIGSTORE_BUNDLE_TYPES
 COSIGN_SIGN_PREDICATE = "https://sigstore.dev/cosign/sign/v1"
 IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPES = frozenset({"https://in-toto.io/Statement/v1", "https://in-toto.io/Statement/v0.1"})
