@@ -194,25 +194,28 @@ class ContentStore:
         """Point each name at `descriptor` (replacing what it named before). The blob must be stored."""
         if not self.has(descriptor.digest):
             raise IntegrityError(f"refusing to name {descriptor.digest}: it is not in the store")
+        wanted = set(names)
+        added = []
+        for name in names:
+            entry = descriptor.to_json()
+            entry["annotations"] = {**entry.get("annotations", {}), REF_NAME: name}
+            added.append(entry)
         with self.locked():
             current = self._read_index().get("manifests", [])
-            entries = [e for e in current if (e.get("annotations") or {}).get(REF_NAME) not in names]
-            for name in names:
-                entry = descriptor.to_json()
-                entry["annotations"] = {**entry.get("annotations", {}), REF_NAME: name}
-                entries.append(entry)
-            if len(entries) == len(current) and all(entry in current for entry in entries):
+            kept = [e for e in current if _ref_name(e) not in wanted]
+            replaced = [e for e in current if _ref_name(e) in wanted]
+            if len(replaced) == len(added) and all(entry in added for entry in replaced):
                 return  # already so: `trust run` re-admits the same image every time, skip the fsyncs
-            self._write_index(entries)
+            self._write_index([*kept, *added])
 
     def remove_refs(self, names: list[str]) -> None:
+        """Drop these names (their blobs stay until `trust gc`); the index is left alone if none exist."""
+        unwanted = set(names)
         with self.locked():
-            entries = [
-                e
-                for e in self._read_index().get("manifests", [])
-                if (e.get("annotations") or {}).get(REF_NAME) not in names
-            ]
-            self._write_index(entries)
+            current = self._read_index().get("manifests", [])
+            kept = [e for e in current if _ref_name(e) not in unwanted]
+            if len(kept) != len(current):
+                self._write_index(kept)
 
     # -- trust's own records -------------------------------------------------------------
 
@@ -314,3 +317,9 @@ def _start_writeback(fd: int, offset: int, length: int) -> None:
     """Ask the kernel to begin writing a range to disk now (Linux; a no-op elsewhere)."""
     if _sync_file_range is not None:
         _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
+
+
+def _ref_name(entry: dict[str, Any]) -> str | None:
+    """The `org.opencontainers.image.ref.name` of an index.json entry, if it has one."""
+    name = (entry.get("annotations") or {}).get(REF_NAME)
+    return name if isinstance(name, str) else None

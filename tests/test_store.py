@@ -107,8 +107,11 @@ def test_naming_what_is_already_named_does_not_rewrite_the_index(tmp_path: Path)
     before = (tmp_path / "index.json").stat().st_ino
     store.set_refs(descriptor, ["reg/app:v1"])  # `trust run` re-admits the same image every time
     assert (tmp_path / "index.json").stat().st_ino == before
+    store.remove_refs(["reg/app:gone"])  # e.g. a cached `.sig` tag the registry never had
+    assert (tmp_path / "index.json").stat().st_ino == before
     store.set_refs(descriptor, ["reg/app:v1", "reg/app:v2"])
     assert (tmp_path / "index.json").stat().st_ino != before
+    assert [ref.name for ref in store.refs()] == ["reg/app:v1", "reg/app:v2"]
 
 
 def _slow_writer(root: str, delay: float, out: multiprocessing.Queue[str]) -> None:
