@@ -151,6 +151,10 @@ def fetch_bundles(
     if referrers is None:
         referrers = list_referrers(client, repository, digest, SIGSTORE_BUNDLE)
     entries = [entry for entry in referrers if entry.artifact_type == SIGSTORE_BUNDLE]
+    if not entries:
+        return []
+    from trust.bundles import MAX_BUNDLE_BYTES  # only now: images without bundles never load it
+
     bundles = []
     for entry in entries[:MAX_REFERRERS]:
         fetched = client.get_manifest(repository, str(entry.digest), accept=_ACCEPT_IMAGE_MANIFEST)
@@ -163,8 +167,6 @@ def fetch_bundles(
             or document.subject.digest != digest
         ):
             continue  # not a referrer of this digest, whatever the index claimed
-        from trust.bundles import MAX_BUNDLE_BYTES  # here: only images with bundles need the module
-
         for layer in document.layers:
             if layer.media_type in SIGSTORE_BUNDLE_TYPES and layer.size <= MAX_BUNDLE_BYTES:
                 bundles.append(
@@ -226,9 +228,11 @@ def verify_attached(
         rekor_keys=rekor_keys,
         ignore_reference=ignore_reference,
     )
-    for offset, (blob_digest, data) in enumerate(attached.bundles):
-        from trust.bundles import verify_bundle  # only when there are bundles: it is a large module
+    if not attached.bundles:
+        return outcomes
+    from trust.bundles import verify_bundle  # only now: images without bundles never load it
 
+    for offset, (blob_digest, data) in enumerate(attached.bundles):
         outcome = verify_bundle(len(attached.layers) + offset, blob_digest, data, expected, keys)
         if rekor_keys is not None and outcome.ok:
             outcome = replace(
