@@ -162,6 +162,8 @@ class VerifiedDocument:
     media_type: str
     raw: bytes
     document: ImageManifest | ImageIndex
+    parsed: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    """`raw` as strict JSON, every field kept (for rewriting an index without losing any)."""
 
     @property
     def descriptor(self) -> Descriptor:
@@ -249,7 +251,7 @@ def verify_document(
         )
     else:
         raise InvalidManifest(f"unsupported manifest mediaType {media_type!r}")
-    return VerifiedDocument(digest, media_type, raw, document)
+    return VerifiedDocument(digest, media_type, raw, document, doc)
 
 
 def parse_config(raw: bytes, descriptor: Descriptor) -> ImageConfig:

@@ -68,10 +68,11 @@ def read_referrers(
     descriptors: list[Descriptor] = []
     entries: list[dict[str, Any]] = []
     for page in pages:
-        document = verify_document(page, content_type=None, expected=None).document
+        verified = verify_document(page, content_type=None, expected=None)
+        document = verified.document
         if not isinstance(document, ImageIndex):
             raise InvalidManifest(f"the referrers of {digest} in {repository} are not an image index")
-        raw_entries = json.loads(page)["manifests"]  # the same list verify_document checked
+        raw_entries = verified.parsed["manifests"]  # the list verify_document checked, every field kept
         for descriptor, raw in zip(document.manifests, raw_entries, strict=True):
             if artifact_type is None or descriptor.artifact_type == artifact_type:
                 descriptors.append(descriptor)
@@ -188,7 +189,7 @@ def referrer_entry(verified: VerifiedDocument) -> dict[str, Any]:
     if isinstance(document, ImageManifest):
         artifact_type = document.artifact_type or document.config.media_type
     else:
-        raw_type = json.loads(verified.raw).get("artifactType")
+        raw_type = verified.parsed.get("artifactType")
         artifact_type = raw_type if isinstance(raw_type, str) else None
     entry: dict[str, Any] = {
         "mediaType": verified.media_type,
@@ -224,8 +225,7 @@ def _read_fallback_index(client: RegistryClient, repository: str, tag: str) -> d
             f"tag {tag} in {repository} holds a {verified.media_type}, not a referrers index; "
             "refusing to overwrite it"
         )
-    parsed: dict[str, Any] = json.loads(fetched.data)
-    return parsed
+    return verified.parsed
 
 
 def _merged_index(existing: dict[str, Any] | None, entries: Sequence[dict[str, Any]]) -> bytes | None:
