@@ -16,6 +16,7 @@ symbolic link, so an image cannot point the host at its own files.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -53,11 +54,12 @@ def prepare_layers(
         InvalidManifest: layer and diff_id counts differ, or a layer media type is refused (exit 4).
         CouldNotCheck: a layer blob is missing from the store (exit 5).
     """
-    from run.snapshots import chain_ids
+    from run.snapshots import SnapshotNotFound, chain_ids
 
-    chain = chain_ids(image.diff_ids)
-    if len(chain) == len(image.layers) and all(snapshots.exists(chain_id) for chain_id in chain):
-        return snapshots.lowerdirs(chain)  # a warm start: nothing to unpack, no unpacker to load
+    if len(image.diff_ids) == len(image.layers):
+        # A warm start: every snapshot exists, so there is nothing to unpack and no unpacker to load.
+        with contextlib.suppress(SnapshotNotFound):
+            return snapshots.lowerdirs(chain_ids(image.diff_ids))
     # Imported here: unmounting and reading /etc/passwd (the monitor, `trust rm`) need no unpacker.
     from run.unpack import unpack_layers
 
