@@ -21,17 +21,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from policy.admitted import AdmittedImage, Decision
-from policy.evaluate import Evaluation, SignatureSource, evaluate_signatures
-from policy.model import MatchedRule, Policy, RuleKind
-from pull.digest import Digest
 from pull.errors import CouldNotCheck, DeniedError, IntegrityError, NotAnImage, UsageError
-from pull.manifest import Platform
-from pull.pipeline import PullResult
 from pull.reference import Reference
-from pull.registry import RegistryClient
-from pull.store import ContentStore
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # a reused decision (`trust run`, policy.reuse) needs none of these: keep it fast
+    from policy.evaluate import Evaluation, SignatureSource
+    from policy.model import MatchedRule, Policy
+    from pull.digest import Digest
+    from pull.manifest import Platform
+    from pull.pipeline import PullResult
+    from pull.registry import RegistryClient
+    from pull.store import ContentStore
     from trust.attached import AttachedSignatures
 
 POLICY_ENV = "TRUST_POLICY"
@@ -46,7 +46,7 @@ class PolicyDenied(DeniedError):
         self.evaluation = evaluation
 
 
-ClientFor = Callable[[str], RegistryClient]
+ClientFor = Callable[[str], "RegistryClient"]
 
 
 @dataclass(frozen=True)
@@ -106,11 +106,22 @@ def admit_reference(
     store: ContentStore,
     insecure_registries: Sequence[str] = (),
     platform: Platform | None = None,
+    reuse: bool = False,
 ) -> AdmittedImage:
-    """`admit` for callers holding strings: parse, load the policy, open clients, decide."""
+    """`admit` for callers holding strings: parse, load the policy, open clients, decide.
+
+    With `reuse` (`trust run`, `trust create`), a recorded decision whose inputs are unchanged is
+    reused when the policy allows it (`policy.reuse`), without asking the registry.
+    """
+    reference = Reference.parse(reference_text)
+    if reuse:
+        from policy.reuse import recall
+
+        reused = recall(store, reference, platform, find_policy(policy_path, store))
+        if reused is not None:
+            return reused
     from pull.clients import RegistryClients
 
-    reference = Reference.parse(reference_text)
     policy = load(policy_path, store)
     with RegistryClients.insecure(insecure_registries) as clients:
         return admit(reference, policy, store, clients, platform=platform)
@@ -132,6 +143,9 @@ def evaluate(
     SBOM, a Helm chart) is judged by its signatures like an image; it is never admitted to run
     (`image` stays None). Without it, such a reference fails as `NotAnImage` (exit 4).
     """
+    from policy.evaluate import Evaluation, evaluate_signatures
+    from policy.model import RuleKind
+
     matched = policy.rule_for(reference)
     rule = matched.rule
     text = str(reference)
@@ -184,6 +198,10 @@ def evaluate(
             _log_error(store, policy, text, matched, err)
         raise
     image = _admitted(pulled, reference, evaluation, policy) if pulled and evaluation.admitted else None
+    if image is not None and policy.reuse_seconds:
+        from policy.reuse import remember
+
+        remember(store, reference, platform, policy, evaluation, image)
     return finish(evaluation, image)
 
 
@@ -213,7 +231,7 @@ def signature_source(
             from pull.sigcache import CachingClient
 
             # CachingClient offers the read calls `discover` makes, with RegistryClient's signatures.
-            client = cast(RegistryClient, CachingClient(client, cache, location.registry))
+            client = cast("RegistryClient", CachingClient(client, cache, location.registry))
         return discover(client, reference.repository, digest, location)
 
     return source

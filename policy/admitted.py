@@ -29,6 +29,8 @@ class Decision:
     """Each authority's outcome, as recorded in the decision log."""
     policy: str | None = None
     """Path of the policy file that decided."""
+    reused_from: str | None = None
+    """When this is a reused decision (`policy.reuse`): the time the reused decision was made."""
 
 
 @dataclass(frozen=True)

@@ -53,11 +53,15 @@ MAX_DEPTH = 16
 """The format nests 4 levels deep; a cap keeps hostile nesting from exhausting the stack."""
 MAX_CERT_FILE_BYTES = 1024 * 1024
 MAX_TRUST_STORE_FILES = 1000
+MAX_REUSE_SECONDS = 24 * 3600
+"""`reuse-decisions` is at most a day: a signature removed from the registry counts that long."""
+_DURATION = re.compile(r"(0|[1-9][0-9]{0,5})(s|m|h)")
+_SECONDS_PER_UNIT = {"s": 1, "m": 60, "h": 3600}
 CERT_SUFFIXES = (".crt", ".pem", ".cer")
 
 # Field names, in the order the docs list them. tests/test_policy_file.py checks that
 # policy/schema.json names exactly these, so the schema and the loader cannot drift apart.
-TOP_FIELDS = ("version", "authorities", "rules", "default")
+TOP_FIELDS = ("version", "reuse-decisions", "authorities", "rules", "default")
 COSIGN_FIELDS = ("cosign-keys", "cosign-key-pems", "rekor-keys", "rekor-key-pems")
 AUTHORITY_FIELDS = (*COSIGN_FIELDS, "keyless", "notation")
 KEYLESS_FIELDS = (
@@ -402,6 +406,8 @@ class _Builder:
     def __init__(self, source: str, base_dir: Path) -> None:
         self.source = source
         self.base_dir = base_dir
+        self.referenced: list[Path] = []
+        """Every file or directory the policy names, in order (see `Policy.files`)."""
 
     def fail(self, problem: str, hint: str, line: int | None) -> PolicyError:
         return PolicyError(problem, hint, source=self.source, line=line)
@@ -437,7 +443,33 @@ class _Builder:
             rules=tuple(rules),
             default=default,
             authorities=MappingProxyType(dict(authorities)),
+            files=tuple(dict.fromkeys(path.resolve() for path in self.referenced)),
+            reuse_seconds=self.reuse_seconds(top),
         )
+
+    def reuse_seconds(self, top: _Section) -> int:
+        if not top.has("reuse-decisions"):
+            return 0
+        value = top.node.values["reuse-decisions"]
+        if type(value) is int and value == 0:  # `reuse-decisions: 0`, not `false`
+            return 0
+        text = top.string("reuse-decisions", "reuse-decisions: 10m")
+        assert text is not None
+        match = _DURATION.fullmatch(text.strip())
+        if match is None:
+            raise top.error(
+                "reuse-decisions",
+                f"reuse-decisions {text!r} is not a duration",
+                "write a number and a unit, s, m or h (e.g. 10m), or 0 to never reuse",
+            )
+        seconds = int(match.group(1)) * _SECONDS_PER_UNIT[match.group(2)]
+        if seconds > MAX_REUSE_SECONDS:
+            raise top.error(
+                "reuse-decisions",
+                f"reuse-decisions {text} is longer than a day",
+                "use at most 24h: a reused decision does not see signatures removed from the registry",
+            )
+        return seconds
 
     # -- authorities --
 
@@ -561,6 +593,7 @@ class _Builder:
     def path(self, text: str, line: int, what: str, holding: str) -> Path:
         """`text` resolved against the policy's folder; refuses a path that does not exist."""
         path = Path(text) if Path(text).is_absolute() else self.base_dir / text
+        self.referenced.append(path)
         if not path.exists():
             where = "" if Path(text).is_absolute() else f" (relative to the policy's folder {self.base_dir})"
             raise self.fail(

@@ -200,6 +200,11 @@ class Policy:
     default: Rule
     authorities: Mapping[str, Authority] = field(hash=False)  # a read-only mapping; not hashable
     source_path: Path | None = None
+    files: tuple[Path, ...] = ()
+    """Absolute paths of the files and directories the policy names (keys, trust stores, trusted
+    roots): with the policy file itself, everything its decisions depend on (`policy.reuse`)."""
+    reuse_seconds: int = 0
+    """`reuse-decisions`: how long `trust run` may reuse an admission decision (0: never)."""
 
     def rule_for(self, reference: Reference) -> MatchedRule:
         """The most specific rule whose scope matches `reference` (see `policy.scope`), else default."""

@@ -266,7 +266,11 @@ def _admit(
 
     content = open_store(store)
     admitted = admit_reference(
-        reference_text, policy_path=policy, store=content, insecure_registries=tuple(insecure or ())
+        reference_text,
+        policy_path=policy,
+        store=content,
+        insecure_registries=tuple(insecure or ()),
+        reuse=True,
     )
     if not admitted.decision.allowed:
         reasons = "; ".join(admitted.decision.reasons) or "policy not satisfied"

@@ -26,6 +26,8 @@ from pull.errors import CouldNotCheck, UsageError
 from trust.keys import PublicKey, check_public_key, fingerprint
 
 if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
     from cryptography.x509 import Certificate
     from sigstore.models import TrustedRoot
     from sigstore.verify import Verifier
@@ -118,9 +120,6 @@ def load_trusted_root(path: Path | None = None) -> LoadedRoot:
 
 @functools.cache
 def _public_good() -> LoadedRoot:
-    from importlib import resources
-    from urllib.parse import quote
-
     refreshed = refreshed_root_path()
     if refreshed.is_file():
         # Either what a refresh downloaded and TUF verified, or the shipped copy sigstore-python
@@ -128,10 +127,21 @@ def _public_good() -> LoadedRoot:
         return _parse(
             _read_capped(refreshed), f"{PUBLIC_GOOD} (from sigstore-python's TUF cache, {refreshed})"
         )
-    asset = resources.files("sigstore._store").joinpath(
-        quote(_PUBLIC_GOOD_TUF_URL, safe=""), "trusted_root.json"
-    )
-    return _parse(asset.read_bytes(), PUBLIC_GOOD)
+    return _parse(_shipped_root().read_bytes(), PUBLIC_GOOD)
+
+
+def _shipped_root() -> Traversable:
+    from importlib import resources
+    from urllib.parse import quote
+
+    store = resources.files("sigstore._store")
+    return store.joinpath(quote(_PUBLIC_GOOD_TUF_URL, safe=""), "trusted_root.json")
+
+
+def public_good_sources() -> tuple[Path, ...]:
+    """The files the public-good root may be read from (the refreshed copy first), for
+    `policy.reuse`: a decision that used that root depends on them."""
+    return (refreshed_root_path(), Path(str(_shipped_root())))  # sigstore's wheel is unpacked on disk
 
 
 def refreshed_root_path() -> Path:

@@ -1,0 +1,242 @@
+"""Reusing an admission decision: a warm `trust run` that skips the registry when nothing changed.
+
+An admission (policy/admission.py) is a function of a few inputs: the policy file, the files it
+names (public keys, Notation trust stores, Sigstore trusted roots), trust's own code, the image's
+manifest and config, the signature bytes the registry returns for its digest, and, for
+signatures that expire, the clock. When the policy says `reuse-decisions: 10m`, a passing decision
+is written to `STORE/meta/admitted/<key>.json` with a digest of every input that is on this host.
+Within that window, `trust run` and `trust create` look the record up first (`recall`) and reuse
+it when every one of those digests still matches: no registry round trip, no signature
+verification, no YAML or cryptography import.
+
+What a reused decision does not see is the registry: a signature deleted from the registry (or a
+new one) after the decision counts only when the record expires. That is the whole trade, and why
+the window is the policy author's choice, capped at a day, and off by default. Signatures are not
+revoked by deletion in cosign's model (anyone holding one can attach it again), and keys are
+revoked by changing the policy or the key files, which ends reuse at once. Decisions that rest on a
+Notation signature are never recorded: Notation signatures and certificates expire, so their
+verdict depends on the clock. Everything else about the run is unchanged: the manifest and config
+are re-read from the store and re-hashed, layers come from the same verified snapshots, and the
+reuse is logged in `meta/decisions.jsonl` with the time of the decision it reuses.
+
+Any doubt (a missing or unreadable record, another trust version, a changed input, a blob no
+longer in the store) means no reuse: the caller admits from scratch, which writes a new record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from policy.admitted import AdmittedImage, Decision
+from pull.config import MANIFEST_MAX_BYTES
+from pull.digest import Digest
+from pull.durable import atomic_write
+from pull.errors import TrustError
+from pull.manifest import ImageManifest, parse_config, verify_document
+from trust import __version__
+
+if TYPE_CHECKING:
+    from policy.evaluate import Evaluation
+    from policy.model import Policy
+    from pull.manifest import Platform
+    from pull.reference import Reference
+    from pull.store import ContentStore
+
+RECORDS_DIR = "admitted"
+"""Under the store's `meta/`: one record per (repository@digest, platform)."""
+RECORD_FORMAT = 1
+MAX_INPUT_BYTES = 16 * 1024 * 1024
+"""An input file over this size (none should be) is not fingerprinted, so nothing is reused."""
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+_ABSENT = "absent"
+
+
+def remember(
+    store: ContentStore,
+    reference: Reference,
+    platform: Platform | None,
+    policy: Policy,
+    evaluation: Evaluation,
+    image: AdmittedImage,
+    *,
+    now: datetime | None = None,
+) -> None:
+    """Record a passing decision for reuse, if the policy allows reuse and the decision may be
+    reused (see the module doc). Never fails the admission: an unwritable record is skipped."""
+    if (
+        policy.reuse_seconds <= 0
+        or policy.source_path is None
+        or reference.digest is None
+        or not evaluation.passed
+        or any(result.kind == "notation" and result.satisfied for result in evaluation.authorities)
+    ):
+        return
+    moment = now or datetime.now(UTC)
+    inputs = policy_inputs(policy)
+    fingerprints = [[str(path), fingerprint(path)] for path in inputs]
+    if any(value is None for _, value in fingerprints):
+        return
+    record = {
+        "format": RECORD_FORMAT,
+        "trust": __version__,
+        "reference": _key_text(reference, platform),
+        "policy": str(policy.source_path.resolve()),
+        "decidedAt": moment.isoformat(timespec="seconds"),
+        "reuseUntil": (moment + timedelta(seconds=policy.reuse_seconds)).isoformat(timespec="seconds"),
+        "inputs": fingerprints,
+        "manifest": str(image.manifest_digest),
+        "index": str(image.index_digest) if image.index_digest else None,
+        "config": str(image.config_digest),
+        "decision": asdict(image.decision),
+        "evaluation": evaluation.to_json(),
+    }
+    path = _record_path(store, reference, platform)
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        atomic_write(path, json.dumps(record, sort_keys=True).encode(), mode=0o600)
+
+
+def recall(
+    store: ContentStore,
+    reference: Reference,
+    platform: Platform | None,
+    policy_path: Path,
+    *,
+    now: datetime | None = None,
+) -> AdmittedImage | None:
+    """The image a still-valid recorded decision admitted, or None (admit from scratch).
+
+    A reuse is appended to the decision log, marked with the time of the decision it reuses.
+    """
+    if reference.digest is None:
+        return None
+    path = _record_path(store, reference, platform)
+    try:
+        record = json.loads(path.read_bytes())
+        image = _reusable(record, store, reference, platform, policy_path, now or datetime.now(UTC))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError, TrustError):
+        return None  # unreadable, or not what it claims: admit from scratch (it is rewritten)
+    if image is not None:
+        evaluation = record["evaluation"]
+        store.append_record(
+            "decisions",
+            {
+                **evaluation,
+                "time": (now or datetime.now(UTC)).isoformat(timespec="seconds"),
+                "policy": record["policy"],
+                "reference": str(reference),
+                "reused": record["decidedAt"],
+            },
+        )
+    return image
+
+
+def policy_inputs(policy: Policy) -> list[Path]:
+    """The policy file, every file it names, and the public-good Sigstore root when it uses one."""
+    assert policy.source_path is not None
+    inputs = [policy.source_path.resolve(), *policy.files]
+    from policy.model import KeylessAuthority
+
+    if any(
+        isinstance(authority, KeylessAuthority) and authority.trusted_root is None
+        for authority in policy.authorities.values()
+    ):
+        from trust.trusted_root import public_good_sources
+
+        inputs.extend(public_good_sources())
+    return inputs
+
+
+def fingerprint(path: Path) -> str | None:
+    """`sha256:…` of a file; of a directory, of its regular files' names and contents (a trust
+    store is read that way, one level deep); "absent" when it does not exist; None when too large."""
+    try:
+        if path.is_dir():
+            listing = hashlib.sha256()
+            for entry in sorted(path.iterdir()):
+                if entry.is_file():
+                    digest = _file_digest(entry)
+                    if digest is None:
+                        return None
+                    listing.update(f"{entry.name}\0{digest}\n".encode(errors="surrogateescape"))
+            return f"dir:sha256:{listing.hexdigest()}"
+        return _file_digest(path)
+    except FileNotFoundError:
+        return _ABSENT
+
+
+def _file_digest(path: Path) -> str | None:
+    with open(path, "rb") as file:
+        data = file.read(MAX_INPUT_BYTES + 1)
+    if len(data) > MAX_INPUT_BYTES:
+        return None
+    return f"sha256:{hashlib.sha256(data).hexdigest()}"
+
+
+def _reusable(
+    record: dict[str, Any],
+    store: ContentStore,
+    reference: Reference,
+    platform: Platform | None,
+    policy_path: Path,
+    now: datetime,
+) -> AdmittedImage | None:
+    if (
+        record["format"] != RECORD_FORMAT
+        or record["trust"] != __version__
+        or record["reference"] != _key_text(reference, platform)
+        or record["policy"] != str(policy_path.resolve())
+        or not now < datetime.fromisoformat(record["reuseUntil"])
+    ):
+        return None
+    for name, expected in record["inputs"]:
+        if fingerprint(Path(name)) != expected:
+            return None
+    manifest_digest = Digest.parse(record["manifest"])
+    manifest = verify_document(
+        store.read_blob(manifest_digest, MANIFEST_MAX_BYTES), content_type=None, expected=manifest_digest
+    ).document
+    if not isinstance(manifest, ImageManifest) or str(manifest.config.digest) != record["config"]:
+        return None
+    index_digest = Digest.parse(record["index"]) if record["index"] else None
+    needed = [*(layer.digest for layer in manifest.layers), *([index_digest] if index_digest else [])]
+    if not all(store.has(digest) for digest in needed):
+        return None  # removed (rmi, gc) since: admit again, which pulls them
+    config = parse_config(store.read_blob(manifest.config.digest, MAX_CONFIG_BYTES), manifest.config)
+    decided = record["decision"]
+    decision = Decision(
+        rule=decided["rule"],
+        mode=decided["mode"],
+        allowed=decided["allowed"],
+        reasons=tuple(decided["reasons"]),
+        authorities=tuple(decided["authorities"]),
+        policy=decided["policy"],
+        reused_from=record["decidedAt"],
+    )
+    return AdmittedImage(
+        repository=reference.name,
+        manifest_digest=manifest_digest,
+        config_digest=manifest.config.digest,
+        config=config,
+        layers=manifest.layers,
+        decision=decision,
+        index_digest=index_digest,
+        tag=reference.tag,
+    )
+
+
+def _key_text(reference: Reference, platform: Platform | None) -> str:
+    return f"{reference.name}@{reference.digest} {platform or 'host'}"
+
+
+def _record_path(store: ContentStore, reference: Reference, platform: Platform | None) -> Path:
+    key = hashlib.sha256(_key_text(reference, platform).encode()).hexdigest()
+    return store.meta / RECORDS_DIR / f"{key}.json"
