@@ -126,7 +126,7 @@ class ContainerStore:
         `rootfs.prepare_layers`: DigestMismatch etc., exit 4): UsageError for options the runtime
         cannot honour here, RuntimeFailure if the runtime fails. Nothing is left behind on failure.
         """
-        container, link = self._create(image, options, attach=False, interactive=False)
+        container, link = self._create(image, options, attach=False, interactive=False, start=False)
         link.close()
         return container
 
@@ -141,12 +141,9 @@ class ContainerStore:
 
     def run_detached(self, image: AdmittedImage, options: RunOptions) -> Container:
         """`trust run -d`: create and start; output goes to the log files."""
-        container = self.create(image, options)
-        try:
-            return self._start(container)
-        except BaseException:
-            self._force_remove(container)
-            raise
+        container, link = self._create(image, options, attach=False, interactive=False, start=True)
+        link.close()
+        return container
 
     def run(self, image: AdmittedImage, options: RunOptions, *, interactive: bool = False) -> Exited:
         """`trust run`: create, start and wait, the container using this process's stdout and stderr
@@ -155,15 +152,11 @@ class ContainerStore:
         Returns once the container has exited and its mounts are gone (and it is removed, with
         `auto_remove`).
         """
-        container, link = self._create(image, options, attach=True, interactive=interactive)
-        with contextlib.closing(link):
-            runtime = self.runtime(container.runtime)
-            with forward_signals(runtime, container.id):
-                try:
-                    self._start(container)
-                except BaseException:
-                    self._force_remove(container)
-                    raise
+        with contextlib.ExitStack() as signals:
+            container, link = self._create(
+                image, options, attach=True, interactive=interactive, start=True, signals=signals
+            )
+            with contextlib.closing(link):
                 event = link.wait_for("exited")
                 link.wait_closed()  # the monitor closes the pipe after unmounting (and removing)
         if event is None:
@@ -276,8 +269,17 @@ class ContainerStore:
     # -- creation --------------------------------------------------------------------------
 
     def _create(
-        self, image: AdmittedImage, options: RunOptions, *, attach: bool, interactive: bool
+        self,
+        image: AdmittedImage,
+        options: RunOptions,
+        *,
+        attach: bool,
+        interactive: bool,
+        start: bool,
+        signals: contextlib.ExitStack | None = None,
     ) -> tuple[Container, MonitorLink]:
+        """With `signals` (a foreground run), signal forwarding is entered on it just before the
+        runtime starts the container, and stays on until the caller closes it."""
         check_host_support(options.runtime, wants_limits=options.limits.any)
         runtime = self.runtime(options.runtime)
         _ = runtime.binary  # fail now, with advice, if it is not installed
@@ -306,18 +308,26 @@ class ContainerStore:
                 container = replace(container, command=process.args)
                 write_bundle(container.directory, self._spec(container, process, options))
                 write_state(container)
-                link = spawn_monitor(container, attach=attach, interactive=interactive)
+                replay_signals = (
+                    signals.enter_context(forward_signals(runtime, container_id)) if signals else None
+                )
+                link = spawn_monitor(container, attach=attach, interactive=interactive, start=start)
                 event = link.wait_for("created", timeout=_CREATE_TIMEOUT)
                 if event is None:
                     raise RuntimeFailure(f"the monitor of container {container.short_id} died during create")
+                # Under the container's lock (`creating`), so the monitor records an exit after this.
                 container = replace(
                     container,
+                    state=State.RUNNING if start else State.CREATED,
+                    started=now() if start else None,
                     pid=event["pid"],
                     pid_start=event.get("pidStartTime"),
                     monitor_pid=event["monitorPid"],
                     monitor_start=event.get("monitorStartTime"),
                 )
                 write_state(container)
+                if replay_signals is not None:
+                    replay_signals()  # those that came while the runtime was creating it
             except BaseException:
                 if link is not None:
                     link.close()

@@ -7,18 +7,18 @@
 
 Only a process's parent learns its exit status. Every container therefore gets a small monitor
 process (a double fork of the CLI, in its own session, see `spawn_monitor`) which marks itself a
-*child subreaper* and runs `runc create`. When `runc create` exits, the container's init process is
-orphaned and the kernel re-parents it to the nearest subreaper: the monitor. The monitor then waits for
-it, records the exit code (128+N for signal N) and whether the OOM killer struck in state.json,
-deletes the runtime state, removes the cgroup, unmounts the rootfs and, for `--rm`, removes the
-directory (`teardown`, `remove_directory`: `trust rm -f` uses them too). This is conmon's design, in
-~150 lines of Python.
+*child subreaper* and runs `runc create` (for `trust run`, `runc run --detach`: created and started
+in one runtime process). When that exits, the container's init process is orphaned and the kernel
+re-parents it to the nearest subreaper: the monitor. The monitor then waits for it, records the exit
+code (128+N for signal N) and whether the OOM killer struck in state.json, deletes the runtime
+state, removes the cgroup, unmounts the rootfs and, for `--rm`, removes the directory (`teardown`,
+`remove_directory`: `trust rm -f` uses them too). This is conmon's design, in ~150 lines of Python.
 
-The monitor talks to the CLI that started it over a pipe, one JSON line per event:
-`created` (with the pids) or `error` (create failed), then `exited`; it closes the pipe when its
-cleanup is done. A foreground `trust run` starts the container, forwards the signals it receives
-(`runtime kill`), and reads the pipe until it closes: so when it returns, the exit code is known and
-the mounts are gone. A detached container's CLI closes its end after `created`.
+The monitor talks to the CLI that started it over a pipe, one JSON line per event: `created` (with
+the pids; the container is started already for `trust run`) or `error` (create failed), then
+`exited`; it closes the pipe when its cleanup is done. A foreground `trust run` forwards the signals
+it receives (`runtime kill`), and reads the pipe until it closes: so when it returns, the exit code
+is known and the mounts are gone. A detached container's CLI closes its end after `created`.
 """
 
 from __future__ import annotations
@@ -59,8 +59,10 @@ _PR_SET_CHILD_SUBREAPER = 36
 # -- the CLI's side ---------------------------------------------------------------------------
 
 
-def spawn_monitor(container: Container, *, attach: bool, interactive: bool) -> MonitorLink:
+def spawn_monitor(container: Container, *, attach: bool, interactive: bool, start: bool) -> MonitorLink:
     """Fork the container's monitor (see the module doc); returns our end of its event pipe.
+
+    With `start`, the monitor has the runtime create and start the container in one call.
 
     A double fork of this process, not a new interpreter: the monitor needs nothing that is not
     loaded already, and a fresh Python would add ~50 ms to every start. It is `multiprocessing`'s
@@ -79,7 +81,7 @@ def spawn_monitor(container: Container, *, attach: bool, interactive: bool) -> M
         sys.stderr.flush()  # nothing buffered may be written twice
         first = os.fork()
         if first == 0:
-            _run_monitor_child(container.directory, stdio, read_end, write_end)
+            _run_monitor_child(container.directory, stdio, read_end, write_end, start)
     os.close(write_end)  # only the monitor holds it now: EOF means it is done
     os.waitpid(first, 0)  # the first child exits at once; the monitor is re-parented
     return MonitorLink(read_end)
@@ -137,12 +139,24 @@ class MonitorLink:
 
 
 @contextlib.contextmanager
-def forward_signals(runtime: Runtime, container_id: str) -> Iterator[None]:
-    """While a foreground container runs, pass the signals we get on to it (docker's sig-proxy)."""
+def forward_signals(runtime: Runtime, container_id: str) -> Iterator[Callable[[], None]]:
+    """While a foreground container runs, pass the signals we get on to it (docker's sig-proxy).
+
+    Entered before the runtime starts the container: a signal that arrives before the container
+    exists is kept, and delivered when the caller calls the function this yields (once created).
+    """
+    pending: list[int] = []
 
     def forward(signum: int, frame: FrameType | None) -> None:
         with contextlib.suppress(TrustError):
-            runtime.kill(container_id, signum)
+            if runtime.kill(container_id, signum):
+                return
+        pending.append(signum)
+
+    def replay() -> None:
+        while pending:
+            with contextlib.suppress(TrustError):
+                runtime.kill(container_id, pending.pop(0))
 
     previous: dict[int, Callable[[int, FrameType | None], Any] | int | None] = {}
     try:
@@ -151,7 +165,7 @@ def forward_signals(runtime: Runtime, container_id: str) -> Iterator[None]:
     except ValueError:  # not the main thread: signals cannot be caught here, so none are forwarded
         pass
     try:
-        yield
+        yield replay
     finally:
         for restored, handler in previous.items():
             signal.signal(restored, handler)
@@ -160,7 +174,9 @@ def forward_signals(runtime: Runtime, container_id: str) -> Iterator[None]:
 # -- the monitor process ----------------------------------------------------------------------
 
 
-def _run_monitor_child(directory: Path, stdio: list[int | None], read_end: int, write_end: int) -> NoReturn:
+def _run_monitor_child(
+    directory: Path, stdio: list[int | None], read_end: int, write_end: int, start: bool
+) -> NoReturn:
     """In the first child of `spawn_monitor`: leave the session, fork the monitor, exit. Never returns."""
     code = 1
     try:
@@ -174,7 +190,7 @@ def _run_monitor_child(directory: Path, stdio: list[int | None], read_end: int, 
             # flock held) for as long as the container runs.
             os.closerange(3, write_end)
             os.closerange(write_end + 1, os.sysconf("SC_OPEN_MAX"))
-            code = _Monitor(directory, write_end).run()
+            code = _Monitor(directory, write_end, start).run()
         else:
             code = 0
     finally:
@@ -184,9 +200,10 @@ def _run_monitor_child(directory: Path, stdio: list[int | None], read_end: int, 
 class _Monitor:
     """The monitor process: runs `runtime create`, waits for the container, records its exit, cleans up."""
 
-    def __init__(self, directory: Path, status_fd: int) -> None:
+    def __init__(self, directory: Path, status_fd: int, start: bool) -> None:
         self.directory = directory
         self.status_fd: int | None = status_fd
+        self.start = start
 
     def run(self) -> int:
         # Handlers inherited from the CLI (its signal forwarding) do not apply here. ^C and hang-ups
@@ -208,12 +225,15 @@ class _Monitor:
 
     def _supervise(self, container: Container, runtime: Runtime) -> int:
         pid_file = self.directory / "pid"
-        argv = runtime.create_argv(container.id, self.directory, pid_file, container.runtime_log)
+        argv = runtime.create_argv(
+            container.id, self.directory, pid_file, container.runtime_log, start=self.start
+        )
         # stdin/stdout/stderr are inherited: they are the container's (log files or the CLI's).
         created = subprocess.run(argv, check=False)
         if created.returncode != 0:
             message = last_logged_error(container.runtime_log) or f"exit status {created.returncode}"
-            self._send({"event": "error", "message": f"{runtime.name} create failed: {message}"})
+            command = "run" if self.start else "create"
+            self._send({"event": "error", "message": f"{runtime.name} {command} failed: {message}"})
             return 1
         pid = int(pid_file.read_text().strip())
         me = os.getpid()

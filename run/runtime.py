@@ -104,15 +104,19 @@ class Runtime:
 
     # -- commands --------------------------------------------------------------------------
 
-    def create_argv(self, container_id: str, bundle: Path, pid_file: Path, log_file: Path) -> list[str]:
-        """The `create` command line. Without a terminal the runtime passes its own stdio to the container."""
+    def create_argv(
+        self, container_id: str, bundle: Path, pid_file: Path, log_file: Path, *, start: bool = False
+    ) -> list[str]:
+        """The `create` command line; with `start`, `run --detach`, which creates and starts in one
+        runtime process (`trust run` saves a second one, ~5 ms). Without a terminal the runtime
+        passes its own stdio to the container."""
         return [
             *self._base(),
             "--log",
             str(log_file),
             "--log-format",
             "json",
-            "create",
+            *(["run", "--detach"] if start else ["create"]),
             "--bundle",
             str(bundle),
             "--pid-file",

@@ -109,8 +109,12 @@ CLONE_NAMESPACE_FLAGS = 0x7E020000
 ALLOWED_PERSONALITIES = (0x0, 0x8, 0x20000, 0x20008, 0xFFFFFFFF)
 """PER_LINUX, UNAME26 variants, and 0xffffffff (query the current persona)."""
 
+# x32 (64-bit registers, 32-bit pointers) is left out: almost no program uses that ABI, distribution
+# kernels boot with it off, and its syscall table (numbers with bit 30 set) is a third copy of the
+# filter for the runtime to build (~6 ms of runc's and ~13 ms of crun's `create`). Without it, an
+# x32 system call matches no architecture of the filter and is refused like any unlisted call.
 _ARCHITECTURES = {
-    "x86_64": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+    "x86_64": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"],
     "aarch64": ["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
 }
 

@@ -41,7 +41,6 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -462,6 +461,8 @@ def scan_tree(
             unhashed.append(i)
     big = [i for i in unhashed if entries[i].size >= _HASH_CHUNK]
     small = [i for i in unhashed if entries[i].size < _HASH_CHUNK]
+    from concurrent.futures import ThreadPoolExecutor  # only to hash a tree: not on a warm start
+
     with ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 1) - 1)) as pool:
         big_digests = pool.map(lambda i: hash_file(root / entries[i].path), big)
         for i in small:
