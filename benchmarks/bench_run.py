@@ -22,10 +22,11 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
-from common import RAW, ROOT, TRUST, median, timed
+from common import RAW, ROOT, TRUST, Run, median, timed
 from support.images import Layer, build_big_image, build_image, busybox_layer, push_image
 from support.registry import Registry, start_registry
 
@@ -70,38 +71,88 @@ def push_signed(registry: Registry, env: dict[str, str], name: str, image_layers
 
 
 def warm(registry: Registry, work: Path, env: dict[str, str], runs: int) -> None:
+    """Four commands, alternating: `trust run` as a new process and through `trust agent`; `runc
+    run` of umoci's bundle (umoci's default config: no seccomp filter, no cgroup path) and of a
+    bundle with trust's own config.json (same rootfs; trust's seccomp filter, cgroups, /etc files)."""
     pinned = push_signed(registry, env, "warm", [busybox_layer()])
     store = work / "store-warm"
     trust_run = [TRUST, "run", "--rm", "--store", str(store), "--policy", str(POLICY), pinned, "/bin/true"]
     timed(trust_run, env=env)  # pulls and unpacks once: the runs below are warm
 
-    bundle = work / "runc-bundle"
+    umoci_bundle = work / "runc-bundle"
     tag = pinned.rsplit("@", 1)[1].replace(":", "-")
     subprocess.run(["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{pinned}",
                     f"oci:{work / 'layout-warm'}:{tag}"], check=True, capture_output=True)  # fmt: skip
-    subprocess.run(["umoci", "unpack", "--image", f"{work / 'layout-warm'}:{tag}", str(bundle)],
+    subprocess.run(["umoci", "unpack", "--image", f"{work / 'layout-warm'}:{tag}", str(umoci_bundle)],
                    check=True, capture_output=True)  # fmt: skip
-    config_path = bundle / "config.json"
-    config = json.loads(config_path.read_text())
+    config = json.loads((umoci_bundle / "config.json").read_text())
     config["process"]["args"] = ["/bin/true"]
     config["process"]["terminal"] = False
-    config_path.write_text(json.dumps(config))
+    (umoci_bundle / "config.json").write_text(json.dumps(config))
+    trust_bundle = trust_config_bundle(store, pinned, umoci_bundle / "rootfs", work / "trust-bundle", env)
 
-    trust_runs, runc_runs = [], []
-    for n in range(runs):
-        order = ("trust", "runc") if n % 2 == 0 else ("runc", "trust")
-        for tool in order:
-            if tool == "trust":
-                trust_runs.append(timed(trust_run, env=env))
-            else:
-                runc_runs.append(
-                    timed(["runc", "run", "--bundle", str(bundle), f"bench-{uuid.uuid4().hex[:12]}"])
-                )
-    t, r = median([x.wall for x in trust_runs]), median([x.wall for x in runc_runs])
+    socket = work / "agent.sock"
+    agent = subprocess.Popen([TRUST, "agent", "--socket", str(socket)], env=env, stderr=subprocess.DEVNULL)
+    agent_env = {**env, "TRUST_AGENT_SOCKET": str(socket)}
+    in_process_env = {**env, "TRUST_NO_AGENT": "1"}
+    try:
+        while not socket.exists():
+            time.sleep(0.01)
+        commands = {
+            "trust": lambda: timed(trust_run, env=in_process_env),
+            "agent": lambda: timed(trust_run, env=agent_env),
+            "runc": lambda: runc_run(umoci_bundle),
+            "runc-trust": lambda: runc_run(trust_bundle),
+        }
+        walls: dict[str, list[float]] = {name: [] for name in commands}
+        for n in range(runs):
+            names = list(commands) if n % 2 == 0 else list(reversed(commands))
+            for name in names:
+                walls[name].append(commands[name]().wall)
+    finally:
+        agent.terminate()
+        agent.wait()
+    m = {name: median(values) * 1000 for name, values in walls.items()}
     print(f"warm: {runs} alternating runs each, busybox image, /bin/true")
-    print(f"  trust run --rm (admission + overlay + runc)  median {t * 1000:7.1f} ms")
-    print(f"  runc run of a prepared bundle                median {r * 1000:7.1f} ms")
-    print(f"  ratio trust/runc: {t / r:.2f}   (target <= 4)")
+    print(f"  trust run --rm, a new process (admission + overlay + runc)  median {m['trust']:7.1f} ms")
+    print(f"  trust run --rm, through `trust agent`                       median {m['agent']:7.1f} ms")
+    print(f"  runc run, umoci's bundle (no seccomp filter)                median {m['runc']:7.1f} ms")
+    print(f"  runc run, trust's config.json, same rootfs                  median {m['runc-trust']:7.1f} ms")
+    print("  ratios (target <= 4):")
+    for label, baseline in (("umoci's bundle", m["runc"]), ("trust's config", m["runc-trust"])):
+        print(
+            f"    against runc with {label}: new process {m['trust'] / baseline:.2f}, "
+            f"agent {m['agent'] / baseline:.2f}"
+        )
+
+
+def runc_run(bundle: Path) -> Run:
+    """`runc run` of `bundle`; a config with a cgroup path gets a fresh one (runc refuses to reuse)."""
+    config_path = bundle / "config.json"
+    config = json.loads(config_path.read_text())
+    if "cgroupsPath" in config.get("linux", {}):
+        config["linux"]["cgroupsPath"] = f"/trust-bench/{uuid.uuid4().hex[:12]}"
+        config_path.write_text(json.dumps(config))
+    return timed(["runc", "run", "--bundle", str(bundle), f"bench-{uuid.uuid4().hex[:12]}"])
+
+
+def trust_config_bundle(store: Path, pinned: str, rootfs: Path, bundle: Path, env: dict[str, str]) -> Path:
+    """A bundle with the config.json `trust create` writes, pointed at `rootfs` (the same image)."""
+    create = [TRUST, "create", "--store", str(store), "--policy", str(POLICY), pinned, "/bin/true"]
+    container_id = subprocess.run(create, env=env, check=True, capture_output=True, text=True).stdout.strip()
+    directory = store / "meta" / "containers" / container_id
+    bundle.mkdir()
+    config = json.loads((directory / "config.json").read_text())
+    config["root"]["path"] = str(rootfs)
+    for mount in config["mounts"]:
+        source = Path(mount.get("source", ""))
+        if source.parent == directory:  # /etc/hostname, hosts, resolv.conf
+            shutil.copy(source, bundle / source.name)
+            mount["source"] = str(bundle / source.name)
+    (bundle / "config.json").write_text(json.dumps(config))
+    rm = [TRUST, "rm", "--force", "--store", str(store), container_id]
+    subprocess.run(rm, env=env, check=True, capture_output=True)
+    return bundle
 
 
 def cold(registry: Registry, work: Path, env: dict[str, str], args: argparse.Namespace) -> None:

@@ -1,3 +1,3 @@
-from trust.cli import console
+from trust.console import console
 
 console()

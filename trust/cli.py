@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
@@ -688,6 +688,30 @@ def _load_signer(key: str, public_key: Path | None) -> Signer:
     raise UsageError(f"key file {key} does not exist")
 
 
+@app.command()
+def agent(
+    socket: Annotated[
+        Path | None,
+        typer.Option(
+            "--socket",
+            envvar="TRUST_AGENT_SOCKET",
+            help="Unix socket to listen on (default /run/trust/agent.sock).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Serve `trust run` and `trust create` from a warm process: each runs in a fork of it.
+
+    The `trust` executable hands those commands to the agent whenever its socket exists, and skips
+    Python's start-up and imports (~70 ms). Only the agent's own user may connect. See
+    docs/runtime.md.
+    """
+    from trust.agent import serve
+    from trust.console import socket_path
+
+    serve(socket or Path(socket_path()))
+
+
 def _register_subcommands() -> None:
     from trust import copy_cli, policy_cli, store_cli, trusted_root_cli
 
@@ -761,23 +785,3 @@ def _narrowed(full: typer.Typer, args: list[str]) -> typer.Typer:
 
 def _command_name(callback: Callable[..., Any] | None) -> str | None:
     return callback.__name__.lower().replace("_", "-") if callback is not None else None
-
-
-def console() -> NoReturn:
-    """The `trust` executable: `main`, then exit without the interpreter's teardown.
-
-    Tearing down the ~600 modules a command loads takes 20 to 40 ms, a tenth of a warm `trust run`.
-    Nothing needs it: every file, lock, connection and thread pool was closed by the `with` block
-    that opened it, so only the standard streams are left to flush.
-    """
-    code = main()
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except (BrokenPipeError, ValueError):  # a reader that went away, or a stream already closed
-        code = code or 1
-    os._exit(code)
-
-
-if __name__ == "__main__":
-    console()
