@@ -1,4 +1,4 @@
-"""The `trust` executable (`trust.cli.console`): exit codes and output survive its fast exit."""
+"""The `trust` executable (`trust.console.console`): exit codes and output survive its fast exit."""
 
 from __future__ import annotations
 
@@ -38,3 +38,15 @@ def test_buffered_output_is_flushed_before_exiting(tmp_path: Path) -> None:
 def test_version() -> None:
     done = trust("--version")
     assert done.returncode == 0 and done.stdout.startswith("trust ") and "Python" in done.stdout
+
+
+def test_the_executable_imports_only_the_standard_library_before_it_knows_the_command() -> None:
+    # What `trust.console` imports is paid by every command, with an agent or without.
+    code = (
+        "import sys; before = set(sys.modules); import trust.console; "
+        "print(' '.join(sorted(set(sys.modules) - before)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    loaded = set(done.stdout.split())
+    assert {"trust", "trust.console"} <= loaded
+    assert not {"typing", "pathlib", "typer", "trust.cli", "trust.agent", "pull", "policy"} & loaded

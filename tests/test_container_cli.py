@@ -444,9 +444,25 @@ def test_a_warm_run_loads_no_unpacker_layout_or_bundle_code(cli: Setup) -> None:
     assert cli.admit("run", "--rm", cli.signed_ref, "true") == 0  # unpacks the layers once
     args = ["run", "--rm", "--store", str(cli.store), "--policy", str(cli.policy), cli.signed_ref, "true"]
     heavy = ("run.unpack", "run.tarsafe", "pull.layout", "trust.bundles", "trust.notation", "sigstore")
+    assert exit_code_and_loaded(args, heavy) == "0 []"
+
+
+def exit_code_and_loaded(args: list[str], modules: tuple[str, ...]) -> str:
+    """`trust ARGS` in a fresh interpreter: "<exit code> [<those of `modules` it imported>]"."""
     code = (
         "import sys; from trust.cli import main; code = main(" + repr(args) + "); "
-        "print(code, [m for m in " + repr(heavy) + " if m in sys.modules])"
+        "print(code, [m for m in " + repr(modules) + " if m in sys.modules])"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert done.stdout.strip().splitlines()[-1] == "0 []", done.stderr
+    assert done.stdout.strip(), done.stderr
+    return done.stdout.strip().splitlines()[-1]
+
+
+def test_a_reused_decision_loads_no_registry_client_yaml_or_cryptography(cli: Setup, tmp_path: Path) -> None:
+    # With `reuse-decisions`, a warm run's admission is a few file hashes: nothing heavy to import.
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("reuse-decisions: 10m\n" + cli.policy.read_text())
+    args = ["run", "--rm", "--store", str(cli.store), "--policy", str(policy), cli.signed_ref, "true"]
+    assert main(args) == 0  # admits from scratch and records the decision
+    heavy = ("httpx", "yaml", "cryptography", "policy.loader", "policy.evaluate", "pull.registry")
+    assert exit_code_and_loaded(args, heavy) == "0 []"
