@@ -52,31 +52,46 @@ from trust.console import (
 
 
 def serve(path: Path) -> NoReturn:
-    """Listen on `path` and run each delegated command in a fork of this process. Never returns."""
+    """Listen on `path` and run each delegated command in a fork of this process, until SIGTERM or
+    SIGINT; then remove the socket and exit 0 (commands still running go on)."""
     _warm_up()
     listener = _listen(path)
+    listening = os.stat(path).st_ino
     wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_write)
     signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # wakes select() through the pipe
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop as on ^C
     children: dict[int, socket.socket | None] = {}  # child pid → its client's connection, if open
     print(f"trust agent {__version__}: listening on {path}", file=sys.stderr, flush=True)
-    while True:
-        connections = [connection for connection in children.values() if connection is not None]
-        watched: list[Any] = [listener, wake_read, *connections]
-        readable, _, _ = select.select(watched, [], [])
-        if wake_read in readable:
-            while True:
-                try:
-                    os.read(wake_read, 4096)
-                except BlockingIOError:
-                    break
-            _reap(children)
-        if listener in readable:
-            _accept(listener, children)
-        for pid, connection in list(children.items()):
-            if connection is not None and connection in readable and not _relay_signals(pid, connection):
-                connection.close()  # the client went away: its command runs on, as it would have
-                children[pid] = None  # without the agent had the `trust` process been killed
+    try:
+        while True:
+            _serve_once(listener, wake_read, children)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            if os.stat(path).st_ino == listening:  # not a newer agent's socket
+                path.unlink()
+    sys.exit(0)
+
+
+def _serve_once(listener: socket.socket, wake_read: int, children: dict[int, socket.socket | None]) -> None:
+    connections = [connection for connection in children.values() if connection is not None]
+    watched: list[Any] = [listener, wake_read, *connections]
+    readable, _, _ = select.select(watched, [], [])
+    if wake_read in readable:
+        while True:
+            try:
+                os.read(wake_read, 4096)
+            except BlockingIOError:
+                break
+        _reap(children)
+    if listener in readable:
+        _accept(listener, children)
+    for pid, connection in list(children.items()):
+        if connection is not None and connection in readable and not _relay_signals(pid, connection):
+            connection.close()  # the client went away: its command runs on, as it would have
+            children[pid] = None  # without the agent had the `trust` process been killed
 
 
 def _warm_up() -> None:
