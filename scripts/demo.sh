@@ -10,8 +10,10 @@ export PATH="$PWD/.venv/bin:$PATH"
 work=$(mktemp -d /tmp/trust-demo.XXXXXX)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 registry_pid=""
+agent_pid=""
 cleanup() {
     [ -n "$registry_pid" ] && kill "$registry_pid" 2>/dev/null || true
+    [ -n "$agent_pid" ] && kill "$agent_pid" 2>/dev/null || true
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -97,6 +99,17 @@ trust run --rm --policy keys-example/policy.yaml "$pinned"
 trust run --rm --policy keys-example/policy.yaml "$pinned" /bin/sh -c 'echo "pid $$ on $(hostname)"'
 expect_exit 3 trust run --rm --policy keys-example/policy.yaml "$reg/demo/hello:v1"
 expect_exit 3 trust run --rm --policy keys-example/policy.yaml "$unsigned"
+
+step "warm starts: the decision is reused (reuse-decisions: 10m), trust agent skips Python's start-up"
+grep -c '"reused"' "$TRUST_STORE/meta/decisions.jsonl" | sed 's/^/decisions reused without asking the registry: /'
+export TRUST_AGENT_SOCKET="$work/agent.sock"
+trust agent 2>/dev/null &
+agent_pid=$!
+for _ in $(seq 100); do [ -S "$TRUST_AGENT_SOCKET" ] && break; sleep 0.05; done
+trust run --rm --policy keys-example/policy.yaml "$pinned" /bin/sh -c 'echo "through the agent: pid $$"'
+expect_exit 3 trust run --rm --policy keys-example/policy.yaml "$unsigned"
+kill "$agent_pid"; wait "$agent_pid" 2>/dev/null || true
+unset TRUST_AGENT_SOCKET
 
 step "air-gapped: copy the signed image with its signatures into an OCI layout, verify it there"
 trust copy "$pinned" "oci:$work/usb:hello"
