@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from policy.model import (
     RuleKind,
     SignTarget,
 )
+from policy.reuse import MAX_REUSE_SECONDS
 from policy.scope import parse_scope
 from trust.errors import KeyLoadError
 from trust.keys import TrustedKey, load_public_key, load_public_key_file
@@ -53,8 +55,6 @@ MAX_DEPTH = 16
 """The format nests 4 levels deep; a cap keeps hostile nesting from exhausting the stack."""
 MAX_CERT_FILE_BYTES = 1024 * 1024
 MAX_TRUST_STORE_FILES = 1000
-MAX_REUSE_SECONDS = 24 * 3600
-"""`reuse-decisions` is at most a day: a signature removed from the registry counts that long."""
 _DURATION = re.compile(r"(0|[1-9][0-9]{0,5})(s|m|h)")
 _SECONDS_PER_UNIT = {"s": 1, "m": 60, "h": 3600}
 CERT_SUFFIXES = (".crt", ".pem", ".cer")
@@ -443,7 +443,8 @@ class _Builder:
             rules=tuple(rules),
             default=default,
             authorities=MappingProxyType(dict(authorities)),
-            files=tuple(dict.fromkeys(path.resolve() for path in self.referenced)),
+            # Absolute, but symlinks kept: re-pointing `release.pub` at another key must show.
+            files=tuple(dict.fromkeys(Path(os.path.abspath(path)) for path in self.referenced)),
             reuse_seconds=self.reuse_seconds(top),
         )
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -51,6 +52,8 @@ if TYPE_CHECKING:
 RECORDS_DIR = "admitted"
 """Under the store's `meta/`: one record per (repository@digest, platform)."""
 RECORD_FORMAT = 1
+MAX_REUSE_SECONDS = 24 * 3600
+"""`reuse-decisions` is at most a day (the loader refuses more; `recall` never reuses longer)."""
 MAX_INPUT_BYTES = 16 * 1024 * 1024
 """An input file over this size (none should be) is not fingerprinted, so nothing is reused."""
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
@@ -86,7 +89,7 @@ def remember(
         "format": RECORD_FORMAT,
         "trust": __version__,
         "reference": _key_text(reference, platform),
-        "policy": str(policy.source_path.resolve()),
+        "policy": str(_absolute(policy.source_path)),
         "decidedAt": moment.isoformat(timespec="seconds"),
         "reuseUntil": (moment + timedelta(seconds=policy.reuse_seconds)).isoformat(timespec="seconds"),
         "inputs": fingerprints,
@@ -142,7 +145,7 @@ def recall(
 def policy_inputs(policy: Policy) -> list[Path]:
     """The policy file, every file it names, and the public-good Sigstore root when it uses one."""
     assert policy.source_path is not None
-    inputs = [policy.source_path.resolve(), *policy.files]
+    inputs = [_absolute(policy.source_path), *policy.files]
     from policy.model import KeylessAuthority
 
     if any(
@@ -171,6 +174,8 @@ def fingerprint(path: Path) -> str | None:
         return _file_digest(path)
     except FileNotFoundError:
         return _ABSENT
+    except OSError:
+        return None  # unreadable: cannot vouch for it, so no decision rests on it
 
 
 def _file_digest(path: Path) -> str | None:
@@ -193,14 +198,16 @@ def _reusable(
         record["format"] != RECORD_FORMAT
         or record["trust"] != __version__
         or record["reference"] != _key_text(reference, platform)
-        or record["policy"] != str(policy_path.resolve())
-        or not now < datetime.fromisoformat(record["reuseUntil"])
+        or record["policy"] != str(_absolute(policy_path))
+        or not now < _reuse_until(record)
     ):
         return None
     for name, expected in record["inputs"]:
         if fingerprint(Path(name)) != expected:
             return None
     manifest_digest = Digest.parse(record["manifest"])
+    if str(reference.digest) not in (record["manifest"], record["index"]):
+        return None  # a record edited to stand for another image
     manifest = verify_document(
         store.read_blob(manifest_digest, MANIFEST_MAX_BYTES), content_type=None, expected=manifest_digest
     ).document
@@ -231,6 +238,17 @@ def _reusable(
         index_digest=index_digest,
         tag=reference.tag,
     )
+
+
+def _absolute(path: Path) -> Path:
+    """Absolute, symlinks kept: a link re-pointed at another file must change the fingerprint."""
+    return Path(os.path.abspath(path))
+
+
+def _reuse_until(record: dict[str, Any]) -> datetime:
+    """The record's end of reuse, never more than `MAX_REUSE_SECONDS` after its decision."""
+    decided = datetime.fromisoformat(record["decidedAt"])
+    return min(datetime.fromisoformat(record["reuseUntil"]), decided + timedelta(seconds=MAX_REUSE_SECONDS))
 
 
 def _key_text(reference: Reference, platform: Platform | None) -> str:

@@ -1,0 +1,453 @@
+"""Reusable admission decisions (`policy/reuse.py`, `reuse-decisions` in a policy file).
+
+Covered here:
+- the loader: `reuse-decisions` durations accepted and refused, and `Policy.files`;
+- end to end with a real registry: a passing `trust run` writes a record under `meta/admitted/`,
+  and the next `trust run` / `trust create` of the same image is admitted with the registry
+  *stopped*, logged with `"reused"`. A stopped registry is how "not reused" shows: a full admission
+  cannot ask it and exits 5;
+- what ends reuse: no opt-in, an edited policy, a replaced key file, the clock, a tampered record,
+  a blob gone or modified, another trust version, another policy file;
+- what is never reused or recorded: `trust verify` decisions, denials, audit-mode admissions;
+- the reused `AdmittedImage` is the one admitted originally.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.images import Image, build_image, busybox_layer, push_image
+from support.registry import Registry, RegistryFactory
+
+from policy.admission import admit_reference
+from policy.errors import PolicyError
+from policy.loader import load_policy_text
+from policy.reuse import recall
+from pull.clients import RegistryClients
+from pull.reference import Reference
+from pull.store import ContentStore
+from trust import __version__
+from trust.cli import exit_code_for, main
+from trust.keys import KeySigner, generate_keypair, load_private_key
+from trust.signing import sign_image
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0, reason="containers need root (mounts, namespaces, cgroups)"
+)
+
+HEADER = "version: 1\nauthorities:\n  a:\n    cosign-keys: [a.pub]\n"
+RULES = "rules:\n  - scope: example.com/app\n    signed-by: [a]\ndefault:\n  reject: true\n"
+
+
+@dataclass(frozen=True)
+class Keys:
+    signer: KeySigner
+    public: bytes
+    """The signer's public key."""
+    other: bytes
+    """An unrelated public key."""
+
+
+@pytest.fixture(scope="module")
+def keys() -> Keys:
+    """Generated once per module: making and loading a key takes ~0.2 s each (scrypt)."""
+    private_pem, public_pem = generate_keypair(b"")
+    return Keys(KeySigner(load_private_key(private_pem, b"")), public_pem, generate_keypair(b"")[1])
+
+
+@pytest.fixture(scope="module")
+def key_folder(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Path:
+    """A folder holding `a.pub` and `b.pub`, two unrelated public keys."""
+    folder = tmp_path_factory.mktemp("keys")
+    (folder / "a.pub").write_bytes(keys.public)
+    (folder / "b.pub").write_bytes(keys.other)
+    return folder
+
+
+# -- the loader -----------------------------------------------------------------------------------
+
+
+def policy_with(reuse_line: str) -> str:
+    return HEADER + reuse_line + RULES
+
+
+@pytest.mark.parametrize(
+    ("line", "seconds"),
+    [
+        ("reuse-decisions: 10m\n", 600),
+        ("reuse-decisions: 30s\n", 30),
+        ("reuse-decisions: 2h\n", 7200),
+        ("reuse-decisions: 24h\n", 86400),
+        ("reuse-decisions: 86400s\n", 86400),
+        ("reuse-decisions: 0\n", 0),
+        ('reuse-decisions: "0s"\n', 0),
+        ("", 0),
+    ],
+)
+def test_reuse_decisions_durations(key_folder: Path, line: str, seconds: int) -> None:
+    assert load_policy_text(policy_with(line), key_folder).reuse_seconds == seconds
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("25h", "longer than a day"),
+        ("1441m", "longer than a day"),
+        ("86401s", "longer than a day"),
+        ("10", "must be a string"),
+        ('"10"', "not a duration"),
+        ('"ten minutes"', "not a duration"),
+        ("1d", "not a duration"),
+        ("-5m", "not a duration"),
+        ("010m", "not a duration"),
+        ("true", "must be a string, not true/false"),
+        ("false", "must be a string, not true/false"),
+        ("[10m]", "must be a string, not a list"),
+    ],
+)
+def test_reuse_decisions_refused(key_folder: Path, value: str, problem: str) -> None:
+    with pytest.raises(PolicyError, match=problem) as refused:
+        load_policy_text(policy_with(f"reuse-decisions: {value}\n"), key_folder)
+    assert exit_code_for(refused.value) == 2
+    assert refused.value.line == 5  # the line of `reuse-decisions`
+
+
+def test_policy_files_are_the_absolute_paths_it_names(key_folder: Path, tmp_path: Path) -> None:
+    (tmp_path / "keys").mkdir()
+    shutil.copy(key_folder / "a.pub", tmp_path / "keys" / "a.pub")
+    text = (
+        "version: 1\nauthorities:\n"
+        "  a:\n    cosign-keys: [keys/a.pub]\n"
+        f"  b:\n    cosign-keys: [{key_folder / 'b.pub'}]\n    rekor-keys: [./keys/../keys/a.pub]\n"
+        "rules:\n  - scope: example.com/app\n    signed-by: [a, b]\ndefault:\n  reject: true\n"
+    )
+    policy = load_policy_text(text, tmp_path)
+    # Relative paths are made absolute against the policy's folder (symlinks are kept, so that
+    # re-pointing one shows); a file named twice is listed once.
+    assert policy.files == ((tmp_path / "keys" / "a.pub").resolve(), (key_folder / "b.pub").resolve())
+    assert all(path.is_absolute() for path in policy.files)
+
+
+# -- end to end -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Scenario:
+    """A busybox image signed by key `a.pub` on a registry of the test's own, a store and a policy."""
+
+    registry: Registry
+    folder: Path
+    store: Path
+    policy: Path
+    key: Path
+    ref: str
+    """The signed image, pinned."""
+    unsigned_ref: str
+    """Another image under the same scope, not signed."""
+    layer_digest: str
+    config_digest: str
+    other_key: bytes
+    """A public key that did not sign anything."""
+
+    def write_policy(self, reuse: str | None = "10m", mode: str = "enforce") -> None:
+        self.policy.write_text(
+            "version: 1\n"
+            + (f"reuse-decisions: {reuse}\n" if reuse is not None else "")
+            + f"authorities:\n  a:\n    cosign-keys: [{self.key.name}]\n"
+            + f"rules:\n  - scope: {self.registry.host}\n    signed-by: [a]\n    mode: {mode}\n"
+            + "default:\n  reject: true\n"
+        )
+
+    def trust(self, command: str, *args: str) -> int:
+        return main([command, "--store", str(self.store), "--policy", str(self.policy), *args])
+
+    def run(self, ref: str | None = None) -> int:
+        return self.trust("run", "--rm", ref or self.ref, "true")
+
+    def verify(self) -> int:
+        return self.trust("verify", self.ref)
+
+    def records(self) -> list[Path]:
+        folder = self.store / "meta" / "admitted"
+        return sorted(folder.iterdir()) if folder.exists() else []
+
+    def record(self) -> dict[str, Any]:
+        [path] = self.records()
+        record: dict[str, Any] = json.loads(path.read_text())
+        return record
+
+    def edit_record(self, **fields: object) -> None:
+        [path] = self.records()
+        path.write_text(json.dumps({**self.record(), **fields}))
+
+    def decisions(self) -> list[dict[str, Any]]:
+        path = self.store / "meta" / "decisions.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    def blob(self, digest: str) -> Path:
+        return self.store / "blobs" / "sha256" / digest.removeprefix("sha256:")
+
+
+@pytest.fixture(scope="module")
+def images() -> tuple[Image, Image]:
+    """Two busybox images: the one signed, and another one."""
+    layer = busybox_layer()
+    return build_image([layer], cmd=["true"]), build_image([layer], cmd=["false"])
+
+
+@pytest.fixture
+def scenario(
+    fresh_registry: RegistryFactory, tmp_path: Path, repo_name: str, keys: Keys, images: tuple[Image, Image]
+) -> Iterator[Scenario]:
+    registry = fresh_registry()
+    signed = push_image(registry, repo_name, images[0], tag="v1")
+    unsigned = push_image(registry, repo_name, images[1], tag="v2")
+    (tmp_path / "a.pub").write_bytes(keys.public)
+    with RegistryClients() as clients:
+        sign_image(clients, Reference.parse(signed.by_digest), keys.signer)
+    setup = Scenario(
+        registry=registry,
+        folder=tmp_path,
+        store=tmp_path / "store",
+        policy=tmp_path / "policy.yaml",
+        key=tmp_path / "a.pub",
+        ref=signed.by_digest,
+        unsigned_ref=unsigned.by_digest,
+        layer_digest=signed.layers[0].digest,
+        config_digest=signed.config.digest,
+        other_key=keys.other,
+    )
+    setup.write_policy()
+    yield setup
+    with open("/proc/self/mountinfo") as mountinfo:
+        assert not [line for line in mountinfo if str(setup.store) in line]
+
+
+@needs_root
+def test_a_recorded_decision_is_reused_without_the_registry(scenario: Scenario) -> None:
+    assert scenario.run() == 0
+    record = scenario.record()
+    assert record["manifest"] == scenario.ref.split("@")[1] and record["config"] == scenario.config_digest
+    assert record["policy"] == str(scenario.policy.resolve()) and record["trust"] == __version__
+    assert [name for name, _ in record["inputs"]] == [
+        str(scenario.policy.resolve()),
+        str(scenario.key.resolve()),
+    ]
+    window = datetime.fromisoformat(record["reuseUntil"]) - datetime.fromisoformat(record["decidedAt"])
+    assert window == timedelta(minutes=10)
+    first = scenario.decisions()[-1]
+    assert first["decision"] == "allow" and "reused" not in first
+
+    scenario.registry.stop()
+    assert scenario.run() == 0  # the registry is gone: only a reused decision can admit
+    reused = scenario.decisions()[-1]
+    assert reused["reused"] == record["decidedAt"]
+    assert reused["decision"] == "allow" and reused["reference"] == scenario.ref
+    assert scenario.record() == record  # reusing does not rewrite the record
+
+    assert scenario.trust("create", "--name", "warm", scenario.ref, "true") == 0  # create reuses too
+    assert scenario.decisions()[-1]["reused"] == record["decidedAt"]
+    assert main(["rm", "--store", str(scenario.store), "warm"]) == 0
+
+
+@needs_root
+@pytest.mark.parametrize("reuse", [None, "0", "0s"])
+def test_no_reuse_unless_the_policy_opts_in(scenario: Scenario, reuse: str | None) -> None:
+    scenario.write_policy(reuse=reuse)
+    assert scenario.run() == 0
+    assert scenario.records() == []
+    scenario.registry.stop()
+    assert scenario.run() == 5
+
+
+def edit_policy(scenario: Scenario) -> None:
+    with scenario.policy.open("a") as policy:
+        policy.write("# a comment is a change too\n")
+
+
+def replace_key(scenario: Scenario) -> None:
+    scenario.key.write_bytes(scenario.other_key)
+
+
+def another_policy_file(scenario: Scenario) -> None:
+    (scenario.folder / "other").mkdir()
+    for path in (scenario.policy, scenario.key):
+        shutil.copy(path, scenario.folder / "other" / path.name)
+    scenario.policy = scenario.folder / "other" / scenario.policy.name  # same text, another file
+
+
+def garbage_record(scenario: Scenario) -> None:
+    scenario.records()[0].write_text("{not json")
+
+
+def record_names_another_manifest(scenario: Scenario) -> None:
+    scenario.edit_record(manifest="sha256:" + "0" * 64)
+
+
+def record_names_another_config(scenario: Scenario) -> None:
+    scenario.edit_record(config=scenario.layer_digest)
+
+
+def record_without_expiry(scenario: Scenario) -> None:
+    record = scenario.record()
+    del record["reuseUntil"]
+    scenario.records()[0].write_text(json.dumps(record))
+
+
+def record_of_another_trust_version(scenario: Scenario) -> None:
+    scenario.edit_record(trust="0.0.0+other")
+
+
+def delete_layer_blob(scenario: Scenario) -> None:
+    scenario.blob(scenario.layer_digest).unlink()
+
+
+def modify_config_blob(scenario: Scenario) -> None:
+    path = scenario.blob(scenario.config_digest)
+    path.chmod(0o600)
+    path.write_bytes(path.read_bytes().replace(b'"true"', b'"evil"'))
+
+
+def record_decided_two_days_ago_for_ever(scenario: Scenario) -> None:
+    # Whatever a record claims, a decision is never reused more than 24h after it was made.
+    decided = datetime.fromisoformat(scenario.record()["decidedAt"]) - timedelta(days=2)
+    scenario.edit_record(decidedAt=decided.isoformat(), reuseUntil="2999-01-01T00:00:00+00:00")
+
+
+def retarget_a_policy_symlink(scenario: Scenario) -> None:
+    # The policy path the operator passes is a link; pointing it at another file must show.
+    edited = scenario.folder / "edited.yaml"
+    edited.write_text(scenario.policy.read_text() + "# edited\n")
+    original = scenario.folder / "original.yaml"
+    scenario.policy.rename(original)
+    scenario.policy.symlink_to(edited.name)
+
+
+@needs_root
+@pytest.mark.parametrize(
+    "change",
+    [
+        edit_policy,
+        retarget_a_policy_symlink,
+        record_decided_two_days_ago_for_ever,
+        replace_key,
+        another_policy_file,
+        garbage_record,
+        record_names_another_manifest,
+        record_names_another_config,
+        record_without_expiry,
+        record_of_another_trust_version,
+        delete_layer_blob,
+        modify_config_blob,
+    ],
+)
+def test_a_change_ends_reuse(scenario: Scenario, change: Callable[[Scenario], None]) -> None:
+    assert scenario.run() == 0
+    assert len(scenario.records()) == 1
+    scenario.registry.stop()
+    change(scenario)
+    logged = len(scenario.decisions())
+    assert scenario.run() == 5  # a full admission, which needs the stopped registry
+    [attempt] = scenario.decisions()[logged:]
+    assert attempt["decision"] == "error" and "reused" not in attempt
+
+
+def test_a_record_expires(scenario: Scenario) -> None:
+    assert scenario.verify() == 0  # `trust verify` records (it never reuses: see below)
+    decided_at = scenario.record()["decidedAt"]
+    decided = datetime.fromisoformat(decided_at)
+    store = ContentStore.open(scenario.store)
+    reference = Reference.parse(scenario.ref)
+
+    def recalled(after: timedelta) -> bool:
+        return recall(store, reference, None, scenario.policy, now=decided + after) is not None
+
+    assert recalled(timedelta(minutes=1))
+    assert recalled(timedelta(minutes=9, seconds=59))
+    assert not recalled(timedelta(minutes=10))  # `reuseUntil` itself is past the window
+    assert not recalled(timedelta(minutes=11))
+    assert [d.get("reused") for d in scenario.decisions()] == [None, decided_at, decided_at]
+
+
+def test_verify_never_reuses(scenario: Scenario) -> None:
+    assert scenario.verify() == 0
+    decided = scenario.record()["decidedAt"]
+    scenario.registry.stop()
+    assert scenario.verify() == 5
+    # The record is good: `trust run`'s admission (reuse=True) takes it with the registry stopped.
+    image = admit_reference(
+        scenario.ref, policy_path=scenario.policy, store=ContentStore.open(scenario.store), reuse=True
+    )
+    assert image.decision.reused_from == decided
+
+
+@needs_root
+def test_a_denial_is_never_recorded(scenario: Scenario) -> None:
+    assert scenario.run(scenario.unsigned_ref) == 3
+    assert scenario.decisions()[-1]["decision"] == "deny"
+    assert scenario.records() == []
+
+
+@needs_root
+def test_an_audit_mode_admission_that_failed_is_never_recorded(scenario: Scenario) -> None:
+    scenario.write_policy(mode="audit")
+    assert scenario.run(scenario.unsigned_ref) == 0  # audit: runs although unsigned
+    assert scenario.decisions()[-1]["decision"] == "allow-audit"
+    assert scenario.records() == []
+    scenario.registry.stop()
+    assert scenario.run(scenario.unsigned_ref) == 5
+
+
+def test_the_reused_image_is_the_admitted_image(scenario: Scenario) -> None:
+    store = ContentStore.open(scenario.store)
+    first = admit_reference(scenario.ref, policy_path=scenario.policy, store=store, reuse=True)
+    assert first.decision.reused_from is None
+    scenario.registry.stop()
+    again = admit_reference(scenario.ref, policy_path=scenario.policy, store=store, reuse=True)
+    assert again.decision.reused_from == scenario.record()["decidedAt"]
+    assert again.manifest_digest == first.manifest_digest
+    assert again.config_digest == first.config_digest
+    assert again.layers == first.layers
+    assert again.config == first.config
+    assert (again.index_digest, again.repository, again.tag) == (
+        first.index_digest,
+        first.repository,
+        first.tag,
+    )
+    assert again.decision == replace(first.decision, reused_from=again.decision.reused_from)
+
+
+def test_a_retargeted_key_symlink_ends_reuse(scenario: Scenario) -> None:
+    (scenario.folder / "2024.pub").write_bytes(scenario.key.read_bytes())
+    (scenario.folder / "2025.pub").write_bytes(scenario.other_key)
+    scenario.key.unlink()
+    scenario.key.symlink_to("2024.pub")
+    assert scenario.verify() == 0
+    scenario.key.unlink()
+    scenario.key.symlink_to("2025.pub")  # the policy's a.pub is now another key: the old one is revoked
+    store = ContentStore.open(scenario.store)
+    assert recall(store, Reference.parse(scenario.ref), None, scenario.policy) is None
+
+
+@needs_root
+def test_a_record_edited_to_name_another_image_is_not_reused(scenario: Scenario) -> None:
+    assert main(["pull", "--store", str(scenario.store), scenario.unsigned_ref]) == 0
+    assert scenario.run() == 0
+    store = ContentStore.open(scenario.store)
+    unsigned = Reference.parse(scenario.unsigned_ref)
+    assert unsigned.digest is not None
+    manifest = json.loads(store.read_blob(unsigned.digest, 1 << 20))
+    scenario.registry.stop()
+    # The unsigned image's manifest and config are in the store: only the record's tie to the
+    # digest asked for keeps them from running under the signed image's decision.
+    scenario.edit_record(manifest=str(unsigned.digest), config=manifest["config"]["digest"])
+    assert recall(store, Reference.parse(scenario.ref), None, scenario.policy) is None
+    assert scenario.run() == 5
