@@ -36,8 +36,10 @@ import os
 import select
 import signal
 import socket
+import stat
 import struct
 import sys
+import traceback
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -50,10 +52,17 @@ from trust.console import (
     encode,
 )
 
+_REQUEST_TIMEOUT = 1.0
+"""Seconds a connection has to send its request."""
+
 
 def serve(path: Path) -> NoReturn:
-    """Listen on `path` and run each delegated command in a fork of this process, until SIGTERM or
-    SIGINT; then remove the socket and exit 0 (commands still running go on)."""
+    """Listen on `path` and run each delegated command in a fork of this process.
+
+    SIGTERM or SIGINT stops it: the socket is removed at once (new commands run in-process), and
+    the agent exits 0 once the commands it runs have finished and their clients have their exit
+    codes. A second signal exits at once (the commands go on; their clients report the agent gone).
+    """
     _warm_up()
     listener = _listen(path)
     listening = os.stat(path).st_ino
@@ -72,12 +81,19 @@ def serve(path: Path) -> NoReturn:
         with contextlib.suppress(OSError):
             if os.stat(path).st_ino == listening:  # not a newer agent's socket
                 path.unlink()
+        listener.close()
+    with contextlib.suppress(KeyboardInterrupt):
+        while children:
+            _serve_once(None, wake_read, children)
     sys.exit(0)
 
 
-def _serve_once(listener: socket.socket, wake_read: int, children: dict[int, socket.socket | None]) -> None:
+def _serve_once(
+    listener: socket.socket | None, wake_read: int, children: dict[int, socket.socket | None]
+) -> None:
+    """Wait for a new client (unless `listener` is None), a signal from a client, or a child's end."""
     connections = [connection for connection in children.values() if connection is not None]
-    watched: list[Any] = [listener, wake_read, *connections]
+    watched: list[Any] = [wake_read, *connections, *([listener] if listener is not None else [])]
     readable, _, _ = select.select(watched, [], [])
     if wake_read in readable:
         while True:
@@ -86,7 +102,7 @@ def _serve_once(listener: socket.socket, wake_read: int, children: dict[int, soc
             except BlockingIOError:
                 break
         _reap(children)
-    if listener in readable:
+    if listener is not None and listener in readable:
         _accept(listener, children)
     for pid, connection in list(children.items()):
         if connection is not None and connection in readable and not _relay_signals(pid, connection):
@@ -112,9 +128,23 @@ def _warm_up() -> None:
 
 
 def _listen(path: Path) -> socket.socket:
+    """Bind `path` (0600, in a 0700 folder). Raises UsageError if another agent listens there or
+    it is something other than a socket; a socket nobody listens on (a killed agent's) is replaced."""
+    from pull.errors import UsageError
+
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()  # a socket left by an agent that was killed
+    if path.exists() or path.is_symlink():
+        if not stat.S_ISSOCK(path.lstat().st_mode):
+            raise UsageError(f"{path} exists and is not a socket: pick another --socket")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            probe.connect(str(path))
+        except ConnectionRefusedError:
+            path.unlink()  # left by an agent that was killed
+        else:
+            raise UsageError(f"an agent already listens on {path}")
+        finally:
+            probe.close()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     old_umask = os.umask(0o177)  # the socket file is created 0600
     try:
@@ -130,11 +160,16 @@ def _accept(listener: socket.socket, children: dict[int, socket.socket | None]) 
     fds: list[int] = []
     try:
         uid = _peer_uid(connection)
+        # The request is read on the one serving loop: a client that sends nothing may hold it up
+        # for this long, no more. (Clients have no timeout: one that gave up after the fork would
+        # run its command twice.)
+        connection.settimeout(_REQUEST_TIMEOUT)
         data, fds, _, _ = socket.recv_fds(connection, MAX_MESSAGE_BYTES, 3)
         try:
             request = Messages(connection, data).next()
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, too long, or nested too deep
             request = None
+        connection.settimeout(None)
         why = _refusal(uid, request, fds)
         if why is not None:
             connection.sendall(encode({"refused": why}))
@@ -219,9 +254,14 @@ def _run_child(
         from trust.cli import main
 
         code = main(request["argv"])
-        sys.stdout.flush()
-        sys.stderr.flush()
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    except BaseException:  # what a new `trust` process would print before exiting 1
+        traceback.print_exc()
     finally:
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.flush()
+            sys.stderr.flush()
         os._exit(code)
 
 
@@ -250,7 +290,7 @@ def _relay_signals(pid: int, connection: socket.socket) -> bool:
     if not data:
         return False
     for line in data.splitlines():
-        with contextlib.suppress(ValueError, KeyError, TypeError):
+        with contextlib.suppress(ValueError, KeyError, TypeError, RecursionError):
             signum = int(json.loads(line)["signal"])
             if signum in FORWARDED_SIGNALS:
                 with contextlib.suppress(ProcessLookupError):

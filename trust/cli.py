@@ -149,7 +149,7 @@ def default_store_path() -> Path:
 def open_store(path: Path | None) -> ContentStore:
     from pull.store import ContentStore
 
-    return ContentStore.open(path or default_store_path())
+    return ContentStore.open((path or default_store_path()).absolute())  # overlay needs absolute paths
 
 
 def pull_config(insecure: list[str] | None) -> PullConfig:

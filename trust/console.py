@@ -71,19 +71,23 @@ def delegate(argv: Sequence[str]) -> int | None:
     path = socket_path()
     if not os.path.exists(path):
         return None
+    try:
+        cwd = os.getcwd()
+    except OSError:
+        return None  # a working directory that was deleted: let the command itself say so
+    request = {
+        "version": __version__,
+        "argv": list(argv),
+        "cwd": cwd,
+        "umask": _umask(),
+        "env": dict(os.environ),
+    }
     client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
         try:
             client.connect(path)
         except OSError:
             return None  # a socket file left behind: no agent listens
-        request = {
-            "version": __version__,
-            "argv": list(argv),
-            "cwd": os.getcwd(),
-            "umask": _umask(),
-            "env": dict(os.environ),
-        }
         socket.send_fds(client, [encode(request)], [0, 1, 2])
         replies = Messages(client)
         answer = replies.next()

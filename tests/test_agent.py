@@ -1,0 +1,808 @@
+"""`trust agent` (trust/agent.py) and its client in the `trust` executable (trust/console.py), end to end.
+
+One agent per module (per xdist worker) listens on a socket under /tmp; the real `trust` executable
+is run with `TRUST_AGENT_SOCKET` pointing at it. That a command really ran in the agent is checked
+where it matters by looking at the process tree while a container runs: the process that runs the
+command is a child of the agent with the agent's command line (a fork, not a new `trust`), in the
+client's working directory and with its umask. The protocol's refusals are checked by speaking it
+with a raw socket; the client's half by a fake agent that records what the executable sends.
+
+The last section is about hostile or unusual clients.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.images import BUSYBOX_APPLETS, build_image, busybox_layer, push_image
+from support.registry import Registry
+
+import trust
+from trust import console
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0, reason="containers need root (mounts, namespaces, cgroups)"
+)
+
+TRUST = str(Path(sys.executable).parent / "trust")
+"""The console script (`trust.console:console`): the only way in that delegates to the agent."""
+TIMEOUT = 30.0
+START_TIMEOUT = 15.0
+NOBODY = 65534
+HELP_REQUEST = ["run", "--help"]
+"""A delegated command that needs no container: what the raw-protocol tests have the agent run."""
+
+
+# -- fixtures -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Setup:
+    folder: Path
+    store: Path
+    policy: Path
+    ref: str
+    """A pinned reference the policy accepts without a signature (busybox with `wc`)."""
+
+    def admit(self, command: str, *args: str) -> list[str]:
+        return [TRUST, command, "--store", str(self.store), "--policy", str(self.policy), *args]
+
+    def containers(self) -> set[str]:
+        directory = self.store / "meta" / "containers"
+        if not directory.exists():
+            return set()
+        return {p.name for p in directory.iterdir() if not p.name.startswith(".")}
+
+    def mounted(self) -> list[str]:
+        with open("/proc/self/mountinfo") as mountinfo:
+            return [line for line in mountinfo if str(self.store) in line]
+
+
+@dataclass(frozen=True)
+class Agent:
+    process: subprocess.Popen[bytes]
+    socket: Path
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment of a `trust` that hands `run` and `create` to this agent."""
+        environment = {**os.environ, console.SOCKET_ENV: str(self.socket)}
+        environment.pop(console.NO_AGENT_ENV, None)
+        return environment
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+
+@pytest.fixture(scope="module")
+def setup(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Setup:
+    folder = tmp_path_factory.mktemp("agent")
+    image = build_image([busybox_layer(applets=(*BUSYBOX_APPLETS, "wc"))], cmd=["sh", "-c", "echo image cmd"])
+    pushed = push_image(registry, "t/agent-open", image, tag="v1")
+    policy = folder / "policy.yaml"
+    policy.write_text(
+        "version: 1\n"
+        "rules:\n"
+        f"  - scope: {registry.host}/t/agent-open\n    insecure-accept-anything: true\n"
+        "default:\n  reject: true\n"
+    )
+    return Setup(folder, folder / "store", policy, pushed.by_digest)
+
+
+def start_agent(sock: Path, log: Path) -> Agent:
+    """`trust agent --socket SOCK`, once it listens (it says so on stderr after `listen()`)."""
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            [TRUST, "agent", "--socket", str(sock)],
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=output,
+            env={k: v for k, v in os.environ.items() if k != console.SOCKET_ENV},
+        )
+    agent = Agent(process, sock, log)
+    deadline = time.monotonic() + START_TIMEOUT
+    while b"listening on" not in log.read_bytes():
+        if not agent.alive() or time.monotonic() > deadline:
+            stop_agent(agent)
+            pytest.fail(f"the agent did not start: {log.read_text(errors='replace')}")
+        time.sleep(0.02)
+    return agent
+
+
+def stop_agent(agent: Agent) -> None:
+    if agent.alive():
+        agent.process.terminate()
+    try:
+        agent.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        agent.process.kill()
+        agent.process.wait()
+
+
+@contextlib.contextmanager
+def short_directory() -> Iterator[Path]:
+    """A directory for sockets: AF_UNIX paths are limited to 107 bytes, pytest's tmp paths are long."""
+    directory = Path(tempfile.mkdtemp(prefix="ta-", dir="/tmp"))
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def agent() -> Iterator[Agent]:
+    """The module's agent. Its socket's directory does not exist beforehand: the agent makes it."""
+    with short_directory() as directory:
+        running = start_agent(directory / "run" / "agent.sock", directory / "agent.log")
+        try:
+            yield running
+        finally:
+            stop_agent(running)
+
+
+@pytest.fixture
+def cli(setup: Setup, agent: Agent) -> Iterator[Setup]:
+    """The setup, checked after the test: the agent still runs, no container is left (those of the
+    test are removed) and nothing stays mounted."""
+    before = setup.containers()
+    yield setup
+    leftovers = setup.containers() - before
+    for leftover in leftovers:
+        subprocess.run([TRUST, "rm", "-f", "--store", str(setup.store), leftover], timeout=TIMEOUT)
+    assert not leftovers
+    assert not setup.mounted()
+    assert agent.alive(), agent.log.read_text(errors="replace")
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def run(argv: Sequence[str], env: dict[str, str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=TIMEOUT, **kwargs)
+
+
+def in_process_env() -> dict[str, str]:
+    return {**os.environ, console.NO_AGENT_ENV: "1"}
+
+
+def children_of(pid: int) -> list[int]:
+    """The pids whose parent is `pid` (from /proc/*/stat)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "stat").read_text()
+        except OSError:
+            continue  # it exited meanwhile
+        fields = status[status.rindex(")") + 2 :].split()
+        if int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def cmdline(pid: int) -> list[bytes]:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+
+
+def umask_of(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Umask:"):
+            return int(line.split()[1], 8)
+    raise AssertionError(f"no Umask in /proc/{pid}/status")
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return condition()
+        time.sleep(0.05)
+    return True
+
+
+def request(**overrides: object) -> dict[str, object]:
+    """A well-formed request for `trust run --help`, with `overrides`."""
+    return {
+        "version": trust.__version__,
+        "argv": HELP_REQUEST,
+        "cwd": "/",
+        "umask": 0o022,
+        "env": {"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        **overrides,
+    }
+
+
+def line(message: object) -> bytes:
+    return json.dumps(message).encode() + b"\n"
+
+
+def replies(sock: socket.socket) -> Iterator[dict[str, Any]]:
+    """The agent's messages on `sock`, until it closes the connection."""
+    buffer = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            assert buffer == b"", f"an unfinished message: {buffer!r}"
+            return
+        buffer += chunk
+        while b"\n" in buffer:
+            one, _, buffer = buffer.partition(b"\n")
+            message = json.loads(one)
+            assert isinstance(message, dict)
+            yield message
+
+
+def speak(
+    path: Path, data: bytes, fds: Sequence[int] | None = None, *, shut: bool = False, timeout: float = TIMEOUT
+) -> list[dict[str, Any]]:
+    """Send `data` with `fds` (default: /dev/null three times) to the agent; every message it sends back."""
+    with contextlib.ExitStack() as stack:
+        if fds is None:
+            null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+            stack.callback(os.close, null)
+            fds = [null, null, null]
+        client = stack.enter_context(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+        client.settimeout(timeout)
+        client.connect(str(path))
+        socket.send_fds(client, [data], list(fds))
+        if shut:
+            client.shutdown(socket.SHUT_WR)
+        return list(replies(client))
+
+
+def assert_serves(agent: Agent) -> None:
+    """The agent accepts a well-formed request and reports the exit of the command it forked."""
+    answers = speak(agent.socket, line(request()))
+    assert len(answers) == 2 and answers[1] == {"exit": 0}, answers
+    assert isinstance(answers[0].get("accepted"), int) and answers[0]["accepted"] > 0
+
+
+# -- commands through the agent -----------------------------------------------------------------
+
+
+def test_run_through_the_agent_keeps_output_and_exit_code(cli: Setup, agent: Agent) -> None:
+    command = ["--rm", cli.ref, "sh", "-c", "echo out; echo err >&2; exit 7"]
+    through = run(cli.admit("run", *command), agent.env)
+    assert (through.returncode, through.stdout) == (7, "out\n"), through.stderr
+    assert "err\n" in through.stderr
+    in_process = run(cli.admit("run", *command), in_process_env())
+    assert (in_process.returncode, in_process.stdout) == (7, "out\n") and "err\n" in in_process.stderr
+
+
+def test_the_command_runs_in_a_fork_of_the_agent_with_the_clients_cwd_and_umask(
+    cli: Setup, agent: Agent
+) -> None:
+    script = "echo ready; read line; echo got $line; exit 3"
+    # A relative --policy: it resolves against the client's directory, not the agent's.
+    argv = [TRUST, "run", "--store", str(cli.store), "--policy", cli.policy.name, "--rm", "-i", cli.ref]
+    assert children_of(agent.pid) == []
+    with subprocess.Popen(
+        [*argv, "sh", "-c", script],
+        env=agent.env,
+        cwd=cli.folder,
+        umask=0o027,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as client:
+        assert client.stdin is not None and client.stdout is not None and client.stderr is not None
+        assert client.stdout.readline() == b"ready\n"
+        (worker,) = children_of(agent.pid)
+        assert worker != client.pid
+        assert cmdline(worker) == cmdline(agent.pid)  # a fork of the agent, not a new `trust`
+        assert os.readlink(f"/proc/{worker}/cwd") == str(cli.folder)
+        assert umask_of(worker) == 0o027 and umask_of(agent.pid) != 0o027
+        assert os.getsid(worker) == worker  # a session of its own
+        client.stdin.write(b"hello\n")
+        client.stdin.close()
+        assert client.wait(timeout=TIMEOUT) == 3
+        assert client.stdout.read() == b"got hello\n"
+    assert wait_until(lambda: children_of(agent.pid) == [])  # reaped
+
+
+def test_the_clients_environment_reaches_the_command(cli: Setup, agent: Agent) -> None:
+    # `-e KEY` takes the caller's value: the client's, which the agent's own environment lacks.
+    env = {**agent.env, "GREETING": "hello from the client"}
+    done = run(cli.admit("run", "--rm", "-e", "GREETING", cli.ref, "sh", "-c", "echo $GREETING"), env)
+    assert (done.returncode, done.stdout) == (0, "hello from the client\n"), done.stderr
+
+
+def test_no_agent_env_runs_in_process(cli: Setup, agent: Agent) -> None:
+    argv = cli.admit("run", "--rm", cli.ref, "sh", "-c", "echo ready; sleep 0.3; echo done")
+    with subprocess.Popen(
+        argv, env={**agent.env, console.NO_AGENT_ENV: "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as client:
+        assert client.stdout is not None
+        assert client.stdout.readline() == b"ready\n"
+        assert children_of(agent.pid) == []  # the agent was not asked
+        assert client.wait(timeout=TIMEOUT) == 0
+        assert client.stdout.read() == b"done\n"
+
+
+def test_a_stale_socket_file_falls_back_to_running_in_process(cli: Setup) -> None:
+    with short_directory() as directory:
+        stale = directory / "agent.sock"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as dead:
+            dead.bind(str(stale))  # bound, never listening, closed: what a killed agent leaves
+        assert stat.S_ISSOCK(stale.stat().st_mode)
+        env = {**os.environ, console.SOCKET_ENV: str(stale)}
+        env.pop(console.NO_AGENT_ENV, None)
+        done = run(cli.admit("run", "--rm", cli.ref, "sh", "-c", "echo out; exit 4"), env)
+        assert (done.returncode, done.stdout) == (4, "out\n"), done.stderr
+        assert "agent" not in done.stderr
+
+
+@pytest.mark.parametrize("interactive", [True, False])
+def test_stdin_reaches_the_container_only_with_interactive(
+    cli: Setup, agent: Agent, tmp_path: Path, interactive: bool
+) -> None:
+    source = tmp_path / "input"
+    source.write_text("one\ntwo\n")
+    flags = ["-i"] if interactive else []
+    with open(source) as stdin:
+        done = run(cli.admit("run", "--rm", *flags, cli.ref, "wc", "-l"), agent.env, stdin=stdin)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ("2" if interactive else "0")
+
+
+@pytest.mark.parametrize(("signum", "name"), [(signal.SIGTERM, "TERM"), (signal.SIGINT, "INT")])
+def test_signals_to_the_client_reach_the_container(
+    cli: Setup, agent: Agent, signum: signal.Signals, name: str
+) -> None:
+    script = f"trap 'echo got {name}; exit 9' {name}; echo ready; while true; do sleep 0.05; done"
+    with subprocess.Popen(
+        cli.admit("run", "--rm", cli.ref, "sh", "-c", script),
+        env=agent.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as client:
+        assert client.stdout is not None
+        assert client.stdout.readline() == b"ready\n"
+        assert len(children_of(agent.pid)) == 1  # it runs in the agent
+        client.send_signal(signum)  # to the client, which relays it to the agent's child
+        assert client.wait(timeout=TIMEOUT) == 9
+        assert client.stdout.read() == f"got {name}\n".encode()
+
+
+@pytest.mark.parametrize("through_agent", [True, False])
+def test_the_exit_code_of_a_container_killed_by_a_signal(
+    cli: Setup, agent: Agent, through_agent: bool
+) -> None:
+    env = agent.env if through_agent else in_process_env()
+    with subprocess.Popen(
+        cli.admit("run", "--rm", cli.ref, "sh", "-c", "echo ready; while true; do sleep 0.05; done"),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as client:
+        assert client.stdout is not None
+        assert client.stdout.readline() == b"ready\n"
+        assert len(children_of(agent.pid)) == (1 if through_agent else 0)
+        listed = run([TRUST, "ps", "--store", str(cli.store), "-o", "json"], env)
+        (container,) = [c for c in json.loads(listed.stdout) if c["state"] == "running"]
+        killed = run([TRUST, "kill", "--store", str(cli.store), container["id"]], env)  # SIGKILL
+        assert killed.returncode == 0, killed.stderr
+        assert client.wait(timeout=TIMEOUT) == 137
+
+
+@pytest.mark.parametrize("through_agent", [True, False])
+def test_an_exit_code_of_137_from_the_container_passes_through(
+    cli: Setup, agent: Agent, through_agent: bool
+) -> None:
+    # `kill -9 $$` in the container's first process does nothing (the kernel protects a pid
+    # namespace's init from its own namespace): a child shell killed by SIGKILL gives the 137.
+    env = agent.env if through_agent else in_process_env()
+    done = run(cli.admit("run", "--rm", cli.ref, "sh", "-c", "sh -c 'kill -9 $$'; exit $?"), env)
+    assert (done.returncode, done.stdout) == (137, ""), done.stderr
+
+
+def test_a_trust_process_killed_by_a_signal_exits_128_plus_the_signal(cli: Setup, agent: Agent) -> None:
+    with subprocess.Popen(
+        cli.admit("run", "--rm", "-i", cli.ref, "sh", "-c", "echo ready; read line"),
+        env=agent.env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as client:
+        assert client.stdin is not None and client.stdout is not None
+        assert client.stdout.readline() == b"ready\n"
+        (worker,) = children_of(agent.pid)
+        os.kill(worker, signal.SIGKILL)  # the agent reaps it and tells the client: 128 + 9
+        assert client.wait(timeout=TIMEOUT) == 137
+        client.stdin.close()  # the container reads EOF and exits; its monitor removes it (--rm)
+    assert wait_until(lambda: not cli.containers() and not cli.mounted())
+
+
+def test_create_through_the_agent(cli: Setup, agent: Agent) -> None:
+    done = run(cli.admit("create", "--name", "made-by-agent", cli.ref, "true"), agent.env)
+    assert done.returncode == 0, done.stderr
+    container_id = done.stdout.strip()
+    assert re.fullmatch(r"[0-9a-f]{64}", container_id) and done.stdout == container_id + "\n"
+    assert (cli.store / "meta" / "containers" / container_id).is_dir()
+    listed = run([TRUST, "ps", "-a", "--store", str(cli.store)], agent.env)
+    assert listed.returncode == 0 and container_id[:12] in listed.stdout and "made-by-agent" in listed.stdout
+    removed = run([TRUST, "rm", "-f", "--store", str(cli.store), container_id], agent.env)
+    assert removed.returncode == 0, removed.stderr
+    assert container_id not in cli.containers()
+
+
+def test_a_client_that_goes_away_leaves_the_agent_serving(cli: Setup, agent: Agent) -> None:
+    before = cli.containers()
+    with subprocess.Popen(
+        cli.admit("run", "--rm", cli.ref, "sh", "-c", "echo ready; sleep 1; echo done"),
+        env=agent.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    ) as client:
+        assert client.stdout is not None
+        assert client.stdout.readline() == b"ready\n"
+        (worker,) = children_of(agent.pid)
+        assert len(cli.containers() - before) == 1
+        client.kill()
+        assert client.wait(timeout=TIMEOUT) == -signal.SIGKILL
+        assert children_of(agent.pid) == [worker]  # the command runs on without its client
+        # The container's last `echo` writes to the pipe we read: keep it open until the command ends.
+        assert wait_until(lambda: children_of(agent.pid) == [])
+    assert agent.alive()
+    assert wait_until(lambda: cli.containers() == before and not cli.mounted())
+    again = run(cli.admit("run", "--rm", cli.ref, "sh", "-c", "echo again"), agent.env)
+    assert (again.returncode, again.stdout) == (0, "again\n"), again.stderr
+
+
+# -- what is (not) delegated: the client's side, against a fake agent -------------------------------
+
+
+@dataclass
+class FakeAgent:
+    listener: socket.socket
+    path: Path
+
+    def pending(self) -> bool:
+        """Whether a client connected (and was not accepted yet)."""
+        self.listener.settimeout(0)
+        try:
+            connection, _ = self.listener.accept()
+        except BlockingIOError:
+            return False
+        connection.close()
+        return True
+
+
+@pytest.fixture
+def fake_agent() -> Iterator[FakeAgent]:
+    with short_directory() as directory, socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        path = directory / "fake.sock"
+        listener.bind(str(path))
+        listener.listen(8)
+        yield FakeAgent(listener, path)
+
+
+def test_other_commands_are_never_delegated(cli: Setup, agent: Agent, fake_agent: FakeAgent) -> None:
+    listed = run([TRUST, "ps", "-a", "--store", str(cli.store)], agent.env)
+    assert listed.returncode == 0 and listed.stdout.startswith("CONTAINER ID"), listed.stderr
+    env = {**agent.env, console.SOCKET_ENV: str(fake_agent.path)}
+    for argv in (["ps", "--store", str(cli.store)], ["--version"], ["policy", "--help"]):
+        done = run([TRUST, *argv], env)
+        assert done.returncode == 0, done.stderr
+        assert not fake_agent.pending(), argv
+    done = run([TRUST, "run", "--help"], {**env, console.NO_AGENT_ENV: "1"})
+    assert done.returncode == 0 and not fake_agent.pending()
+
+
+def test_delegate_connects_only_for_run_and_create(agent: Agent, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(console.SOCKET_ENV, str(agent.socket))
+    monkeypatch.delenv(console.NO_AGENT_ENV, raising=False)
+
+    def no_socket(*args: object) -> socket.socket:
+        raise AssertionError("delegate opened a socket")
+
+    monkeypatch.setattr(socket, "socket", no_socket)  # the module trust.console uses
+    for argv in ([], ["ps"], ["pull", "x"], ["--help"], ["runs"], ["agent"]):
+        assert console.delegate(argv) is None, argv
+    monkeypatch.setenv(console.NO_AGENT_ENV, "1")
+    assert console.delegate(["run", "x"]) is None
+    assert console.delegate(["create", "x"]) is None
+    monkeypatch.delenv(console.NO_AGENT_ENV)
+    monkeypatch.setenv(console.SOCKET_ENV, str(agent.socket) + ".missing")
+    assert console.delegate(["run", "x"]) is None
+
+
+def test_the_client_sends_argv_cwd_umask_env_and_its_stdio(fake_agent: FakeAgent, tmp_path: Path) -> None:
+    stdin_file, stdout_file = tmp_path / "in", tmp_path / "out"
+    stdin_file.write_text("")
+    env = {**os.environ, console.SOCKET_ENV: str(fake_agent.path), "MARKER": "m-1"}
+    env.pop(console.NO_AGENT_ENV, None)
+    with open(stdin_file) as stdin, open(stdout_file, "w") as stdout:
+        client = subprocess.Popen(
+            [TRUST, "run", "--help"], env=env, cwd=tmp_path, umask=0o037, stdin=stdin, stdout=stdout,
+            stderr=subprocess.PIPE,
+        )  # fmt: skip
+        with client:
+            fake_agent.listener.settimeout(TIMEOUT)
+            connection, _ = fake_agent.listener.accept()
+            with connection:
+                connection.settimeout(TIMEOUT)
+                data, fds, _, _ = socket.recv_fds(connection, 1024 * 1024, 8)
+                try:
+                    assert len(fds) == 3
+                    assert os.path.samestat(os.fstat(fds[0]), os.fstat(stdin.fileno()))
+                    assert os.path.samestat(os.fstat(fds[1]), os.fstat(stdout.fileno()))
+                finally:
+                    for fd in fds:
+                        os.close(fd)
+                while not data.endswith(b"\n"):
+                    data += connection.recv(65536)
+                sent = json.loads(data)
+                assert sent["version"] == trust.__version__ and sent["argv"] == ["run", "--help"]
+                assert sent["cwd"] == str(tmp_path) and sent["umask"] == 0o037
+                assert sent["env"]["MARKER"] == "m-1" and sent["env"][console.SOCKET_ENV] == str(
+                    fake_agent.path
+                )
+                connection.sendall(line({"refused": "a test"}))
+            assert client.wait(timeout=TIMEOUT) == 0  # refused: it ran the command itself
+    assert stdout_file.read_text().startswith("Usage: trust run")
+
+
+# -- the protocol: refusals ---------------------------------------------------------------------
+
+
+MALFORMED: list[tuple[str, bytes]] = [
+    ("not-json", b"this is not json\n"),
+    ("not-an-object", line(["run"])),
+    ("no-newline", json.dumps(request()).encode()),
+    ("no-env", line({k: v for k, v in request().items() if k != "env"})),
+    ("no-version", line({k: v for k, v in request().items() if k != "version"})),
+    ("no-cwd", line({k: v for k, v in request().items() if k != "cwd"})),
+    ("empty-argv", line(request(argv=[]))),
+    ("not-delegated", line(request(argv=["ps"]))),
+    ("agent-itself", line(request(argv=["agent"]))),
+    ("argv-not-strings", line(request(argv=["run", 1]))),
+    ("env-not-strings", line(request(env={"A": 1}))),
+    ("umask-a-string", line(request(umask="022"))),
+    ("umask-a-bool", line(request(umask=True))),
+    ("version-a-number", line(request(version=1))),
+]
+
+
+@pytest.mark.parametrize("data", [data for _, data in MALFORMED], ids=[name for name, _ in MALFORMED])
+def test_a_malformed_request_is_refused(agent: Agent, data: bytes) -> None:
+    assert speak(agent.socket, data, shut=True) == [{"refused": "malformed request"}]
+    assert_serves(agent)
+
+
+def test_a_request_without_three_fds_is_refused(agent: Agent) -> None:
+    answers = speak(agent.socket, line(request()), [0])
+    assert answers == [{"refused": "expected stdin, stdout and stderr"}]
+    assert speak(agent.socket, line(request()), []) == answers
+    assert_serves(agent)
+
+
+def test_another_version_is_refused(agent: Agent) -> None:
+    (answer,) = speak(agent.socket, line(request(version="0.0.0-other")))
+    assert answer == {"refused": f"this agent runs trust {trust.__version__}, the client is 0.0.0-other"}
+    assert_serves(agent)
+
+
+def test_another_user_is_refused(agent: Agent) -> None:
+    # Open the way to the socket for everyone: only the SO_PEERCRED check is left to refuse.
+    opened = [agent.socket.parent.parent, agent.socket.parent, agent.socket]
+    modes = [stat.S_IMODE(path.stat().st_mode) for path in opened]
+    for path in opened:
+        os.chmod(path, 0o666 if path == agent.socket else 0o711)
+    read_end, write_end = os.pipe()
+    try:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover (the child)
+            try:
+                os.close(read_end)
+                os.setgroups([])
+                os.setgid(NOBODY)
+                os.setuid(NOBODY)
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+                    client.settimeout(TIMEOUT)
+                    client.connect(str(agent.socket))
+                    socket.send_fds(client, [line(request())], [0, 1, 2])
+                    while chunk := client.recv(65536):
+                        os.write(write_end, chunk)
+            except BaseException as exc:
+                os.write(write_end, f"child failed: {exc!r}".encode())
+            finally:
+                os._exit(0)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as reader:
+            received = reader.read()
+        os.waitpid(pid, 0)
+    finally:
+        for path, mode in zip(opened, modes, strict=True):
+            os.chmod(path, mode)
+    assert received.endswith(b"\n") and received.count(b"\n") == 1, received
+    assert json.loads(received) == {"refused": f"only uid {os.geteuid()} may use this agent"}
+    assert_serves(agent)
+
+
+def test_after_refusals_a_real_run_still_works(cli: Setup, agent: Agent) -> None:
+    for data in (b"garbage\n", line(request(version="other")), line(request(argv=["ps"]))):
+        assert "refused" in speak(agent.socket, data, shut=True)[0]
+    done = run(cli.admit("run", "--rm", cli.ref, "sh", "-c", "echo still"), agent.env)
+    assert (done.returncode, done.stdout) == (0, "still\n"), done.stderr
+
+
+# -- the socket ---------------------------------------------------------------------------------
+
+
+def test_the_socket_is_private(agent: Agent) -> None:
+    mode = agent.socket.stat().st_mode
+    assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
+    assert stat.S_IMODE(agent.socket.parent.stat().st_mode) == 0o700  # made by the agent
+
+
+def test_an_agent_replaces_a_stale_socket_file(cli: Setup) -> None:
+    with short_directory() as directory:
+        path = directory / "agent.sock"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as dead:
+            dead.bind(str(path))
+        os.chmod(path, 0o755)
+        with pytest.raises(ConnectionRefusedError), socket.socket(socket.AF_UNIX) as probe:
+            probe.connect(str(path))
+        started = start_agent(path, directory / "agent.log")
+        try:
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600  # a new socket, not the stale file
+            assert_serves(started)
+            env = {**os.environ, console.SOCKET_ENV: str(path)}
+            env.pop(console.NO_AGENT_ENV, None)
+            done = run(cli.admit("run", "--rm", cli.ref, "sh", "-c", "echo served"), env)
+            assert (done.returncode, done.stdout) == (0, "served\n"), done.stderr
+        finally:
+            stop_agent(started)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_the_agent_and_removes_its_socket(signum: signal.Signals) -> None:
+    with short_directory() as directory:
+        path = directory / "agent.sock"
+        started = start_agent(path, directory / "agent.log")
+        try:
+            started.process.send_signal(signum)
+            assert started.process.wait(timeout=TIMEOUT) == 0
+            assert not path.exists()
+        finally:
+            stop_agent(started)
+
+
+def test_a_second_agent_on_a_live_socket_is_refused(agent: Agent) -> None:
+    done = run([TRUST, "agent", "--socket", str(agent.socket)], in_process_env())
+    assert done.returncode == 2 and f"an agent already listens on {agent.socket}" in done.stderr
+    assert_serves(agent)
+
+
+def test_an_agent_does_not_replace_a_file_that_is_not_a_socket() -> None:
+    with short_directory() as directory:
+        path = directory / "important"
+        path.write_text("important")
+        done = run([TRUST, "agent", "--socket", str(path)], in_process_env())
+        assert done.returncode == 2 and "exists and is not a socket" in done.stderr
+        assert path.read_text() == "important"
+
+
+def test_an_agent_that_stops_leaves_a_newer_agents_socket() -> None:
+    with short_directory() as directory:
+        path = directory / "agent.sock"
+        first = start_agent(path, directory / "first.log")
+        try:
+            path.unlink()  # someone removed it; a new agent takes the path
+            second = start_agent(path, directory / "second.log")
+            try:
+                first.process.terminate()
+                assert first.process.wait(timeout=TIMEOUT) == 0
+                assert stat.S_ISSOCK(path.stat().st_mode)
+                assert_serves(second)
+            finally:
+                stop_agent(second)
+            assert not path.exists()
+        finally:
+            stop_agent(first)
+
+
+def test_a_stopping_agent_finishes_its_commands_and_their_exit_codes(cli: Setup) -> None:
+    with short_directory() as directory:
+        started = start_agent(directory / "agent.sock", directory / "agent.log")
+        try:
+            with subprocess.Popen(
+                cli.admit(
+                    "run", "--rm", "-i", cli.ref, "sh", "-c", "echo ready; read line; echo got $line; exit 3"
+                ),
+                env=started.env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            ) as client:
+                assert client.stdin is not None and client.stdout is not None
+                assert client.stdout.readline() == b"ready\n"
+                started.process.terminate()
+                assert wait_until(lambda: not started.socket.exists())  # new commands: in-process
+                assert started.alive()  # still waiting for the command it runs
+                client.stdin.write(b"still here\n")
+                client.stdin.close()
+                assert client.stdout.read() == b"got still here\n"
+                assert client.wait(timeout=TIMEOUT) == 3  # the exit code still reaches the client
+            assert started.process.wait(timeout=TIMEOUT) == 0
+        finally:
+            stop_agent(started)
+    assert wait_until(lambda: not cli.containers() and not cli.mounted())  # --rm was honoured
+
+
+# -- hostile or unusual clients -------------------------------------------------------------------
+
+
+@pytest.fixture
+def own_agent() -> Iterator[Agent]:
+    """An agent for one test: for those that may stall or kill it."""
+    with short_directory() as directory:
+        running = start_agent(directory / "agent.sock", directory / "agent.log")
+        try:
+            yield running
+        finally:
+            stop_agent(running)
+
+
+def test_a_deeply_nested_request_is_refused_and_the_agent_lives_on(own_agent: Agent) -> None:
+    answers = speak(own_agent.socket, b"[" * 100_000 + b"\n", shut=True)
+    assert answers == [{"refused": "malformed request"}]
+    assert own_agent.alive()
+    assert_serves(own_agent)
+
+
+def test_a_silent_connection_does_not_stall_the_agent(own_agent: Agent) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as silent:
+        silent.connect(str(own_agent.socket))
+        answers = speak(own_agent.socket, line(request()), timeout=2)
+    assert answers[-1] == {"exit": 0}
+
+
+def test_a_client_in_a_deleted_directory_falls_back(agent: Agent, tmp_path: Path) -> None:
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    script = f'cd "{gone}" && rmdir "{gone}" && exec "{TRUST}" run --help'
+    done = run(["sh", "-c", script], agent.env)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.startswith("Usage: trust run")
+
+
+def test_an_unexpected_error_is_reported_as_in_process(cli: Setup, agent: Agent) -> None:
+    # TRUST_DEBUG re-raises errors instead of mapping them to exit codes: a traceback, exit 1.
+    rejected = cli.ref.replace("/t/agent-open@", "/t/agent-rejected@")  # the default rule rejects it
+    argv = cli.admit("run", "--rm", rejected, "true")
+    in_process = run(argv, {**in_process_env(), "TRUST_DEBUG": "1"})
+    through = run(argv, {**agent.env, "TRUST_DEBUG": "1"})
+    assert in_process.returncode == through.returncode == 1
+    assert "Traceback" in through.stderr
+    assert through.stderr.splitlines()[-1] == in_process.stderr.splitlines()[-1]
+
+
+def test_a_relative_store_works(cli: Setup, agent: Agent) -> None:
+    argv = [TRUST, "run", "--store", cli.store.name, "--policy", str(cli.policy), "--rm", cli.ref, "true"]
+    for env in (in_process_env(), agent.env):
+        done = run(argv, env, cwd=cli.store.parent)
+        assert done.returncode == 0, done.stderr
