@@ -16,14 +16,14 @@ writer for that blob truncates.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
+import functools
 import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from pull.digest import Digest
 from pull.durable import atomic_write, fsync_dir
@@ -299,7 +299,11 @@ _WRITEBACK_STEP = 8 * 1024 * 1024
 _SYNC_FILE_RANGE_WRITE = 2
 
 
-def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
+@functools.cache
+def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    """libc's sync_file_range, loaded when first needed (ctypes costs a warm `trust run` ~2 ms)."""
+    import ctypes
+
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         function = libc.sync_file_range
@@ -307,16 +311,14 @@ def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
         return None
     function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
     function.restype = ctypes.c_int
-    return function
-
-
-_sync_file_range = _load_sync_file_range()
+    return cast("Callable[[int, int, int, int], int]", function)
 
 
 def _start_writeback(fd: int, offset: int, length: int) -> None:
     """Ask the kernel to begin writing a range to disk now (Linux; a no-op elsewhere)."""
-    if _sync_file_range is not None:
-        _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
+    sync_file_range = _sync_file_range()
+    if sync_file_range is not None:
+        sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
 
 def _ref_name(entry: dict[str, Any]) -> str | None:

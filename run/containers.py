@@ -30,7 +30,6 @@ from __future__ import annotations
 import builtins
 import contextlib
 import os
-import secrets
 import signal
 import time
 from collections.abc import Iterator
@@ -286,7 +285,7 @@ class ContainerStore:
         # Layers first: a bad layer (exit 4) fails before any container state exists.
         lowers = prepare_layers(image, self.content, open_snapshots(self.content))
 
-        container_id = secrets.token_hex(32)
+        container_id = os.urandom(32).hex()  # what secrets.token_hex does, without importing it
         hostname = options.hostname or container_id[:12]
         with contextlib.ExitStack() as creating:
             container = self._claim(
