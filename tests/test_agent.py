@@ -315,6 +315,11 @@ def test_the_command_runs_in_a_fork_of_the_agent_with_the_clients_cwd_and_umask(
         assert os.readlink(f"/proc/{worker}/cwd") == str(cli.folder)
         assert umask_of(worker) == 0o027 and umask_of(agent.pid) != 0o027
         assert os.getsid(worker) == worker  # a session of its own
+        # The client's stdio arrived as three new descriptors: once in place, no copy stays open.
+        client_pipes = {os.readlink(f"/proc/{client.pid}/fd/{n}") for n in (0, 1, 2)}
+        worker_fds = {int(n): os.readlink(f"/proc/{worker}/fd/{n}") for n in os.listdir(f"/proc/{worker}/fd")}
+        assert {worker_fds[n] for n in (0, 1, 2)} == client_pipes
+        assert not [n for n, target in worker_fds.items() if n > 2 and target in client_pipes]
         client.stdin.write(b"hello\n")
         client.stdin.close()
         assert client.wait(timeout=TIMEOUT) == 3

@@ -244,6 +244,8 @@ def _run_child(
         os.setsid()
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
+        for fd in fds:
+            os.close(fd)  # now 0, 1 and 2: nothing else of the client's stays open to leak
         os.chdir(request["cwd"])
         os.umask(request["umask"])
         os.environ.clear()
