@@ -230,6 +230,11 @@ def describe(policy: Policy) -> list[str]:
         f"{source}: version {POLICY_VERSION}, {n_rules} rule{'s' if n_rules != 1 else ''}, "
         f"{len(policy.authorities)} authorit{'ies' if len(policy.authorities) != 1 else 'y'}"
     ]
+    if policy.reuse_seconds:
+        lines.append(
+            f"reuse-decisions: trust run may reuse a passing decision for {policy.reuse_seconds} s "
+            "while the policy, its keys and the image are unchanged, without asking the registry"
+        )
     for authority in policy.authorities.values():
         lines.append(f"authority {authority.name}: {_describe_authority(authority)}")
     for rule in policy.rules:

@@ -205,6 +205,9 @@ def test_describe_summarises_for_humans() -> None:
         "version: 1\nauthorities: {ci: {cosign-keys: [../keys/ci.pub]}}\ndefault: {reject: true}\n"
     )
     assert describe(unused)[-1] == "warning: authority ci is not used by any rule"
+    assert not [line for line in describe(unused) if "reuse" in line]  # off unless the policy says so
+    reused = load_text("version: 1\nreuse-decisions: 10m\ndefault: {reject: true}\n")
+    assert "reuse-decisions: trust run may reuse a passing decision for 600 s" in describe(reused)[1]
 
 
 # --- policies that must fail ----------------------------------------------------------------------
