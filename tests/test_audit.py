@@ -127,7 +127,7 @@ def test_a_clean_store_audits_clean_with_history(host: Host, capfd: pytest.Captu
     for image in images.values():
         assert image["tamperedBlobs"] == [] and image["tamperedFiles"] == []
         assert image["verdict"]["outcome"] == "pass"
-        assert image["lastDecision"]["decision"] == "allow"
+        assert image["lastDecision"]["decision"] == "allow" and image["lastDecision"]["reused"] is None
         assert image["pulledAt"] and image["references"]
         # manifest, config, layer, plus the cached .sig manifest and its payload
         assert image["blobsChecked"] == 5

@@ -259,6 +259,17 @@ def test_a_recorded_decision_is_reused_without_the_registry(scenario: Scenario) 
 
 
 @needs_root
+def test_the_audit_shows_a_reused_decision(scenario: Scenario, capfd: pytest.CaptureFixture[str]) -> None:
+    assert scenario.run() == 0
+    scenario.registry.stop()
+    assert scenario.run() == 0
+    capfd.readouterr()
+    assert scenario.trust("audit", "--offline", "--output", "json") == 0
+    [image] = [i for i in json.loads(capfd.readouterr().out)["images"] if i["digest"] in scenario.ref]
+    assert image["lastDecision"]["reused"] == scenario.record()["decidedAt"]
+
+
+@needs_root
 @pytest.mark.parametrize("reuse", [None, "0", "0s"])
 def test_no_reuse_unless_the_policy_opts_in(scenario: Scenario, reuse: str | None) -> None:
     scenario.write_policy(reuse=reuse)

@@ -418,7 +418,8 @@ def _last_decision(decisions: list[dict[str, Any]], repository: str, digest: Dig
                 continue
         except InvalidReference:
             continue
-        return {key: record.get(key) for key in ("time", "decision", "rule", "mode", "policy", "reasons")}
+        keys = ("time", "decision", "rule", "mode", "policy", "reasons", "reused")
+        return {key: record.get(key) for key in keys}
     return None
 
 
