@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def trust(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "trust", *args], capture_output=True, text=True, timeout=60)
@@ -50,3 +52,33 @@ def test_the_executable_imports_only_the_standard_library_before_it_knows_the_co
     loaded = set(done.stdout.split())
     assert {"trust", "trust.console"} <= loaded
     assert not {"typing", "pathlib", "typer", "trust.cli", "trust.agent", "pull", "policy"} & loaded
+
+
+def _command_names() -> list[str]:
+    from trust.cli import _command_name, app
+
+    commands = {info.name or _command_name(info.callback) for info in app.registered_commands}
+    groups = {info.name for info in app.registered_groups}
+    return sorted(name for name in commands | groups if name)
+
+
+@pytest.mark.parametrize("name", _command_names())
+def test_a_command_built_alone_behaves_as_in_the_whole_app(
+    name: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `main` builds only the command it runs (`trust.cli._narrowed`); its help, and its answer to
+    # a flag it does not have, must be what the whole app gives.
+    from trust import cli
+
+    answers = []
+    for narrowing in (True, False):
+        if not narrowing:
+            monkeypatch.setattr(cli, "_narrowed", lambda full, args: full)
+        for args in ([name, "--help"], [name, "--no-such-flag"]):
+            code = cli.main(args)
+            captured = capsys.readouterr()
+            answers.append((narrowing, args, code, captured.out, captured.err))
+    alone, whole = answers[:2], answers[2:]
+    assert [a[1:] for a in alone] == [w[1:] for w in whole]
+    assert alone[0][2] == 0 and alone[0][3].startswith("Usage: ")
+    assert alone[1][2] == 2 and "No such option: --no-such-flag" in alone[1][4]
