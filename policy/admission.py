@@ -163,6 +163,11 @@ def evaluate(
         return finish(Evaluation(text, matched, None, reasons=(_pin_hint(reference, store),)), None)
 
     pulled: PullResult | None = None
+    reusable_inputs = None
+    if reference.digest is not None:
+        from policy.reuse import inputs_before_deciding
+
+        reusable_inputs = inputs_before_deciding(policy)
     try:
         try:
             pulled = _pull(reference, store, clients, platform)
@@ -198,10 +203,10 @@ def evaluate(
             _log_error(store, policy, text, matched, err)
         raise
     image = _admitted(pulled, reference, evaluation, policy) if pulled and evaluation.admitted else None
-    if image is not None and policy.reuse_seconds:
+    if image is not None and reusable_inputs is not None:
         from policy.reuse import remember
 
-        remember(store, reference, platform, policy, evaluation, image)
+        remember(store, reference, platform, policy, evaluation, image, reusable_inputs)
     return finish(evaluation, image)
 
 

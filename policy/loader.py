@@ -18,6 +18,7 @@ import dataclasses
 import difflib
 import os
 import re
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -41,10 +42,10 @@ from policy.model import (
     RuleKind,
     SignTarget,
 )
-from policy.reuse import MAX_REUSE_SECONDS
+from policy.reuse import MAX_REUSE_SECONDS, digest_bytes, file_fingerprint, folder_fingerprint
 from policy.scope import parse_scope
 from trust.errors import KeyLoadError
-from trust.keys import TrustedKey, load_public_key, load_public_key_file
+from trust.keys import TrustedKey, load_public_key, read_key_file
 
 if TYPE_CHECKING:  # imported where certificates are read: it costs ~20 ms at start-up
     from cryptography import x509
@@ -132,7 +133,11 @@ def load_policy(path: Path) -> Policy:
             f"the policy file is not UTF-8 text (byte {exc.start})", "save it as UTF-8", source=source
         ) from None
     policy = load_policy_text(text, Path(path).parent, source)
-    return dataclasses.replace(policy, source_path=Path(path))
+    # The policy's own bytes as read, first among its inputs (`policy.reuse`); a pipe or a device
+    # is not a file a later run could read again.
+    regular = stat.S_ISREG(os.stat(path).st_mode)
+    itself = (Path(path).absolute(), digest_bytes(data) if regular else None)
+    return dataclasses.replace(policy, source_path=Path(path), inputs=(itself, *policy.inputs))
 
 
 def load_policy_text(text: str, base_dir: Path, source_name: str = "<policy>") -> Policy:
@@ -144,7 +149,8 @@ def load_policy_text(text: str, base_dir: Path, source_name: str = "<policy>") -
             source=source_name,
         )
     document = _parse_yaml(text, source_name)
-    return _Builder(source_name, Path(base_dir).resolve()).policy(document)
+    # Absolute, symlinks kept: a key reached through a re-pointed `current/` link is another key.
+    return _Builder(source_name, Path(base_dir).absolute()).policy(document)
 
 
 # --- YAML with line numbers ------------------------------------------------------------------
@@ -406,8 +412,8 @@ class _Builder:
     def __init__(self, source: str, base_dir: Path) -> None:
         self.source = source
         self.base_dir = base_dir
-        self.referenced: list[Path] = []
-        """Every file or directory the policy names, in order (see `Policy.files`)."""
+        self.inputs: list[tuple[Path, str | None]] = []
+        """Each file or folder the policy names, with a digest of what was read (`Policy.inputs`)."""
 
     def fail(self, problem: str, hint: str, line: int | None) -> PolicyError:
         return PolicyError(problem, hint, source=self.source, line=line)
@@ -443,8 +449,7 @@ class _Builder:
             rules=tuple(rules),
             default=default,
             authorities=MappingProxyType(dict(authorities)),
-            # Absolute, but symlinks kept: re-pointing `release.pub` at another key must show.
-            files=tuple(dict.fromkeys(Path(os.path.abspath(path)) for path in self.referenced)),
+            inputs=tuple(dict.fromkeys(self.inputs)),
             reuse_seconds=self.reuse_seconds(top),
         )
 
@@ -583,7 +588,9 @@ class _Builder:
                 line,
             )
         try:
-            return TrustedKey(f"{authority}:{text}", load_public_key_file(path))
+            data = read_key_file(path)
+            self.inputs.append((path, digest_bytes(data)))
+            return TrustedKey(f"{authority}:{text}", load_public_key(data, source=str(path)))
         except KeyLoadError as exc:
             raise self.fail(
                 f"key file {text} of authority {authority!r} cannot be used: {exc}",
@@ -594,7 +601,6 @@ class _Builder:
     def path(self, text: str, line: int, what: str, holding: str) -> Path:
         """`text` resolved against the policy's folder; refuses a path that does not exist."""
         path = Path(text) if Path(text).is_absolute() else self.base_dir / text
-        self.referenced.append(path)
         if not path.exists():
             where = "" if Path(text).is_absolute() else f" (relative to the policy's folder {self.base_dir})"
             raise self.fail(
@@ -625,6 +631,9 @@ class _Builder:
                     f"trusted root {root_text} is not a file",
                     "write the path of a trusted_root.json",
                 )
+            # Hashed now, before any verification reads it: a root replaced in between can only
+            # make a recorded decision fail to match, never vouch for a root it was not made with.
+            self.inputs.append((trusted_root, file_fingerprint(trusted_root)))
         return KeylessAuthority(
             name=name,
             issuer=issuer,
@@ -775,6 +784,7 @@ class _Builder:
                 line,
             )
         result: list[x509.Certificate] = []
+        read: dict[str, str | None] = {}
         for path in files:
             shown = f"{store_text}/{path.name}"
             try:
@@ -790,6 +800,7 @@ class _Builder:
                     "keep only CA certificates in the trust store",
                     line,
                 )
+            read[path.name] = digest_bytes(data)
             try:
                 if b"-----BEGIN" in data:
                     result.extend(x509.load_pem_x509_certificates(data))
@@ -801,6 +812,8 @@ class _Builder:
                     "keep only PEM or DER certificates there",
                     line,
                 ) from None
+        # The folder as `policy.reuse` fingerprints it: every file, the certificates as read here.
+        self.inputs.append((store, folder_fingerprint(store, read)))
         return tuple(result)
 
     # -- rules --

@@ -200,9 +200,10 @@ class Policy:
     default: Rule
     authorities: Mapping[str, Authority] = field(hash=False)  # a read-only mapping; not hashable
     source_path: Path | None = None
-    files: tuple[Path, ...] = ()
-    """Absolute paths of the files and directories the policy names (keys, trust stores, trusted
-    roots): with the policy file itself, everything its decisions depend on (`policy.reuse`)."""
+    inputs: tuple[tuple[Path, str | None], ...] = ()
+    """The policy file and each file or folder it names (keys, trust stores, trusted roots), as
+    absolute paths with symlinks kept, each with a digest of the bytes the loader read (None: it
+    cannot vouch for them, e.g. a policy read from a pipe). What `policy.reuse` re-checks."""
     reuse_seconds: int = 0
     """`reuse-decisions`: how long `trust run` may reuse an admission decision (0: never)."""
 

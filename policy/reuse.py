@@ -29,6 +29,7 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,13 +40,12 @@ from pull.config import MANIFEST_MAX_BYTES
 from pull.digest import Digest
 from pull.durable import atomic_write
 from pull.errors import TrustError
-from pull.manifest import ImageManifest, parse_config, verify_document
+from pull.manifest import ImageIndex, ImageManifest, Platform, parse_config, verify_document
 from trust import __version__
 
 if TYPE_CHECKING:
     from policy.evaluate import Evaluation
     from policy.model import Policy
-    from pull.manifest import Platform
     from pull.reference import Reference
     from pull.store import ContentStore
 
@@ -58,6 +58,31 @@ MAX_INPUT_BYTES = 16 * 1024 * 1024
 """An input file over this size (none should be) is not fingerprinted, so nothing is reused."""
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
 _ABSENT = "absent"
+_CLOCK_SKEW = timedelta(minutes=1)
+
+
+def inputs_before_deciding(policy: Policy) -> list[tuple[str, str | None]] | None:
+    """What a decision about to be made under `policy` depends on, for `remember`; None when the
+    policy does not allow reuse.
+
+    Taken before the decision: the loader hashed the bytes it read (policy, keys, trust stores,
+    trusted roots), and the public-good Sigstore root, which verification reads later, is hashed
+    here. An input replaced meanwhile can then only make the record fail to match, never vouch for
+    bytes the decision was not made with.
+    """
+    if policy.reuse_seconds <= 0 or policy.source_path is None:
+        return None
+    inputs = [(str(path), digest) for path, digest in policy.inputs]
+    from policy.model import KeylessAuthority
+
+    if any(
+        isinstance(authority, KeylessAuthority) and authority.trusted_root is None
+        for authority in policy.authorities.values()
+    ):
+        from trust.trusted_root import public_good_sources
+
+        inputs.extend((str(path), fingerprint(path)) for path in public_good_sources())
+    return inputs
 
 
 def remember(
@@ -67,32 +92,30 @@ def remember(
     policy: Policy,
     evaluation: Evaluation,
     image: AdmittedImage,
+    inputs: list[tuple[str, str | None]],
     *,
     now: datetime | None = None,
 ) -> None:
-    """Record a passing decision for reuse, if the policy allows reuse and the decision may be
-    reused (see the module doc). Never fails the admission: an unwritable record is skipped."""
+    """Record a passing decision for reuse, if it may be reused (see the module doc). `inputs`
+    come from `inputs_before_deciding`. Never fails the admission: an unwritable record is skipped."""
     if (
         policy.reuse_seconds <= 0
         or policy.source_path is None
         or reference.digest is None
         or not evaluation.passed
         or any(result.kind == "notation" and result.satisfied for result in evaluation.authorities)
+        or any(digest is None for _, digest in inputs)
     ):
         return
     moment = now or datetime.now(UTC)
-    inputs = policy_inputs(policy)
-    fingerprints = [[str(path), fingerprint(path)] for path in inputs]
-    if any(value is None for _, value in fingerprints):
-        return
     record = {
         "format": RECORD_FORMAT,
         "trust": __version__,
         "reference": _key_text(reference, platform),
-        "policy": str(_absolute(policy.source_path)),
+        "policy": str(policy.source_path.absolute()),
         "decidedAt": moment.isoformat(timespec="seconds"),
         "reuseUntil": (moment + timedelta(seconds=policy.reuse_seconds)).isoformat(timespec="seconds"),
-        "inputs": fingerprints,
+        "inputs": [[name, digest] for name, digest in inputs],
         "manifest": str(image.manifest_digest),
         "index": str(image.index_digest) if image.index_digest else None,
         "config": str(image.config_digest),
@@ -142,48 +165,58 @@ def recall(
     return image
 
 
-def policy_inputs(policy: Policy) -> list[Path]:
-    """The policy file, every file it names, and the public-good Sigstore root when it uses one."""
-    assert policy.source_path is not None
-    inputs = [_absolute(policy.source_path), *policy.files]
-    from policy.model import KeylessAuthority
-
-    if any(
-        isinstance(authority, KeylessAuthority) and authority.trusted_root is None
-        for authority in policy.authorities.values()
-    ):
-        from trust.trusted_root import public_good_sources
-
-        inputs.extend(public_good_sources())
-    return inputs
+def digest_bytes(data: bytes) -> str:
+    """How an input's bytes are fingerprinted."""
+    return f"sha256:{hashlib.sha256(data).hexdigest()}"
 
 
 def fingerprint(path: Path) -> str | None:
-    """`sha256:…` of a file; of a directory, of its regular files' names and contents (a trust
-    store is read that way, one level deep); "absent" when it does not exist; None when too large."""
+    """An input as it is now: a file's `digest_bytes`, a folder's `folder_fingerprint`, "absent"
+    when nothing is there; None when it cannot be vouched for (not a regular file, unreadable,
+    over `MAX_INPUT_BYTES`)."""
     try:
         if path.is_dir():
-            listing = hashlib.sha256()
-            for entry in sorted(path.iterdir()):
-                if entry.is_file():
-                    digest = _file_digest(entry)
-                    if digest is None:
-                        return None
-                    listing.update(f"{entry.name}\0{digest}\n".encode(errors="surrogateescape"))
-            return f"dir:sha256:{listing.hexdigest()}"
-        return _file_digest(path)
+            return folder_fingerprint(path, {})
+        return file_fingerprint(path)
     except FileNotFoundError:
         return _ABSENT
     except OSError:
-        return None  # unreadable: cannot vouch for it, so no decision rests on it
-
-
-def _file_digest(path: Path) -> str | None:
-    with open(path, "rb") as file:
-        data = file.read(MAX_INPUT_BYTES + 1)
-    if len(data) > MAX_INPUT_BYTES:
         return None
-    return f"sha256:{hashlib.sha256(data).hexdigest()}"
+
+
+def file_fingerprint(path: Path) -> str | None:
+    """`digest_bytes` of a regular file (None for anything else: a pipe read now is not the pipe
+    read later). Opened without blocking, so a FIFO put in a key's place cannot hang a run.
+
+    Raises:
+        FileNotFoundError: there is no such file.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = file.read(MAX_INPUT_BYTES + 1)
+    return digest_bytes(data) if len(data) <= MAX_INPUT_BYTES else None
+
+
+def folder_fingerprint(folder: Path, already_read: dict[str, str | None]) -> str | None:
+    """A digest of the names and contents of a folder's files, one level deep, as a Notation trust
+    store is read. `already_read` gives the digests of files the caller read itself (the loader's
+    certificates: those bytes, not a second read, are what the decision used)."""
+    listing = hashlib.sha256()
+    for entry in sorted(folder.iterdir()):
+        if not entry.is_file():
+            continue
+        digest = already_read[entry.name] if entry.name in already_read else file_fingerprint(entry)
+        if digest is None:
+            return None
+        listing.update(f"{entry.name}\0{digest}\n".encode(errors="surrogateescape"))
+    return f"dir:sha256:{listing.hexdigest()}"
 
 
 def _reusable(
@@ -194,12 +227,13 @@ def _reusable(
     policy_path: Path,
     now: datetime,
 ) -> AdmittedImage | None:
+    decided = datetime.fromisoformat(record["decidedAt"])
     if (
         record["format"] != RECORD_FORMAT
         or record["trust"] != __version__
         or record["reference"] != _key_text(reference, platform)
-        or record["policy"] != str(_absolute(policy_path))
-        or not now < _reuse_until(record)
+        or record["policy"] != str(policy_path.absolute())
+        or not decided - _CLOCK_SKEW <= now < _reuse_until(record)  # a clock set back ends reuse too
     ):
         return None
     for name, expected in record["inputs"]:
@@ -214,8 +248,16 @@ def _reusable(
     if not isinstance(manifest, ImageManifest) or str(manifest.config.digest) != record["config"]:
         return None
     index_digest = Digest.parse(record["index"]) if record["index"] else None
-    needed = [*(layer.digest for layer in manifest.layers), *([index_digest] if index_digest else [])]
-    if not all(store.has(digest) for digest in needed):
+    if index_digest is not None:
+        index = verify_document(
+            store.read_blob(index_digest, MANIFEST_MAX_BYTES), content_type=None, expected=index_digest
+        ).document
+        if (
+            not isinstance(index, ImageIndex)
+            or index.select(platform or Platform.host()).digest != manifest_digest
+        ):
+            return None  # the index would not choose this manifest: not what was admitted
+    if not all(store.has(layer.digest) for layer in manifest.layers):
         return None  # removed (rmi, gc) since: admit again, which pulls them
     config = parse_config(store.read_blob(manifest.config.digest, MAX_CONFIG_BYTES), manifest.config)
     decided = record["decision"]
@@ -238,11 +280,6 @@ def _reusable(
         index_digest=index_digest,
         tag=reference.tag,
     )
-
-
-def _absolute(path: Path) -> Path:
-    """Absolute, symlinks kept: a link re-pointed at another file must change the fingerprint."""
-    return Path(os.path.abspath(path))
 
 
 def _reuse_until(record: dict[str, Any]) -> datetime:

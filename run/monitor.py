@@ -142,18 +142,26 @@ class MonitorLink:
 def forward_signals(runtime: Runtime, container_id: str) -> Iterator[Callable[[], None]]:
     """While a foreground container runs, pass the signals we get on to it (docker's sig-proxy).
 
-    Entered before the runtime starts the container: a signal that arrives before the container
-    exists is kept, and delivered when the caller calls the function this yields (once created).
+    Entered before the runtime starts the container. Until the caller calls the function this
+    yields (once the monitor reports the container created), signals are only kept: a `runtime
+    kill` then could reach the runtime's own init process and fail the start. A second ^C while
+    the first is still waiting gives up (KeyboardInterrupt), for a runtime that hangs.
     """
     pending: list[int] = []
+    created = False
 
     def forward(signum: int, frame: FrameType | None) -> None:
-        with contextlib.suppress(TrustError):
-            if runtime.kill(container_id, signum):
-                return
-        pending.append(signum)
+        if created:
+            with contextlib.suppress(TrustError):
+                runtime.kill(container_id, signum)
+        elif signum == signal.SIGINT and signal.SIGINT in pending:
+            raise KeyboardInterrupt
+        else:
+            pending.append(signum)
 
     def replay() -> None:
+        nonlocal created
+        created = True
         while pending:
             with contextlib.suppress(TrustError):
                 runtime.kill(container_id, pending.pop(0))
@@ -232,8 +240,9 @@ class _Monitor:
         created = subprocess.run(argv, check=False)
         if created.returncode != 0:
             message = last_logged_error(container.runtime_log) or f"exit status {created.returncode}"
-            command = "run" if self.start else "create"
-            self._send({"event": "error", "message": f"{runtime.name} {command} failed: {message}"})
+            prefix = f"{runtime.name} {'run' if self.start else 'create'} failed"
+            text = message if message.startswith(prefix) else f"{prefix}: {message}"
+            self._send({"event": "error", "message": text})
             return 1
         pid = int(pid_file.read_text().strip())
         me = os.getpid()

@@ -1,7 +1,7 @@
 """Reusable admission decisions (`policy/reuse.py`, `reuse-decisions` in a policy file).
 
 Covered here:
-- the loader: `reuse-decisions` durations accepted and refused, and `Policy.files`;
+- the loader: `reuse-decisions` durations accepted and refused, and `Policy.inputs`;
 - end to end with a real registry: a passing `trust run` writes a record under `meta/admitted/`,
   and the next `trust run` / `trust create` of the same image is admitted with the registry
   *stopped*, logged with `"reused"`. A stopped registry is how "not reused" shows: a full admission
@@ -14,6 +14,7 @@ Covered here:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -24,13 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.images import Image, build_image, busybox_layer, push_image
+from support.images import Image, build_image, build_index, busybox_layer, push_image, push_index
 from support.registry import Registry, RegistryFactory
 
-from policy.admission import admit_reference
+import policy.admission as admission
+from policy.admission import PolicyDenied, admit_reference
 from policy.errors import PolicyError
-from policy.loader import load_policy_text
-from policy.reuse import recall
+from policy.loader import load_policy, load_policy_text
+from policy.reuse import inputs_before_deciding, recall
 from pull.clients import RegistryClients
 from pull.reference import Reference
 from pull.store import ContentStore
@@ -120,20 +122,43 @@ def test_reuse_decisions_refused(key_folder: Path, value: str, problem: str) -> 
     assert refused.value.line == 5  # the line of `reuse-decisions`
 
 
-def test_policy_files_are_the_absolute_paths_it_names(key_folder: Path, tmp_path: Path) -> None:
+def sha256_of(path: Path) -> str:
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_policy_inputs_are_the_files_it_names_with_the_bytes_read(key_folder: Path, tmp_path: Path) -> None:
     (tmp_path / "keys").mkdir()
     shutil.copy(key_folder / "a.pub", tmp_path / "keys" / "a.pub")
     text = (
         "version: 1\nauthorities:\n"
         "  a:\n    cosign-keys: [keys/a.pub]\n"
-        f"  b:\n    cosign-keys: [{key_folder / 'b.pub'}]\n    rekor-keys: [./keys/../keys/a.pub]\n"
+        f"  b:\n    cosign-keys: [{key_folder / 'b.pub'}]\n    rekor-keys: [keys/a.pub]\n"
         "rules:\n  - scope: example.com/app\n    signed-by: [a, b]\ndefault:\n  reject: true\n"
     )
-    policy = load_policy_text(text, tmp_path)
-    # Relative paths are made absolute against the policy's folder (symlinks are kept, so that
-    # re-pointing one shows); a file named twice is listed once.
-    assert policy.files == ((tmp_path / "keys" / "a.pub").resolve(), (key_folder / "b.pub").resolve())
-    assert all(path.is_absolute() for path in policy.files)
+    (tmp_path / "policy.yaml").write_text(text)
+    policy = load_policy(tmp_path / "policy.yaml")
+    # The policy file first, then each file it names, relative ones against its folder, symlinks
+    # kept; each with a digest of the bytes the loader read. A file named twice is listed once.
+    assert policy.inputs == (
+        ((tmp_path / "policy.yaml").absolute(), sha256_of(tmp_path / "policy.yaml")),
+        ((tmp_path / "keys" / "a.pub").absolute(), sha256_of(tmp_path / "keys" / "a.pub")),
+        ((key_folder / "b.pub").absolute(), sha256_of(key_folder / "b.pub")),
+    )
+    assert load_policy_text(text, tmp_path).inputs[0][0] == (tmp_path / "keys" / "a.pub")  # no policy file
+
+
+def test_a_policy_read_from_a_pipe_cannot_be_vouched_for(key_folder: Path) -> None:
+    read_end, write_end = os.pipe()
+    text = policy_with("reuse-decisions: 10m\n").replace("[a.pub]", f"[{key_folder / 'a.pub'}]")
+    os.write(write_end, text.encode())
+    os.close(write_end)
+    try:
+        policy = load_policy(Path(f"/dev/fd/{read_end}"))
+    finally:
+        os.close(read_end)
+    assert policy.inputs[0] == (Path(f"/dev/fd/{read_end}"), None)  # so no decision is recorded
+    assert inputs_before_deciding(policy) is not None
+    assert None in [digest for _, digest in inputs_before_deciding(policy) or []]
 
 
 # -- end to end -----------------------------------------------------------------------------------
@@ -462,3 +487,113 @@ def test_a_record_edited_to_name_another_image_is_not_reused(scenario: Scenario)
     scenario.edit_record(manifest=str(unsigned.digest), config=manifest["config"]["digest"])
     assert recall(store, Reference.parse(scenario.ref), None, scenario.policy) is None
     assert scenario.run() == 5
+
+
+# -- inputs taken as the decision used them ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Signed:
+    registry: Registry
+    ref: str
+    key: bytes
+    other_key: bytes
+
+
+@pytest.fixture
+def signed(
+    fresh_registry: RegistryFactory, repo_name: str, keys: Keys, images: tuple[Image, Image]
+) -> Signed:
+    registry = fresh_registry()
+    pushed = push_image(registry, repo_name, images[0], tag="v1")
+    with RegistryClients() as clients:
+        sign_image(clients, Reference.parse(pushed.by_digest), keys.signer)
+    return Signed(registry, pushed.by_digest, keys.public, keys.other)
+
+
+def reuse_policy(host: str, key: str = "a.pub") -> str:
+    return (
+        f"version: 1\nreuse-decisions: 10m\nauthorities:\n  a:\n    cosign-keys: [{key}]\n"
+        f"rules:\n  - scope: {host}\n    signed-by: [a]\ndefault:\n  reject: true\n"
+    )
+
+
+def test_a_key_rotated_by_re_pointing_a_folder_link_ends_reuse(signed: Signed, tmp_path: Path) -> None:
+    for release, key in (("v1", signed.key), ("v2", signed.other_key)):
+        (tmp_path / release).mkdir()
+        (tmp_path / release / "a.pub").write_bytes(key)
+        (tmp_path / release / "policy.yaml").write_text(reuse_policy(signed.registry.host))
+    (tmp_path / "current").symlink_to("v1")
+    policy = tmp_path / "current" / "policy.yaml"
+    store = ContentStore.open(tmp_path / "store")
+    admit_reference(signed.ref, policy_path=policy, store=store, reuse=True)
+    (tmp_path / "current").unlink()
+    (tmp_path / "current").symlink_to("v2")  # a release with another key: the old one is revoked
+    assert recall(store, Reference.parse(signed.ref), None, policy) is None
+    with pytest.raises(PolicyDenied):
+        admit_reference(signed.ref, policy_path=policy, store=store, reuse=True)
+
+
+def test_a_key_replaced_while_a_decision_is_made_ends_reuse(
+    signed: Signed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "a.pub").write_bytes(signed.key)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(reuse_policy(signed.registry.host))
+    store = ContentStore.open(tmp_path / "store")
+    real = admission.signature_source
+
+    def revoking_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        (tmp_path / "a.pub").write_bytes(signed.other_key)  # after the policy was loaded
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(admission, "signature_source", revoking_meanwhile)
+    admit_reference(signed.ref, policy_path=policy, store=store, reuse=True)  # decided with the old key
+    monkeypatch.setattr(admission, "signature_source", real)
+    # The record holds the digest of the key the decision used, so the new key does not match it.
+    assert recall(store, Reference.parse(signed.ref), None, policy) is None
+
+
+def test_a_record_from_the_future_is_not_reused(signed: Signed, tmp_path: Path) -> None:
+    (tmp_path / "a.pub").write_bytes(signed.key)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(reuse_policy(signed.registry.host))
+    store = ContentStore.open(tmp_path / "store")
+    admit_reference(signed.ref, policy_path=policy, store=store, reuse=True)
+    [path] = (tmp_path / "store" / "meta" / "admitted").iterdir()
+    decided = datetime.fromisoformat(json.loads(path.read_text())["decidedAt"])
+    reference = Reference.parse(signed.ref)
+    # Written while the clock was a year ahead, then corrected: the 24h cap must still hold.
+    assert recall(store, reference, None, policy, now=decided - timedelta(days=364)) is None
+    assert recall(store, reference, None, policy, now=decided + timedelta(seconds=5)) is not None
+
+
+def test_a_record_for_an_index_must_name_the_manifest_the_index_selects(
+    fresh_registry: RegistryFactory, repo_name: str, tmp_path: Path, keys: Keys
+) -> None:
+    registry = fresh_registry()
+    good = build_image([busybox_layer()], cmd=["true"], platform="linux/amd64")
+    evil = build_image([busybox_layer()], cmd=["evil"])
+    index = push_index(registry, repo_name, build_index([good]), tag="v1")
+    unsigned = push_image(registry, repo_name, evil, tag="evil")
+    with RegistryClients() as clients:
+        sign_image(clients, Reference.parse(index.by_digest), keys.signer)
+        sign_image(clients, Reference.parse(f"{registry.host}/{repo_name}@{good.digest}"), keys.signer)
+    (tmp_path / "a.pub").write_bytes(keys.public)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(reuse_policy(registry.host))
+    store = ContentStore.open(tmp_path / "store")
+    assert main(["pull", "--store", str(store.root), unsigned.by_digest]) == 0
+    first = admit_reference(index.by_digest, policy_path=policy, store=store, reuse=True)
+    reference = Reference.parse(index.by_digest)
+    again = recall(store, reference, None, policy)
+    assert again is not None and again.manifest_digest == first.manifest_digest
+    # Edited to run another image that is in the store, under the index's decision:
+    [path] = (store.meta / "admitted").iterdir()
+    unsigned_digest = Reference.parse(unsigned.by_digest).digest
+    assert unsigned_digest is not None
+    config = json.loads(store.read_blob(unsigned_digest, 1 << 20))["config"]["digest"]
+    path.write_text(
+        json.dumps({**json.loads(path.read_text()), "manifest": str(unsigned_digest), "config": config})
+    )
+    assert recall(store, reference, None, policy) is None

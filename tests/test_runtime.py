@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from support.images import BUSYBOX_APPLETS, Layer, build_image, busybox_layer, push_image
@@ -46,8 +46,9 @@ from run.bundle import (
 )
 from run.containers import Container, ContainerStore, State
 from run.errors import ContainerNotFound, ContainerStateError
+from run.monitor import forward_signals
 from run.rootfs import open_snapshots, prepare_layers, read_image_file
-from run.runtime import CgroupMode, cgroup_dirs, cgroup_mode
+from run.runtime import CgroupMode, Runtime, cgroup_dirs, cgroup_mode
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="containers need root (mounts, namespaces, cgroups)"
@@ -726,3 +727,36 @@ def test_a_creation_that_crashed_shows_as_exited_and_rm_cleans_it(
     assert found.state is State.EXITED and found.error == "creation did not finish"
     containers.remove(created.id)
     assert not created.directory.exists() and mounts_under(containers.root) == []
+
+
+class _KillRecorder:
+    """Stands in for a Runtime in `forward_signals`: records `kill` calls instead of running runc."""
+
+    def __init__(self) -> None:
+        self.killed: list[tuple[str, int]] = []
+
+    def kill(self, container_id: str, signum: int, *, all_processes: bool = False) -> bool:
+        self.killed.append((container_id, signum))
+        return True
+
+
+def test_signals_during_creation_wait_until_the_container_exists() -> None:
+    recorder = _KillRecorder()
+    before = signal.getsignal(signal.SIGTERM)
+    with forward_signals(cast(Runtime, recorder), "c1") as created:
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGINT)
+        assert recorder.killed == []  # no `runtime kill` while the runtime is still creating it
+        created()
+        assert recorder.killed == [("c1", signal.SIGTERM), ("c1", signal.SIGINT)]
+        os.kill(os.getpid(), signal.SIGHUP)
+        assert recorder.killed[-1] == ("c1", signal.SIGHUP)  # once created: passed on at once
+    assert signal.getsignal(signal.SIGTERM) == before  # and the handlers are restored
+
+
+def test_a_second_interrupt_during_creation_gives_up() -> None:
+    recorder = _KillRecorder()
+    with pytest.raises(KeyboardInterrupt), forward_signals(cast(Runtime, recorder), "c2"):
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+    assert recorder.killed == []

@@ -213,11 +213,11 @@ def load_public_key(pem: bytes, *, source: str = "key") -> PublicKey:
 
 
 def load_private_key_file(path: str | Path, password: Password = None) -> PrivateKey:
-    return load_private_key(_read_key_file(path), password, source=str(path))
+    return load_private_key(read_key_file(path), password, source=str(path))
 
 
 def load_public_key_file(path: str | Path) -> PublicKey:
-    return load_public_key(_read_key_file(path), source=str(path))
+    return load_public_key(read_key_file(path), source=str(path))
 
 
 def is_encrypted_key(pem: bytes) -> bool:
@@ -294,7 +294,8 @@ def _check_private_key(key: object, source: str) -> PrivateKey:
     raise AssertionError("unreachable")
 
 
-def _read_key_file(path: str | Path) -> bytes:
+def read_key_file(path: str | Path) -> bytes:
+    """The bytes of a key file, at most `MAX_KEY_FILE_BYTES`. Raises KeyLoadError."""
     try:
         with open(path, "rb") as handle:
             data = handle.read(MAX_KEY_FILE_BYTES + 1)
