@@ -7,6 +7,9 @@ command is a child of the agent with the agent's command line (a fork, not a new
 client's working directory and with its umask. The protocol's refusals are checked by speaking it
 with a raw socket; the client's half by a fake agent that records what the executable sends.
 
+Some tests put a side in odd conditions: a client or a fake agent of another user (a fork that
+drops to nobody), a client under setpriv, unshare or seccomp, an agent out of descriptors or with
+all of them above 1024, an agent stopped at the worst moment (a SIGTERM just before an answer).
 The last section is about hostile or unusual clients.
 """
 
@@ -16,6 +19,8 @@ import contextlib
 import json
 import os
 import re
+import resource
+import select
 import shutil
 import signal
 import socket
@@ -23,11 +28,12 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pytest
 from support.images import BUSYBOX_APPLETS, build_image, busybox_layer, push_image
@@ -110,11 +116,11 @@ def setup(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Setup
     return Setup(folder, folder / "store", policy, pushed.by_digest)
 
 
-def start_agent(sock: Path, log: Path) -> Agent:
-    """`trust agent --socket SOCK`, once it listens (it says so on stderr after `listen()`)."""
+def start_agent(sock: Path, log: Path, argv: Sequence[str] | None = None) -> Agent:
+    """`trust agent --socket SOCK` (or `argv`), once it listens (it says so on stderr after `listen()`)."""
     with open(log, "wb") as output:
         process = subprocess.Popen(
-            [TRUST, "agent", "--socket", str(sock)],
+            [TRUST, "agent", "--socket", str(sock)] if argv is None else argv,
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=output,
@@ -570,6 +576,145 @@ def test_the_client_sends_argv_cwd_umask_env_and_its_stdio(fake_agent: FakeAgent
     assert stdout_file.read_text().startswith("Usage: trust run")
 
 
+def fake_env(fake: FakeAgent) -> dict[str, str]:
+    env = {**os.environ, console.SOCKET_ENV: str(fake.path)}
+    env.pop(console.NO_AGENT_ENV, None)
+    return env
+
+
+def accept_request(fake: FakeAgent) -> socket.socket:
+    """The fake agent's next connection, once the client's request is in (its descriptors closed)."""
+    fake.listener.settimeout(TIMEOUT)
+    connection, _ = fake.listener.accept()
+    connection.settimeout(TIMEOUT)
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk, fds, _, _ = socket.recv_fds(connection, 1024 * 1024, 8)
+        for fd in fds:
+            os.close(fd)
+        assert chunk, data
+        data += chunk
+    assert json.loads(data)["argv"] == ["run", "--help"]
+    return connection
+
+
+def test_signals_before_the_answer_are_kept_and_sent_after_accepted(fake_agent: FakeAgent) -> None:
+    # Before the agent answers, a ^C must neither kill the client with a traceback (the command may
+    # be starting in the agent) nor be lost: it is passed on once the command is accepted.
+    with (
+        subprocess.Popen(
+            [TRUST, "run", "--help"], env=fake_env(fake_agent), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        ) as client,
+        accept_request(fake_agent) as connection,
+    ):
+        client.send_signal(signal.SIGINT)
+        time.sleep(0.3)  # handled while the client waits for the answer
+        client.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        assert client.poll() is None
+        connection.sendall(line({"accepted": 4242}))
+        received = b""
+        while received.count(b"\n") < 2 and (chunk := connection.recv(65536)):
+            received += chunk
+        assert [json.loads(one) for one in received.splitlines()] == [{"signal": 2}, {"signal": 15}]
+        connection.sendall(line({"exit": 7}))
+        out, err = client.communicate(timeout=TIMEOUT)
+    assert (client.returncode, out, err) == (7, b"", b"")
+
+
+@pytest.mark.parametrize(
+    ("signum", "code", "message"),
+    [(signal.SIGINT, 130, b"trust: interrupted\n"), (signal.SIGTERM, -signal.SIGTERM, b"")],
+)
+def test_a_signal_before_a_refusal_stops_the_command_before_it_starts(
+    fake_agent: FakeAgent, signum: signal.Signals, code: int, message: bytes
+) -> None:
+    with (
+        subprocess.Popen(
+            [TRUST, "run", "--help"], env=fake_env(fake_agent), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        ) as client,
+        accept_request(fake_agent) as connection,
+    ):
+        client.send_signal(signum)
+        time.sleep(0.3)
+        connection.sendall(line({"refused": "a test"}))
+        out, err = client.communicate(timeout=TIMEOUT)
+    assert (client.returncode, out, err) == (code, b"", message)  # what it would do in-process
+
+
+@pytest.mark.parametrize(
+    "answer", [b"", b"garbage\n", line({"neither": 1})], ids=["none", "garbage", "unknown"]
+)
+def test_an_agent_that_ends_without_a_clear_answer_is_an_error_not_a_second_run(
+    fake_agent: FakeAgent, answer: bytes
+) -> None:
+    # The agent may have forked the command already (it died before it could say so): running it
+    # in-process as well would run it twice.
+    with subprocess.Popen(
+        [TRUST, "run", "--help"], env=fake_env(fake_agent), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as client:
+        with accept_request(fake_agent) as connection:
+            connection.sendall(answer)
+        out, err = client.communicate(timeout=TIMEOUT)
+    assert client.returncode == 1 and out == b"", err
+    assert err.count(b"\n") == 1 and err.startswith(b"trust: error: the agent")
+    assert err.endswith(b"; the command may have started\n")
+    if not answer:
+        assert err == b"trust: error: the agent ended before answering; the command may have started\n"
+
+
+def test_a_request_reset_unread_falls_back_to_running_in_process(fake_agent: FakeAgent) -> None:
+    # An agent that closes its socket (it stops) with connections still queued never read them.
+    with subprocess.Popen(
+        [TRUST, "run", "--help"], env=fake_env(fake_agent), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as client:
+        poller = select.poll()
+        poller.register(fake_agent.listener, select.POLLIN)
+        assert poller.poll(TIMEOUT * 1000)  # the client is queued
+        time.sleep(0.3)  # and has sent its request
+        fake_agent.listener.close()
+        out, err = client.communicate(timeout=TIMEOUT)
+    assert (client.returncode, err) == (0, b"")
+    assert out.startswith(b"Usage: trust run")
+
+
+def test_the_client_sends_nothing_to_another_users_agent() -> None:
+    # A socket at $TRUST_AGENT_SOCKET served by another user (nobody): it would get root's
+    # environment and stdio, and could make up the exit code.
+    with short_directory() as directory:
+        os.chown(directory, NOBODY, NOBODY)
+        path = directory / "agent.sock"
+
+        def impostor(write_end: int) -> None:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+                listener.bind(str(path))
+                listener.listen(1)
+                listener.settimeout(TIMEOUT)
+                os.write(write_end, b"ready\n")
+                connection, _ = listener.accept()
+                with connection:
+                    connection.settimeout(TIMEOUT)
+                    received, count = b"", 0
+                    while b"\n" not in received:
+                        chunk, fds, _, _ = socket.recv_fds(connection, 1024 * 1024, 8)
+                        for fd in fds:
+                            os.close(fd)
+                        count += len(fds)
+                        if not chunk:
+                            break
+                        received += chunk
+                    if received:
+                        connection.sendall(line({"accepted": 1}) + line({"exit": 42}))
+                    os.write(write_end, f"{len(received)} bytes, {count} fds\n".encode())
+
+        with forked_as(NOBODY, impostor) as reader:
+            assert reader.readline() == b"ready\n"
+            done = run([TRUST, "run", "--help"], {**os.environ, console.SOCKET_ENV: str(path)})
+            report = reader.read()
+    assert report == b"0 bytes, 0 fds\n"
+    assert done.returncode == 0 and done.stdout.startswith("Usage: trust run"), done.stderr
+
+
 # -- the protocol: refusals ---------------------------------------------------------------------
 
 
@@ -610,41 +755,154 @@ def test_another_version_is_refused(agent: Agent) -> None:
     assert_serves(agent)
 
 
-def test_another_user_is_refused(agent: Agent) -> None:
-    # Open the way to the socket for everyone: only the SO_PEERCRED check is left to refuse.
+@contextlib.contextmanager
+def forked_as(uid: int, child: Callable[[int], None]) -> Iterator[BinaryIO]:
+    """Run `child(write_end)` in a fork of this process with uid and gid `uid` and no groups; yields
+    the read end of the pipe it writes to (an exception in the child is written there too)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child)
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            child(write_end)
+        except BaseException as exc:
+            os.write(write_end, f"child failed: {exc!r}".encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    try:
+        with os.fdopen(read_end, "rb") as reader:
+            yield reader
+    finally:
+        os.waitpid(pid, 0)
+
+
+def first_line(sock: socket.socket) -> bytes:
+    received = b""
+    while not received.endswith(b"\n") and (chunk := sock.recv(1)):
+        received += chunk
+    return received
+
+
+@pytest.mark.parametrize("sends", [True, False], ids=["with-request", "silent"])
+def test_another_user_is_refused_before_the_agent_reads_anything(agent: Agent, sends: bool) -> None:
+    # Open the way to the socket for everyone: only the SO_PEERCRED check is left to refuse. The
+    # refusal comes before the agent reads: one that sends nothing does not hold it for a second.
     opened = [agent.socket.parent.parent, agent.socket.parent, agent.socket]
     modes = [stat.S_IMODE(path.stat().st_mode) for path in opened]
     for path in opened:
         os.chmod(path, 0o666 if path == agent.socket else 0o711)
-    read_end, write_end = os.pipe()
+
+    def client(write_end: int) -> None:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(TIMEOUT)
+            sock.connect(str(agent.socket))
+            if sends:
+                with contextlib.suppress(BrokenPipeError):  # refused and closed before it sent
+                    socket.send_fds(sock, [line(request())], [0, 1, 2])
+            os.write(write_end, first_line(sock))
+
     try:
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover (the child)
-            try:
-                os.close(read_end)
-                os.setgroups([])
-                os.setgid(NOBODY)
-                os.setuid(NOBODY)
-                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
-                    client.settimeout(TIMEOUT)
-                    client.connect(str(agent.socket))
-                    socket.send_fds(client, [line(request())], [0, 1, 2])
-                    while chunk := client.recv(65536):
-                        os.write(write_end, chunk)
-            except BaseException as exc:
-                os.write(write_end, f"child failed: {exc!r}".encode())
-            finally:
-                os._exit(0)
-        os.close(write_end)
-        with os.fdopen(read_end, "rb") as reader:
+        with forked_as(NOBODY, client) as reader:
             received = reader.read()
-        os.waitpid(pid, 0)
     finally:
         for path, mode in zip(opened, modes, strict=True):
             os.chmod(path, mode)
     assert received.endswith(b"\n") and received.count(b"\n") == 1, received
     assert json.loads(received) == {"refused": f"only uid {os.geteuid()} may use this agent"}
     assert_serves(agent)
+
+
+CONFINED_CLIENT = """
+import ctypes, os, socket, struct, sys
+if sys.argv[2] == "seccomp":  # a filter that allows everything: only that there is one differs
+    libc = ctypes.CDLL(None, use_errno=True)
+    allow = ctypes.create_string_buffer(struct.pack("=HBBI", 0x06, 0, 0, 0x7FFF0000))  # RET ALLOW
+    program = ctypes.create_string_buffer(struct.pack("@HP", 1, ctypes.addressof(allow)))
+    arguments = [ctypes.c_ulong(n) for n in (22, 2, ctypes.addressof(program), 0, 0)]
+    if libc.prctl(*arguments) != 0:  # PR_SET_SECCOMP, SECCOMP_MODE_FILTER
+        raise OSError(ctypes.get_errno(), "prctl")
+null = os.open(os.devnull, os.O_RDWR)
+with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+    client.settimeout(30)
+    client.connect(sys.argv[1])
+    try:
+        socket.send_fds(client, [sys.stdin.buffer.read()], [null, null, null])
+    except BrokenPipeError:  # refused and closed before it was sent
+        pass
+    answer = b""
+    while not answer.endswith(b"\\n") and (chunk := client.recv(1)):
+        answer += chunk
+sys.stdout.buffer.write(answer)
+"""
+"""A raw client: sends the request on its stdin, prints the agent's first answer. `seccomp` as its
+second argument: under a seccomp filter."""
+
+CONFINEMENTS = [
+    ("no-new-privs", ["setpriv", "--no-new-privs"], "plain", "no_new_privs"),
+    (
+        "no-capabilities",
+        ["setpriv", "--bounding-set=-all", "--inh-caps=-all"],
+        "plain",
+        "effective capabilities",
+    ),
+    (
+        "setpriv-all",
+        ["setpriv", "--bounding-set=-all", "--inh-caps=-all", "--no-new-privs"],
+        "plain",
+        "capability bounding set",
+    ),
+    ("seccomp", [], "seccomp", "seccomp mode"),
+    ("mount-namespace", ["unshare", "--mount"], "plain", "mnt namespace"),
+    ("user-namespace", ["unshare", "--user", "--map-root-user"], "plain", "user namespace"),
+    ("pid-namespace", ["unshare", "--pid", "--fork"], "plain", "pid namespace"),
+    ("net-namespace", ["unshare", "--net"], "plain", "net namespace"),
+    ("uts-namespace", ["unshare", "--uts"], "plain", "uts namespace"),
+    ("ipc-namespace", ["unshare", "--ipc"], "plain", "ipc namespace"),
+    ("cgroup-namespace", ["unshare", "--cgroup"], "plain", "cgroup namespace"),
+    ("chroot", ["chroot", "/"], "plain", None),  # the same root: not a difference
+]
+
+
+@pytest.mark.parametrize(
+    ("wrapper", "kind", "named"),
+    [confinement[1:] for confinement in CONFINEMENTS],
+    ids=[confinement[0] for confinement in CONFINEMENTS],
+)
+def test_a_client_confined_more_than_the_agent_is_refused(
+    agent: Agent, wrapper: list[str], kind: str, named: str | None
+) -> None:
+    # Root without capabilities, with no_new_privs, under seccomp or in other namespaces must not
+    # get the agent's unconfined root: refused, it runs the command in-process, confined as it is.
+    done = subprocess.run(
+        [*wrapper, sys.executable, "-c", CONFINED_CLIENT, str(agent.socket), kind],
+        input=line(request()),
+        capture_output=True,
+        timeout=TIMEOUT,
+    )
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    if named is None:
+        assert isinstance(answer.get("accepted"), int), answer
+    else:
+        assert set(answer) == {"refused"}, answer
+        assert re.fullmatch(r"the client's .* differs? from the agent's: .*", answer["refused"]), answer
+        assert named in answer["refused"]
+    assert_serves(agent)
+
+
+def test_a_client_without_capabilities_cannot_start_a_container_through_the_agent(
+    cli: Setup, agent: Agent
+) -> None:
+    confined = ["setpriv", "--bounding-set=-all", "--inh-caps=-all", "--no-new-privs"]
+    argv = [*confined, *cli.admit("run", "--rm", cli.ref, "sh", "-c", "echo inside")]
+    in_process = run(argv, in_process_env())
+    through = run(argv, agent.env)
+    assert in_process.returncode != 0 and "inside" not in in_process.stdout
+    assert (through.returncode, through.stdout) == (in_process.returncode, in_process.stdout), through.stderr
 
 
 def test_after_refusals_a_real_run_still_works(cli: Setup, agent: Agent) -> None:
@@ -681,6 +939,29 @@ def test_an_agent_replaces_a_stale_socket_file(cli: Setup) -> None:
             assert (done.returncode, done.stdout) == (0, "served\n"), done.stderr
         finally:
             stop_agent(started)
+
+
+@pytest.mark.parametrize(
+    ("mode", "owner"),
+    [(0o777, 0), (0o1777, 0), (0o770, 0), (0o720, 0), (0o700, NOBODY)],
+    ids=["world-writable", "sticky", "group-writable", "group-write-only", "another-owner"],
+)
+def test_an_agent_refuses_a_socket_folder_that_is_not_private(mode: int, owner: int) -> None:
+    with short_directory() as directory:
+        folder = directory / "sockets"
+        folder.mkdir()
+        os.chmod(folder, mode)
+        os.chown(folder, owner, owner)
+        done = subprocess.run(
+            [TRUST, "agent", "--socket", str(folder / "agent.sock")],
+            env=in_process_env(),
+            capture_output=True,
+            text=True,
+            timeout=START_TIMEOUT,
+        )
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert done.stderr.startswith(f"trust: error: {folder} ")
+        assert not (folder / "agent.sock").exists()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -758,6 +1039,67 @@ def test_a_stopping_agent_finishes_its_commands_and_their_exit_codes(cli: Setup)
     assert wait_until(lambda: not cli.containers() and not cli.mounted())  # --rm was honoured
 
 
+STOPPED_AT = """
+import os, signal, sys
+from pathlib import Path
+import trust.agent as agent
+real_encode, agent_pid = agent.encode, os.getpid()
+def encode(message):
+    if os.getpid() == agent_pid and sys.argv[2] in message:
+        os.kill(agent_pid, signal.SIGTERM)  # handled before this returns
+    return real_encode(message)
+agent.encode = encode
+agent.serve(Path(sys.argv[1]))
+"""
+"""An agent that receives SIGTERM just before it sends `accepted` (just after forking the command)
+or `exit` (just after reaping it): the windows where an exception would lose an answer."""
+
+
+@pytest.mark.parametrize("moment", ["accepted", "exit"])
+def test_a_stop_signal_just_before_an_answer_still_lets_the_answer_out(moment: str) -> None:
+    with short_directory() as directory:
+        path = directory / "agent.sock"
+        argv = [sys.executable, "-c", STOPPED_AT, str(path), moment]
+        started = start_agent(path, directory / "agent.log", argv)
+        try:
+            answers = speak(path, line(request()), timeout=10)
+            assert len(answers) == 2 and answers[1] == {"exit": 0}, started.log.read_text(errors="replace")
+            assert started.process.wait(timeout=TIMEOUT) == 0
+            assert not path.exists()
+        finally:
+            stop_agent(started)
+
+
+def test_a_second_signal_stops_the_agent_at_once_and_the_command_goes_on(cli: Setup) -> None:
+    with short_directory() as directory:
+        started = start_agent(directory / "agent.sock", directory / "agent.log")
+        try:
+            with subprocess.Popen(
+                cli.admit("run", "--rm", "-i", cli.ref, "sh", "-c", "echo ready; read line; echo got $line"),
+                env=started.env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            ) as client:
+                assert client.stdin is not None and client.stdout is not None and client.stderr is not None
+                assert client.stdout.readline() == b"ready\n"
+                (worker,) = children_of(started.pid)
+                started.process.terminate()
+                assert wait_until(lambda: not started.socket.exists())
+                assert started.alive()  # waiting for its command
+                started.process.terminate()
+                assert started.process.wait(timeout=5) == 0
+                assert client.wait(timeout=TIMEOUT) == 1  # told, not left waiting
+                assert Path(f"/proc/{worker}").exists()  # the command goes on
+                client.stdin.write(b"anyway\n")
+                client.stdin.close()
+                assert client.stdout.read() == b"got anyway\n"
+                assert b"trust: error: the agent ended before the command finished\n" in client.stderr.read()
+        finally:
+            stop_agent(started)
+    assert wait_until(lambda: not cli.containers() and not cli.mounted())
+
+
 # -- hostile or unusual clients -------------------------------------------------------------------
 
 
@@ -784,6 +1126,132 @@ def test_a_silent_connection_does_not_stall_the_agent(own_agent: Agent) -> None:
         silent.connect(str(own_agent.socket))
         answers = speak(own_agent.socket, line(request()), timeout=2)
     assert answers[-1] == {"exit": 0}
+
+
+def test_a_dribbling_connection_does_not_stall_the_agent(own_agent: Agent) -> None:
+    # A byte every 0.3 s: each read is quick, the request never ends. It has a second in all.
+    stop = threading.Event()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as dribbling:
+        dribbling.connect(str(own_agent.socket))
+
+        def dribble() -> None:
+            with contextlib.suppress(OSError):
+                while not stop.wait(0.3):
+                    dribbling.send(b" ")
+
+        thread = threading.Thread(target=dribble)
+        thread.start()
+        try:
+            time.sleep(0.1)  # the agent reads from it first
+            answers = speak(own_agent.socket, line(request()), timeout=8)  # served after a second
+            assert answers[-1] == {"exit": 0}
+        finally:
+            stop.set()
+            thread.join()
+
+
+def test_a_client_gone_before_its_request_is_read_gets_nothing_run(own_agent: Agent, tmp_path: Path) -> None:
+    output = tmp_path / "output"
+    with open(output, "wb") as stdout, socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as holding:
+        holding.connect(str(own_agent.socket))  # served first: the agent waits a second for its request
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as gone:
+            gone.connect(str(own_agent.socket))
+            socket.send_fds(gone, [line(request())], [stdout.fileno()] * 3)
+        # Its request and descriptors are queued; nobody is left to see the command or stop it.
+        assert_serves(own_agent)
+    assert wait_until(lambda: children_of(own_agent.pid) == [])
+    assert output.read_bytes() == b""
+
+
+def test_running_out_of_descriptors_does_not_stop_the_agent(own_agent: Agent) -> None:
+    soft, hard = resource.prlimit(own_agent.pid, resource.RLIMIT_NOFILE)
+    taken = {int(n) for n in os.listdir(f"/proc/{own_agent.pid}/fd")}
+    lowest_free = min(set(range(len(taken) + 1)) - taken)
+    resource.prlimit(own_agent.pid, resource.RLIMIT_NOFILE, (lowest_free, hard))  # accept(): EMFILE
+    try:
+        with contextlib.ExitStack() as stack:
+            null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+            stack.callback(os.close, null)
+            client = stack.enter_context(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+            client.settimeout(TIMEOUT)
+            client.connect(str(own_agent.socket))
+            socket.send_fds(client, [line(request())], [null, null, null])
+            time.sleep(0.5)
+            assert own_agent.alive(), own_agent.log.read_text(errors="replace")
+            resource.prlimit(own_agent.pid, resource.RLIMIT_NOFILE, (soft, hard))
+            answers = list(replies(client))  # queued meanwhile, served now
+        assert answers[-1] == {"exit": 0}
+    finally:
+        if own_agent.alive():
+            resource.prlimit(own_agent.pid, resource.RLIMIT_NOFILE, (soft, hard))
+
+
+HIGH_DESCRIPTORS = """
+import os, resource, sys
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 4096), max(hard, 4096)))
+null = os.open(os.devnull, os.O_RDONLY)
+os.set_inheritable(null, True)
+for fd in range(3, 1100):
+    if fd != null:
+        os.dup2(null, fd)
+os.execv(sys.argv[1], sys.argv[1:])
+"""
+"""Runs a command with descriptors 3 to 1099 taken: every descriptor it opens is above 1024."""
+
+
+def test_an_agent_whose_descriptors_are_above_1024_serves() -> None:
+    # select() cannot watch a descriptor ≥ 1024 (FD_SETSIZE); a busy agent gets there.
+    with short_directory() as directory:
+        path = directory / "agent.sock"
+        argv = [sys.executable, "-c", HIGH_DESCRIPTORS, TRUST, "agent", "--socket", str(path)]
+        started = start_agent(path, directory / "agent.log", argv)
+        try:
+            sockets = [
+                int(n)
+                for n in os.listdir(f"/proc/{started.pid}/fd")
+                if os.readlink(f"/proc/{started.pid}/fd/{n}").startswith("socket:")
+            ]
+            assert sockets and min(sockets) >= 1024
+            assert_serves(started)
+            assert_serves(started)
+        finally:
+            stop_agent(started)
+
+
+def test_a_signal_message_split_across_reads_is_relayed(cli: Setup, agent: Agent) -> None:
+    script = "trap 'echo got TERM; exit 9' TERM; echo ready; while true; do sleep 0.05; done"
+    argv = [
+        "run",
+        "--store",
+        str(cli.store),
+        "--policy",
+        str(cli.policy),
+        "--rm",
+        cli.ref,
+        "sh",
+        "-c",
+        script,
+    ]
+    read_end, write_end = os.pipe()
+    with contextlib.ExitStack() as stack:
+        reader = stack.enter_context(os.fdopen(read_end, "rb"))
+        null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        stack.callback(os.close, null)
+        client = stack.enter_context(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+        client.settimeout(TIMEOUT)
+        try:
+            client.connect(str(agent.socket))
+            socket.send_fds(client, [line(request(argv=argv, env=agent.env))], [null, write_end, write_end])
+        finally:
+            os.close(write_end)  # the command has its copy
+        assert reader.readline() == b"ready\n"
+        client.sendall(b'{"sig')
+        time.sleep(0.3)  # two reads for the agent
+        client.sendall(b'nal": 15}\n')
+        answers = list(replies(client))
+        assert reader.read() == b"got TERM\n"
+    assert len(answers) == 2 and answers[1] == {"exit": 9}, answers
 
 
 def test_a_client_in_a_deleted_directory_falls_back(agent: Agent, tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ A fresh `trust run` spends most of its time starting Python and importing its mo
 each command it receives it forks: the child is a copy of a process that has imported trust but
 never run a command, so it runs the command exactly as a new `trust` process would (same code,
 same checks, fresh state), only without the start-up. The client side is `trust.console.delegate`,
-what the `trust` executable runs first: it imports nothing but json, socket and signal.
+what the `trust` executable runs first: it imports nothing but json, socket, signal and struct.
 
     trust agent &                   # or as a service; socket: $TRUST_AGENT_SOCKET or /run/trust/agent.sock
     trust run --rm app@sha256:…     # handed to the agent when its socket exists, else run in-process
@@ -15,20 +15,31 @@ The protocol, over a Unix stream socket, one JSON object per line:
     client → agent   {"version", "argv", "cwd", "umask", "env"} with its stdin, stdout and stderr
                      attached (SCM_RIGHTS)
     agent → client   {"accepted": PID} or {"refused": WHY}  (the client then runs the command itself)
-    client → agent   {"signal": N}      for each SIGINT, SIGTERM, … the client receives
+    client → agent   {"signal": N}      for each SIGINT, SIGTERM, … the client receives (those that
+                                        came before `accepted` right after it)
     agent → client   {"exit": CODE}     when the child is done (128+N if signal N ended it)
 
-Who may connect: only processes of the agent's own user (root, for containers), checked with
-SO_PEERCRED on every connection, and the socket is mode 0600 in a 0700 directory. Anyone who can
-connect could run `trust` as that user anyway: the agent adds no privilege. An agent of another
-trust version refuses, so an upgrade never runs old code. Only `run` and `create` are delegated:
-the commands that start containers and gain the most; everything else (a password prompt, a
-progress bar) runs in-process as before.
+Who may connect: the socket is mode 0600 in a folder of the agent's user that nobody else may
+write (the agent refuses to listen elsewhere). On every connection, before it reads the request,
+the agent checks with SO_PEERCRED that the peer runs as the agent's user (root, for containers),
+and in /proc that it is confined no more than the agent: the same capability sets, no_new_privs,
+seccomp mode and filters, namespaces, root directory and security label. A client that differs
+is refused and runs the command in-process, under its own limits: the agent adds no privilege.
+The client checks too: it sends nothing to a socket whose peer is neither its user nor root.
+An agent of another trust version refuses, so an upgrade never runs old code. Only `run` and
+`create` are delegated: the commands that start containers and gain the most; everything else (a
+password prompt, a progress bar) runs in-process as before.
+
+A command must never run twice: the client runs it in-process only when it is sure the agent did
+not (no agent, a refusal, or its request reset unread); an agent that ends after reading a request
+and before answering is reported by the client as an error. So the serving loop is never
+interrupted by an exception: the stop signals only set a flag, read between iterations.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import io
 import json
@@ -39,8 +50,11 @@ import socket
 import stat
 import struct
 import sys
+import time
 import traceback
+from collections.abc import Iterable
 from pathlib import Path
+from types import FrameType
 from typing import Any, NoReturn
 
 from trust import __version__
@@ -48,12 +62,28 @@ from trust.console import (
     DELEGATED,
     FORWARDED_SIGNALS,
     MAX_MESSAGE_BYTES,
-    Messages,
     encode,
 )
 
 _REQUEST_TIMEOUT = 1.0
-"""Seconds a connection has to send its request."""
+"""Seconds a connection has to send its whole request (and to take a reply)."""
+_ACCEPT_PAUSE = 0.1
+"""Seconds the agent leaves new connections queued after `accept` failed (out of descriptors)."""
+_MAX_SIGNAL_LINE = 4096
+"""A client's unfinished line longer than this is dropped: signal messages are a few bytes."""
+_SO_PEERPIDFD = getattr(socket, "SO_PEERPIDFD", 77)  # Linux ≥ 6.5; Python ≥ 3.13 names it
+_CHILD_SIGNALS = {signal.SIGCHLD, *FORWARDED_SIGNALS}
+"""Blocked across fork(): a signal sent to a new child before it resets its handlers waits for it."""
+_STATUS_FIELDS = {
+    "CapEff": "effective capabilities",
+    "CapPrm": "permitted capabilities",
+    "CapBnd": "capability bounding set",
+    "NoNewPrivs": "no_new_privs",
+    "Seccomp": "seccomp mode",
+    "Seccomp_filters": "seccomp filters",
+}
+"""The lines of /proc/PID/status that a client must share with the agent (→ how a refusal names them)."""
+_NAMESPACES = ("mnt", "pid", "user", "net", "ipc", "uts", "cgroup")
 
 
 def serve(path: Path) -> NoReturn:
@@ -64,50 +94,254 @@ def serve(path: Path) -> NoReturn:
     codes. A second signal exits at once (the commands go on; their clients report the agent gone).
     """
     _warm_up()
-    listener = _listen(path)
-    listening = os.stat(path).st_ino
-    wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    signal.set_wakeup_fd(wake_write)
-    signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # wakes select() through the pipe
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop as on ^C
-    children: dict[int, socket.socket | None] = {}  # child pid → its client's connection, if open
-    print(f"trust agent {__version__}: listening on {path}", file=sys.stderr, flush=True)
-    try:
-        while True:
-            _serve_once(listener, wake_read, children)
-    except KeyboardInterrupt:
-        pass
-    finally:
+    _Agent(path, _listen(path)).run()
+
+
+class _Agent:
+    def __init__(self, path: Path, listener: socket.socket) -> None:
+        self.path = path
+        self.listener: socket.socket | None = listener
+        self.listening = os.stat(path).st_ino
+        self.wake_read, self.wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.children: dict[int, socket.socket | None] = {}  # child pid → its client's connection, if open
+        self.unfinished: dict[int, bytes] = {}  # child pid → the start of its client's next line
+        self.stops = 0  # stop signals received
+        self.accept_paused_until = 0.0
+        self.confinement = _confinement("self")
+
+    def run(self) -> NoReturn:
+        signal.set_wakeup_fd(self.wake_write)  # every signal wakes poll() through the pipe
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._stop)
+        print(f"trust agent {__version__}: listening on {self.path}", file=sys.stderr, flush=True)
+        try:
+            while not self.stops:
+                self._serve_once()
+        finally:
+            self._stop_listening()
+        while self.children and self.stops < 2:
+            self._serve_once()
+        sys.exit(0)
+
+    def _stop(self, signum: int, frame: FrameType | None) -> None:
+        # Only a flag: an exception here could land between fork() and `accepted`, or between
+        # reaping a child and telling its client, and the client would not know what ran.
+        self.stops += 1
+
+    def _stop_listening(self) -> None:
+        if self.listener is None:
+            return
         with contextlib.suppress(OSError):
-            if os.stat(path).st_ino == listening:  # not a newer agent's socket
-                path.unlink()
-        listener.close()
-    with contextlib.suppress(KeyboardInterrupt):
-        while children:
-            _serve_once(None, wake_read, children)
-    sys.exit(0)
+            if os.stat(self.path).st_ino == self.listening:  # not a newer agent's socket
+                self.path.unlink()
+        self.listener.close()  # connections still queued are reset: their clients run in-process
+        self.listener = None
 
+    def _serve_once(self) -> None:
+        """Wait for a new client (while listening), a signal from a client, a child's end or a signal."""
+        poller = select.poll()  # not select(): it fails for descriptors ≥ 1024; no fd of its own either
+        poller.register(self.wake_read, select.POLLIN)
+        timeout = None
+        if self.listener is not None:
+            paused = self.accept_paused_until - time.monotonic()
+            if paused > 0:
+                timeout = paused * 1000
+            else:
+                poller.register(self.listener, select.POLLIN)
+        watched = {
+            connection.fileno(): (pid, connection)
+            for pid, connection in self.children.items()
+            if connection is not None
+        }
+        for fd in watched:
+            poller.register(fd, select.POLLIN)
+        ready = dict(poller.poll(timeout))
+        if self.wake_read in ready:
+            while True:
+                try:
+                    os.read(self.wake_read, 4096)
+                except BlockingIOError:
+                    break
+            self._reap()
+        for fd, (pid, connection) in watched.items():
+            if fd in ready and self.children.get(pid) is connection and not self._relay_signals(pid):
+                connection.close()  # the client went away: its command runs on, as it would have
+                self.children[pid] = None  # without the agent had the `trust` process been killed
+                self.unfinished.pop(pid, None)
+        if self.listener is not None and self.listener.fileno() in ready:
+            self._accept()
 
-def _serve_once(
-    listener: socket.socket | None, wake_read: int, children: dict[int, socket.socket | None]
-) -> None:
-    """Wait for a new client (unless `listener` is None), a signal from a client, or a child's end."""
-    connections = [connection for connection in children.values() if connection is not None]
-    watched: list[Any] = [wake_read, *connections, *([listener] if listener is not None else [])]
-    readable, _, _ = select.select(watched, [], [])
-    if wake_read in readable:
+    def _accept(self) -> None:
+        assert self.listener is not None
+        try:
+            connection, _ = self.listener.accept()
+        except OSError as error:  # out of descriptors or memory: leave the queue for a moment
+            if error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                self.accept_paused_until = time.monotonic() + _ACCEPT_PAUSE
+            return
+        fds: list[int] = []
+        kept = False
+        try:
+            # Everything here is done on the one serving loop: a client has _REQUEST_TIMEOUT in
+            # all. (Clients have no timeout: one that gave up after the fork would run its command
+            # twice.)
+            connection.settimeout(_REQUEST_TIMEOUT)
+            why = self._peer_refusal(connection)  # before reading anything from it
+            request: dict[str, Any] | None = None
+            if why is None:
+                request, fds, why = _read_request(connection)
+            if why is None:
+                why = _request_refusal(request, fds)
+            if why is not None:
+                connection.sendall(encode({"refused": why}))
+                return
+            assert request is not None
+            if _hung_up(connection):  # killed while it waited: no one would see the command
+                return
+            kept = self._fork(request, fds, connection)
+        except OSError:
+            pass
+        finally:
+            for fd in fds:
+                os.close(fd)
+            if not kept:
+                connection.close()
+
+    def _peer_refusal(self, connection: socket.socket) -> str | None:
+        """Why the process at the other end of `connection` may not use this agent, if it may not."""
+        credentials = connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        pid, uid, _ = struct.unpack("3i", credentials)
+        if uid != os.geteuid():
+            return f"only uid {os.geteuid()} may use this agent"
+        try:
+            pidfd: int | None = connection.getsockopt(socket.SOL_SOCKET, _SO_PEERPIDFD)
+        except OSError as error:
+            if error.errno not in (errno.ENOPROTOOPT, errno.EINVAL):
+                return f"cannot inspect the client (pid {pid}): {error.strerror}"  # gone: ESRCH
+            pidfd = None  # an older kernel: the pid may (rarely) be another process's by now
+        try:
+            try:
+                client = _confinement(str(pid))
+            except OSError as error:
+                return f"cannot inspect the client (pid {pid}): {error.strerror}"
+            if pidfd is not None and _exited(pidfd):  # what was read may be a new process's
+                return "the client has exited"
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
+        differences = [what for what, value in self.confinement.items() if client.get(what) != value]
+        if differences:
+            verb = "differs" if len(differences) == 1 else "differ"
+            return (
+                f"the client's {', '.join(differences)} {verb} from the agent's: "
+                "it runs the command itself, confined as it is"
+            )
+        return None
+
+    def _fork(self, request: dict[str, Any], fds: list[int], connection: socket.socket) -> bool:
+        """Start the command in a child; whether `connection` is kept (the child's client)."""
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _CHILD_SIGNALS)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                self._run_child(request, fds, connection, mask)
+        except OSError as error:
+            connection.sendall(encode({"refused": f"cannot fork: {error.strerror}"}))
+            return False
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        self.children[pid] = connection
+        try:
+            connection.sendall(encode({"accepted": pid}))
+        except OSError:  # the client went away: the command runs on, unwatched
+            self.children[pid] = None
+            return False
+        return True
+
+    def _run_child(
+        self, request: dict[str, Any], fds: list[int], connection: socket.socket, mask: Iterable[int]
+    ) -> NoReturn:
+        """In the fork: become the client's `trust` process and run its command. Never returns."""
+        code = 1
+        try:
+            signal.set_wakeup_fd(-1)
+            for signum in _CHILD_SIGNALS:
+                signal.signal(signum, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            os.close(self.wake_read)
+            os.close(self.wake_write)
+            if self.listener is not None:
+                self.listener.close()
+            connection.close()
+            for other in self.children.values():
+                if other is not None:
+                    other.close()
+            # A session of its own: the agent's terminal, if it has one, is not the client's.
+            os.setsid()
+            for target, fd in enumerate(fds):
+                os.dup2(fd, target)
+            for fd in fds:
+                os.close(fd)  # now 0, 1 and 2: nothing else of the client's stays open to leak
+            os.chdir(request["cwd"])
+            os.umask(request["umask"])
+            os.environ.clear()
+            os.environ.update(request["env"])
+            sys.argv = ["trust", *request["argv"]]
+            if isinstance(sys.stdout, io.TextIOWrapper):  # buffered as for the agent's stdout, not this one
+                sys.stdout.reconfigure(line_buffering=sys.stdout.isatty())
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a signal the client sent early lands here
+            from trust.cli import main
+
+            code = main(request["argv"])
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+        except KeyboardInterrupt:  # a ^C before the command started: as `main` reports one
+            print("trust: interrupted", file=sys.stderr)
+            code = 130
+        except BaseException:  # what a new `trust` process would print before exiting 1
+            traceback.print_exc()
+        finally:
+            with contextlib.suppress(OSError, ValueError):
+                sys.stdout.flush()
+                sys.stderr.flush()
+            os._exit(code)
+
+    def _reap(self) -> None:
         while True:
             try:
-                os.read(wake_read, 4096)
-            except BlockingIOError:
-                break
-        _reap(children)
-    if listener is not None and listener in readable:
-        _accept(listener, children)
-    for pid, connection in list(children.items()):
-        if connection is not None and connection in readable and not _relay_signals(pid, connection):
-            connection.close()  # the client went away: its command runs on, as it would have
-            children[pid] = None  # without the agent had the `trust` process been killed
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            connection = self.children.pop(pid, None)
+            self.unfinished.pop(pid, None)
+            if connection is not None:
+                code = os.waitstatus_to_exitcode(status)
+                with contextlib.suppress(OSError):
+                    connection.sendall(encode({"exit": 128 - code if code < 0 else code}))
+                connection.close()
+
+    def _relay_signals(self, pid: int) -> bool:
+        """Pass on the signals a client sent; False when the client has gone away."""
+        connection = self.children[pid]
+        assert connection is not None
+        try:
+            data = connection.recv(4096)
+        except OSError:
+            data = b""
+        if not data:
+            return False
+        *lines, rest = (self.unfinished.get(pid, b"") + data).split(b"\n")
+        self.unfinished[pid] = rest if len(rest) <= _MAX_SIGNAL_LINE else b""
+        for line in lines:
+            with contextlib.suppress(ValueError, KeyError, TypeError, RecursionError):
+                signum = int(json.loads(line)["signal"])
+                if signum in FORWARDED_SIGNALS:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signum)
+        return True
 
 
 def _warm_up() -> None:
@@ -128,11 +362,23 @@ def _warm_up() -> None:
 
 
 def _listen(path: Path) -> socket.socket:
-    """Bind `path` (0600, in a 0700 folder). Raises UsageError if another agent listens there or
-    it is something other than a socket; a socket nobody listens on (a killed agent's) is replaced."""
+    """Bind `path` (0600, in a 0700 folder made if missing). Raises UsageError if the folder is not
+    private (another user's, or writable by others), another agent listens there or it is something
+    other than a socket; a socket nobody listens on (a killed agent's) is replaced."""
     from pull.errors import UsageError
 
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder = path.parent.stat()
+    if folder.st_uid != os.geteuid():
+        raise UsageError(
+            f"{path.parent} belongs to uid {folder.st_uid}, not {os.geteuid()}: "
+            "the agent's socket needs a folder of its own user"
+        )
+    if folder.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise UsageError(
+            f"{path.parent} is writable by others (mode {stat.S_IMODE(folder.st_mode):04o}): "
+            "the agent's socket needs a private folder (0700)"
+        )
     if path.exists() or path.is_symlink():
         if not stat.S_ISSOCK(path.lstat().st_mode):
             raise UsageError(f"{path} exists and is not a socket: pick another --socket")
@@ -155,48 +401,69 @@ def _listen(path: Path) -> socket.socket:
     return listener
 
 
-def _accept(listener: socket.socket, children: dict[int, socket.socket | None]) -> None:
-    connection, _ = listener.accept()
-    fds: list[int] = []
-    try:
-        uid = _peer_uid(connection)
-        # The request is read on the one serving loop: a client that sends nothing may hold it up
-        # for this long, no more. (Clients have no timeout: one that gave up after the fork would
-        # run its command twice.)
-        connection.settimeout(_REQUEST_TIMEOUT)
-        data, fds, _, _ = socket.recv_fds(connection, MAX_MESSAGE_BYTES, 3)
+def _confinement(pid: str) -> dict[str, str]:
+    """What limits process `pid` ("self": this one) beyond its uid. Raises OSError if it is gone."""
+    proc = f"/proc/{pid}"
+    found: dict[str, str] = {}
+    with open(f"{proc}/status") as status:
+        for line in status:
+            key, _, value = line.partition(":")
+            if key in _STATUS_FIELDS:
+                found[_STATUS_FIELDS[key]] = value.strip()
+    for name in _NAMESPACES:
         try:
-            request = Messages(connection, data).next()
-        except (ValueError, RecursionError):  # not JSON, too long, or nested too deep
-            request = None
-        connection.settimeout(None)
-        why = _refusal(uid, request, fds)
-        if why is not None:
-            connection.sendall(encode({"refused": why}))
-            connection.close()
-            return
-        assert request is not None
-        pid = os.fork()
-        if pid == 0:
-            _run_child(request, fds, listener, connection, children)
-        connection.sendall(encode({"accepted": pid}))
-        children[pid] = connection
-    except OSError:
-        connection.close()
-    finally:
-        for fd in fds:
-            os.close(fd)
+            found[f"{name} namespace"] = os.readlink(f"{proc}/ns/{name}")
+        except FileNotFoundError:  # a kernel without this kind of namespace
+            found[f"{name} namespace"] = ""
+    root = os.stat(f"{proc}/root")
+    found["root directory"] = f"{root.st_dev}:{root.st_ino}"
+    try:
+        with open(f"{proc}/attr/current", "rb") as label:
+            found["security label"] = label.read().rstrip(b"\0\n").decode(errors="replace")
+    except OSError:  # no LSM that keeps one (EINVAL)
+        found["security label"] = ""
+    return found
 
 
-def _peer_uid(connection: socket.socket) -> int:
-    credentials = connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _, uid, _ = struct.unpack("3i", credentials)
-    return int(uid)
+def _exited(pidfd: int) -> bool:
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)  # a pidfd is readable once its process has exited
+    return bool(poller.poll(0))
 
 
-def _refusal(uid: int, request: dict[str, Any] | None, fds: list[int]) -> str | None:
-    if uid != os.geteuid():
-        return f"only uid {os.geteuid()} may use this agent"
+def _read_request(connection: socket.socket) -> tuple[dict[str, Any] | None, list[int], str | None]:
+    """The request line and the descriptors sent with it, within _REQUEST_TIMEOUT in all (not per
+    read: a client sending a byte at a time must not hold the loop); or why there is none."""
+    deadline = time.monotonic() + _REQUEST_TIMEOUT
+    data = b""
+    fds: list[int] = []
+    while b"\n" not in data and len(data) <= MAX_MESSAGE_BYTES:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None, fds, "no request in time"
+        connection.settimeout(left)
+        try:
+            chunk, received, flags, _ = socket.recv_fds(connection, 65536, 3)
+        except TimeoutError:
+            return None, fds, "no request in time"
+        fds.extend(received)
+        if flags & socket.MSG_CTRUNC:
+            return None, fds, "expected stdin, stdout and stderr"
+        if not chunk:
+            break
+        data += chunk
+    connection.settimeout(_REQUEST_TIMEOUT)
+    line, newline, _ = data.partition(b"\n")
+    if not newline or len(line) > MAX_MESSAGE_BYTES:
+        return None, fds, None
+    try:
+        request = json.loads(line)
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested too deep
+        return None, fds, None
+    return (request if isinstance(request, dict) else None), fds, None
+
+
+def _request_refusal(request: dict[str, Any] | None, fds: list[int]) -> str | None:
     if len(fds) != 3:
         return "expected stdin, stdout and stderr"
     if request is None or not _well_formed(request):
@@ -204,6 +471,13 @@ def _refusal(uid: int, request: dict[str, Any] | None, fds: list[int]) -> str | 
     if request["version"] != __version__:
         return f"this agent runs trust {__version__}, the client is {request['version']}"
     return None
+
+
+def _hung_up(connection: socket.socket) -> bool:
+    """Whether the client closed its end (killed while it waited for the answer)."""
+    poller = select.poll()
+    poller.register(connection, select.POLLRDHUP)
+    return any(events & (select.POLLRDHUP | select.POLLHUP | select.POLLERR) for _, events in poller.poll(0))
 
 
 def _well_formed(request: dict[str, Any]) -> bool:
@@ -219,82 +493,3 @@ def _well_formed(request: dict[str, Any]) -> bool:
         and type(request.get("umask")) is int
         and isinstance(request.get("version"), str)
     )
-
-
-def _run_child(
-    request: dict[str, Any],
-    fds: list[int],
-    listener: socket.socket,
-    connection: socket.socket,
-    children: dict[int, socket.socket | None],
-) -> NoReturn:
-    """In the fork: become the client's `trust` process and run its command. Never returns."""
-    code = 1
-    try:
-        signal.set_wakeup_fd(-1)
-        for signum in (signal.SIGCHLD, *FORWARDED_SIGNALS):
-            signal.signal(signum, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        listener.close()
-        connection.close()
-        for other in children.values():
-            if other is not None:
-                other.close()
-        # A session of its own: the agent's terminal, if it has one, is not the client's.
-        os.setsid()
-        for target, fd in enumerate(fds):
-            os.dup2(fd, target)
-        for fd in fds:
-            os.close(fd)  # now 0, 1 and 2: nothing else of the client's stays open to leak
-        os.chdir(request["cwd"])
-        os.umask(request["umask"])
-        os.environ.clear()
-        os.environ.update(request["env"])
-        sys.argv = ["trust", *request["argv"]]
-        if isinstance(sys.stdout, io.TextIOWrapper):  # buffered as for the agent's stdout, not this one
-            sys.stdout.reconfigure(line_buffering=sys.stdout.isatty())
-        from trust.cli import main
-
-        code = main(request["argv"])
-    except SystemExit as stop:
-        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
-    except BaseException:  # what a new `trust` process would print before exiting 1
-        traceback.print_exc()
-    finally:
-        with contextlib.suppress(OSError, ValueError):
-            sys.stdout.flush()
-            sys.stderr.flush()
-        os._exit(code)
-
-
-def _reap(children: dict[int, socket.socket | None]) -> None:
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        connection = children.pop(pid, None)
-        if connection is not None:
-            code = os.waitstatus_to_exitcode(status)
-            with contextlib.suppress(OSError):
-                connection.sendall(encode({"exit": 128 - code if code < 0 else code}))
-            connection.close()
-
-
-def _relay_signals(pid: int, connection: socket.socket) -> bool:
-    """Pass on the signals a client sent; False when the client has gone away."""
-    try:
-        data = connection.recv(4096)
-    except OSError:
-        data = b""
-    if not data:
-        return False
-    for line in data.splitlines():
-        with contextlib.suppress(ValueError, KeyError, TypeError, RecursionError):
-            signum = int(json.loads(line)["signal"])
-            if signum in FORWARDED_SIGNALS:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signum)
-    return True

@@ -703,8 +703,8 @@ def agent(
     """Serve `trust run` and `trust create` from a warm process: each runs in a fork of it.
 
     The `trust` executable hands those commands to the agent whenever its socket exists, and skips
-    Python's start-up and imports (~70 ms). Only the agent's own user may connect. See
-    docs/runtime.md.
+    Python's start-up and imports (~70 ms). Only processes of the agent's own user, confined no
+    more than the agent, may use it. See docs/runtime.md.
     """
     from trust.agent import serve
     from trust.console import socket_path
