@@ -2,12 +2,14 @@
 
 An admission (policy/admission.py) is a function of a few inputs: the policy file, the files it
 names (public keys, Notation trust stores, Sigstore trusted roots), trust's own code, the image's
-manifest and config, the signature bytes the registry returns for its digest, and, for
-signatures that expire, the clock. When the policy says `reuse-decisions: 10m`, a passing decision
-is written to `STORE/meta/admitted/<key>.json` with a digest of every input that is on this host.
-Within that window, `trust run` and `trust create` look the record up first (`recall`) and reuse
-it when every one of those digests still matches: no registry round trip, no signature
-verification, no YAML or cryptography import.
+manifest and config, the signature bytes the registry returns for its digest, and, for signatures
+that expire, the clock. When the policy says `reuse-decisions: 10m`, a passing decision is written
+to `STORE/meta/admitted/<key>.json` with a digest of every input that is on this host: of the bytes
+the loader read (`Policy.inputs`), and of the public-good Sigstore root as it was before
+verification read it, so an input replaced during an admission can only end reuse. Paths are kept as
+the policy names them, symlinks included. Within that window, `trust run` and `trust create` look
+the record up first (`recall`) and reuse it when every one of those digests still matches: no
+registry round trip, no signature verification, no YAML or cryptography import.
 
 What a reused decision does not see is the registry: a signature deleted from the registry (or a
 new one) after the decision counts only when the record expires. That is the whole trade, and why
@@ -20,7 +22,8 @@ are re-read from the store and re-hashed, layers come from the same verified sna
 reuse is logged in `meta/decisions.jsonl` with the time of the decision it reuses.
 
 Any doubt (a missing or unreadable record, another trust version, a changed input, a blob no
-longer in the store) means no reuse: the caller admits from scratch, which writes a new record.
+longer in the store, an index that would select another manifest, a decision time ahead of the
+clock) means no reuse: the caller admits from scratch, which writes a new record.
 """
 
 from __future__ import annotations
