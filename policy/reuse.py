@@ -21,7 +21,7 @@ verdict depends on the clock. Everything else about the run is unchanged: the ma
 are re-read from the store and re-hashed, layers come from the same verified snapshots, and the
 reuse is logged in `meta/decisions.jsonl` with the time of the decision it reuses.
 
-Any doubt (a missing or unreadable record, another trust version, a changed input, a blob no
+Any doubt (a missing or unreadable record, other code (`code_fingerprint`), a changed input, a blob no
 longer in the store, an index that would select another manifest, a decision time ahead of the
 clock) means no reuse: the caller admits from scratch, which writes a new record.
 """
@@ -33,6 +33,7 @@ import hashlib
 import json
 import os
 import stat
+import sys
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -62,6 +63,8 @@ MAX_INPUT_BYTES = 16 * 1024 * 1024
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
 _ABSENT = "absent"
 _CLOCK_SKEW = timedelta(minutes=1)
+_VERIFIERS = frozenset({"cryptography", "sigstore", "securesystemslib", "rfc8785", "pynacl"})
+"""Distributions whose code takes part in verifying signatures (their versions are an input)."""
 
 
 def inputs_before_deciding(policy: Policy) -> list[tuple[str, str | None]] | None:
@@ -114,6 +117,7 @@ def remember(
     record = {
         "format": RECORD_FORMAT,
         "trust": __version__,
+        "code": code_fingerprint(),
         "reference": _key_text(reference, platform),
         "policy": str(policy.source_path.absolute()),
         "decidedAt": moment.isoformat(timespec="seconds"),
@@ -166,6 +170,27 @@ def recall(
             },
         )
     return image
+
+
+def code_fingerprint(packages: Path | None = None) -> str:
+    """The code that made a decision: trust's own modules (name, size, modification time; in
+    `packages`, by default where this one is installed) and the installed versions of the
+    libraries that verify signatures. An upgrade of either, or an edit of a checkout, ends reuse,
+    though trust's version string is the same. Costs well under 1 ms."""
+    code = hashlib.sha256()
+    packages = packages or Path(__file__).resolve().parents[1]
+    for package in ("trust", "pull", "policy", "run"):
+        with os.scandir(packages / package) as entries:
+            for entry in sorted(entries, key=lambda e: e.name):
+                if entry.name.endswith((".py", ".txt", ".json")):
+                    info = entry.stat()
+                    code.update(f"{package}/{entry.name} {info.st_size} {info.st_mtime_ns}\n".encode())
+    for folder in sys.path:
+        with contextlib.suppress(OSError):
+            for name in sorted(os.listdir(folder or ".")):
+                if name.endswith(".dist-info") and name.split("-", 1)[0].lower() in _VERIFIERS:
+                    code.update(f"{name}\n".encode())
+    return f"sha256:{code.hexdigest()}"
 
 
 def digest_bytes(data: bytes) -> str:
@@ -234,6 +259,7 @@ def _reusable(
     if (
         record["format"] != RECORD_FORMAT
         or record["trust"] != __version__
+        or record["code"] != code_fingerprint()
         or record["reference"] != _key_text(reference, platform)
         or record["policy"] != str(policy_path.absolute())
         or not decided - _CLOCK_SKEW <= now < _reuse_until(record)  # a clock set back ends reuse too

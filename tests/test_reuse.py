@@ -29,10 +29,11 @@ from support.images import Image, build_image, build_index, busybox_layer, push_
 from support.registry import Registry, RegistryFactory
 
 import policy.admission as admission
+import policy.reuse
 from policy.admission import PolicyDenied, admit_reference
 from policy.errors import PolicyError
 from policy.loader import load_policy, load_policy_text
-from policy.reuse import inputs_before_deciding, recall
+from policy.reuse import code_fingerprint, inputs_before_deciding, recall
 from pull.clients import RegistryClients
 from pull.reference import Reference
 from pull.store import ContentStore
@@ -342,6 +343,10 @@ def record_of_another_trust_version(scenario: Scenario) -> None:
     scenario.edit_record(trust="0.0.0+other")
 
 
+def record_of_other_code(scenario: Scenario) -> None:
+    scenario.edit_record(code="sha256:" + "1" * 64)  # an upgraded dependency, an edited checkout
+
+
 def delete_layer_blob(scenario: Scenario) -> None:
     scenario.blob(scenario.layer_digest).unlink()
 
@@ -381,6 +386,7 @@ def retarget_a_policy_symlink(scenario: Scenario) -> None:
         record_names_another_config,
         record_without_expiry,
         record_of_another_trust_version,
+        record_of_other_code,
         delete_layer_blob,
         modify_config_blob,
     ],
@@ -597,3 +603,14 @@ def test_a_record_for_an_index_must_name_the_manifest_the_index_selects(
         json.dumps({**json.loads(path.read_text()), "manifest": str(unsigned_digest), "config": config})
     )
     assert recall(store, reference, None, policy) is None
+
+
+def test_the_code_fingerprint_follows_trusts_modules(tmp_path: Path) -> None:
+    installed = Path(policy.reuse.__file__).resolve().parents[1]
+    for package in ("trust", "pull", "policy", "run"):
+        shutil.copytree(installed / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+    first = code_fingerprint(tmp_path)
+    assert code_fingerprint(tmp_path) == first
+    module = tmp_path / "policy" / "reuse.py"
+    os.utime(module, ns=(module.stat().st_atime_ns, module.stat().st_mtime_ns + 1_000_000_000))
+    assert code_fingerprint(tmp_path) != first  # an edited (or reinstalled) module ends reuse
