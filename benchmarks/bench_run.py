@@ -17,6 +17,7 @@ Needs root (runc, overlayfs), docker-registry, runc, skopeo and umoci (scripts/s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -30,7 +31,10 @@ from common import RAW, ROOT, TRUST, Run, median, timed
 from support.images import Layer, build_big_image, build_image, busybox_layer, push_image
 from support.registry import Registry, start_registry
 
+from run.runtime import cgroup_dirs
+
 KEYS = ROOT / "keys-example"
+BENCH_CGROUP = "/trust-bench"
 POLICY = KEYS / "policy.yaml"
 
 
@@ -112,6 +116,9 @@ def warm(registry: Registry, work: Path, env: dict[str, str], runs: int) -> None
     finally:
         agent.terminate()
         agent.wait()
+        for directory in cgroup_dirs(BENCH_CGROUP):  # runc removes each run's cgroup, not their parent
+            with contextlib.suppress(OSError):
+                directory.rmdir()
     m = {name: median(values) * 1000 for name, values in walls.items()}
     print(f"warm: {runs} alternating runs each, busybox image, /bin/true")
     print(f"  trust run --rm, a new process (admission + overlay + runc)  median {m['trust']:7.1f} ms")
@@ -131,7 +138,7 @@ def runc_run(bundle: Path) -> Run:
     config_path = bundle / "config.json"
     config = json.loads(config_path.read_text())
     if "cgroupsPath" in config.get("linux", {}):
-        config["linux"]["cgroupsPath"] = f"/trust-bench/{uuid.uuid4().hex[:12]}"
+        config["linux"]["cgroupsPath"] = f"{BENCH_CGROUP}/{uuid.uuid4().hex[:12]}"
         config_path.write_text(json.dumps(config))
     return timed(["runc", "run", "--bundle", str(bundle), f"bench-{uuid.uuid4().hex[:12]}"])
 
