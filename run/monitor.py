@@ -43,15 +43,8 @@ from run.processes import alive, kill_process, start_time, wait_gone
 from run.record import ACTIVE_STATES, Container, State, now, read_state, update_state
 from run.rootfs import unmount_rootfs
 from run.runtime import Runtime, last_logged_error, oom_killed, remove_cgroups
+from run.signals import FORWARDED_SIGNALS
 
-_FORWARDED_SIGNALS = (
-    signal.SIGINT,
-    signal.SIGTERM,
-    signal.SIGHUP,
-    signal.SIGQUIT,
-    signal.SIGUSR1,
-    signal.SIGUSR2,
-)
 _PR_SET_NAME = 15
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -168,7 +161,7 @@ def forward_signals(runtime: Runtime, container_id: str) -> Iterator[Callable[[]
 
     previous: dict[int, Callable[[int, FrameType | None], Any] | int | None] = {}
     try:
-        for forwarded in _FORWARDED_SIGNALS:
+        for forwarded in FORWARDED_SIGNALS:
             previous[forwarded] = signal.signal(forwarded, forward)
     except ValueError:  # not the main thread: signals cannot be caught here, so none are forwarded
         pass
@@ -216,7 +209,7 @@ class _Monitor:
     def run(self) -> int:
         # Handlers inherited from the CLI (its signal forwarding) do not apply here. ^C and hang-ups
         # are ignored; SIGTERM stays fatal (`rm -f` kills a stuck monitor with SIGKILL anyway).
-        for signum in _FORWARDED_SIGNALS:
+        for signum in FORWARDED_SIGNALS:
             signal.signal(signum, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)

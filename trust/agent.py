@@ -57,13 +57,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
+from run.signals import FORWARDED_SIGNALS
 from trust import __version__
-from trust.console import (
-    DELEGATED,
-    FORWARDED_SIGNALS,
-    MAX_MESSAGE_BYTES,
-    encode,
-)
+from trust.console import DELEGATED, MAX_MESSAGE_BYTES, encode
 
 _REQUEST_TIMEOUT = 1.0
 """Seconds a connection has to send its whole request (and to take a reply)."""

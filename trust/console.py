@@ -2,7 +2,7 @@
 does the rest here.
 
 This module is the client half of the agent protocol (described in trust/agent.py). It imports
-only json, socket, signal and struct until it knows where the command runs: what it imports is
+only json, socket, signal, struct and `run.signals` until it knows where the command runs: what it imports is
 paid on every `trust` command, agent or not.
 """
 
@@ -15,6 +15,7 @@ import socket
 import struct
 import sys
 
+from run.signals import FORWARDED_SIGNALS
 from trust import __version__
 
 TYPE_CHECKING = False  # typing costs ~8 ms to import; mypy reads these imports all the same
@@ -29,14 +30,6 @@ DELEGATED = frozenset({"run", "create"})
 NO_AGENT_ENV = "TRUST_NO_AGENT"
 """Set (to anything) to run every command in-process even when an agent listens."""
 MAX_MESSAGE_BYTES = 1024 * 1024
-FORWARDED_SIGNALS = (
-    signal.SIGINT,
-    signal.SIGTERM,
-    signal.SIGHUP,
-    signal.SIGQUIT,
-    signal.SIGUSR1,
-    signal.SIGUSR2,
-)
 
 
 def console() -> NoReturn:
