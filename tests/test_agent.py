@@ -136,6 +136,17 @@ def start_agent(sock: Path, log: Path, argv: Sequence[str] | None = None) -> Age
     return agent
 
 
+@contextlib.contextmanager
+def ready_client(argv: list[str], **options: Any) -> Iterator[subprocess.Popen[bytes]]:
+    """`argv` with its stdout and stderr on pipes (unless `options` says otherwise), once the
+    container's script has printed "ready"."""
+    settings: dict[str, Any] = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **options}
+    with subprocess.Popen(argv, **settings) as client:
+        assert client.stdout is not None
+        assert client.stdout.readline() == b"ready\n"
+        yield client
+
+
 def stop_agent(agent: Agent) -> None:
     if agent.alive():
         agent.process.terminate()
@@ -304,17 +315,10 @@ def test_the_command_runs_in_a_fork_of_the_agent_with_the_clients_cwd_and_umask(
     # A relative --policy: it resolves against the client's directory, not the agent's.
     argv = [TRUST, "run", "--store", str(cli.store), "--policy", cli.policy.name, "--rm", "-i", cli.ref]
     assert children_of(agent.pid) == []
-    with subprocess.Popen(
-        [*argv, "sh", "-c", script],
-        env=agent.env,
-        cwd=cli.folder,
-        umask=0o027,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+    with ready_client(
+        [*argv, "sh", "-c", script], env=agent.env, cwd=cli.folder, umask=0o027, stdin=subprocess.PIPE
     ) as client:
         assert client.stdin is not None and client.stdout is not None and client.stderr is not None
-        assert client.stdout.readline() == b"ready\n"
         (worker,) = children_of(agent.pid)
         assert worker != client.pid
         assert cmdline(worker) == cmdline(agent.pid)  # a fork of the agent, not a new `trust`
@@ -342,11 +346,8 @@ def test_the_clients_environment_reaches_the_command(cli: Setup, agent: Agent) -
 
 def test_no_agent_env_runs_in_process(cli: Setup, agent: Agent) -> None:
     argv = cli.admit("run", "--rm", cli.ref, "sh", "-c", "echo ready; sleep 0.3; echo done")
-    with subprocess.Popen(
-        argv, env={**agent.env, console.NO_AGENT_ENV: "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    ) as client:
+    with ready_client(argv, env={**agent.env, console.NO_AGENT_ENV: "1"}) as client:
         assert client.stdout is not None
-        assert client.stdout.readline() == b"ready\n"
         assert children_of(agent.pid) == []  # the agent was not asked
         assert client.wait(timeout=TIMEOUT) == 0
         assert client.stdout.read() == b"done\n"
@@ -383,14 +384,8 @@ def test_signals_to_the_client_reach_the_container(
     cli: Setup, agent: Agent, signum: signal.Signals, name: str
 ) -> None:
     script = f"trap 'echo got {name}; exit 9' {name}; echo ready; while true; do sleep 0.05; done"
-    with subprocess.Popen(
-        cli.admit("run", "--rm", cli.ref, "sh", "-c", script),
-        env=agent.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    ) as client:
+    with ready_client(cli.admit("run", "--rm", cli.ref, "sh", "-c", script), env=agent.env) as client:
         assert client.stdout is not None
-        assert client.stdout.readline() == b"ready\n"
         assert len(children_of(agent.pid)) == 1  # it runs in the agent
         client.send_signal(signum)  # to the client, which relays it to the agent's child
         assert client.wait(timeout=TIMEOUT) == 9
@@ -402,14 +397,10 @@ def test_the_exit_code_of_a_container_killed_by_a_signal(
     cli: Setup, agent: Agent, through_agent: bool
 ) -> None:
     env = agent.env if through_agent else in_process_env()
-    with subprocess.Popen(
-        cli.admit("run", "--rm", cli.ref, "sh", "-c", "echo ready; while true; do sleep 0.05; done"),
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+    with ready_client(
+        cli.admit("run", "--rm", cli.ref, "sh", "-c", "echo ready; while true; do sleep 0.05; done"), env=env
     ) as client:
         assert client.stdout is not None
-        assert client.stdout.readline() == b"ready\n"
         assert len(children_of(agent.pid)) == (1 if through_agent else 0)
         listed = run([TRUST, "ps", "--store", str(cli.store), "-o", "json"], env)
         (container,) = [c for c in json.loads(listed.stdout) if c["state"] == "running"]
@@ -430,15 +421,12 @@ def test_an_exit_code_of_137_from_the_container_passes_through(
 
 
 def test_a_trust_process_killed_by_a_signal_exits_128_plus_the_signal(cli: Setup, agent: Agent) -> None:
-    with subprocess.Popen(
+    with ready_client(
         cli.admit("run", "--rm", "-i", cli.ref, "sh", "-c", "echo ready; read line"),
         env=agent.env,
         stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
     ) as client:
         assert client.stdin is not None and client.stdout is not None
-        assert client.stdout.readline() == b"ready\n"
         (worker,) = children_of(agent.pid)
         os.kill(worker, signal.SIGKILL)  # the agent reaps it and tells the client: 128 + 9
         assert client.wait(timeout=TIMEOUT) == 137
@@ -461,14 +449,12 @@ def test_create_through_the_agent(cli: Setup, agent: Agent) -> None:
 
 def test_a_client_that_goes_away_leaves_the_agent_serving(cli: Setup, agent: Agent) -> None:
     before = cli.containers()
-    with subprocess.Popen(
+    with ready_client(
         cli.admit("run", "--rm", cli.ref, "sh", "-c", "echo ready; sleep 1; echo done"),
         env=agent.env,
-        stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     ) as client:
         assert client.stdout is not None
-        assert client.stdout.readline() == b"ready\n"
         (worker,) = children_of(agent.pid)
         assert len(cli.containers() - before) == 1
         client.kill()
@@ -1015,17 +1001,14 @@ def test_a_stopping_agent_finishes_its_commands_and_their_exit_codes(cli: Setup)
     with short_directory() as directory:
         started = start_agent(directory / "agent.sock", directory / "agent.log")
         try:
-            with subprocess.Popen(
+            with ready_client(
                 cli.admit(
                     "run", "--rm", "-i", cli.ref, "sh", "-c", "echo ready; read line; echo got $line; exit 3"
                 ),
                 env=started.env,
                 stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
             ) as client:
                 assert client.stdin is not None and client.stdout is not None
-                assert client.stdout.readline() == b"ready\n"
                 started.process.terminate()
                 assert wait_until(lambda: not started.socket.exists())  # new commands: in-process
                 assert started.alive()  # still waiting for the command it runs
@@ -1074,15 +1057,12 @@ def test_a_second_signal_stops_the_agent_at_once_and_the_command_goes_on(cli: Se
     with short_directory() as directory:
         started = start_agent(directory / "agent.sock", directory / "agent.log")
         try:
-            with subprocess.Popen(
+            with ready_client(
                 cli.admit("run", "--rm", "-i", cli.ref, "sh", "-c", "echo ready; read line; echo got $line"),
                 env=started.env,
                 stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
             ) as client:
                 assert client.stdin is not None and client.stdout is not None and client.stderr is not None
-                assert client.stdout.readline() == b"ready\n"
                 (worker,) = children_of(started.pid)
                 started.process.terminate()
                 assert wait_until(lambda: not started.socket.exists())
