@@ -116,6 +116,8 @@ def load_policy(path: Path) -> Policy:
     try:
         with open(path, "rb") as handle:
             data = handle.read(MAX_POLICY_BYTES + 1)
+            # A pipe or a device is not a file a later run could read again (`policy.reuse`).
+            regular = stat.S_ISREG(os.fstat(handle.fileno()).st_mode)
     except OSError as exc:
         raise PolicyError(
             f"cannot read the policy file: {exc.strerror or exc}", "check the path", source=source
@@ -133,9 +135,7 @@ def load_policy(path: Path) -> Policy:
             f"the policy file is not UTF-8 text (byte {exc.start})", "save it as UTF-8", source=source
         ) from None
     policy = load_policy_text(text, Path(path).parent, source)
-    # The policy's own bytes as read, first among its inputs (`policy.reuse`); a pipe or a device
-    # is not a file a later run could read again.
-    regular = stat.S_ISREG(os.stat(path).st_mode)
+    # The policy's own bytes as read, first among its inputs.
     itself = (Path(path).absolute(), digest_bytes(data) if regular else None)
     return dataclasses.replace(policy, source_path=Path(path), inputs=(itself, *policy.inputs))
 

@@ -149,10 +149,11 @@ def recall(
     """
     if reference.digest is None:
         return None
+    moment = now or datetime.now(UTC)
     path = _record_path(store, reference, platform)
     try:
         record = json.loads(path.read_bytes())
-        image = _reusable(record, store, reference, platform, policy_path, now or datetime.now(UTC))
+        image = _reusable(record, store, reference, platform, policy_path, moment)
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError, TrustError):
@@ -163,7 +164,7 @@ def recall(
             "decisions",
             {
                 **evaluation,
-                "time": (now or datetime.now(UTC)).isoformat(timespec="seconds"),
+                "time": moment.isoformat(timespec="seconds"),
                 "policy": record["policy"],
                 "reference": str(reference),
                 "reused": record["decidedAt"],
