@@ -997,28 +997,22 @@ def test_an_agent_that_stops_leaves_a_newer_agents_socket() -> None:
             stop_agent(first)
 
 
-def test_a_stopping_agent_finishes_its_commands_and_their_exit_codes(cli: Setup) -> None:
-    with short_directory() as directory:
-        started = start_agent(directory / "agent.sock", directory / "agent.log")
-        try:
-            with ready_client(
-                cli.admit(
-                    "run", "--rm", "-i", cli.ref, "sh", "-c", "echo ready; read line; echo got $line; exit 3"
-                ),
-                env=started.env,
-                stdin=subprocess.PIPE,
-            ) as client:
-                assert client.stdin is not None and client.stdout is not None
-                started.process.terminate()
-                assert wait_until(lambda: not started.socket.exists())  # new commands: in-process
-                assert started.alive()  # still waiting for the command it runs
-                client.stdin.write(b"still here\n")
-                client.stdin.close()
-                assert client.stdout.read() == b"got still here\n"
-                assert client.wait(timeout=TIMEOUT) == 3  # the exit code still reaches the client
-            assert started.process.wait(timeout=TIMEOUT) == 0
-        finally:
-            stop_agent(started)
+def test_a_stopping_agent_finishes_its_commands_and_their_exit_codes(cli: Setup, own_agent: Agent) -> None:
+    started = own_agent
+    with ready_client(
+        cli.admit("run", "--rm", "-i", cli.ref, "sh", "-c", "echo ready; read line; echo got $line; exit 3"),
+        env=started.env,
+        stdin=subprocess.PIPE,
+    ) as client:
+        assert client.stdin is not None and client.stdout is not None
+        started.process.terminate()
+        assert wait_until(lambda: not started.socket.exists())  # new commands: in-process
+        assert started.alive()  # still waiting for the command it runs
+        client.stdin.write(b"still here\n")
+        client.stdin.close()
+        assert client.stdout.read() == b"got still here\n"
+        assert client.wait(timeout=TIMEOUT) == 3  # the exit code still reaches the client
+    assert started.process.wait(timeout=TIMEOUT) == 0
     assert wait_until(lambda: not cli.containers() and not cli.mounted())  # --rm was honoured
 
 
@@ -1053,30 +1047,28 @@ def test_a_stop_signal_just_before_an_answer_still_lets_the_answer_out(moment: s
             stop_agent(started)
 
 
-def test_a_second_signal_stops_the_agent_at_once_and_the_command_goes_on(cli: Setup) -> None:
-    with short_directory() as directory:
-        started = start_agent(directory / "agent.sock", directory / "agent.log")
-        try:
-            with ready_client(
-                cli.admit("run", "--rm", "-i", cli.ref, "sh", "-c", "echo ready; read line; echo got $line"),
-                env=started.env,
-                stdin=subprocess.PIPE,
-            ) as client:
-                assert client.stdin is not None and client.stdout is not None and client.stderr is not None
-                (worker,) = children_of(started.pid)
-                started.process.terminate()
-                assert wait_until(lambda: not started.socket.exists())
-                assert started.alive()  # waiting for its command
-                started.process.terminate()
-                assert started.process.wait(timeout=5) == 0
-                assert client.wait(timeout=TIMEOUT) == 1  # told, not left waiting
-                assert Path(f"/proc/{worker}").exists()  # the command goes on
-                client.stdin.write(b"anyway\n")
-                client.stdin.close()
-                assert client.stdout.read() == b"got anyway\n"
-                assert b"trust: error: the agent ended before the command finished\n" in client.stderr.read()
-        finally:
-            stop_agent(started)
+def test_a_second_signal_stops_the_agent_at_once_and_the_command_goes_on(
+    cli: Setup, own_agent: Agent
+) -> None:
+    started = own_agent
+    with ready_client(
+        cli.admit("run", "--rm", "-i", cli.ref, "sh", "-c", "echo ready; read line; echo got $line"),
+        env=started.env,
+        stdin=subprocess.PIPE,
+    ) as client:
+        assert client.stdin is not None and client.stdout is not None and client.stderr is not None
+        (worker,) = children_of(started.pid)
+        started.process.terminate()
+        assert wait_until(lambda: not started.socket.exists())
+        assert started.alive()  # waiting for its command
+        started.process.terminate()
+        assert started.process.wait(timeout=5) == 0
+        assert client.wait(timeout=TIMEOUT) == 1  # told, not left waiting
+        assert Path(f"/proc/{worker}").exists()  # the command goes on
+        client.stdin.write(b"anyway\n")
+        client.stdin.close()
+        assert client.stdout.read() == b"got anyway\n"
+        assert b"trust: error: the agent ended before the command finished\n" in client.stderr.read()
     assert wait_until(lambda: not cli.containers() and not cli.mounted())
 
 
@@ -1085,7 +1077,7 @@ def test_a_second_signal_stops_the_agent_at_once_and_the_command_goes_on(cli: Se
 
 @pytest.fixture
 def own_agent() -> Iterator[Agent]:
-    """An agent for one test: for those that may stall or kill it."""
+    """An agent for one test: for those that stop, stall or kill it."""
     with short_directory() as directory:
         running = start_agent(directory / "agent.sock", directory / "agent.log")
         try:
