@@ -20,7 +20,8 @@ from support.images import push_image, simple_image
 from support.registry import start_registry
 
 IMPORTS = (
-    "import trust.cli, trust.signing, trust.cosign, trust.attached, trust.bundles, "
+    "import trust.cli.app, trust.cosign.signing, trust.cosign.simple_signing, trust.attached, "
+    "trust.sigstore.bundles, "
     "pull.clients, pull.pipeline, pull.referrers"
 )
 

@@ -23,7 +23,7 @@ from policy.model import (
 )
 from pull.digest import Digest
 from trust.attached import AttachedSignatures, verify_attached
-from trust.cosign import SignatureOutcome
+from trust.cosign.simple_signing import SignatureOutcome
 
 SignatureSource = Callable[[Digest], AttachedSignatures]
 """Returns the cosign signatures (`.sig` layers and bundle referrers) attached to a digest."""
@@ -240,11 +240,11 @@ def _verifier_for(authority: Authority, repository: str, ignore_reference: bool)
             ignore_reference=ignore_reference,
         )
     if isinstance(authority, KeylessAuthority):
-        from trust.keyless import verify_keyless_attached
+        from trust.sigstore.keyless import verify_keyless_attached
 
         return lambda attached, digest: verify_keyless_attached(
             attached, digest, repository, authority, ignore_reference=ignore_reference
         )
-    from trust.notation import verify_notation_attached
+    from trust.notation.signatures import verify_notation_attached
 
     return lambda attached, digest: verify_notation_attached(attached, digest, authority)

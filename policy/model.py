@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from policy.scope import Scope
 from pull.reference import Reference
-from trust.keys import TrustedKey
+from trust.keys.keyfiles import TrustedKey
 
 if TYPE_CHECKING:  # cryptography.x509 costs ~30 ms to import; only the loader needs it at run time
     from cryptography import x509

@@ -19,7 +19,7 @@ fi
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import trust.cli, pytest, mypy" 2>/dev/null \
+if ! .venv/bin/python -c "import trust.cli.app, pytest, mypy" 2>/dev/null \
     || [ pyproject.toml -nt .venv/.installed ]; then
     .venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
     # "compat" puts the checkout on sys.path with a plain .pth line. The default editable mode

@@ -15,9 +15,9 @@ from policy.loader import load_policy_text
 from pull.clients import RegistryClients
 from pull.reference import Reference
 from pull.store import ContentStore
-from trust.cli import main
-from trust.keys import KeySigner, generate_keypair, load_private_key
-from trust.signing import sign_image
+from trust.cli.app import main
+from trust.cosign.signing import sign_image
+from trust.keys.keyfiles import KeySigner, generate_keypair, load_private_key
 
 
 @pytest.fixture(scope="module")

@@ -40,14 +40,14 @@ from support.images import BUSYBOX_APPLETS, build_image, busybox_layer, push_ima
 from support.registry import Registry
 
 import trust
-from trust import console
+from trust.cli import console
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="containers need root (mounts, namespaces, cgroups)"
 )
 
 TRUST = str(Path(sys.executable).parent / "trust")
-"""The console script (`trust.console:console`): the only way in that delegates to the agent."""
+"""The console script (`trust.cli.console:console`): the only way in that delegates to the agent."""
 TIMEOUT = 30.0
 START_TIMEOUT = 15.0
 NOBODY = 65534
@@ -515,7 +515,7 @@ def test_delegate_connects_only_for_run_and_create(agent: Agent, monkeypatch: py
     def no_socket(*args: object) -> socket.socket:
         raise AssertionError("delegate opened a socket")
 
-    monkeypatch.setattr(socket, "socket", no_socket)  # the module trust.console uses
+    monkeypatch.setattr(socket, "socket", no_socket)  # the module trust.cli.console uses
     for argv in ([], ["ps"], ["pull", "x"], ["--help"], ["runs"], ["agent"]):
         assert console.delegate(argv) is None, argv
     monkeypatch.setenv(console.NO_AGENT_ENV, "1")
@@ -1019,7 +1019,7 @@ def test_a_stopping_agent_finishes_its_commands_and_their_exit_codes(cli: Setup,
 STOPPED_AT = """
 import os, signal, sys
 from pathlib import Path
-import trust.agent as agent
+import trust.cli.agent as agent
 real_encode, agent_pid = agent.encode, os.getpid()
 def encode(message):
     if os.getpid() == agent_pid and sys.argv[2] in message:

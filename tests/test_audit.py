@@ -25,9 +25,9 @@ from pull.digest import Digest
 from pull.reference import Reference
 from pull.store import ContentStore
 from run.rootfs import open_snapshots, prepare_layers
-from trust.cli import main
-from trust.keys import KeySigner, generate_keypair, load_private_key
-from trust.signing import sign_image
+from trust.cli.app import main
+from trust.cosign.signing import sign_image
+from trust.keys.keyfiles import KeySigner, generate_keypair, load_private_key
 
 
 @dataclass(frozen=True)

@@ -13,16 +13,16 @@ from support.images import push_blob, push_image, push_manifest, simple_image
 from support.registry import Registry
 
 from pull.digest import Digest
-from trust.bundles import (
+from trust.cli.app import main
+from trust.cosign.simple_signing import Reason
+from trust.keys.keyfiles import KeySigner, TrustedKey, generate_keypair, load_private_key
+from trust.sigstore.bundles import (
     BUNDLE_ARTIFACT_TYPE,
     COSIGN_SIGN_PREDICATE,
     IN_TOTO_PAYLOAD_TYPE,
     pae,
     verify_bundle,
 )
-from trust.cli import main
-from trust.cosign import Reason
-from trust.keys import KeySigner, TrustedKey, generate_keypair, load_private_key
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"

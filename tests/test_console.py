@@ -1,4 +1,4 @@
-"""The `trust` executable (`trust.console.console`): exit codes and output survive its fast exit."""
+"""The `trust` executable (`trust.cli.console.console`): exit codes and output survive its fast exit."""
 
 from __future__ import annotations
 
@@ -43,19 +43,19 @@ def test_version() -> None:
 
 
 def test_the_executable_imports_only_the_standard_library_before_it_knows_the_command() -> None:
-    # What `trust.console` imports is paid by every command, with an agent or without.
+    # What `trust.cli.console` imports is paid by every command, with an agent or without.
     code = (
-        "import sys; before = set(sys.modules); import trust.console; "
+        "import sys; before = set(sys.modules); import trust.cli.console; "
         "print(' '.join(sorted(set(sys.modules) - before)))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     loaded = set(done.stdout.split())
-    assert {"trust", "trust.console"} <= loaded
-    assert not {"typing", "pathlib", "typer", "trust.cli", "trust.agent", "pull", "policy"} & loaded
+    assert {"trust", "trust.cli.console"} <= loaded
+    assert not {"typing", "pathlib", "typer", "trust.cli.app", "trust.cli.agent", "pull", "policy"} & loaded
 
 
 def _command_names() -> list[str]:
-    from trust.cli import _command_name, app
+    from trust.cli.app import _command_name, app
 
     commands = {info.name or _command_name(info.callback) for info in app.registered_commands}
     groups = {info.name for info in app.registered_groups}
@@ -66,9 +66,9 @@ def _command_names() -> list[str]:
 def test_a_command_built_alone_behaves_as_in_the_whole_app(
     name: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # `main` builds only the command it runs (`trust.cli._narrowed`); its help, and its answer to
+    # `main` builds only the command it runs (`trust.cli.app._narrowed`); its help, and its answer to
     # a flag it does not have, must be what the whole app gives.
-    from trust import cli
+    from trust.cli import app as cli
 
     answers = []
     for narrowing in (True, False):

@@ -1,6 +1,6 @@
 """The container commands end to end: reference → admission (policy, real registry) → runc → exit code.
 
-Everything goes through `trust.cli.main`, in process; the container's own output arrives on this
+Everything goes through `trust.cli.app.main`, in process; the container's own output arrives on this
 process's file descriptors (capfd). One busybox image is pushed per module, under a repository the
 policy accepts, and again under one that requires a signature.
 """
@@ -24,9 +24,9 @@ from support.registry import Registry
 from pull.clients import RegistryClients
 from pull.reference import Reference
 from run.runtime import CgroupMode, cgroup_mode
-from trust.cli import main
-from trust.keys import KeySigner, generate_keypair, load_private_key
-from trust.signing import sign_image
+from trust.cli.app import main
+from trust.cosign.signing import sign_image
+from trust.keys.keyfiles import KeySigner, generate_keypair, load_private_key
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="containers need root (mounts, namespaces, cgroups)"
@@ -443,14 +443,21 @@ def test_a_warm_run_loads_no_unpacker_layout_or_bundle_code(cli: Setup) -> None:
     # Start-up time is most of a warm `trust run`: what it does not need, it must not import.
     assert cli.admit("run", "--rm", cli.signed_ref, "true") == 0  # unpacks the layers once
     args = ["run", "--rm", "--store", str(cli.store), "--policy", str(cli.policy), cli.signed_ref, "true"]
-    heavy = ("run.unpack", "run.tarsafe", "pull.layout", "trust.bundles", "trust.notation", "sigstore")
+    heavy = (
+        "run.unpack",
+        "run.tarsafe",
+        "pull.layout",
+        "trust.sigstore.bundles",
+        "trust.notation.signatures",
+        "sigstore",
+    )
     assert exit_code_and_loaded(args, heavy) == "0 []"
 
 
 def exit_code_and_loaded(args: list[str], modules: tuple[str, ...]) -> str:
     """`trust ARGS` in a fresh interpreter: "<exit code> [<those of `modules` it imported>]"."""
     code = (
-        "import sys; from trust.cli import main; code = main(" + repr(args) + "); "
+        "import sys; from trust.cli.app import main; code = main(" + repr(args) + "); "
         "print(code, [m for m in " + repr(modules) + " if m in sys.modules])"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

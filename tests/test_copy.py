@@ -32,8 +32,8 @@ from pull.layout import LayoutClient
 from pull.manifest import Platform
 from pull.reference import Reference
 from pull.registry import RegistryClient
-from trust.cli import main
-from trust.copy import copy_image
+from trust.cli.app import main
+from trust.store_ops.copy import copy_image
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KEYS = REPO_ROOT / "keys-example"

@@ -1,6 +1,6 @@
 """Cosign simple signing: payloads, `.sig` manifests, Rekor SETs, and the verification core.
 
-The upstream vectors (containers/image's cosign fixtures) go through `trust.containers_sigstore`,
+The upstream vectors (containers/image's cosign fixtures) go through `trust.cosign.dir_image`,
 which feeds `verify_simple_signing` exactly as the registry path does.
 """
 
@@ -24,14 +24,14 @@ from pull.digest import Digest
 from pull.errors import CouldNotCheck, IntegrityError, InvalidManifest, RegistryUnreachable
 from pull.mediatypes import COSIGN_SIMPLESIGNING, OCI_CONFIG, OCI_MANIFEST
 from pull.reference import Reference
-from trust import cosign
-from trust.containers_sigstore import (
+from trust.cosign import simple_signing as cosign
+from trust.cosign.dir_image import (
     SIGSTORE_JSON_PREFIX,
     parse_signature_file,
     read_signatures,
     verify_dir_image,
 )
-from trust.cosign import (
+from trust.cosign.simple_signing import (
     BUNDLE_ANNOTATION,
     CERTIFICATE_ANNOTATION,
     SIGNATURE_ANNOTATION,
@@ -49,7 +49,7 @@ from trust.cosign import (
     verify_simple_signing,
 )
 from trust.errors import NoSignatures, SignatureInvalid, SignedDigestMismatch, UntrustedSignatures
-from trust.keys import KeySigner, TrustedKey, load_public_key_file, public_key_pem
+from trust.keys.keyfiles import KeySigner, TrustedKey, load_public_key_file, public_key_pem
 
 VECTORS = SHARED_VECTORS / "cosign-containers-image"
 SINGLE = "192.168.64.2:5000/cosign-signed-single-sample"

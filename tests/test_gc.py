@@ -21,7 +21,7 @@ from pull.gc import reach
 from pull.reference import Reference
 from pull.store import ContentStore
 from run.rootfs import open_snapshots, prepare_layers
-from trust.cli import main
+from trust.cli.app import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -124,8 +124,8 @@ sys.path.insert(0, {tests!r})
 from pull.digest import Digest
 from pull.gc import reach
 from pull.store import ContentStore
-from trust.audit import _rehash_blob, _NoProgress
-from trust.cli import main
+from trust.store_ops.audit import _rehash_blob, _NoProgress
+from trust.cli.app import main
 
 store_path, ref, digest, rounds = sys.argv[1], sys.argv[2], Digest.parse(sys.argv[3]), int(sys.argv[4])
 store = ContentStore.open(store_path)
@@ -143,7 +143,7 @@ print("rounds", rounds)
 
 _COLLECTOR = """
 import os, sys
-from trust.cli import main
+from trust.cli.app import main
 store_path, stop = sys.argv[1], sys.argv[2]
 runs = 0
 while not os.path.exists(stop):

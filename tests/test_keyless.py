@@ -37,9 +37,8 @@ from pull.digest import Digest
 from pull.manifest import Descriptor, ImageManifest, verify_document
 from pull.reference import Reference
 from trust.attached import AttachedSignatures, SignatureLocation, attach_signature, discover
-from trust.bundles import BUNDLE_ARTIFACT_TYPE
-from trust.cli import main
-from trust.cosign import (
+from trust.cli.app import main
+from trust.cosign.simple_signing import (
     RFC3161_TIMESTAMP_ANNOTATION,
     Reason,
     SignatureLayer,
@@ -47,17 +46,18 @@ from trust.cosign import (
     docker_reference,
 )
 from trust.errors import SignatureInvalid
-from trust.keyless import (
+from trust.keys.keyfiles import KeySigner, check_public_key, generate_keypair, load_private_key
+from trust.sigstore.bundles import BUNDLE_ARTIFACT_TYPE
+from trust.sigstore.identity import IdentityPolicy, read_identity
+from trust.sigstore.keyless import (
     BAD_TIMESTAMP,
     verify_keyless_attached,
     verify_keyless_bundle,
     verify_legacy_signature,
 )
-from trust.keyless_identity import IdentityPolicy, read_identity
-from trust.keyless_sign import attach_bundle, build_bundle_referrer
-from trust.keyless_sign import cosign_statement as trust_statement
-from trust.keys import KeySigner, check_public_key, generate_keypair, load_private_key
-from trust.trusted_root import TrustedRootError, load_trusted_root, refreshed_root_path
+from trust.sigstore.sign import attach_bundle, build_bundle_referrer
+from trust.sigstore.sign import cosign_statement as trust_statement
+from trust.sigstore.trusted_root import TrustedRootError, load_trusted_root, refreshed_root_path
 
 VECTORS = SHARED_VECTORS / "sigstore-bundles"
 STAGING = VECTORS / "staging_trusted_root.json"
@@ -176,7 +176,7 @@ def test_a_bundle_over_another_file_is_a_digest_mismatch() -> None:
 @pytest.fixture
 def private_tuf_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """sigstore-python's TUF cache and data directories in a temporary folder, for one test."""
-    from trust import trusted_root
+    from trust.sigstore import trusted_root
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
@@ -224,7 +224,7 @@ def test_a_refreshed_root_in_the_tuf_cache_is_the_default(
 def test_refresh_is_could_not_check_when_the_tuf_repository_is_unreachable(
     private_tuf_cache: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from trust import trusted_root
+    from trust.sigstore import trusted_root
 
     # A refused loopback port instead of the real repository: no test reaches the internet.
     monkeypatch.setattr(trusted_root, "_PUBLIC_GOOD_TUF_URL", "http://127.0.0.1:1")
@@ -1006,7 +1006,7 @@ def test_policy_file_github_claims_load_and_describe(tmp_path: Path) -> None:
 
 def test_help_does_not_import_sigstore() -> None:
     code = (
-        "import sys\nfrom trust.cli import main\n"
+        "import sys\nfrom trust.cli.app import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
         "print('sigstore' in sys.modules)"
     )

@@ -16,9 +16,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 
 from pull.errors import UsageError
-from trust import keys
 from trust.errors import KeyLoadError, WrongPassword
-from trust.keys import (
+from trust.keys import keyfiles as keys
+from trust.keys.keyfiles import (
     COSIGN_PRIVATE_KEY_PEM,
     SIGSTORE_PRIVATE_KEY_PEM,
     KeySigner,

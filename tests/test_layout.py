@@ -34,7 +34,7 @@ from pull.pipeline import pull
 from pull.reference import Reference
 from pull.referrers import list_referrers, push_referrer
 from pull.store import ContentStore
-from trust.cli import main
+from trust.cli.app import main
 
 VECTORS = SHARED_VECTORS / "notation" / "oci_layout"
 KEYS = Path(__file__).resolve().parent.parent / "keys-example"

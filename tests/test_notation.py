@@ -34,12 +34,12 @@ from pull.mediatypes import NOTATION_SIGNATURE, OCI_MANIFEST
 from pull.reference import Reference
 from pull.referrers import push_referrer
 from trust.attached import AttachedSignatures, SignatureLocation, discover
-from trust.cli import main
-from trust.cosign import Reason, SignatureOutcome
-from trust.notation import sign_notation, verify_notation_attached
-from trust.notation_artifact import NotationSignature, read_signature
-from trust.notation_envelope import build_envelope
-from trust.notation_identity import overlapping, parse_identity
+from trust.cli.app import main
+from trust.cosign.simple_signing import Reason, SignatureOutcome
+from trust.notation.artifact import NotationSignature, read_signature
+from trust.notation.identity import overlapping, parse_identity
+from trust.notation.jws import build_envelope
+from trust.notation.signatures import sign_notation, verify_notation_attached
 
 VECTORS = SHARED_VECTORS / "notation"
 E2E_SUBJECT = Digest.parse("sha256:b8479de3f88fb259a0a9ea82a5b2a052a1ef3c4ebbcfc61482d5ae4c831f8af9")
@@ -966,9 +966,9 @@ def test_tampered_envelope_in_the_registry_is_denied(
 ) -> None:
     pushed = push_image(registry, repo_name, simple_image(b"tampered\n"))
     ref = Reference.parse(f"{registry.host}/{repo_name}@{pushed.digest}")
-    from trust.keys import load_private_key_file
-    from trust.notation import load_certificate_chain
-    from trust.notation_artifact import build_signature_manifest
+    from trust.keys.keyfiles import load_private_key_file
+    from trust.notation.artifact import build_signature_manifest
+    from trust.notation.signatures import load_certificate_chain
 
     key = load_private_key_file(pki_files["key"])
     chain = load_certificate_chain("chain", pki_files["chain"].read_bytes())

@@ -15,8 +15,8 @@ from support.vectors import VECTORS as SHARED_VECTORS
 from policy.loader import load_policy_text
 from policy.model import NotationAuthority, NotationLevel, RuleKind
 from pull.digest import Digest
-from trust.cli import main
-from trust.cosign import Reason
+from trust.cli.app import main
+from trust.cosign.simple_signing import Reason
 
 VECTORS = SHARED_VECTORS / "notation"
 E2E_CERT = VECTORS / "localkeys" / "e2e.crt"
@@ -126,7 +126,7 @@ def test_imported_policy_verifies_the_vector_layout(
 ) -> None:
     from test_notation import E2E_SUBJECT, layout_attached
 
-    from trust.notation import verify_notation_attached
+    from trust.notation.signatures import verify_notation_attached
 
     _, out, _ = run_import(notation_dir / "any_registry_scope_trust_policy.json", capsys)
     authority = load_policy_text(out, notation_dir).authorities["notation-e2e"]

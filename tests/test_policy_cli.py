@@ -10,7 +10,7 @@ from support.images import build_image, busybox_layer, push_image
 from support.registry import Registry
 from support.vectors import VECTORS as SHARED_VECTORS
 
-from trust.cli import main
+from trust.cli.app import main
 
 ROOT = Path(__file__).resolve().parents[1]
 VECTORS = SHARED_VECTORS / "cosign-containers-image"

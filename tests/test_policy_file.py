@@ -26,7 +26,7 @@ from policy.model import (
 from policy.scope import parse_scope
 from pull.errors import UsageError
 from pull.reference import Reference
-from trust.keys import TrustedKey
+from trust.keys.keyfiles import TrustedKey
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data" / "policies"

@@ -16,7 +16,7 @@ from policy.importer import ImportResult, import_containers_policy
 from policy.loader import load_policy, load_policy_text
 from policy.model import CosignKeyAuthority, Policy, RuleKind
 from pull.reference import Reference
-from trust.keys import TrustedKey
+from trust.keys.keyfiles import TrustedKey
 
 VECTOR = SHARED_VECTORS / "cosign-containers-image" / "policy.json"
 KEYS = Path(__file__).resolve().parent / "data" / "policies" / "keys"

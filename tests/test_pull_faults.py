@@ -1,6 +1,6 @@
 """`trust pull` against a registry that lies: nothing unverified reaches the store, exit codes are right.
 
-These drive the real CLI entry point (`trust.cli.main`) in-process against `HostileRegistry`.
+These drive the real CLI entry point (`trust.cli.app.main`) in-process against `HostileRegistry`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from hostile import OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST, HostileRegistry, Reply, sha256
 
-from trust.cli import main
+from trust.cli.app import main
 
 LAYER = gzip.compress(os.urandom(300_000), compresslevel=1)
 

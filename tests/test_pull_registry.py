@@ -23,7 +23,7 @@ from support.images import (
 from support.registry import Registry
 from support.tty import run_in_terminal
 
-from trust.cli import main
+from trust.cli.app import main
 
 
 def trust(*args: str) -> int:

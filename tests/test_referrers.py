@@ -20,8 +20,8 @@ from pull.errors import CouldNotCheck, InvalidManifest, RegistryError
 from pull.manifest import Descriptor
 from pull.referrers import list_referrers, push_referrer
 from pull.registry import RegistryClient
-from trust.cli import main
-from trust.keys import generate_keypair
+from trust.cli.app import main
+from trust.keys.keyfiles import generate_keypair
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"

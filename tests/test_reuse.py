@@ -38,9 +38,9 @@ from pull.clients import RegistryClients
 from pull.reference import Reference
 from pull.store import ContentStore
 from trust import __version__
-from trust.cli import exit_code_for, main
-from trust.keys import KeySigner, generate_keypair, load_private_key
-from trust.signing import sign_image
+from trust.cli.app import exit_code_for, main
+from trust.cosign.signing import sign_image
+from trust.keys.keyfiles import KeySigner, generate_keypair, load_private_key
 
 needs_root = pytest.mark.skipif(
     os.geteuid() != 0, reason="containers need root (mounts, namespaces, cgroups)"

@@ -22,7 +22,7 @@ from support.images import (
 from support.registry import Registry
 from support.vectors import VECTORS as SHARED_VECTORS
 
-from trust.cli import main
+from trust.cli.app import main
 
 VECTORS = SHARED_VECTORS / "cosign-containers-image"
 

@@ -1,3 +1,3 @@
-from trust.console import console
+from trust.cli.console import console
 
 console()

@@ -2,7 +2,7 @@
 
 Cosign stores the signatures of `REPO@sha256:H` as the image manifest tagged `sha256-H.sig`,
 in the same repository or in a `--signature-repository`. This module reads and writes that
-manifest through `RegistryClient`; the format itself lives in `trust.cosign`.
+manifest through `RegistryClient`; the format itself lives in `trust.cosign.simple_signing`.
 
 "Could not look" stays distinct from "nothing there": a missing `.sig` tag is an empty list, any
 other registry failure propagates as `CouldNotCheck` (exit 5).
@@ -20,7 +20,7 @@ from pull.digest import Digest
 from pull.errors import NotFound, RegistryError
 from pull.reference import Reference
 from pull.registry import RegistryClient
-from trust.cosign import (
+from trust.cosign.simple_signing import (
     MAX_PAYLOAD_BYTES,
     MAX_SIGNATURE_MANIFEST_BYTES,
     PayloadLoader,
@@ -32,11 +32,11 @@ from trust.cosign import (
     signature_tag,
     verify_simple_signing,
 )
-from trust.keys import PublicKey, TrustedKey
+from trust.keys.keyfiles import PublicKey, TrustedKey
 
 if TYPE_CHECKING:  # the Notation modules load cryptography's X.509; imported where they are used
     from pull.manifest import Descriptor
-    from trust.notation_artifact import NotationSignature
+    from trust.notation.artifact import NotationSignature
 
 _ACCEPT_IMAGE_MANIFEST = (
     "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"
@@ -153,7 +153,7 @@ def fetch_bundles(
     entries = [entry for entry in referrers if entry.artifact_type == SIGSTORE_BUNDLE]
     if not entries:
         return []
-    from trust.bundles import MAX_BUNDLE_BYTES  # only now: images without bundles never load it
+    from trust.sigstore.bundles import MAX_BUNDLE_BYTES  # only now: images without bundles never load it
 
     bundles = []
     for entry in entries[:MAX_REFERRERS]:
@@ -192,7 +192,7 @@ def fetch_notation(
     entries = [entry for entry in referrers if entry.artifact_type == NOTATION_SIGNATURE]
     if not entries:
         return []
-    from trust.notation_artifact import read_signature  # only now: it loads cryptography.x509 (~20 ms)
+    from trust.notation.artifact import read_signature  # only now: it loads cryptography.x509 (~20 ms)
 
     fetched = client.get_manifest(repository, str(digest))
     target = verify_document(fetched.data, content_type=fetched.content_type, expected=digest).descriptor
@@ -230,7 +230,7 @@ def verify_attached(
     )
     if not attached.bundles:
         return outcomes
-    from trust.bundles import verify_bundle  # only now: images without bundles never load it
+    from trust.sigstore.bundles import verify_bundle  # only now: images without bundles never load it
 
     for offset, (blob_digest, data) in enumerate(attached.bundles):
         outcome = verify_bundle(len(attached.layers) + offset, blob_digest, data, expected, keys)

@@ -12,9 +12,10 @@
         └── DigestMismatch
             └── SignedDigestMismatch  a trusted key signed a different digest          (exit 4)
 
-Verification does not raise `SignatureInvalid` to its caller: `trust.cosign.verify_simple_signing`
-turns each failed check into a `SignatureOutcome` (outcome + one-line reason) so that one bad
-signature never hides a good one. Only the final decision (`trust.cosign.require_verified`) raises.
+Verification does not raise `SignatureInvalid` to its caller:
+`trust.cosign.simple_signing.verify_simple_signing` turns each failed check into a
+`SignatureOutcome` (outcome + one-line reason) so that one bad signature never hides a good one.
+Only the final decision (`trust.cosign.simple_signing.require_verified`) raises.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class WrongPassword(KeyLoadError):
 
 
 class SignatureInvalid(DeniedError):
-    """One signature failed one check. `reason` is a `trust.cosign.Reason` value.
+    """One signature failed one check. `reason` is a `trust.cosign.simple_signing.Reason` value.
 
     Raised and caught inside the per-signature checks; callers see it as a `SignatureOutcome`.
     """

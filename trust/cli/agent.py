@@ -4,7 +4,7 @@ A fresh `trust run` spends most of its time starting Python and importing its mo
 ~140 on a warm start); the container itself takes ~40. The agent imports everything once, then for
 each command it receives it forks: the child is a copy of a process that has imported trust but
 never run a command, so it runs the command exactly as a new `trust` process would (same code,
-same checks, fresh state), only without the start-up. The client side is `trust.console.delegate`,
+same checks, fresh state), only without the start-up. The client side is `trust.cli.console.delegate`,
 what the `trust` executable runs first: it imports nothing but json, socket, signal and struct.
 
     trust agent &                   # or as a service; socket: $TRUST_AGENT_SOCKET or /run/trust/agent.sock
@@ -59,7 +59,7 @@ from typing import Any, NoReturn
 
 from run.signals import FORWARDED_SIGNALS
 from trust import __version__
-from trust.console import DELEGATED, MAX_MESSAGE_BYTES, encode
+from trust.cli.console import DELEGATED, MAX_MESSAGE_BYTES, encode
 
 _REQUEST_TIMEOUT = 1.0
 """Seconds a connection has to send its whole request (and to take a reply)."""
@@ -287,7 +287,7 @@ class _Agent:
             if isinstance(sys.stdout, io.TextIOWrapper):  # buffered as for the agent's stdout, not this one
                 sys.stdout.reconfigure(line_buffering=sys.stdout.isatty())
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a signal the client sent early lands here
-            from trust.cli import main
+            from trust.cli.app import main
 
             code = main(request["argv"])
         except SystemExit as stop:
@@ -343,8 +343,8 @@ class _Agent:
 def _warm_up() -> None:
     """Import what `run` and `create` use, so that each fork starts with it loaded."""
     for module in (
-        "trust.cli",
-        "trust.container_cli",
+        "trust.cli.app",
+        "trust.cli.containers",
         "policy.admission",
         "policy.loader",
         "policy.reuse",

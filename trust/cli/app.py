@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 import typer
 
 from pull.errors import CouldNotCheck, DeniedError, IntegrityError, TrustError, UsageError
-from trust.output import OutputFormat, emit_json, emit_line, emit_table, human_size, note
+from trust.cli.output import OutputFormat, emit_json, emit_line, emit_table, human_size, note
 
 if TYPE_CHECKING:
     from policy.model import KeylessAuthority
     from pull.config import PullConfig
     from pull.reference import Reference
     from pull.store import ContentStore
-    from trust.keys import Signer
+    from trust.keys.keyfiles import Signer
 
 EXIT_CODES: list[tuple[type[TrustError], int]] = [
     (UsageError, 2),
@@ -181,7 +181,7 @@ def pull(
     config = pull_config(insecure_registry)
     with open_client(ref.api_host, config=config, credentials=CredentialStore()) as client:
         if output is OutputFormat.text and sys.stderr.isatty():
-            from trust.progress import RichPullProgress
+            from trust.cli.progress import RichPullProgress
 
             with RichPullProgress() as bars:
                 result = run_pull(ref, content, client, platform=wanted, config=config, progress=bars)
@@ -198,7 +198,7 @@ def pull(
 def images(store: StoreOption = None, output: OutputOption = OutputFormat.text) -> None:
     """List the images in the store: repository, tag, digest, size on disk, last admission, pulled at."""
     from pull.inventory import list_images
-    from trust.store_cli import with_unpacked_sizes
+    from trust.cli.store import with_unpacked_sizes
 
     content = open_store(store)
     rows = with_unpacked_sizes(content, list_images(content))
@@ -264,7 +264,7 @@ def keygen(
     ] = "cosign",
 ) -> None:
     """Generate a cosign-compatible key pair (ECDSA P-256, encrypted with scrypt + secretbox)."""
-    from trust.keys import generate_keypair, get_password, write_keypair
+    from trust.keys.keyfiles import generate_keypair, get_password, write_keypair
 
     password = get_password(confirm=True, purpose="the new private key")
     private_pem, public_pem = generate_keypair(password)
@@ -323,7 +323,7 @@ def sign(
     --cert: a JWS signature with its X.509 chain, pushed as an OCI referrer."""
     from pull.clients import RegistryClients
     from pull.reference import Reference
-    from trust.signing import sign_image
+    from trust.cosign.signing import sign_image
 
     ref = Reference.parse(reference)
     if keyless:
@@ -382,7 +382,7 @@ def _sign_notation(
     insecure_registry: list[str] | None,
 ) -> None:
     from pull.clients import RegistryClients
-    from trust.notation import parse_expiry, sign_notation_with_files
+    from trust.notation.signatures import parse_expiry, sign_notation_with_files
 
     lifetime = parse_expiry(expiry) if expiry is not None else None
     with RegistryClients.insecure(insecure_registry) as clients:
@@ -398,7 +398,7 @@ def _sign_keyless(
     ref: Reference, identity_token: str | None, output: OutputFormat, insecure_registry: list[str] | None
 ) -> None:
     from pull.clients import RegistryClients
-    from trust.keyless_sign import obtain_identity_token, sign_image_keyless
+    from trust.sigstore.sign import obtain_identity_token, sign_image_keyless
 
     # The token comes first: without one nothing is resolved, signed or pushed (exit 5).
     token = obtain_identity_token(identity_token, interactive=sys.stdin.isatty() and sys.stderr.isatty())
@@ -455,7 +455,7 @@ def verify(
 
     Exits with the worst outcome over all references: 3 denied, 4 integrity failure, 5 could not check.
     """
-    from trust.keyless_cli import IdentityFlags, keyless_authority
+    from trust.cli.keyless import IdentityFlags, keyless_authority
 
     flags = IdentityFlags(
         certificate_identity,
@@ -520,8 +520,8 @@ def verify_blob(
 ) -> None:
     """Verify a Sigstore bundle over a file that is not an image: with --key PUB, or keyless with
     --certificate-identity[-regexp] and --certificate-oidc-issuer[-regexp]. Exit 3 if it does not verify."""
-    from trust.keyless_cli import BlobNotVerified, IdentityFlags, keyless_authority
-    from trust.keyless_cli import verify_blob as check_blob
+    from trust.cli.keyless import BlobNotVerified, IdentityFlags, keyless_authority
+    from trust.cli.keyless import verify_blob as check_blob
 
     flags = IdentityFlags(
         certificate_identity,
@@ -585,7 +585,7 @@ def _verify_with_policy(
     if output is GateOutput.json:
         emit_json([result.to_json() for result in results])
     elif output is GateOutput.sarif:
-        from trust.sarif import gate_report
+        from trust.cli.sarif import gate_report
 
         emit_json(gate_report(results, str(policy_path), version("trust")))
     else:
@@ -609,9 +609,9 @@ def _verify_with_keys(
 ) -> None:
     from pull.clients import RegistryClients
     from pull.reference import Reference
-    from trust.cosign import require_verified
-    from trust.keys import TrustedKey, load_public_key_file
-    from trust.signing import verify_image
+    from trust.cosign.signing import verify_image
+    from trust.cosign.simple_signing import require_verified
+    from trust.keys.keyfiles import TrustedKey, load_public_key_file
 
     refs = [Reference.parse(text) for text in references]
     keys = [TrustedKey.from_file(path) for path in key]
@@ -623,7 +623,7 @@ def _verify_with_keys(
             result = None
             try:
                 if keyless is not None:
-                    from trust.keyless import require_keyless_verified, verify_image_keyless
+                    from trust.sigstore.keyless import require_keyless_verified, verify_image_keyless
 
                     result = verify_image_keyless(
                         clients,
@@ -673,7 +673,7 @@ def _parse_annotations(items: list[str]) -> dict[str, str]:
 def _load_signer(key: str, public_key: Path | None) -> Signer:
     import re
 
-    from trust.keys import KeySigner, get_password, load_private_key_file, signer_from_uri
+    from trust.keys.keyfiles import KeySigner, get_password, load_private_key_file, signer_from_uri
 
     if Path(key).exists():
         return KeySigner(load_private_key_file(key, lambda: get_password(confirm=False, purpose=key)))
@@ -706,21 +706,24 @@ def agent(
     Python's start-up and imports (~70 ms). Only processes of the agent's own user, confined no
     more than the agent, may use it. See docs/runtime.md.
     """
-    from trust.agent import serve
-    from trust.console import socket_path
+    from trust.cli.agent import serve
+    from trust.cli.console import socket_path
 
     serve(socket or Path(socket_path()))
 
 
 def _register_subcommands() -> None:
-    from trust import copy_cli, policy_cli, store_cli, trusted_root_cli
+    from trust.cli import copy as copy_cli
+    from trust.cli import policy as policy_cli
+    from trust.cli import store as store_cli
+    from trust.cli import trusted_root as trusted_root_cli
 
     policy_cli.register(app)
     store_cli.register(app)
     copy_cli.register(app)
     trusted_root_cli.register(app)
     try:
-        container_cli = importlib.import_module("trust.container_cli")
+        container_cli = importlib.import_module("trust.cli.containers")
     except ImportError:  # the runtime commands are optional while they are being built
         return
     container_cli.register(app)

@@ -1,4 +1,4 @@
-"""The `trust` executable: a running agent takes `run` and `create` (trust/agent.py), `trust.cli`
+"""The `trust` executable: a running agent takes `run` and `create` (trust/agent.py), `trust.cli.app`
 does the rest here.
 
 This module is the client half of the agent protocol (described in trust/agent.py). It imports
@@ -33,7 +33,7 @@ MAX_MESSAGE_BYTES = 1024 * 1024
 
 
 def console() -> NoReturn:
-    """`trust.cli.main` (or the agent), then exit without the interpreter's teardown.
+    """`trust.cli.app.main` (or the agent), then exit without the interpreter's teardown.
 
     Tearing down the ~600 modules a command loads takes 20 to 40 ms, a tenth of a warm `trust run`.
     Nothing needs it: every file, lock, connection and thread pool was closed by the `with` block
@@ -42,7 +42,7 @@ def console() -> NoReturn:
     argv = sys.argv[1:]
     code = delegate(argv)
     if code is None:
-        from trust.cli import main
+        from trust.cli.app import main
 
         code = main(argv)
     try:
@@ -178,7 +178,7 @@ class _Handover:
             signal.signal(signum, handler)
         for signum in self.pending:
             if signum == signal.SIGINT and self.previous[signum] is signal.default_int_handler:
-                print("trust: interrupted", file=sys.stderr)  # as `trust.cli.main` reports a ^C
+                print("trust: interrupted", file=sys.stderr)  # as `trust.cli.app.main` reports a ^C
                 return 130
             signal.raise_signal(signum)  # by default, the end of this process
         return None

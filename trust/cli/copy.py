@@ -1,4 +1,4 @@
-"""`trust copy SRC DST`: copy an image with its signatures and attestations (see `trust.copy`)."""
+"""`trust copy SRC DST`: copy an image with its signatures and attestations (see `trust.store_ops.copy`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from trust.output import OutputFormat, emit_json, emit_line, human_size, note
+from trust.cli.output import OutputFormat, emit_json, emit_line, human_size, note
 
 
 def register(app: typer.Typer) -> None:
@@ -49,14 +49,14 @@ def copy(
     from pull.clients import RegistryClients
     from pull.manifest import Platform
     from pull.reference import Reference
-    from trust.copy import copy_image
+    from trust.store_ops.copy import copy_image
 
     src = Reference.parse(source)
     dst = Reference.parse(destination)
     wanted = Platform.parse(platform) if platform else None
     with RegistryClients.insecure(insecure_registry) as clients:
         if output is OutputFormat.text and sys.stderr.isatty():
-            from trust.progress import RichPullProgress
+            from trust.cli.progress import RichPullProgress
 
             with RichPullProgress("copying") as bars:
                 result = copy_image(

@@ -2,7 +2,7 @@
 
 `trust verify --certificate-identity … --certificate-oidc-issuer …` and a policy file's keyless
 authority end up as the same `policy.model.KeylessAuthority`, so both are judged by one code path
-(`trust.keyless`). This module only validates flags (exit 2 before any network call) and renders.
+(`trust.sigstore.keyless`). This module only validates flags (exit 2 before any network call) and renders.
 Nothing here imports sigstore at module level: `trust --help` must stay fast.
 """
 
@@ -16,10 +16,10 @@ from pathlib import Path
 from policy.model import KeylessAuthority
 from pull.digest import Digest
 from pull.errors import DeniedError, UsageError
-from trust.cosign import SignatureOutcome
+from trust.cosign.simple_signing import SignatureOutcome
 
 MAX_BLOB_BUNDLE_BYTES = 1024 * 1024
-"""Same cap as a bundle fetched from a registry (`trust.bundles.MAX_BUNDLE_BYTES`)."""
+"""Same cap as a bundle fetched from a registry (`trust.sigstore.bundles.MAX_BUNDLE_BYTES`)."""
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,7 @@ def verify_blob(
     authority: KeylessAuthority | None = None,
 ) -> SignatureOutcome:
     """Check that the Sigstore bundle at `bundle_path` signs `artifact`: with a public key (the
-    bundle's signature only, as `trust.bundles` verifies key-based bundles) or keyless (the full
+    bundle's signature only, as `trust.sigstore.bundles` verifies key-based bundles) or keyless (the full
     Sigstore verification against `authority`'s trusted root and identity).
 
     Raises `BlobNotVerified` (exit 3), `UsageError` (exit 2) for unreadable files or bad flags.
@@ -134,15 +134,15 @@ def verify_blob(
     data = read_bundle_file(bundle_path)
     bundle_digest = Digest.of_bytes(data)
     if key is not None:
-        from trust.bundles import verify_bundle
-        from trust.keys import TrustedKey
+        from trust.keys.keyfiles import TrustedKey
+        from trust.sigstore.bundles import verify_bundle
 
         outcome = verify_bundle(0, bundle_digest, data, digest, [TrustedKey.from_file(key)])
     else:
         assert authority is not None
-        from trust.keyless import verify_keyless_bundle
-        from trust.keyless_identity import IdentityPolicy
-        from trust.trusted_root import load_trusted_root
+        from trust.sigstore.identity import IdentityPolicy
+        from trust.sigstore.keyless import verify_keyless_bundle
+        from trust.sigstore.trusted_root import load_trusted_root
 
         root = load_trusted_root(authority.trusted_root)
         outcome = verify_keyless_bundle(0, bundle_digest, data, digest, root, IdentityPolicy(authority))

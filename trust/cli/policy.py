@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from trust.output import OutputFormat, emit_json, emit_line, note
+from trust.cli.output import OutputFormat, emit_json, emit_line, note
 
 policy_app = typer.Typer(
     help="Check, explain and import policy files.", no_args_is_help=True, rich_markup_mode=None
@@ -52,7 +52,7 @@ def explain(
     from pull.clients import RegistryClients
     from pull.manifest import Platform
     from pull.reference import Reference
-    from trust.cli import open_store
+    from trust.cli.app import open_store
 
     loaded = load_policy(policy)
     ref = Reference.parse(reference)

@@ -1,6 +1,6 @@
 """`trust audit | rmi | gc | prune`: check what the store holds, drop images, reclaim space.
 
-The logic lives in `trust.audit` (audit) and `pull.gc` (reachability, untagging, mark and sweep);
+The logic lives in `trust.store_ops.audit` (audit) and `pull.gc` (reachability, untagging, mark and sweep);
 these commands parse flags, open the stores, bind progress and render results.
 """
 
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, cast
 import typer
 
 from pull.errors import TrustError
-from trust.output import OutputFormat, emit_json, emit_line, emit_table, human_size, note
+from trust.cli.output import OutputFormat, emit_json, emit_line, emit_table, human_size, note
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from pull.inventory import ImageRow
     from pull.store import ContentStore
     from run.containers import Container, ContainerStore
-    from trust.audit import AuditReport
+    from trust.store_ops.audit import AuditReport
 
 
 class AuditOutput(StrEnum):
@@ -85,8 +85,8 @@ def audit(
     from policy.admission import load
     from pull.clients import RegistryClients
     from run.rootfs import open_snapshots
-    from trust.audit import audit as run_audit
-    from trust.cli import open_store
+    from trust.cli.app import open_store
+    from trust.store_ops.audit import audit as run_audit
 
     content = open_store(store)
     loaded = load(policy, content)
@@ -128,7 +128,7 @@ def _render_audit(report: AuditReport, output: AuditOutput) -> None:
         from importlib.metadata import version
 
         from policy.gate import GateResult
-        from trust.sarif import gate_report
+        from trust.cli.sarif import gate_report
 
         results = [
             GateResult(
@@ -181,7 +181,7 @@ def _render_audit(report: AuditReport, output: AuditOutput) -> None:
 
 
 def _summary(image: object) -> str:
-    from trust.audit import ImageAudit
+    from trust.store_ops.audit import ImageAudit
 
     assert isinstance(image, ImageAudit)
     parts = [f"blob {t.digest}: {t.problem}" for t in image.tampered_blobs]
@@ -238,7 +238,7 @@ def rmi(
     """
     from pull.gc import plan_untag
     from run.errors import ContainerStateError
-    from trust.cli import open_store
+    from trust.cli.app import open_store
 
     content = open_store(store)
     plan = plan_untag(content, reference)
@@ -301,7 +301,7 @@ def gc(
     from pull.gc import collect
     from run.rootfs import open_snapshots
     from run.snapshots import chain_ids
-    from trust.cli import open_store
+    from trust.cli.app import open_store
 
     content = open_store(store)
     snapshots = open_snapshots(content)

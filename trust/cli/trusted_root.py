@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from trust.output import emit_line, note
+from trust.cli.output import emit_line, note
 
 trusted_root_app = typer.Typer(
     help="The Sigstore trusted root that keyless verification relies on.", no_args_is_help=True
@@ -23,7 +23,7 @@ def refresh() -> None:
     any refresh, the one shipped with sigstore-python). Exit 5 if the TUF repository cannot be
     reached or does not verify. Private instances pass --trusted-root FILE instead.
     """
-    from trust.trusted_root import load_trusted_root, refresh_public_good
+    from trust.sigstore.trusted_root import load_trusted_root, refresh_public_good
 
     path = refresh_public_good()
     loaded = load_trusted_root()
@@ -37,7 +37,7 @@ def refresh() -> None:
 @trusted_root_app.command()
 def show() -> None:
     """Print which trusted root keyless verification uses by default, and what it holds."""
-    from trust.trusted_root import load_trusted_root
+    from trust.sigstore.trusted_root import load_trusted_root
 
     loaded = load_trusted_root()
     emit_line(loaded.source)

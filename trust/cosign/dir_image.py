@@ -24,8 +24,8 @@ from pathlib import Path
 from pull.digest import Digest
 from pull.errors import CouldNotCheck, IntegrityError, InvalidManifest
 from pull.reference import Reference
-from trust.cosign import SignatureLayer, SignatureOutcome, verify_simple_signing
-from trust.keys import PublicKey, TrustedKey
+from trust.cosign.simple_signing import SignatureLayer, SignatureOutcome, verify_simple_signing
+from trust.keys.keyfiles import PublicKey, TrustedKey
 
 SIGSTORE_JSON_PREFIX = b"\x00sigstore-json\n"
 MAX_SIGNATURE_FILE_BYTES = 4 * 1024 * 1024

@@ -1,7 +1,7 @@
 """`trust sign` and `trust verify` for cosign simple-signing signatures in a registry.
 
 Both start by resolving the reference to a manifest digest from verified bytes: a signature
-always covers a digest, never a tag. The format rules live in `trust.cosign`; where signatures
+always covers a digest, never a tag. The format rules live in `trust.cosign.simple_signing`; where signatures
 are stored, in `trust.attached`.
 """
 
@@ -24,8 +24,8 @@ from trust.attached import (
     fetch_bundles,
     verify_attached,
 )
-from trust.cosign import SignatureLayer, SignatureOutcome, build_payload, docker_reference
-from trust.keys import PublicKey, Signer, TrustedKey
+from trust.cosign.simple_signing import SignatureLayer, SignatureOutcome, build_payload, docker_reference
+from trust.keys.keyfiles import PublicKey, Signer, TrustedKey
 
 ClientFor = Callable[[str], RegistryClient]
 """Returns a (cached) client for an API host; the caller owns and closes them."""
@@ -109,8 +109,8 @@ def verify_image(
 ) -> VerifyResult:
     """Check every cosign signature attached to the digest `reference` resolves to.
 
-    Returns the outcomes; the caller decides (`trust.cosign.require_verified`). Registry failures
-    while looking raise `CouldNotCheck`: they are never reported as "unsigned".
+    Returns the outcomes; the caller decides (`trust.cosign.simple_signing.require_verified`).
+    Registry failures while looking raise `CouldNotCheck`: they are never reported as "unsigned".
     """
     document = resolve(client_for(reference.api_host), reference)
     location = SignatureLocation.for_image(reference, document.digest, signature_repository)

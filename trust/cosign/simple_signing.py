@@ -13,7 +13,7 @@ What cosign writes when it signs `REPO@sha256:H` with a key:
               per signature; the config is a tiny image config listing the layers as diff_ids
 
 Everything here is transport-independent: bytes in, checked objects or outcomes out. A registry
-client and the containers/image `dir:` reader (`trust.containers_sigstore`) feed the same
+client and the containers/image `dir:` reader (`trust.cosign.dir_image`) feed the same
 `verify_simple_signing`, so the upstream test vectors exercise the code path registries use.
 """
 
@@ -36,7 +36,7 @@ from pull.mediatypes import COSIGN_SIMPLESIGNING, MANIFEST_TYPES, OCI_CONFIG, OC
 from pull.reference import DOCKER_HUB, Reference
 from pull.strictjson import loads as strict_json
 from trust.errors import NoSignatures, SignatureInvalid, SignedDigestMismatch, UntrustedSignatures
-from trust.keys import PublicKey, TrustedKey, fingerprint, verify_bytes
+from trust.keys.keyfiles import PublicKey, TrustedKey, fingerprint, verify_bytes
 
 COSIGN_SIGNATURE_TYPE = "cosign container image signature"
 """The value of `critical.type` in a cosign payload."""
@@ -586,7 +586,7 @@ def _key_from_pem(pem: bytes) -> PublicKey | None:
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
-    from trust.keys import check_public_key
+    from trust.keys.keyfiles import check_public_key
 
     try:
         if b"-----BEGIN CERTIFICATE-----" in pem:

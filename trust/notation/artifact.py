@@ -4,7 +4,7 @@ A Notation signature is an OCI image manifest whose `subject` is the signed mani
 artifact type (or, in the legacy form Notation 1.0 writes, whose config media type) is
 `application/vnd.cncf.notary.signature`, and whose single layer is the envelope
 (`application/jose+json` or `application/cose`). This module reads such manifests from verified
-bytes and builds them; it does no I/O (`trust.attached` fetches, `trust.notation` judges).
+bytes and builds them; it does no I/O (`trust.attached` fetches, `trust.notation.signatures` judges).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from cryptography import x509
 from pull.digest import Digest
 from pull.manifest import Descriptor, ImageManifest, verify_document
 from pull.mediatypes import NOTATION_SIGNATURE, OCI_EMPTY, OCI_MANIFEST
-from trust.notation_envelope import COSE_MEDIA_TYPE, JWS_MEDIA_TYPE, MAX_ENVELOPE_BYTES
-from trust.notation_x509 import thumbprint
+from trust.notation.certificates import thumbprint
+from trust.notation.jws import COSE_MEDIA_TYPE, JWS_MEDIA_TYPE, MAX_ENVELOPE_BYTES
 
 THUMBPRINT_ANNOTATION = "io.cncf.notary.x509chain.thumbprint#S256"
 ENVELOPE_MEDIA_TYPES = frozenset({JWS_MEDIA_TYPE, COSE_MEDIA_TYPE})

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 
-from trust.notation_identity import is_subset
+from trust.notation.identity import is_subset
 
 MAX_CHAIN_CERTIFICATES = 10
 """A longer `x5c` is refused as hostile; real chains have two to four certificates."""

@@ -7,7 +7,7 @@
          signature: bstr ])
 
 The signature covers `["Signature1", protected, h'', payload]` (RFC 9052 `Sig_structure`). The
-rules are those of the JWS envelope (`trust.notation_envelope`), with COSE's integer labels and
+rules are those of the JWS envelope (`trust.notation.jws`), with COSE's integer labels and
 algorithm numbers. CBOR is decoded strictly: no duplicate map keys, no indefinite lengths, no
 trailing bytes, bounded nesting.
 """
@@ -21,7 +21,8 @@ from typing import Any
 
 import cbor2
 
-from trust.notation_envelope import (
+from trust.notation.certificates import CertificateProblem, load_chain
+from trust.notation.jws import (
     ALGORITHMS,
     HEADER_AUTHENTIC_TIME,
     HEADER_EXPIRY,
@@ -40,7 +41,6 @@ from trust.notation_envelope import (
     parse_payload,
     verify_signature,
 )
-from trust.notation_x509 import CertificateProblem, load_chain
 
 COSE_SIGN1_TAG = 18
 LABEL_ALG, LABEL_CRIT, LABEL_CTY, LABEL_X5CHAIN = 1, 2, 3, 33

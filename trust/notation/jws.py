@@ -7,7 +7,7 @@ and an optional expiry. The payload is `{"targetArtifact": descriptor}`.
 
 Parsing here proves the envelope's *integrity* only: well-formed, every critical header known, and
 the signature verifies with the first `x5c` certificate's key under the algorithm that key
-requires. Whether that certificate is trusted is `trust.notation`'s question.
+requires. Whether that certificate is trusted is `trust.notation.signatures`'s question.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from pull.digest import Digest
 from pull.errors import InvalidReference
 from pull.manifest import Descriptor
 from pull.strictjson import loads as strict_json
-from trust.notation_x509 import CertificateProblem, load_chain
+from trust.notation.certificates import CertificateProblem, load_chain
 
 JWS_MEDIA_TYPE = "application/jose+json"
 COSE_MEDIA_TYPE = "application/cose"

@@ -17,7 +17,7 @@ outcome's detail and the next validation runs):
     revocation            not checked online: a chain naming CRL or OCSP   enforced  logged      logged
                           locations has an unknown status
 
-Both envelope formats are read: JWS (`trust.notation_envelope`) and COSE (`trust.notation_cose`).
+Both envelope formats are read: JWS (`trust.notation.jws`) and COSE (`trust.notation.cose`).
 Notation's `skip` level is not an authority level here (a rule that checks nothing says
 `insecure-accept-anything`).
 """
@@ -42,17 +42,9 @@ from pull.manifest import Descriptor
 from pull.reference import Reference
 from pull.registry import RegistryClient
 from trust.attached import AttachedSignatures
-from trust.cosign import Reason, SignatureOutcome
-from trust.notation_artifact import NotationSignature, build_signature_manifest
-from trust.notation_envelope import (
-    COSE_MEDIA_TYPE,
-    BadSignature,
-    EnvelopeError,
-    build_envelope,
-    parse_envelope,
-)
-from trust.notation_identity import parse_identity
-from trust.notation_x509 import (
+from trust.cosign.simple_signing import Reason, SignatureOutcome
+from trust.notation.artifact import NotationSignature, build_signature_manifest
+from trust.notation.certificates import (
     CertificateProblem,
     anchored_in,
     check_chain,
@@ -60,6 +52,14 @@ from trust.notation_x509 import (
     identity_matches,
     invalid_now,
     revocation_sources,
+)
+from trust.notation.identity import parse_identity
+from trust.notation.jws import (
+    COSE_MEDIA_TYPE,
+    BadSignature,
+    EnvelopeError,
+    build_envelope,
+    parse_envelope,
 )
 
 _ENFORCED: dict[NotationLevel, frozenset[str]] = {
@@ -107,7 +107,7 @@ def verify_notation_signature(
         return outcome(Reason.MALFORMED, signature.problem)
     try:
         if signature.envelope_media_type == COSE_MEDIA_TYPE:
-            from trust.notation_cose import parse_cose_envelope  # cbor2 only when a COSE signature is met
+            from trust.notation.cose import parse_cose_envelope  # cbor2 only when a COSE signature is met
 
             envelope = parse_cose_envelope(signature.envelope)
         else:
@@ -302,7 +302,7 @@ def sign_notation_with_files(
 ) -> NotationSignResult:
     """`trust sign --format notation --key KEY --cert CHAIN [--expiry 30d]`: load both files, then
     `sign_notation` (the signature expires `expiry` after signing, if given)."""
-    from trust.keys import get_password, load_private_key_file
+    from trust.keys.keyfiles import get_password, load_private_key_file
 
     if not key_path.exists():
         raise UsageError(f"key file {key_path} does not exist")

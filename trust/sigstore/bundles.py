@@ -27,8 +27,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa, utils
 from pull.digest import Digest
 from pull.mediatypes import SIGSTORE_BUNDLE, SIGSTORE_BUNDLE_TYPES
 from pull.strictjson import loads as strict_json
-from trust.cosign import Reason, SignatureOutcome
-from trust.keys import PublicKey, TrustedKey, verify_bytes
+from trust.cosign.simple_signing import Reason, SignatureOutcome
+from trust.keys.keyfiles import PublicKey, TrustedKey, verify_bytes
 
 BUNDLE_ARTIFACT_TYPE = SIGSTORE_BUNDLE
 BUNDLE_MEDIA_TYPES = SIGSTORE_BUNDLE_TYPES

@@ -1,7 +1,7 @@
 """Keyless Sigstore verification: Fulcio certificates bound to an OIDC identity, logged in Rekor.
 
 Two carriers of a keyless signature of an image digest are checked, each against a trusted root
-(`trust.trusted_root`) and an identity policy (`trust.keyless_identity`), with no network call:
+(`trust.sigstore.trusted_root`) and an identity policy (`trust.sigstore.identity`), with no network call:
 
 - **Sigstore bundles** (v0.1 to v0.3) attached as referrers, or given as files to `verify-blob`:
   sigstore-python's `Verifier` does the whole chain of checks (certificate chain at the logged
@@ -14,9 +14,9 @@ Two carriers of a keyless signature of an image digest are checked, each against
   (the Rekor SET). These cannot become a sigstore `Bundle`: sigstore-python requires an
   inclusion proof, and cosign wrote only the promise. So the checks are composed here, in this
   order: signature under the certificate's key; SET under the trusted root's Rekor key for that
-  log ID (`trust.cosign.verify_rekor_set`: RFC 8785 canonical JSON, and the logged entry records
-  this payload's hash, this signature and this certificate's key); the log key valid at the
-  integrated time; the certificate chains to a Fulcio CA of the root *at the integrated time*
+  log ID (`trust.cosign.simple_signing.verify_rekor_set`: RFC 8785 canonical JSON, and the
+  logged entry records this payload's hash, this signature and this certificate's key); the log
+  key valid at the integrated time; the certificate chains to a Fulcio CA of the root *at the integrated time*
   (cryptography's verifier, configured as sigstore-python configures it); its embedded SCT
   verifies under the root's CT keys (sigstore-python's `verify_sct`); code-signing usage; the
   identity policy. Then the payload is a cosign payload for this digest and repository.
@@ -52,7 +52,7 @@ from pull.mediatypes import COSIGN_SIMPLESIGNING
 from pull.reference import Reference
 from pull.strictjson import loads as strict_json
 from trust.attached import AttachedSignatures
-from trust.cosign import (
+from trust.cosign.simple_signing import (
     MAX_PAYLOAD_BYTES,
     RFC3161_TIMESTAMP_ANNOTATION,
     PayloadLoader,
@@ -65,20 +65,20 @@ from trust.cosign import (
     verify_rekor_set,
 )
 from trust.errors import KeyLoadError, SignatureInvalid, UntrustedSignatures
-from trust.keyless_identity import (
+from trust.keys.keyfiles import check_public_key, verify_bytes
+from trust.sigstore.identity import (
     CertificateIdentity,
     IdentityMismatch,
     IdentityPolicy,
     read_identity,
     unreadable_certificate_errors,
 )
-from trust.keys import check_public_key, verify_bytes
-from trust.trusted_root import LoadedRoot, load_trusted_root
+from trust.sigstore.trusted_root import LoadedRoot, load_trusted_root
 
 if TYPE_CHECKING:
     from cryptography.x509 import Certificate
 
-    from trust.signing import ClientFor, VerifyResult
+    from trust.cosign.signing import ClientFor, VerifyResult
 
 MAX_CERTIFICATE_PEM_BYTES = 64 * 1024
 """A Fulcio leaf is ~1 kB of PEM; larger certificate annotations are refused as hostile."""
@@ -409,7 +409,7 @@ def verify_keyless_bundle(
     from sigstore.models import Bundle
     from sigstore_models.common.v1 import HashAlgorithm
 
-    from trust.bundles import BundleError, Envelope, parse_bundle, statement_subjects
+    from trust.sigstore.bundles import BundleError, Envelope, parse_bundle, statement_subjects
 
     def outcome(
         reason: Reason, detail: str, key: str | None = None, entry: RekorEntry | None = None
@@ -522,7 +522,7 @@ def verify_image_keyless(
     find its `.sig` layers and bundle referrers, judge each against `authority`."""
     from pull.pipeline import resolve
     from trust.attached import SignatureLocation, discover, fetch_bundles
-    from trust.signing import VerifyResult
+    from trust.cosign.signing import VerifyResult
 
     load_trusted_root(authority.trusted_root)  # a bad --trusted-root is a usage error before any fetch
     document = resolve(client_for(reference.api_host), reference)
@@ -548,7 +548,7 @@ class KeylessDenied(DeniedError):
 
 
 def require_keyless_verified(outcomes: Sequence[SignatureOutcome], subject: str) -> list[SignatureOutcome]:
-    """`trust.cosign.require_verified`, with the reason of each failed signature in the message
+    """`trust.cosign.simple_signing.require_verified`, with the reason of each failed signature in the message
     (so a wrong identity names the expected and the actual one on the command line)."""
     try:
         return require_verified(outcomes, subject)

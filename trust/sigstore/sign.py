@@ -25,7 +25,7 @@ from pull.manifest import Descriptor
 from pull.mediatypes import OCI_EMPTY, OCI_MANIFEST
 from pull.reference import Reference
 from pull.registry import RegistryClient
-from trust.bundles import BUNDLE_ARTIFACT_TYPE, COSIGN_SIGN_PREDICATE
+from trust.sigstore.bundles import BUNDLE_ARTIFACT_TYPE, COSIGN_SIGN_PREDICATE
 
 if TYPE_CHECKING:
     from sigstore.oidc import IdentityToken

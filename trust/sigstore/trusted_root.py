@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pull.errors import CouldNotCheck, UsageError
-from trust.keys import PublicKey, check_public_key, fingerprint
+from trust.keys.keyfiles import PublicKey, check_public_key, fingerprint
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
