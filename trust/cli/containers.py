@@ -256,7 +256,7 @@ def _admit(
     reference_text: str, policy: Path | None, store: Path | None, insecure: list[str] | None
 ) -> tuple[ContentStore, AdmittedImage]:
     from pull.reference import Reference
-    from trust.cli.app import open_store
+    from trust.cli.common import open_store
 
     reference = Reference.parse(reference_text)
     if reference.digest is None:
@@ -281,7 +281,7 @@ def _admit(
 def _pin_hint(reference: Reference, store: Path | None) -> str:
     """The tag-only refusal, naming the digest to pin if the local store knows the tag (no network)."""
     from pull.store import ContentStore
-    from trust.cli.app import default_store_path
+    from trust.cli.common import default_store_path
 
     root = store or default_store_path()
     known = None
@@ -308,7 +308,7 @@ def _containers(content: ContentStore) -> ContainerStore:
 
 
 def _store_containers(store: Path | None) -> ContainerStore:
-    from trust.cli.app import open_store
+    from trust.cli.common import open_store
 
     return _containers(open_store(store))
 
@@ -433,7 +433,7 @@ def inspect(containers: ContainersArg, store: StoreOption = None) -> None:
 def _each(refs: list[str], action: Callable[[str], object], *, echo: bool = True) -> None:
     """Apply `action` to every container (printing each ref done, as docker does); go on after an
     error and exit with the worst error's code."""
-    from trust.cli.app import exit_code_for
+    from trust.cli.common import exit_code_for
 
     worst = 0
     for ref in refs:

@@ -52,7 +52,7 @@ def explain(
     from pull.clients import RegistryClients
     from pull.manifest import Platform
     from pull.reference import Reference
-    from trust.cli.app import open_store
+    from trust.cli.common import open_store
 
     loaded = load_policy(policy)
     ref = Reference.parse(reference)

@@ -85,7 +85,7 @@ def audit(
     from policy.admission import load
     from pull.clients import RegistryClients
     from run.rootfs import open_snapshots
-    from trust.cli.app import open_store
+    from trust.cli.common import open_store
     from trust.store_ops.audit import audit as run_audit
 
     content = open_store(store)
@@ -238,7 +238,7 @@ def rmi(
     """
     from pull.gc import plan_untag
     from run.errors import ContainerStateError
-    from trust.cli.app import open_store
+    from trust.cli.common import open_store
 
     content = open_store(store)
     plan = plan_untag(content, reference)
@@ -301,7 +301,7 @@ def gc(
     from pull.gc import collect
     from run.rootfs import open_snapshots
     from run.snapshots import chain_ids
-    from trust.cli.app import open_store
+    from trust.cli.common import open_store
 
     content = open_store(store)
     snapshots = open_snapshots(content)

@@ -1,0 +1,129 @@
+"""What every command module shares: the exit-code table, the store, pull settings, common options.
+
+Command modules import this, never each other or `trust.cli.app` (which only assembles the app),
+so the command line has no import cycle. Importing it costs typer and nothing heavy.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from pull.errors import CouldNotCheck, DeniedError, IntegrityError, TrustError, UsageError
+from trust.cli.output import OutputFormat
+
+if TYPE_CHECKING:
+    from pull.config import PullConfig
+    from pull.store import ContentStore
+
+EXIT_CODES: list[tuple[type[TrustError], int]] = [
+    (UsageError, 2),
+    (DeniedError, 3),
+    (IntegrityError, 4),
+    (CouldNotCheck, 5),
+]
+"""Error class → exit code (DESIGN.md "Exit codes"). Anything not listed exits 1."""
+
+
+StoreOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--store",
+        envvar="TRUST_STORE",
+        help="Content store directory (default /var/lib/trust as root, else the XDG data dir).",
+        show_default=False,
+    ),
+]
+
+
+class GateOutput(StrEnum):
+    text = "text"
+    json = "json"
+    sarif = "sarif"
+
+
+class SignatureFormat(StrEnum):
+    cosign = "cosign"
+    notation = "notation"
+
+
+OutputOption = Annotated[OutputFormat, typer.Option("--output", "-o", help="text or json.")]
+InsecureOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--insecure-registry",
+        help="Allow plain HTTP to this host[:port] (loopback registries are always allowed).",
+    ),
+]
+
+# Keyless (Sigstore) flags, named as cosign names them; shared by `verify` and `verify-blob`.
+CertificateIdentityOption = Annotated[
+    str | None,
+    typer.Option("--certificate-identity", help="Keyless: the signer's identity (e-mail or URI), exactly."),
+]
+CertificateIdentityRegexpOption = Annotated[
+    str | None,
+    typer.Option("--certificate-identity-regexp", help="Keyless: a regexp the whole identity must match."),
+]
+CertificateIssuerOption = Annotated[
+    str | None,
+    typer.Option("--certificate-oidc-issuer", help="Keyless: the OIDC issuer, exactly."),
+]
+CertificateIssuerRegexpOption = Annotated[
+    str | None,
+    typer.Option("--certificate-oidc-issuer-regexp", help="Keyless: a regexp the whole issuer must match."),
+]
+GithubRepositoryOption = Annotated[
+    str | None,
+    typer.Option("--certificate-github-workflow-repository", help="Keyless: required GitHub owner/repo."),
+]
+GithubRefOption = Annotated[
+    str | None, typer.Option("--certificate-github-workflow-ref", help="Keyless: required GitHub ref.")
+]
+GithubNameOption = Annotated[
+    str | None, typer.Option("--certificate-github-workflow-name", help="Keyless: required workflow name.")
+]
+GithubTriggerOption = Annotated[
+    str | None,
+    typer.Option("--certificate-github-workflow-trigger", help="Keyless: required trigger (e.g. push)."),
+]
+GithubShaOption = Annotated[
+    str | None, typer.Option("--certificate-github-workflow-sha", help="Keyless: required commit SHA.")
+]
+TrustedRootOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--trusted-root",
+        help="Keyless: Sigstore trusted_root.json (default: the public-good root shipped with sigstore).",
+    ),
+]
+
+
+def default_store_path() -> Path:
+    if os.geteuid() == 0:
+        return Path("/var/lib/trust")
+    data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data_home) / "trust"
+
+
+def open_store(path: Path | None) -> ContentStore:
+    from pull.store import ContentStore
+
+    return ContentStore.open((path or default_store_path()).absolute())  # overlay needs absolute paths
+
+
+def pull_config(insecure: list[str] | None) -> PullConfig:
+    from pull.config import PullConfig
+
+    return PullConfig(insecure_registries=frozenset(insecure or ()))
+
+
+def exit_code_for(error: BaseException) -> int:
+    for cls, code in EXIT_CODES:
+        if isinstance(error, cls):
+            return code
+    return 1

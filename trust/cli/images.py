@@ -1,0 +1,122 @@
+"""`trust pull | images | login | logout`: bring images into the store, list them, registry logins."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from trust.cli.output import OutputFormat, emit_json, emit_line, emit_table, human_size, note
+
+if TYPE_CHECKING:
+    pass
+from trust.cli.common import (
+    InsecureOption,
+    OutputOption,
+    StoreOption,
+    open_store,
+    pull_config,
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(pull)
+    app.command()(images)
+    app.command()(login)
+    app.command()(logout)
+
+
+def pull(
+    reference: Annotated[str, typer.Argument(help="Image reference, e.g. busybox:1.36 or host/app@sha256:…")],
+    platform: Annotated[
+        str | None, typer.Option("--platform", help="os/arch[/variant] to select from an index.")
+    ] = None,
+    store: StoreOption = None,
+    output: OutputOption = OutputFormat.text,
+    insecure_registry: InsecureOption = None,
+) -> None:
+    """Pull an image into the verified content store and print its digest."""
+    from pull.clients import open_client
+    from pull.credentials import CredentialStore
+    from pull.manifest import Platform
+    from pull.pipeline import pull as run_pull
+    from pull.reference import Reference
+
+    ref = Reference.parse(reference)
+    wanted = Platform.parse(platform) if platform else None
+    content = open_store(store)
+    config = pull_config(insecure_registry)
+    with open_client(ref.api_host, config=config, credentials=CredentialStore()) as client:
+        if output is OutputFormat.text and sys.stderr.isatty():
+            from trust.cli.progress import RichPullProgress
+
+            with RichPullProgress() as bars:
+                result = run_pull(ref, content, client, platform=wanted, config=config, progress=bars)
+        else:
+            result = run_pull(ref, content, client, platform=wanted, config=config)
+    if output is OutputFormat.json:
+        emit_json(result.to_json())
+        return
+    note(f"pulled {ref} ({result.platform}, {human_size(result.size)})")
+    emit_line(f"{ref.name}@{result.digest}")
+
+
+def images(store: StoreOption = None, output: OutputOption = OutputFormat.text) -> None:
+    """List the images in the store: repository, tag, digest, size on disk, last admission, pulled at."""
+    from pull.inventory import list_images
+    from trust.cli.store import with_unpacked_sizes
+
+    content = open_store(store)
+    rows = with_unpacked_sizes(content, list_images(content))
+    if output is OutputFormat.json:
+        emit_json([row.to_json() for row in rows])
+        return
+    emit_table(
+        ["REPOSITORY", "TAG", "DIGEST", "SIZE ON DISK", "ADMITTED", "PULLED"],
+        [
+            [
+                r.repository,
+                r.tag or "<none>",
+                str(r.digest)[:19],
+                human_size(r.size_on_disk),
+                r.admitted or "never",
+                r.pulled_at or "-",
+            ]
+            for r in rows
+        ],
+    )
+
+
+def login(
+    registry: Annotated[str, typer.Argument(help="Registry host[:port].")],
+    username: Annotated[str, typer.Option("--username", "-u")],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from stdin.")
+    ] = False,
+    insecure_registry: InsecureOption = None,
+) -> None:
+    """Check credentials against a registry and save them in Docker's config.json."""
+    from pull.credentials import Credential, CredentialStore
+    from pull.registry import RegistryClient
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("Password", hide_input=True)
+    creds = CredentialStore()
+    config = pull_config(insecure_registry)
+    with RegistryClient(
+        registry, config=config, credentials=CredentialStore.fixed(registry, Credential(username, password))
+    ) as client:
+        client.ping()
+    creds.store_login(registry, username, password)
+    note(f"login succeeded for {username}@{registry}")
+
+
+def logout(registry: Annotated[str, typer.Argument(help="Registry host[:port].")]) -> None:
+    """Remove saved credentials for a registry."""
+    from pull.credentials import CredentialStore
+
+    CredentialStore().remove_login(registry)
+    note(f"removed credentials for {registry}")

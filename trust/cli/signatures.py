@@ -1,0 +1,475 @@
+"""`trust keygen | sign | verify | verify-blob`: make keys, sign image digests, check signatures.
+
+`verify --policy` is the CI gate (text, JSON or SARIF); `verify --key` and the keyless flags check
+one authority without a policy file. The formats live in the signature families (`trust.cosign`,
+`trust.sigstore`, `trust.notation`); these commands parse flags and render results.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from pull.errors import TrustError, UsageError
+from trust.cli.output import OutputFormat, emit_json, emit_line, note
+
+if TYPE_CHECKING:
+    from policy.model import KeylessAuthority
+    from pull.reference import Reference
+    from trust.keys.keyfiles import Signer
+from trust.cli.common import (
+    CertificateIdentityOption,
+    CertificateIdentityRegexpOption,
+    CertificateIssuerOption,
+    CertificateIssuerRegexpOption,
+    GateOutput,
+    GithubNameOption,
+    GithubRefOption,
+    GithubRepositoryOption,
+    GithubShaOption,
+    GithubTriggerOption,
+    InsecureOption,
+    OutputOption,
+    SignatureFormat,
+    StoreOption,
+    TrustedRootOption,
+    exit_code_for,
+    open_store,
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(keygen)
+    app.command()(sign)
+    app.command()(verify)
+    app.command("verify-blob")(verify_blob)
+
+
+def keygen(
+    output_prefix: Annotated[
+        str, typer.Option("--output-prefix", help="Write PREFIX.key and PREFIX.pub.")
+    ] = "cosign",
+) -> None:
+    """Generate a cosign-compatible key pair (ECDSA P-256, encrypted with scrypt + secretbox)."""
+    from trust.keys.keyfiles import generate_keypair, get_password, write_keypair
+
+    password = get_password(confirm=True, purpose="the new private key")
+    private_pem, public_pem = generate_keypair(password)
+    key_path, pub_path = write_keypair(Path(output_prefix), private_pem, public_pem)
+    note(f"private key written to {key_path}")
+    note(f"public key written to {pub_path}")
+
+
+def sign(
+    reference: Annotated[str, typer.Argument(help="Image to sign; a tag is resolved to its digest first.")],
+    key: Annotated[
+        str | None, typer.Option("--key", help="cosign key file, PEM key, or securesystemslib signer URI.")
+    ] = None,
+    public_key: Annotated[
+        Path | None, typer.Option("--public-key", help="Public key PEM (required with a signer URI).")
+    ] = None,
+    annotation: Annotated[
+        list[str] | None,
+        typer.Option("--annotation", "-a", help="key=value added to the payload's optional."),
+    ] = None,
+    signature_repository: Annotated[
+        str | None,
+        typer.Option("--signature-repository", help="Store signatures in this repository instead."),
+    ] = None,
+    recursive: Annotated[
+        bool, typer.Option("--recursive", help="For an index, sign each manifest too.")
+    ] = False,
+    output: OutputOption = OutputFormat.text,
+    insecure_registry: InsecureOption = None,
+    signature_format: Annotated[
+        SignatureFormat,
+        typer.Option("--format", help="cosign (the .sig tag) or notation (a JWS referrer, needs --cert)."),
+    ] = SignatureFormat.cosign,
+    cert: Annotated[
+        Path | None,
+        typer.Option("--cert", help="Notation: PEM chain, signing certificate first, root last."),
+    ] = None,
+    keyless: Annotated[
+        bool,
+        typer.Option("--keyless", help="Sigstore keyless: OIDC identity, Fulcio cert, Rekor (online)."),
+    ] = False,
+    identity_token: Annotated[
+        str | None,
+        typer.Option("--identity-token", help="Keyless: an OIDC token (default: ambient CI credentials)."),
+    ] = None,
+    expiry: Annotated[
+        str | None,
+        typer.Option("--expiry", help="Notation: the signature expires after this long (24h, 90m, 30d)."),
+    ] = None,
+) -> None:
+    """Sign an image digest: cosign, keyless Sigstore (--keyless) or Notary Project (--format notation).
+
+    cosign with --key: a simple-signing signature on the sha256-<hex>.sig tag. --keyless: a Sigstore
+    bundle (Fulcio certificate, Rekor entry) pushed as an OCI referrer. --format notation --key
+    --cert: a JWS signature with its X.509 chain, pushed as an OCI referrer."""
+    from pull.clients import RegistryClients
+    from pull.reference import Reference
+    from trust.cosign.signing import sign_image
+
+    ref = Reference.parse(reference)
+    if keyless:
+        if key or public_key or annotation or signature_repository or recursive or cert or expiry:
+            raise UsageError(
+                "--keyless attaches a Sigstore bundle: it takes no --key, --public-key, --annotation, "
+                "--signature-repository, --recursive, --cert or --expiry"
+            )
+        if signature_format is not SignatureFormat.cosign:
+            raise UsageError("--keyless signs in the cosign (Sigstore bundle) format")
+        _sign_keyless(ref, identity_token, output, insecure_registry)
+        return
+    if identity_token is not None:
+        raise UsageError("--identity-token belongs to --keyless")
+    if key is None:
+        raise UsageError("give --key (a key file, PEM key or signer URI), or --keyless")
+    if signature_format is SignatureFormat.notation:
+        if public_key or annotation or signature_repository or recursive:
+            raise UsageError(
+                "--public-key, --annotation, --signature-repository and --recursive are cosign options"
+            )
+        if cert is None:
+            raise UsageError("--format notation needs --cert CHAIN.pem (signing certificate first)")
+        _sign_notation(ref, Path(key), cert, expiry, output, insecure_registry)
+        return
+    if expiry is not None:
+        raise UsageError("--expiry belongs to --format notation")
+    if cert is not None:
+        raise UsageError("--cert belongs to --format notation")
+    annotations = _parse_annotations(annotation or [])
+    signer = _load_signer(key, public_key)
+    with RegistryClients.insecure(insecure_registry) as clients:
+        results = sign_image(
+            clients,
+            ref,
+            signer,
+            annotations=annotations,
+            signature_repository=signature_repository,
+            recursive=recursive,
+        )
+    if output is OutputFormat.json:
+        emit_json([result.to_json() for result in results])
+        return
+    for result in results:
+        state = "signed" if result.added else "already signed by this key"
+        note(f"{state}: {ref.name}@{result.digest} -> {result.location}")
+        emit_line(f"{ref.name}@{result.digest}")
+
+
+def _sign_notation(
+    ref: Reference,
+    key: Path,
+    cert: Path,
+    expiry: str | None,
+    output: OutputFormat,
+    insecure_registry: list[str] | None,
+) -> None:
+    from pull.clients import RegistryClients
+    from trust.notation.signatures import parse_expiry, sign_notation_with_files
+
+    lifetime = parse_expiry(expiry) if expiry is not None else None
+    with RegistryClients.insecure(insecure_registry) as clients:
+        signed = sign_notation_with_files(clients, ref, key, cert, expiry=lifetime)
+    if output is OutputFormat.json:
+        emit_json([signed.to_json()])
+        return
+    note(f"signed (notation): {ref.name}@{signed.digest} -> {signed.repository}@{signed.signature_digest}")
+    emit_line(f"{ref.name}@{signed.digest}")
+
+
+def _sign_keyless(
+    ref: Reference, identity_token: str | None, output: OutputFormat, insecure_registry: list[str] | None
+) -> None:
+    from pull.clients import RegistryClients
+    from trust.sigstore.sign import obtain_identity_token, sign_image_keyless
+
+    # The token comes first: without one nothing is resolved, signed or pushed (exit 5).
+    token = obtain_identity_token(identity_token, interactive=sys.stdin.isatty() and sys.stderr.isatty())
+    with RegistryClients.insecure(insecure_registry) as clients:
+        result = sign_image_keyless(clients, ref, token)
+    if output is OutputFormat.json:
+        emit_json([result.to_json()])
+        return
+    note(f"signed (keyless, {result.identity}): {ref.name}@{result.digest} -> referrer {result.referrer}")
+    emit_line(f"{ref.name}@{result.digest}")
+
+
+def verify(
+    references: Annotated[list[str], typer.Argument(help="Images to verify.")],
+    key: Annotated[
+        list[Path] | None, typer.Option("--key", help="Trusted cosign public key (repeatable).")
+    ] = None,
+    policy: Annotated[
+        Path | None,
+        typer.Option("--policy", help="Decide with a policy file instead of --key (the CI gate)."),
+    ] = None,
+    rekor_key: Annotated[
+        list[Path] | None, typer.Option("--rekor-key", help="Rekor public key: require a valid SET.")
+    ] = None,
+    ignore_reference: Annotated[
+        bool,
+        typer.Option("--ignore-reference", help="Accept signatures naming another repository (mirrors)."),
+    ] = False,
+    signature_repository: Annotated[
+        str | None, typer.Option("--signature-repository", help="Where the signatures are stored.")
+    ] = None,
+    platform: Annotated[
+        str | None, typer.Option("--platform", help="os/arch[/variant] for an index.")
+    ] = None,
+    store: StoreOption = None,
+    output: Annotated[
+        GateOutput, typer.Option("--output", "-o", help="text, json or sarif.")
+    ] = GateOutput.text,
+    insecure_registry: InsecureOption = None,
+    certificate_identity: CertificateIdentityOption = None,
+    certificate_identity_regexp: CertificateIdentityRegexpOption = None,
+    certificate_oidc_issuer: CertificateIssuerOption = None,
+    certificate_oidc_issuer_regexp: CertificateIssuerRegexpOption = None,
+    github_workflow_repository: GithubRepositoryOption = None,
+    github_workflow_ref: GithubRefOption = None,
+    github_workflow_name: GithubNameOption = None,
+    github_workflow_trigger: GithubTriggerOption = None,
+    github_workflow_sha: GithubShaOption = None,
+    trusted_root: TrustedRootOption = None,
+) -> None:
+    """Verify signatures on image digests: with --key (cosign keys), --policy (a policy file), or
+    keyless with --certificate-identity[-regexp] and --certificate-oidc-issuer[-regexp].
+
+    Exits with the worst outcome over all references: 3 denied, 4 integrity failure, 5 could not check.
+    """
+    from trust.cli.keyless import IdentityFlags, keyless_authority
+
+    flags = IdentityFlags(
+        certificate_identity,
+        certificate_identity_regexp,
+        certificate_oidc_issuer,
+        certificate_oidc_issuer_regexp,
+        github_workflow_repository,
+        github_workflow_ref,
+        github_workflow_name,
+        github_workflow_trigger,
+        github_workflow_sha,
+    )
+    keyless = flags.given or trusted_root is not None
+    if [bool(key), policy is not None, keyless].count(True) != 1:
+        raise UsageError(
+            "give one of --key (public keys), --policy FILE, or --certificate-identity with "
+            "--certificate-oidc-issuer (keyless)"
+        )
+    if keyless:
+        if rekor_key:
+            raise UsageError("--rekor-key is for --key; keyless signatures use the trusted root's Rekor keys")
+        if output is GateOutput.sarif:
+            raise UsageError("--output sarif needs --policy")
+        authority = keyless_authority(flags, trusted_root)
+        _verify_with_keys(
+            references, [], None, ignore_reference, signature_repository, output, insecure_registry, authority
+        )
+        return
+    if policy is not None:
+        if rekor_key or ignore_reference or signature_repository:
+            raise UsageError(
+                "--rekor-key, --ignore-reference and --signature-repository belong in the policy file"
+            )
+        _verify_with_policy(references, policy, platform, store, output, insecure_registry)
+        return
+    if output is GateOutput.sarif:
+        raise UsageError("--output sarif needs --policy")
+    assert key is not None
+    _verify_with_keys(
+        references, key, rekor_key, ignore_reference, signature_repository, output, insecure_registry
+    )
+
+
+def verify_blob(
+    artifact: Annotated[Path, typer.Argument(help="The file that was signed.")],
+    bundle: Annotated[Path, typer.Option("--bundle", help="Sigstore bundle over the file (v0.1 to v0.3).")],
+    key: Annotated[
+        Path | None, typer.Option("--key", help="Trusted public key (instead of keyless).")
+    ] = None,
+    certificate_identity: CertificateIdentityOption = None,
+    certificate_identity_regexp: CertificateIdentityRegexpOption = None,
+    certificate_oidc_issuer: CertificateIssuerOption = None,
+    certificate_oidc_issuer_regexp: CertificateIssuerRegexpOption = None,
+    github_workflow_repository: GithubRepositoryOption = None,
+    github_workflow_ref: GithubRefOption = None,
+    github_workflow_name: GithubNameOption = None,
+    github_workflow_trigger: GithubTriggerOption = None,
+    github_workflow_sha: GithubShaOption = None,
+    trusted_root: TrustedRootOption = None,
+    output: OutputOption = OutputFormat.text,
+) -> None:
+    """Verify a Sigstore bundle over a file that is not an image: with --key PUB, or keyless with
+    --certificate-identity[-regexp] and --certificate-oidc-issuer[-regexp]. Exit 3 if it does not verify."""
+    from trust.cli.keyless import BlobNotVerified, IdentityFlags, keyless_authority
+    from trust.cli.keyless import verify_blob as check_blob
+
+    flags = IdentityFlags(
+        certificate_identity,
+        certificate_identity_regexp,
+        certificate_oidc_issuer,
+        certificate_oidc_issuer_regexp,
+        github_workflow_repository,
+        github_workflow_ref,
+        github_workflow_name,
+        github_workflow_trigger,
+        github_workflow_sha,
+    )
+    keyless = flags.given or trusted_root is not None
+    if (key is not None) == keyless:
+        raise UsageError("give either --key PUB or --certificate-identity with --certificate-oidc-issuer")
+    authority = keyless_authority(flags, trusted_root) if keyless else None
+    record: dict[str, object] = {"artifact": str(artifact), "bundle": str(bundle)}
+    try:
+        outcome = check_blob(artifact, bundle, key=key, authority=authority)
+    except BlobNotVerified as err:
+        if output is OutputFormat.json:
+            emit_json({**record, "verified": False, "signature": err.outcome.to_json()})
+        raise
+    if output is OutputFormat.json:
+        emit_json({**record, "verified": True, "signature": outcome.to_json()})
+    else:
+        note(f"verified {artifact}: {outcome.detail}")
+
+
+def _verify_with_policy(
+    references: list[str],
+    policy_path: Path,
+    platform: str | None,
+    store: Path | None,
+    output: GateOutput,
+    insecure: list[str] | None,
+) -> None:
+    from importlib.metadata import version
+
+    from policy.gate import run_gate, worst_exit_code
+    from policy.loader import load_policy
+    from pull.clients import RegistryClients
+    from pull.manifest import Platform
+    from pull.reference import Reference
+
+    policy = load_policy(policy_path)
+    wanted = Platform.parse(platform) if platform else None
+    content = open_store(store)
+    with RegistryClients.insecure(insecure) as clients:
+        results = run_gate(references, policy, content, clients, platform=wanted)
+    for result in results:
+        if result.evaluation is not None:
+            for warning in result.evaluation.warnings:
+                note(f"trust: warning: {result.reference}: {warning}")
+        if result.exit_code:
+            note(f"trust: error: {result.reference}: {result.message}")
+        elif result.evaluation is not None and not result.evaluation.passed:
+            note(f"trust: audit: {result.reference}: {result.message}")
+        elif output is GateOutput.text:
+            note(f"allowed {result.reference}: {result.message}")
+    if output is GateOutput.json:
+        emit_json([result.to_json() for result in results])
+    elif output is GateOutput.sarif:
+        from trust.cli.sarif import gate_report
+
+        emit_json(gate_report(results, str(policy_path), version("trust")))
+    else:
+        for result in results:
+            if result.exit_code == 0 and result.evaluation is not None and result.evaluation.digest:
+                emit_line(f"{Reference.parse(result.reference).name}@{result.evaluation.digest}")
+    worst = worst_exit_code(results)
+    if worst:
+        raise typer.Exit(worst)
+
+
+def _verify_with_keys(
+    references: list[str],
+    key: list[Path],
+    rekor_key: list[Path] | None,
+    ignore_reference: bool,
+    signature_repository: str | None,
+    output: GateOutput,
+    insecure_registry: list[str] | None,
+    keyless: KeylessAuthority | None = None,
+) -> None:
+    from pull.clients import RegistryClients
+    from pull.reference import Reference
+    from trust.cosign.signing import verify_image
+    from trust.cosign.simple_signing import require_verified
+    from trust.keys.keyfiles import TrustedKey, load_public_key_file
+
+    refs = [Reference.parse(text) for text in references]
+    keys = [TrustedKey.from_file(path) for path in key]
+    rekor = [load_public_key_file(path) for path in rekor_key] if rekor_key else None
+    records: list[dict[str, object]] = []
+    worst = 0
+    with RegistryClients.insecure(insecure_registry) as clients:
+        for ref in refs:
+            result = None
+            try:
+                if keyless is not None:
+                    from trust.sigstore.keyless import require_keyless_verified, verify_image_keyless
+
+                    result = verify_image_keyless(
+                        clients,
+                        ref,
+                        keyless,
+                        ignore_reference=ignore_reference,
+                        signature_repository=signature_repository,
+                    )
+                    valid = require_keyless_verified(result.outcomes, result.subject)
+                else:
+                    result = verify_image(
+                        clients,
+                        ref,
+                        keys,
+                        rekor_keys=rekor,
+                        ignore_reference=ignore_reference,
+                        signature_repository=signature_repository,
+                    )
+                    valid = require_verified(result.outcomes, result.subject)
+                records.append(result.to_json())
+                if output is GateOutput.text:
+                    signers = ", ".join(sorted({outcome.key or "?" for outcome in valid}))
+                    note(f"verified {result.subject}: signed by {signers}")
+                    emit_line(result.subject)
+            except TrustError as err:
+                code = exit_code_for(err)
+                worst = max(worst, code)
+                note(f"trust: error: {err}")
+                base = result.to_json() if result else {"reference": str(ref), "verified": False}
+                records.append({**base, "error": str(err), "exitCode": code})
+    if output is GateOutput.json:
+        emit_json(records if len(refs) > 1 else records[0])
+    if worst:
+        raise typer.Exit(worst)
+
+
+def _parse_annotations(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise UsageError(f"annotation {item!r} must be key=value")
+        out[name] = value
+    return out
+
+
+def _load_signer(key: str, public_key: Path | None) -> Signer:
+    import re
+
+    from trust.keys.keyfiles import KeySigner, get_password, load_private_key_file, signer_from_uri
+
+    if Path(key).exists():
+        return KeySigner(load_private_key_file(key, lambda: get_password(confirm=False, purpose=key)))
+    if re.match(r"^[a-z][a-z0-9+]*:", key):
+        if public_key is None:
+            raise UsageError(f"signer URI {key} needs --public-key PEM")
+        try:
+            pem = public_key.read_bytes()
+        except OSError as exc:
+            raise UsageError(f"cannot read public key {public_key}: {exc.strerror}") from None
+        return signer_from_uri(key, pem)
+    raise UsageError(f"key file {key} does not exist")
