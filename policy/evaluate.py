@@ -14,16 +14,15 @@ from typing import Any
 
 from policy.model import (
     Authority,
-    CosignKeyAuthority,
-    KeylessAuthority,
     MatchedRule,
     Mode,
     RuleKind,
     SignTarget,
 )
 from pull.digest import Digest
-from trust.attached import AttachedSignatures, verify_attached
-from trust.cosign.simple_signing import SignatureOutcome
+from trust.attached import AttachedSignatures
+from trust.cosign import SignatureOutcome
+from trust.verifiers import verifier_for
 
 SignatureSource = Callable[[Digest], AttachedSignatures]
 """Returns the cosign signatures (`.sig` layers and bundle referrers) attached to a digest."""
@@ -200,10 +199,12 @@ def _check_authority(
     repository: str,
     ignore_reference: bool,
 ) -> AuthorityResult:
-    verify = _verifier_for(authority, repository, ignore_reference)
+    verify = verifier_for(authority.kind)
     checked = []
     for what, digest in targets:
-        outcomes = verify(found[digest], digest)
+        outcomes = verify(
+            authority, found[digest], digest, repository=repository, ignore_reference=ignore_reference
+        )
         ok = any(outcome.ok for outcome in outcomes)
         if ok:
             note = next(outcome.detail for outcome in outcomes if outcome.ok)
@@ -221,30 +222,3 @@ def _check_authority(
         else next(t.note for t in checked if not t.satisfied)
     )
     return AuthorityResult(authority.name, authority.kind, satisfied, reason, tuple(checked))
-
-
-Verifier = Callable[[AttachedSignatures, Digest], Sequence[SignatureOutcome]]
-"""Checks the signatures attached to one digest for one authority: one outcome per signature."""
-
-
-def _verifier_for(authority: Authority, repository: str, ignore_reference: bool) -> Verifier:
-    """The verification routine of the authority's kind. Imports are lazy: sigstore is slow to load."""
-    if isinstance(authority, CosignKeyAuthority):
-        rekor_keys = [key.public_key for key in authority.rekor_keys] or None
-        return lambda attached, digest: verify_attached(
-            attached,
-            digest,
-            repository,
-            authority.keys,
-            rekor_keys=rekor_keys,
-            ignore_reference=ignore_reference,
-        )
-    if isinstance(authority, KeylessAuthority):
-        from trust.sigstore.keyless import verify_keyless_attached
-
-        return lambda attached, digest: verify_keyless_attached(
-            attached, digest, repository, authority, ignore_reference=ignore_reference
-        )
-    from trust.notation.signatures import verify_notation_attached
-
-    return lambda attached, digest: verify_notation_attached(attached, digest, authority)

@@ -39,7 +39,7 @@ from policy.jsonfile import read_json_file
 from policy.loader import load_policy_text
 from policy.scope import WILDCARD, parse_scope
 from trust.errors import KeyLoadError
-from trust.keys.keyfiles import PublicKey, fingerprint, load_public_key, load_public_key_file, public_key_pem
+from trust.keys import PublicKey, fingerprint, load_public_key, load_public_key_file, public_key_pem
 
 MAX_CONTAINERS_POLICY_BYTES = 1024 * 1024
 

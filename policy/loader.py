@@ -45,7 +45,7 @@ from policy.model import (
 from policy.reuse import MAX_REUSE_SECONDS, digest_bytes, file_fingerprint, folder_fingerprint
 from policy.scope import parse_scope
 from trust.errors import KeyLoadError
-from trust.keys.keyfiles import TrustedKey, load_public_key, read_key_file
+from trust.keys import TrustedKey, load_public_key, read_key_file
 
 if TYPE_CHECKING:  # imported where certificates are read: it costs ~20 ms at start-up
     from cryptography import x509
@@ -746,7 +746,7 @@ class _Builder:
     def notation_identities(self, identities: list[tuple[str, int]]) -> None:
         """The Notary Project rules for trusted identities: C, ST and O present, escapes well
         formed, no attribute twice, and no two identities one certificate could both match."""
-        from trust.notation.identity import overlapping, parse_identity
+        from trust.notation import overlapping, parse_identity
 
         parsed: list[tuple[str, dict[str, str]]] = []
         for text, item_line in identities:

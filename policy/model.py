@@ -13,19 +13,16 @@ authorities share a key, so one signer can never count twice.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from policy.scope import Scope
 from pull.reference import Reference
-from trust.keys.keyfiles import TrustedKey
-
-if TYPE_CHECKING:  # cryptography.x509 costs ~30 ms to import; only the loader needs it at run time
-    from cryptography import x509
+from trust.cosign import CosignKeyAuthority
+from trust.notation import NotationAuthority, NotationLevel
+from trust.sigstore import KeylessAuthority
 
 POLICY_VERSION = 1
 
@@ -53,98 +50,22 @@ class SignTarget(StrEnum):
     BOTH = "both"
 
 
-class NotationLevel(StrEnum):
-    """Notation's verification levels, minus `skip` (spelled `insecure-accept-anything` here)."""
-
-    STRICT = "strict"
-    PERMISSIVE = "permissive"
-    AUDIT = "audit"
-
-
-@dataclass(frozen=True)
-class CosignKeyAuthority:
-    """Signatures by one of `keys` (cosign simple-signing); with `rekor_keys`, a Rekor SET by one
-    of them is required as well."""
-
-    name: str
-    keys: tuple[TrustedKey, ...]
-    rekor_keys: tuple[TrustedKey, ...] = ()
-    line: int = 0
-
-    @property
-    def kind(self) -> str:
-        return "cosign-keys"
-
-
-@dataclass(frozen=True)
-class KeylessAuthority:
-    """A Sigstore keyless identity: a Fulcio certificate whose OIDC issuer and subject match.
-
-    Exactly one of `issuer` / `issuer_regexp` and one of `subject` / `subject_regexp` is set.
-    Regexps must match the whole value (`re.fullmatch`), so a missing `$` cannot widen them.
-    """
-
-    name: str
-    issuer: str | None
-    issuer_regexp: re.Pattern[str] | None
-    subject: str | None
-    subject_regexp: re.Pattern[str] | None
-    trusted_root: Path | None = None
-    """A Sigstore trusted-root JSON file; None means the public-good instance."""
-    line: int = 0
-    github_workflow_repository: str | None = None
-    """GitHub Actions claims Fulcio copies into the certificate (exact values; None = not checked):
-    `owner/repo`, the ref (`refs/heads/main`), the workflow name, the trigger (`push`), the commit."""
-    github_workflow_ref: str | None = None
-    github_workflow_name: str | None = None
-    github_workflow_trigger: str | None = None
-    github_workflow_sha: str | None = None
-
-    @property
-    def kind(self) -> str:
-        return "keyless"
-
-    @property
-    def github_claims(self) -> dict[str, str]:
-        """The GitHub workflow claims this authority requires, by policy field name."""
-        claims = {
-            "github-workflow-repository": self.github_workflow_repository,
-            "github-workflow-ref": self.github_workflow_ref,
-            "github-workflow-name": self.github_workflow_name,
-            "github-workflow-trigger": self.github_workflow_trigger,
-            "github-workflow-sha": self.github_workflow_sha,
-        }
-        return {name: value for name, value in claims.items() if value is not None}
-
-    def issuer_matches(self, issuer: str) -> bool:
-        if self.issuer_regexp is not None:
-            return self.issuer_regexp.fullmatch(issuer) is not None
-        return issuer == self.issuer
-
-    def subject_matches(self, subject: str) -> bool:
-        if self.subject_regexp is not None:
-            return self.subject_regexp.fullmatch(subject) is not None
-        return subject == self.subject
-
-
-@dataclass(frozen=True)
-class NotationAuthority:
-    """Notary Project signatures chaining to `certificates` (read from `trust_store`) whose signing
-    certificate's subject is one of `trusted_identities` (`*` = any)."""
-
-    name: str
-    trust_store: Path
-    certificates: tuple[x509.Certificate, ...]
-    trusted_identities: tuple[str, ...]
-    level: NotationLevel = NotationLevel.STRICT
-    line: int = 0
-
-    @property
-    def kind(self) -> str:
-        return "notation"
-
-
 Authority = CosignKeyAuthority | KeylessAuthority | NotationAuthority
+"""Who may sign: each signature family defines its own kind (`trust.verifiers` maps kind to checker)."""
+
+__all__ = [
+    "Authority",
+    "CosignKeyAuthority",
+    "KeylessAuthority",
+    "MatchedRule",
+    "Mode",
+    "NotationAuthority",
+    "NotationLevel",
+    "Policy",
+    "Rule",
+    "RuleKind",
+    "SignTarget",
+]
 
 
 @dataclass(frozen=True)

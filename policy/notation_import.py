@@ -38,7 +38,7 @@ from policy.importer import ImportResult
 from policy.jsonfile import read_json_file
 from policy.loader import CERT_SUFFIXES, load_policy_text
 from policy.scope import parse_scope
-from trust.notation.identity import overlapping, parse_identity
+from trust.notation import overlapping, parse_identity
 
 MAX_TRUST_POLICY_BYTES = 1024 * 1024
 NOTATION_VERSION = "1.0"

@@ -85,7 +85,7 @@ def inputs_before_deciding(policy: Policy) -> list[tuple[str, str | None]] | Non
         isinstance(authority, KeylessAuthority) and authority.trusted_root is None
         for authority in policy.authorities.values()
     ):
-        from trust.sigstore.trusted_root import public_good_sources
+        from trust.sigstore import public_good_sources
 
         inputs.extend((str(path), fingerprint(path)) for path in public_good_sources())
     return inputs

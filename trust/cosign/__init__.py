@@ -1,0 +1,43 @@
+"""Cosign signatures made with keys: simple signing on `.sig` tags, and key-signed bundles.
+
+The public face: the authority a policy names (`CosignKeyAuthority`), its verifier for
+`trust.verifiers`, and the outcome type every family reports with. Behind it: `simple_signing`
+(payloads, `.sig` manifests, Rekor SETs, the verification core), `signing` (`trust sign` /
+`trust verify` against a registry), `dir_image` (containers/image `dir:` signatures).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from trust.cosign.authority import CosignKeyAuthority
+from trust.cosign.simple_signing import Reason, SignatureOutcome
+
+if TYPE_CHECKING:
+    from pull.digest import Digest
+    from trust.attached import AttachedSignatures
+
+__all__ = ["CosignKeyAuthority", "Reason", "SignatureOutcome", "verify_authority"]
+
+
+def verify_authority(
+    authority: CosignKeyAuthority,
+    attached: AttachedSignatures,
+    digest: Digest,
+    *,
+    repository: str,
+    ignore_reference: bool,
+) -> Sequence[SignatureOutcome]:
+    """Simple-signing layers and key-signed bundles attached to `digest`, checked with the keys."""
+    from trust.attached import verify_attached
+
+    rekor_keys = [key.public_key for key in authority.rekor_keys] or None
+    return verify_attached(
+        attached,
+        digest,
+        repository,
+        authority.keys,
+        rekor_keys=rekor_keys,
+        ignore_reference=ignore_reference,
+    )

@@ -35,7 +35,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from policy.model import NotationAuthority, NotationLevel
 from pull.digest import Digest
 from pull.errors import UsageError
 from pull.manifest import Descriptor
@@ -44,6 +43,7 @@ from pull.registry import RegistryClient
 from trust.attached import AttachedSignatures
 from trust.cosign.simple_signing import Reason, SignatureOutcome
 from trust.notation.artifact import NotationSignature, build_signature_manifest
+from trust.notation.authority import NotationAuthority, NotationLevel
 from trust.notation.certificates import (
     CertificateProblem,
     anchored_in,

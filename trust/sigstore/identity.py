@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from sigstore.errors import VerificationError
 
-from policy.model import KeylessAuthority
+from trust.sigstore.authority import KeylessAuthority
 
 if TYPE_CHECKING:
     from cryptography.x509 import Certificate

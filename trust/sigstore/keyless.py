@@ -45,7 +45,6 @@ from typing import TYPE_CHECKING, Any
 from sigstore.errors import Error as SigstoreError
 from sigstore.errors import VerificationError
 
-from policy.model import KeylessAuthority
 from pull.digest import Digest
 from pull.errors import DeniedError, IntegrityError
 from pull.mediatypes import COSIGN_SIMPLESIGNING
@@ -66,6 +65,7 @@ from trust.cosign.simple_signing import (
 )
 from trust.errors import KeyLoadError, SignatureInvalid, UntrustedSignatures
 from trust.keys.keyfiles import check_public_key, verify_bytes
+from trust.sigstore.authority import KeylessAuthority
 from trust.sigstore.identity import (
     CertificateIdentity,
     IdentityMismatch,

@@ -1,0 +1,36 @@
+"""A policy authority of the Notary Project kind: X.509 trust anchors, trusted identities, a level."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # cryptography.x509 costs ~30 ms to import; only the loader needs it at run time
+    from cryptography import x509
+
+
+class NotationLevel(StrEnum):
+    """Notation's verification levels, minus `skip` (spelled `insecure-accept-anything` here)."""
+
+    STRICT = "strict"
+    PERMISSIVE = "permissive"
+    AUDIT = "audit"
+
+
+@dataclass(frozen=True)
+class NotationAuthority:
+    """Notary Project signatures chaining to `certificates` (read from `trust_store`) whose signing
+    certificate's subject is one of `trusted_identities` (`*` = any)."""
+
+    name: str
+    trust_store: Path
+    certificates: tuple[x509.Certificate, ...]
+    trusted_identities: tuple[str, ...]
+    level: NotationLevel = NotationLevel.STRICT
+    line: int = 0
+
+    @property
+    def kind(self) -> str:
+        return "notation"
