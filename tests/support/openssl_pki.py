@@ -302,7 +302,6 @@ dir = {dir}
 serial = $dir/tsaserial
 crypto_device = builtin
 signer_cert = $dir/tsa.pem
-certs = $dir/tsa-chain.pem
 signer_key = $dir/tsa.key
 signer_digest = sha256
 default_policy = 1.2.3.4.1
@@ -316,7 +315,11 @@ ess_cert_id_alg = sha256
 
 
 class OpenSSLTimestampAuthority:
-    """An RFC 3161 TSA: its own root CA, a leaf with the critical timeStamping EKU, `openssl ts -reply`."""
+    """An RFC 3161 TSA: its own root CA, a leaf with the critical timeStamping EKU, `openssl ts -reply`.
+
+    The token embeds the TSA certificate only (no `certs`): openssl writes a certificate SET in
+    the order given, not sorted as DER requires, and rfc3161-client refuses unsorted SETs.
+    """
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
