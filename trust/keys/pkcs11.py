@@ -41,7 +41,11 @@ _PATH_ATTRIBUTES = frozenset(
      "library-description", "library-version", "slot-description", "slot-manufacturer"}
 )  # fmt: skip
 _QUERY_ATTRIBUTES = frozenset({"module-path", "module-name", "pin-value", "pin-source"})
-_CURVE_HASHES = {"secp256r1": hashes.SHA256, "secp384r1": hashes.SHA384, "secp521r1": hashes.SHA512}
+_CURVE_HASHES: dict[str, type[hashes.SHA256 | hashes.SHA384 | hashes.SHA512]] = {
+    "secp256r1": hashes.SHA256,
+    "secp384r1": hashes.SHA384,
+    "secp521r1": hashes.SHA512,
+}
 _LIBRARIES: dict[str, Any] = {}
 """python-pkcs11 allows one `lib` object per module per process."""
 

@@ -118,6 +118,9 @@ def parse_cose_envelope(data: bytes) -> Envelope:
 
     target = parse_payload(payload)
     agent = unprotected.get(HEADER_SIGNING_AGENT)
+    token = unprotected.get(_TIMESTAMP_HEADER)
+    if token is not None and not isinstance(token, bytes):
+        raise EnvelopeError(f"{_TIMESTAMP_HEADER} is not a byte string")
     return Envelope(
         algorithm=algorithm.name,
         signing_time=signing_time,
@@ -125,7 +128,9 @@ def parse_cose_envelope(data: bytes) -> Envelope:
         target=target,
         chain=tuple(chain),
         signing_agent=agent if isinstance(agent, str) else None,
-        has_timestamp=_TIMESTAMP_HEADER in unprotected,
+        has_timestamp=token is not None,
+        signature_value=signature,
+        timestamp_token=token,
     )
 
 

@@ -16,10 +16,10 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol, TypeGuard
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -47,6 +47,7 @@ HEADER_AUTHENTIC_TIME = "io.cncf.notary.authenticSigningTime"
 HEADER_PLUGIN = "io.cncf.notary.verificationPlugin"
 HEADER_PLUGIN_VERSION = "io.cncf.notary.verificationPluginMinVersion"
 HEADER_SIGNING_AGENT = "io.cncf.notary.signingAgent"
+HEADER_TIMESTAMP = "io.cncf.notary.timestampSignature"
 SIGNING_AGENT = "trust"
 
 MAX_ENVELOPE_BYTES = 256 * 1024
@@ -107,6 +108,10 @@ class Envelope:
     chain: tuple[x509.Certificate, ...]
     signing_agent: str | None
     has_timestamp: bool
+    signature_value: bytes = b""
+    """The raw signature bytes: what an RFC 3161 countersignature's message imprint is over."""
+    timestamp_token: bytes | None = None
+    """The `io.cncf.notary.timestampSignature` TimeStampToken (DER), not yet verified."""
 
     @property
     def leaf(self) -> x509.Certificate:
@@ -170,8 +175,12 @@ def parse_envelope(data: bytes) -> Envelope:
             f"which requires {required.name}"
         )
     signing_input = f"{protected_b64}.{payload_b64}".encode("ascii")
-    if not verify_signature(leaf_key, algorithm, signing_input, _b64url(signature_b64, "signature")):
+    signature_value = _b64url(signature_b64, "signature")
+    if not verify_signature(leaf_key, algorithm, signing_input, signature_value):
         raise BadSignature("the signature does not verify with the signing certificate's key")
+    token_text = header.get(HEADER_TIMESTAMP)
+    if token_text is not None and not isinstance(token_text, str):
+        raise EnvelopeError(f"{HEADER_TIMESTAMP} is not a base64 string")
 
     # The payload is read only once the signature over it verified.
     target = parse_payload(_b64url(payload_b64, "payload"))
@@ -183,20 +192,42 @@ def parse_envelope(data: bytes) -> Envelope:
         target=target,
         chain=tuple(chain),
         signing_agent=agent if isinstance(agent, str) else None,
-        has_timestamp="io.cncf.notary.timestampSignature" in header,
+        has_timestamp=token_text is not None,
+        signature_value=signature_value,
+        timestamp_token=_b64std(token_text, HEADER_TIMESTAMP) if token_text is not None else None,
     )
+
+
+class ExternalKey(Protocol):
+    """A key held elsewhere (a PKCS#11 token, a KMS) that can sign as the Notary Project needs."""
+
+    @property
+    def public_key(self) -> ec.EllipticCurvePublicKey | rsa.RSAPublicKey: ...
+
+    def sign_ecdsa(self, payload: bytes, hash_algorithm: hashes.HashAlgorithm) -> bytes:
+        """ECDSA over `payload`, DER-encoded."""
+        ...
+
+    def sign_rsa(self, payload: bytes, hash_algorithm: hashes.HashAlgorithm, *, pss: bool) -> bytes: ...
+
+
+NotarySigningKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ExternalKey
+Timestamper = Callable[[bytes, str], bytes]
+"""Given the signature value and a hash name (sha256/384/512), the RFC 3161 TimeStampToken over it."""
 
 
 def build_envelope(
     target: Descriptor,
-    private_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey,
+    private_key: NotarySigningKey,
     chain: Sequence[x509.Certificate],
     *,
     signing_time: datetime,
     expiry: datetime | None = None,
+    timestamper: Timestamper | None = None,
 ) -> bytes:
-    """A JWS envelope over `target` signed by `private_key`, whose certificate is `chain[0]`."""
-    algorithm = algorithm_for(private_key)
+    """A JWS envelope over `target` signed by `private_key`, whose certificate is `chain[0]`;
+    with a `timestamper`, countersigned by an RFC 3161 timestamp over the signature value."""
+    algorithm = algorithm_for(private_key if _is_local(private_key) else private_key.public_key)
     protected: dict[str, Any] = {
         "alg": algorithm.name,
         "crit": [HEADER_SCHEME] + ([HEADER_EXPIRY] if expiry else []),
@@ -212,16 +243,24 @@ def build_envelope(
     protected_b64 = _b64url_encode(json.dumps(protected, separators=(",", ":")).encode())
     payload_b64 = _b64url_encode(json.dumps(payload, separators=(",", ":")).encode())
     signing_input = f"{protected_b64}.{payload_b64}".encode("ascii")
+    signature = _sign(private_key, algorithm, signing_input)
+    header: dict[str, Any] = {
+        "x5c": [base64.b64encode(certificate.public_bytes(_DER)).decode() for certificate in chain],
+        HEADER_SIGNING_AGENT: SIGNING_AGENT,
+    }
+    if timestamper is not None:
+        header[HEADER_TIMESTAMP] = base64.b64encode(timestamper(signature, algorithm.hash.name)).decode()
     envelope = {
         "payload": payload_b64,
         "protected": protected_b64,
-        "header": {
-            "x5c": [base64.b64encode(certificate.public_bytes(_DER)).decode() for certificate in chain],
-            HEADER_SIGNING_AGENT: SIGNING_AGENT,
-        },
-        "signature": _b64url_encode(_sign(private_key, algorithm, signing_input)),
+        "header": header,
+        "signature": _b64url_encode(signature),
     }
     return json.dumps(envelope, separators=(",", ":")).encode()
+
+
+def _is_local(key: object) -> TypeGuard[rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey]:
+    return isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey)
 
 
 # --- checks ------------------------------------------------------------------------------------
@@ -342,7 +381,7 @@ def verify_signature(key: object, algorithm: Algorithm, message: bytes, signatur
     return False
 
 
-def _sign(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, algorithm: Algorithm, message: bytes) -> bytes:
+def _sign(key: NotarySigningKey, algorithm: Algorithm, message: bytes) -> bytes:
     hash_algorithm = algorithm.hash()
     if isinstance(key, rsa.RSAPrivateKey):
         return key.sign(
@@ -350,8 +389,23 @@ def _sign(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, algorithm: Algori
             padding.PSS(mgf=padding.MGF1(hash_algorithm), salt_length=hash_algorithm.digest_size),
             hash_algorithm,
         )
-    r, s = decode_dss_signature(key.sign(message, ec.ECDSA(hash_algorithm)))
-    size = _EC_SIZES[key.curve.name]
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return _raw_ecdsa(key.sign(message, ec.ECDSA(hash_algorithm)), key.curve.name)
+    public = key.public_key
+    if isinstance(public, rsa.RSAPublicKey):
+        signature = key.sign_rsa(message, hash_algorithm, pss=True)
+    else:
+        signature = _raw_ecdsa(key.sign_ecdsa(message, hash_algorithm), public.curve.name)
+    # A token or a KMS may answer for another key or with garbage: check before publishing it.
+    if not verify_signature(public, algorithm, message, signature):
+        raise EnvelopeError("the external key's signature does not verify with its public key")
+    return signature
+
+
+def _raw_ecdsa(der: bytes, curve: str) -> bytes:
+    """JWS and COSE write ECDSA signatures as fixed-size `r || s`."""
+    r, s = decode_dss_signature(der)
+    size = _EC_SIZES[curve]
     return r.to_bytes(size, "big") + s.to_bytes(size, "big")
 
 

@@ -318,7 +318,7 @@ class CrlProblem(ValueError):
 
 def ocsp_locations(certificate: x509.Certificate) -> list[str]:
     try:
-        access = certificate.extensions.get_extension_for_oid(ExtensionOID.AUTHORITY_INFORMATION_ACCESS)
+        access = certificate.extensions.get_extension_for_class(x509.AuthorityInformationAccess)
     except x509.ExtensionNotFound:
         return []
     urls = [
@@ -332,7 +332,7 @@ def ocsp_locations(certificate: x509.Certificate) -> list[str]:
 
 def crl_locations(certificate: x509.Certificate) -> list[str]:
     try:
-        points = certificate.extensions.get_extension_for_oid(ExtensionOID.CRL_DISTRIBUTION_POINTS)
+        points = certificate.extensions.get_extension_for_class(x509.CRLDistributionPoints)
     except x509.ExtensionNotFound:
         return []
     urls = []
