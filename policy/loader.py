@@ -46,6 +46,7 @@ from policy.reuse import MAX_REUSE_SECONDS, digest_bytes, file_fingerprint, fold
 from policy.scope import parse_scope
 from trust.errors import KeyLoadError
 from trust.keys import TrustedKey, load_public_key, read_key_file
+from trust.notation import Revocation, VerifyTimestamp
 
 if TYPE_CHECKING:  # imported where certificates are read: it costs ~20 ms at start-up
     from cryptography import x509
@@ -77,7 +78,14 @@ KEYLESS_FIELDS = (
     "github-workflow-trigger",
     "github-workflow-sha",
 )
-NOTATION_FIELDS = ("trust-store", "trusted-identities", "level")
+NOTATION_FIELDS = (
+    "trust-store",
+    "trusted-identities",
+    "level",
+    "tsa-store",
+    "verify-timestamp",
+    "revocation",
+)
 DEFAULT_FIELDS = (
     "signed-by",
     "threshold",
@@ -734,6 +742,22 @@ class _Builder:
                 "use 'insecure-accept-anything: true' on the rule instead",
             },
         )
+        tsa_store: Path | None = None
+        tsa_certificates: tuple[x509.Certificate, ...] = ()
+        tsa_text = section.string("tsa-store", "tsa-store: truststore/x509/tsa/corp")
+        if tsa_text is not None:
+            tsa_line = section.line("tsa-store")
+            tsa_store = self.path(
+                tsa_text, tsa_line, "tsa trust store", "a directory of TSA root certificates"
+            )
+            if not tsa_store.is_dir():
+                raise self.fail(
+                    f"tsa trust store {tsa_text} is not a directory",
+                    "write the directory that holds the timestamp authorities' root *.crt files",
+                    tsa_line,
+                )
+            tsa_certificates = self.certificates(tsa_store, tsa_text, tsa_line)
+            tsa_store = tsa_store.resolve()
         return NotationAuthority(
             name=name,
             trust_store=store.resolve(),
@@ -741,6 +765,10 @@ class _Builder:
             trusted_identities=tuple(text for text, _ in identities),
             level=level,
             line=line,
+            tsa_store=tsa_store,
+            tsa_certificates=tsa_certificates,
+            verify_timestamp=section.choice("verify-timestamp", VerifyTimestamp, VerifyTimestamp.ALWAYS),
+            revocation=section.choice("revocation", Revocation, Revocation.CHECK),
         )
 
     def notation_identities(self, identities: list[tuple[str, int]]) -> None:

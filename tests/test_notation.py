@@ -756,11 +756,19 @@ def test_signature_expiry_per_level() -> None:
     assert check(fresh, [pki.root.cert]).reason is Reason.VALID
 
 
-def test_revocation_status_unknown_per_level() -> None:
+def test_revocation_status_unknown_per_level(tmp_path: Path) -> None:
+    """Offline with an empty cache, a chain naming a CRL has an unknown status (no network used;
+    tests/test_revocation.py checks against a real CA, CRL server and OCSP responder)."""
+    from trust.notation import revocation
+
     pki = make_pki(crl=True)
-    strict = check(envelope_by(pki), [pki.root.cert])
-    assert strict.reason is Reason.UNTRUSTED_CERTIFICATE and "revocation status unknown" in strict.detail
-    logged = check(envelope_by(pki), [pki.root.cert], level=NotationLevel.PERMISSIVE)
+    revocation.configure(cache_dir=tmp_path, offline=True)
+    try:
+        strict = check(envelope_by(pki), [pki.root.cert])
+        logged = check(envelope_by(pki), [pki.root.cert], level=NotationLevel.PERMISSIVE)
+    finally:
+        revocation.configure(cache_dir=None)
+    assert strict.reason is Reason.REVOCATION_UNKNOWN and "could not check revocation" in strict.detail
     assert logged.reason is Reason.VALID and "revocation:" in logged.detail
 
 

@@ -85,6 +85,10 @@ class Reason(StrEnum):
     an unknown revocation status (strict level)."""
     EXPIRED = "expired"
     """Notation: the signature's expiry has passed, or a chain certificate is no longer valid."""
+    REVOKED = "revoked"
+    """Notation: a certificate of the signing (or timestamping) chain is revoked (OCSP or CRL)."""
+    REVOCATION_UNKNOWN = "revocation-unknown"
+    """Notation: the revocation status could not be learned (responder down, stale cache offline)."""
 
 
 # --- JSON as Go's encoding/json writes it ------------------------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from trust.notation.authority import NotationAuthority, NotationLevel
+from trust.notation.authority import NotationAuthority, NotationLevel, Revocation, VerifyTimestamp
 from trust.notation.identity import overlapping, parse_identity
 
 if TYPE_CHECKING:
@@ -19,7 +19,15 @@ if TYPE_CHECKING:
     from trust.attached import AttachedSignatures
     from trust.cosign.simple_signing import SignatureOutcome
 
-__all__ = ["NotationAuthority", "NotationLevel", "overlapping", "parse_identity", "verify_authority"]
+__all__ = [
+    "NotationAuthority",
+    "NotationLevel",
+    "Revocation",
+    "VerifyTimestamp",
+    "overlapping",
+    "parse_identity",
+    "verify_authority",
+]
 
 
 def verify_authority(

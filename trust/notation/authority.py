@@ -19,6 +19,21 @@ class NotationLevel(StrEnum):
     AUDIT = "audit"
 
 
+class VerifyTimestamp(StrEnum):
+    """When a timestamp countersignature is checked (the trust policy's `verifyTimestamp`)."""
+
+    ALWAYS = "always"
+    AFTER_CERT_EXPIRY = "after-cert-expiry"
+    """Only once a certificate of the signing chain has expired (Notation's `afterCertExpiry`)."""
+
+
+class Revocation(StrEnum):
+    CHECK = "check"
+    """OCSP and CRLs of the signing and TSA chains; the level decides what unknown/revoked do."""
+    SKIP = "skip"
+    """No revocation check at all (Notation's `"revocation": "skip"` override)."""
+
+
 @dataclass(frozen=True)
 class NotationAuthority:
     """Notary Project signatures chaining to `certificates` (read from `trust_store`) whose signing
@@ -30,6 +45,11 @@ class NotationAuthority:
     trusted_identities: tuple[str, ...]
     level: NotationLevel = NotationLevel.STRICT
     line: int = 0
+    tsa_store: Path | None = None
+    tsa_certificates: tuple[x509.Certificate, ...] = ()
+    """Roots a timestamp authority's chain must reach (the `tsa` trust store); empty: none trusted."""
+    verify_timestamp: VerifyTimestamp = VerifyTimestamp.ALWAYS
+    revocation: Revocation = Revocation.CHECK
 
     @property
     def kind(self) -> str:

@@ -147,20 +147,6 @@ def invalid_now(chain: Sequence[x509.Certificate], now: datetime) -> x509.Certif
     return None
 
 
-def revocation_sources(chain: Sequence[x509.Certificate]) -> list[str]:
-    """The certificates that name a CRL or OCSP location (whose status this offline verifier cannot learn)."""
-    named = []
-    for certificate in chain:
-        for oid in (ExtensionOID.CRL_DISTRIBUTION_POINTS, ExtensionOID.AUTHORITY_INFORMATION_ACCESS):
-            try:
-                certificate.extensions.get_extension_for_oid(oid)
-            except x509.ExtensionNotFound:
-                continue
-            named.append(describe(certificate))
-            break
-    return named
-
-
 # --- trusted identities ------------------------------------------------------------------------
 
 

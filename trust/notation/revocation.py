@@ -305,6 +305,29 @@ class RevocationChecker:
             pass  # a cache that cannot be written only costs a download next time
 
 
+@dataclass(frozen=True)
+class Settings:
+    """Process-wide: where the cache is and whether the network may be used (set by the CLI)."""
+
+    cache_dir: Path | None = None
+    offline: bool = False
+
+
+_settings = Settings()
+
+
+def configure(*, cache_dir: Path | None, offline: bool = False) -> None:
+    """Set the cache and offline mode for every later check in this process (verification may run
+    in worker threads, so this is a plain module setting, not a context variable)."""
+    global _settings
+    _settings = Settings(cache_dir, offline)
+
+
+def checker(now: datetime | None = None) -> RevocationChecker:
+    """A checker with the configured cache and mode, judging freshness at `now`."""
+    return RevocationChecker(cache_dir=_settings.cache_dir, offline=_settings.offline, now=now)
+
+
 # --- pure checks -----------------------------------------------------------------------------
 
 

@@ -12,10 +12,15 @@ outcome's detail and the next validation runs):
     authenticity          certificate rules, chain valid at signing time,  enforced  enforced    logged
                           chain reaches the trust store, trusted identity
     expiry                `io.cncf.notary.expiry` not passed               enforced  logged      logged
-    authentic timestamp   no trusted timestamp (TSA) is checked, so every  enforced  logged      logged
-                          chain certificate must be valid now
-    revocation            not checked online: a chain naming CRL or OCSP   enforced  logged      logged
-                          locations has an unknown status
+    authentic timestamp   an RFC 3161 countersignature verifies against    enforced  logged      logged
+                          the `tsa` store and lies in the chain's validity
+                          (always, or only once a certificate expired with
+                          verify-timestamp: after-cert-expiry); without a
+                          valid one, every chain certificate must be valid
+                          now
+    revocation            OCSP, then CRLs, of the signing and TSA chains   enforced  logged      logged
+                          (`trust.notation.revocation`): revoked or unknown
+                          fails; `revocation: skip` checks nothing
 
 Both envelope formats are read: JWS (`trust.notation.jws`) and COSE (`trust.notation.cose`).
 Notation's `skip` level is not an authority level here (a rule that checks nothing says
@@ -43,7 +48,7 @@ from pull.registry import RegistryClient
 from trust.attached import AttachedSignatures
 from trust.cosign.simple_signing import Reason, SignatureOutcome
 from trust.notation.artifact import NotationSignature, build_signature_manifest
-from trust.notation.authority import NotationAuthority, NotationLevel
+from trust.notation.authority import NotationAuthority, NotationLevel, Revocation, VerifyTimestamp
 from trust.notation.certificates import (
     CertificateProblem,
     anchored_in,
@@ -51,7 +56,6 @@ from trust.notation.certificates import (
     describe,
     identity_matches,
     invalid_now,
-    revocation_sources,
 )
 from trust.notation.identity import parse_identity
 from trust.notation.jws import (
@@ -60,6 +64,13 @@ from trust.notation.jws import (
     EnvelopeError,
     build_envelope,
     parse_envelope,
+)
+from trust.notation.timestamp import (
+    AuthenticTime,
+    TimestampProblem,
+    check_within_validity,
+    tsa_chain,
+    verify_token,
 )
 
 _ENFORCED: dict[NotationLevel, frozenset[str]] = {
@@ -165,31 +176,71 @@ def verify_notation_signature(
         if rejected := failed("expiry", Reason.EXPIRED, detail):
             return rejected
 
-    # -- authentic timestamp (no TSA support: the chain must be valid now) --
+    # -- authentic timestamp --
+    authentic: AuthenticTime | None = None
     stale = invalid_now(envelope.chain, moment)
-    if stale is not None:
+    checks_timestamp = authority.verify_timestamp is VerifyTimestamp.ALWAYS or stale is not None
+    if checks_timestamp and envelope.timestamp_token is not None:
+        try:
+            authentic = verify_token(
+                envelope.timestamp_token, envelope.signature_value, authority.tsa_certificates
+            )
+            check_within_validity(authentic, envelope.chain)
+        except TimestampProblem as exc:
+            authentic = None
+            if rejected := failed("timestamp", Reason.BAD_TIMESTAMP, str(exc)):
+                return rejected
+    if stale is not None and authentic is None:
+        why = (
+            "and the signature has no timestamp"
+            if envelope.timestamp_token is None
+            else "and its timestamp failed"
+        )
         detail = (
             f"certificate {describe(stale)} is not valid now (valid {stale.not_valid_before_utc.isoformat()} "
-            f"to {stale.not_valid_after_utc.isoformat()}) and trust checks no timestamp countersignature"
+            f"to {stale.not_valid_after_utc.isoformat()}) {why}"
         )
         if rejected := failed("timestamp", Reason.EXPIRED, detail):
             return rejected
 
-    # -- revocation (offline: a status that could be published is unknown) --
-    sources = revocation_sources(envelope.chain)
-    if sources:
-        detail = (
-            f"revocation status unknown: {', '.join(sources)} name CRL/OCSP locations, which trust "
-            "does not query (use level permissive to log this instead)"
-        )
-        if rejected := failed("revocation", Reason.UNTRUSTED_CERTIFICATE, detail):
-            return rejected
+    # -- revocation (signing chain, then the timestamp authority's chain) --
+    if authority.revocation is Revocation.CHECK:
+        from trust.notation.revocation import Status, checker
+
+        revocation = checker(moment)
+        statuses = [
+            revocation.check(envelope.chain, authentic_signing_time=authentic.time if authentic else None)
+        ]
+        if authentic is not None and envelope.timestamp_token is not None:
+            statuses.append(
+                revocation.check(_tsa_chain(envelope.timestamp_token, authority.tsa_certificates))
+            )
+        for status in statuses:
+            if status.status is Status.REVOKED:
+                if rejected := failed("revocation", Reason.REVOKED, status.detail):
+                    return rejected
+            elif status.status is Status.UNKNOWN and (
+                rejected := failed("revocation", Reason.REVOCATION_UNKNOWN, status.detail)
+            ):
+                return rejected
 
     anchored = f", chain anchored at {describe(anchor)}" if anchor is not None else ""
     detail = f"signed by {leaf}{anchored} at {envelope.signing_time.isoformat()}"
+    if authentic is not None:
+        detail += f", timestamped {authentic.time.isoformat()} by {authentic.authority}"
     if warnings:
         detail += f"; logged at level {authority.level.value}: " + "; ".join(warnings)
     return outcome(Reason.VALID, detail, leaf)
+
+
+def _tsa_chain(token: bytes, roots: Sequence[x509.Certificate]) -> list[x509.Certificate]:
+    """The TSA's chain, signer first, completed with the trust-store root it was verified against."""
+    chain = tsa_chain(token)
+    if chain[-1].issuer != chain[-1].subject:
+        root = next((candidate for candidate in roots if candidate.subject == chain[-1].issuer), None)
+        if root is not None:
+            chain.append(root)
+    return chain
 
 
 def _identity_trusted(identities: Sequence[str], leaf: x509.Certificate) -> bool:
