@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, cast
 from policy.admitted import AdmittedImage, Decision
 from pull.errors import CouldNotCheck, DeniedError, IntegrityError, NotAnImage, UsageError
 from pull.reference import Reference
+from trust.errors import RevocationUnknown
 
 if TYPE_CHECKING:  # a reused decision (`trust run`, policy.reuse) needs none of these: keep it fast
     from policy.evaluate import Evaluation, SignatureSource
@@ -88,11 +89,15 @@ def admit(
 
     Raises:
         PolicyDenied: the policy refused (exit 3). IntegrityError: bytes did not match (exit 4).
-        CouldNotCheck: the registry could not be asked (exit 5).
+        CouldNotCheck: the registry could not be asked, or a revocation status could not be
+            learned (exit 5).
     """
     admission = evaluate(reference, policy, store, clients, platform=platform, log=log)
     if admission.image is None:
         evaluation = admission.evaluation
+        unknown = evaluation.revocation_unknown
+        if unknown is not None:
+            raise RevocationUnknown(f"{reference}: {unknown}")
         raise PolicyDenied(
             f"{reference} denied by {evaluation.matched}: {'; '.join(evaluation.reasons)}", evaluation
         )

@@ -21,7 +21,7 @@ from policy.model import (
 )
 from pull.digest import Digest
 from trust.attached import AttachedSignatures
-from trust.cosign import SignatureOutcome
+from trust.cosign import Reason, SignatureOutcome
 from trust.verifiers import verifier_for
 
 SignatureSource = Callable[[Digest], AttachedSignatures]
@@ -91,6 +91,19 @@ class Evaluation:
     def admitted(self) -> bool:
         """Enforce: only if passed. Audit: always (the failure is recorded and printed)."""
         return self.passed or self.mode is Mode.AUDIT
+
+    @property
+    def revocation_unknown(self) -> str | None:
+        """Why revocation could not be checked, when that alone may have denied the image: a
+        signature's revocation status was unknown and none was found revoked (then the answer is
+        "could not check", exit 5, not "denied")."""
+        if self.passed:
+            return None
+        outcomes = [o for a in self.authorities for t in a.targets for o in t.outcomes]
+        if any(outcome.reason is Reason.REVOKED for outcome in outcomes):
+            return None
+        unknown = [outcome for outcome in outcomes if outcome.reason is Reason.REVOCATION_UNKNOWN]
+        return unknown[0].detail.removeprefix("notation: ") if unknown else None
 
     @property
     def decision(self) -> str:

@@ -78,6 +78,9 @@ def run_gate(
                 f"allowed in audit mode by {evaluation.matched}: {'; '.join(evaluation.reasons)}",
                 evaluation,
             )
+        unknown = evaluation.revocation_unknown
+        if unknown is not None:
+            return GateResult(text, 5, unknown, evaluation)
         return GateResult(
             text, 3, f"denied by {evaluation.matched}: {'; '.join(evaluation.reasons)}", evaluation
         )

@@ -8,9 +8,11 @@
     │   ├── SignatureInvalid          one signature failed one check (kept as data)     (exit 3)
     │   ├── NoSignatures              nothing signed this digest                        (exit 3)
     │   └── UntrustedSignatures       signatures exist, none valid / by a trusted key   (exit 3)
-    └── IntegrityError
-        └── DigestMismatch
-            └── SignedDigestMismatch  a trusted key signed a different digest          (exit 4)
+    ├── IntegrityError
+    │   └── DigestMismatch
+    │       └── SignedDigestMismatch  a trusted key signed a different digest          (exit 4)
+    └── CouldNotCheck
+        └── RevocationUnknown         refused only for an unknown revocation status    (exit 5)
 
 Verification does not raise `SignatureInvalid` to its caller:
 `trust.cosign.simple_signing.verify_simple_signing` turns each failed check into a
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from pull.errors import DeniedError, DigestMismatch, UsageError
+from pull.errors import CouldNotCheck, DeniedError, DigestMismatch, UsageError
 
 
 class KeyLoadError(UsageError):
@@ -113,4 +115,15 @@ class SignedDigestMismatch(DigestMismatch):
         return (
             "A signature was copied onto another image's signature tag, or the tag was re-pointed. "
             "Nothing was trusted."
+        )
+
+
+class RevocationUnknown(CouldNotCheck):
+    """A signature was refused only because a certificate's revocation status could not be learned
+    (OCSP responder and CRL server unreachable, or offline with a stale cache): exit 5."""
+
+    def diagnostics(self) -> str:
+        return (
+            "Check that the CRL/OCSP URLs of the certificates are reachable, or run online once to "
+            "refresh STORE/cache/crl/."
         )
