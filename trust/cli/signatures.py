@@ -43,6 +43,7 @@ from trust.cli.common import (
 
 def register(app: typer.Typer) -> None:
     app.command()(keygen)
+    app.command("public-key")(public_key_command)
     app.command()(sign)
     app.command()(verify)
     app.command("verify-blob")(verify_blob)
@@ -52,9 +53,26 @@ def keygen(
     output_prefix: Annotated[
         str, typer.Option("--output-prefix", help="Write PREFIX.key and PREFIX.pub.")
     ] = "cosign",
+    pkcs11: Annotated[
+        str | None,
+        typer.Option(
+            "--pkcs11",
+            help="Create the key pair on a PKCS#11 token instead (pkcs11:token=…;object=…?module-path=…) "
+            "and print its public key.",
+        ),
+    ] = None,
 ) -> None:
-    """Generate a cosign-compatible key pair (ECDSA P-256, encrypted with scrypt + secretbox)."""
-    from trust.keys.keyfiles import generate_keypair, get_password, write_keypair
+    """Generate a cosign-compatible key pair (ECDSA P-256, encrypted with scrypt + secretbox), or
+    one on a PKCS#11 token (--pkcs11 URI; the private key never leaves the token)."""
+    from trust.keys.keyfiles import generate_keypair, get_password, public_key_pem, write_keypair
+
+    if pkcs11 is not None:
+        from trust.keys.pkcs11 import generate_key
+
+        public = generate_key(pkcs11)
+        note(f"key pair created on the token: {pkcs11.split('?', 1)[0]}")
+        sys.stdout.write(public_key_pem(public).decode())
+        return
 
     password = get_password(confirm=True, purpose="the new private key")
     private_pem, public_pem = generate_keypair(password)
@@ -63,10 +81,40 @@ def keygen(
     note(f"public key written to {pub_path}")
 
 
+def public_key_command(
+    key: Annotated[
+        str,
+        typer.Option(
+            "--key", help="A key file, env://VAR, pkcs11:… or awskms://… (the public half is printed)."
+        ),
+    ],
+    outfile: Annotated[
+        Path | None, typer.Option("--outfile", help="Write the PEM here instead of stdout.")
+    ] = None,
+) -> None:
+    """Print the public key (PEM) of a key reference, as `cosign public-key` does."""
+    from trust.keys.keyfiles import public_key_pem
+    from trust.keys.references import public_key_for
+
+    pem = public_key_pem(public_key_for(key))
+    if outfile is None:
+        sys.stdout.write(pem.decode())
+        return
+    try:
+        outfile.write_bytes(pem)
+    except OSError as exc:
+        raise UsageError(f"cannot write {outfile}: {exc.strerror or exc}") from None
+    note(f"public key written to {outfile}")
+
+
 def sign(
     reference: Annotated[str, typer.Argument(help="Image to sign; a tag is resolved to its digest first.")],
     key: Annotated[
-        str | None, typer.Option("--key", help="cosign key file, PEM key, or securesystemslib signer URI.")
+        str | None,
+        typer.Option(
+            "--key",
+            help="Key file (cosign or PEM), env://VAR, pkcs11:…, awskms://…, or a securesystemslib URI.",
+        ),
     ] = None,
     public_key: Annotated[
         Path | None, typer.Option("--public-key", help="Public key PEM (required with a signer URI).")
@@ -104,6 +152,14 @@ def sign(
         str | None,
         typer.Option("--expiry", help="Notation: the signature expires after this long (24h, 90m, 30d)."),
     ] = None,
+    timestamp_url: Annotated[
+        str | None,
+        typer.Option("--timestamp-url", help="Notation: RFC 3161 timestamp authority to countersign with."),
+    ] = None,
+    timestamp_root_cert: Annotated[
+        Path | None,
+        typer.Option("--timestamp-root-cert", help="Notation: the TSA's root certificate (PEM) to check it."),
+    ] = None,
 ) -> None:
     """Sign an image digest: cosign, keyless Sigstore (--keyless) or Notary Project (--format notation).
 
@@ -116,7 +172,16 @@ def sign(
 
     ref = Reference.parse(reference)
     if keyless:
-        if key or public_key or annotation or signature_repository or recursive or cert or expiry:
+        if (
+            key
+            or public_key
+            or annotation
+            or signature_repository
+            or recursive
+            or cert
+            or expiry
+            or timestamp_url
+        ):
             raise UsageError(
                 "--keyless attaches a Sigstore bundle: it takes no --key, --public-key, --annotation, "
                 "--signature-repository, --recursive, --cert or --expiry"
@@ -136,10 +201,12 @@ def sign(
             )
         if cert is None:
             raise UsageError("--format notation needs --cert CHAIN.pem (signing certificate first)")
-        _sign_notation(ref, Path(key), cert, expiry, output, insecure_registry)
+        _sign_notation(ref, key, cert, expiry, output, insecure_registry, timestamp_url, timestamp_root_cert)
         return
     if expiry is not None:
         raise UsageError("--expiry belongs to --format notation")
+    if timestamp_url is not None or timestamp_root_cert is not None:
+        raise UsageError("--timestamp-url and --timestamp-root-cert belong to --format notation")
     if cert is not None:
         raise UsageError("--cert belongs to --format notation")
     annotations = _parse_annotations(annotation or [])
@@ -164,18 +231,28 @@ def sign(
 
 def _sign_notation(
     ref: Reference,
-    key: Path,
+    key: str,
     cert: Path,
     expiry: str | None,
     output: OutputFormat,
     insecure_registry: list[str] | None,
+    timestamp_url: str | None,
+    timestamp_root: Path | None,
 ) -> None:
     from pull.clients import RegistryClients
     from trust.notation.signatures import parse_expiry, sign_notation_with_files
 
     lifetime = parse_expiry(expiry) if expiry is not None else None
     with RegistryClients.insecure(insecure_registry) as clients:
-        signed = sign_notation_with_files(clients, ref, key, cert, expiry=lifetime)
+        signed = sign_notation_with_files(
+            clients,
+            ref,
+            key,
+            cert,
+            expiry=lifetime,
+            timestamp_url=timestamp_url,
+            timestamp_root=timestamp_root,
+        )
     if output is OutputFormat.json:
         emit_json([signed.to_json()])
         return
@@ -203,8 +280,19 @@ def _sign_keyless(
 def verify(
     references: Annotated[list[str], typer.Argument(help="Images to verify.")],
     key: Annotated[
-        list[Path] | None, typer.Option("--key", help="Trusted cosign public key (repeatable).")
+        list[str] | None,
+        typer.Option(
+            "--key",
+            help="Trusted cosign public key: a PEM file, env://VAR, pkcs11:… or awskms://… (repeatable).",
+        ),
     ] = None,
+    offline: Annotated[
+        bool,
+        typer.Option(
+            "--offline",
+            help="Check revocation from STORE/cache/crl only, never the network (stale: exit 5).",
+        ),
+    ] = False,
     policy: Annotated[
         Path | None,
         typer.Option("--policy", help="Decide with a policy file instead of --key (the CI gate)."),
@@ -277,8 +365,10 @@ def verify(
             raise UsageError(
                 "--rekor-key, --ignore-reference and --signature-repository belong in the policy file"
             )
-        _verify_with_policy(references, policy, platform, store, output, insecure_registry)
+        _verify_with_policy(references, policy, platform, store, output, insecure_registry, offline)
         return
+    if offline:
+        raise UsageError("--offline is for --policy (it concerns the revocation of Notation certificates)")
     if output is GateOutput.sarif:
         raise UsageError("--output sarif needs --policy")
     assert key is not None
@@ -345,6 +435,7 @@ def _verify_with_policy(
     store: Path | None,
     output: GateOutput,
     insecure: list[str] | None,
+    offline: bool = False,
 ) -> None:
     from importlib.metadata import version
 
@@ -357,6 +448,10 @@ def _verify_with_policy(
     policy = load_policy(policy_path)
     wanted = Platform.parse(platform) if platform else None
     content = open_store(store)
+    if any(authority.kind == "notation" for authority in policy.authorities.values()):
+        from trust.notation.revocation import configure
+
+        configure(cache_dir=content.root / "cache" / "crl", offline=offline)
     with RegistryClients.insecure(insecure) as clients:
         results = run_gate(references, policy, content, clients, platform=wanted)
     for result in results:
@@ -386,7 +481,7 @@ def _verify_with_policy(
 
 def _verify_with_keys(
     references: list[str],
-    key: list[Path],
+    key: list[str],
     rekor_key: list[Path] | None,
     ignore_reference: bool,
     signature_repository: str | None,
@@ -399,9 +494,10 @@ def _verify_with_keys(
     from trust.cosign.signing import verify_image
     from trust.cosign.simple_signing import require_verified
     from trust.keys.keyfiles import TrustedKey, load_public_key_file
+    from trust.keys.references import public_key_for
 
     refs = [Reference.parse(text) for text in references]
-    keys = [TrustedKey.from_file(path) for path in key]
+    keys = [TrustedKey(_key_name(text), public_key_for(text)) for text in key]
     rekor = [load_public_key_file(path) for path in rekor_key] if rekor_key else None
     records: list[dict[str, object]] = []
     worst = 0
@@ -447,6 +543,15 @@ def _verify_with_keys(
         raise typer.Exit(worst)
 
 
+def _key_name(reference: str) -> str:
+    """How a key is named in messages: its path or URI, without a PIN."""
+    if reference.startswith("pkcs11:"):
+        from trust.keys.pkcs11 import parse_uri
+
+        return parse_uri(reference).redacted()
+    return reference
+
+
 def _parse_annotations(items: list[str]) -> dict[str, str]:
     out = {}
     for item in items:
@@ -461,7 +566,12 @@ def _load_signer(key: str, public_key: Path | None) -> Signer:
     import re
 
     from trust.keys.keyfiles import KeySigner, get_password, load_private_key_file, signer_from_uri
+    from trust.keys.references import is_reference, signer_for
 
+    if is_reference(key):
+        if public_key is not None:
+            raise UsageError(f"{key.split(':', 1)[0]}: keys carry their public key: drop --public-key")
+        return signer_for(key)
     if Path(key).exists():
         return KeySigner(load_private_key_file(key, lambda: get_password(confirm=False, purpose=key)))
     if re.match(r"^[a-z][a-z0-9+]*:", key):

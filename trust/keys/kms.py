@@ -156,6 +156,14 @@ class AwsKmsSigner:
             return self.sign_with(payload, algorithm, hash_type())
         return self.sign_with(payload, "RSASSA_PKCS1_V1_5_SHA_256", hashes.SHA256())
 
+    def sign_ecdsa(self, payload: bytes, hash_algorithm: hashes.HashAlgorithm) -> bytes:
+        """ECDSA (DER) as Notary Project signatures need it: the hash goes with the curve."""
+        return self.sign_with(payload, f"ECDSA_SHA_{hash_algorithm.digest_size * 8}", hash_algorithm)
+
+    def sign_rsa(self, payload: bytes, hash_algorithm: hashes.HashAlgorithm, *, pss: bool) -> bytes:
+        scheme = "RSASSA_PSS" if pss else "RSASSA_PKCS1_V1_5"
+        return self.sign_with(payload, f"{scheme}_SHA_{hash_algorithm.digest_size * 8}", hash_algorithm)
+
     def sign_with(self, payload: bytes, algorithm: str, hash_algorithm: hashes.HashAlgorithm) -> bytes:
         """KMS `Sign` over the digest of `payload` (DER for ECDSA, as KMS returns it)."""
         digest = hashes.Hash(hash_algorithm)

@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -62,6 +62,9 @@ from trust.notation.jws import (
     COSE_MEDIA_TYPE,
     BadSignature,
     EnvelopeError,
+    ExternalKey,
+    NotarySigningKey,
+    Timestamper,
     build_envelope,
     parse_envelope,
 )
@@ -258,8 +261,6 @@ def _identity_trusted(identities: Sequence[str], leaf: x509.Certificate) -> bool
 
 # --- signing -----------------------------------------------------------------------------------
 
-SigningKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
-
 
 def load_certificate_chain(path: str, data: bytes) -> list[x509.Certificate]:
     """The PEM chain file given with `--cert`: leaf first, then intermediates and the root."""
@@ -296,11 +297,14 @@ def sign_notation(
     *,
     expiry: datetime | None = None,
     now: datetime | None = None,
+    timestamper: Timestamper | None = None,
 ) -> NotationSignResult:
     """Sign the digest `reference` resolves to and push the signature as a referrer.
 
-    The key must belong to `chain[0]`, and the chain must meet the Notary Project certificate
-    requirements now (the spec applies them at signing time too). Raises `UsageError` otherwise.
+    The key (in memory, or on a token or in a KMS) must belong to `chain[0]`, and the chain must
+    meet the Notary Project certificate requirements now (the spec applies them at signing time
+    too). With a `timestamper`, the signature carries an RFC 3161 countersignature. Raises
+    `UsageError` otherwise.
     """
     from pull.pipeline import resolve
     from pull.referrers import push_referrer
@@ -315,7 +319,9 @@ def sign_notation(
     document = resolve(client, reference)
     subject = Descriptor(document.media_type, document.digest, len(document.raw))
     try:
-        envelope = build_envelope(subject, key, chain, signing_time=moment, expiry=expiry)
+        envelope = build_envelope(
+            subject, key, chain, signing_time=moment, expiry=expiry, timestamper=timestamper
+        )
     except EnvelopeError as exc:
         raise UsageError(str(exc)) from None
     artifact = build_signature_manifest(subject, envelope, chain, created=_created(moment))
@@ -326,17 +332,23 @@ def sign_notation(
     return NotationSignResult(reference, document.digest, pushed, reference.name)
 
 
-def _signing_key(private_key: object, chain: Sequence[x509.Certificate]) -> SigningKey:
-    if not isinstance(private_key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+def _signing_key(private_key: object, chain: Sequence[x509.Certificate]) -> NotarySigningKey:
+    if isinstance(private_key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        key: NotarySigningKey = private_key
+        public = private_key.public_key()
+    elif hasattr(private_key, "sign_ecdsa") and hasattr(private_key, "sign_rsa"):
+        key = cast(ExternalKey, private_key)
+        public = key.public_key
+    else:
         raise UsageError("Notary Project signatures need an RSA or EC key")
     if not chain:
         raise UsageError("the certificate chain is empty")
     spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    if private_key.public_key().public_bytes(*spki) != chain[0].public_key().public_bytes(*spki):
+    if public.public_bytes(*spki) != chain[0].public_key().public_bytes(*spki):
         raise UsageError(
             f"the key does not belong to the first certificate of the chain ({describe(chain[0])})"
         )
-    return private_key
+    return key
 
 
 def _created(moment: datetime) -> str:
@@ -346,30 +358,62 @@ def _created(moment: datetime) -> str:
 def sign_notation_with_files(
     client_for: Callable[[str], RegistryClient],
     reference: Reference,
-    key_path: Path,
+    key_reference: str,
     chain_path: Path,
     *,
     expiry: timedelta | None = None,
+    timestamp_url: str | None = None,
+    timestamp_root: Path | None = None,
 ) -> NotationSignResult:
-    """`trust sign --format notation --key KEY --cert CHAIN [--expiry 30d]`: load both files, then
-    `sign_notation` (the signature expires `expiry` after signing, if given)."""
-    from trust.keys.keyfiles import get_password, load_private_key_file
+    """`trust sign --format notation --key KEY --cert CHAIN [--expiry 30d] [--timestamp-url URL
+    --timestamp-root-cert PEM]`: load the key (a file, `env://`, `pkcs11:` or `awskms://`) and the
+    chain, then `sign_notation`."""
+    from trust.keys.references import is_in_memory, private_key_for, signer_for
 
-    if not key_path.exists():
-        raise UsageError(f"key file {key_path} does not exist")
-    key = load_private_key_file(key_path, lambda: get_password(confirm=False, purpose=str(key_path)))
+    if (timestamp_url is None) != (timestamp_root is None):
+        raise UsageError("--timestamp-url and --timestamp-root-cert go together")
+    timestamper = _timestamper(timestamp_url, timestamp_root) if timestamp_url and timestamp_root else None
+    chain = load_certificate_chain(str(chain_path), _read_chain(chain_path))
+    key = private_key_for(key_reference) if is_in_memory(key_reference) else signer_for(key_reference)
+    now = datetime.now(UTC)
+    return sign_notation(
+        client_for,
+        reference,
+        key,
+        chain,
+        expiry=now + expiry if expiry is not None else None,
+        now=now,
+        timestamper=timestamper,
+    )
+
+
+def _read_chain(path: Path) -> bytes:
     try:
-        with open(chain_path, "rb") as handle:
+        with open(path, "rb") as handle:
             data = handle.read(MAX_CHAIN_FILE_BYTES + 1)
     except OSError as exc:
-        raise UsageError(f"cannot read certificate chain {chain_path}: {exc.strerror or exc}") from None
+        raise UsageError(f"cannot read certificate chain {path}: {exc.strerror or exc}") from None
     if len(data) > MAX_CHAIN_FILE_BYTES:
-        raise UsageError(f"certificate chain {chain_path} is larger than {MAX_CHAIN_FILE_BYTES} bytes")
-    chain = load_certificate_chain(str(chain_path), data)
-    if expiry is None:
-        return sign_notation(client_for, reference, key, chain)
-    now = datetime.now(UTC)
-    return sign_notation(client_for, reference, key, chain, expiry=now + expiry, now=now)
+        raise UsageError(f"certificate chain {path} is larger than {MAX_CHAIN_FILE_BYTES} bytes")
+    return data
+
+
+def _timestamper(url: str, root_path: Path) -> Timestamper:
+    """Stamps a signature value at the TSA `url`, checking the answer against the root in `root_path`."""
+    from pull.errors import CouldNotCheck
+    from trust.notation.timestamp import TimestampUnavailable, request_token
+
+    roots = load_certificate_chain(str(root_path), _read_chain(root_path))
+
+    def stamp(signature_value: bytes, hash_name: str) -> bytes:
+        try:
+            return request_token(url, signature_value, roots[-1], hash_name=hash_name)
+        except TimestampUnavailable as exc:
+            raise CouldNotCheck(str(exc)) from None
+        except TimestampProblem as exc:
+            raise UsageError(f"the timestamp from {url[:100]} does not verify: {exc}") from None
+
+    return stamp
 
 
 def parse_expiry(text: str) -> timedelta:
