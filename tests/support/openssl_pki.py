@@ -155,6 +155,15 @@ class OpenSSLCA:
         _run("openssl", "ca", "-config", self.config, "-gencrl", "-crlexts", "crl_ext", "-out", pem, *extra)
         return _run("openssl", "crl", "-in", pem, "-outform", "DER")
 
+    def crl_seconds(self, seconds: int) -> bytes:
+        """A DER CRL whose nextUpdate is `seconds` from now (to make a cache go stale quickly)."""
+        pem = self.directory / "ca.crl.pem"
+        _run(
+            "openssl", "ca", "-config", self.config, "-gencrl", "-crlexts", "crl_ext", "-out", pem,
+            "-crlsec", str(seconds),
+        )  # fmt: skip
+        return _run("openssl", "crl", "-in", pem, "-outform", "DER")
+
 
 class IssuedCertificate:
     def __init__(self, name: str, key_path: Path, certificate_path: Path, ca: OpenSSLCA) -> None:

@@ -32,7 +32,7 @@ import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
@@ -45,6 +45,8 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsag
 
 DEFAULT_TIMEOUT_SECONDS = 5.0
 """Per request. Notation uses a few seconds too: a responder that is down must not hang a verify."""
+CLOCK_SKEW = timedelta(minutes=5)
+"""How far in the future a thisUpdate may be: responders stamp whole seconds, clocks drift."""
 MAX_CRL_BYTES = 16 * 1024 * 1024
 MAX_OCSP_BYTES = 64 * 1024
 MAX_URLS_PER_CERTIFICATE = 4
@@ -404,7 +406,7 @@ def check_crl(data: bytes, issuer: x509.Certificate, now: datetime) -> x509.Cert
         valid = False
     if not valid:
         raise CrlProblem("is not signed by the certificate's issuer")
-    if crl.last_update_utc > now:
+    if crl.last_update_utc > now + CLOCK_SKEW:
         raise CrlProblem(f"is not valid before {crl.last_update_utc.isoformat()}")
     if crl.next_update_utc is None:
         raise CrlProblem("has no nextUpdate")
@@ -463,7 +465,7 @@ def _check_ocsp_response(
     signer = _ocsp_signer(response, issuer, embedded, now)
     if not _signature_valid(signer.public_key(), signature, tbs, hash_algorithm):
         raise OcspProblem("is not signed by the issuing CA or its OCSP responder")
-    if this_update > now:
+    if this_update > now + CLOCK_SKEW:
         raise OcspProblem(f"is not valid before {this_update.isoformat()}")
     if next_update is not None and next_update < now:
         raise OcspProblem(f"is stale (nextUpdate {next_update.isoformat()})")
