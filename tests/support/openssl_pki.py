@@ -98,9 +98,18 @@ class OpenSSLCA:
         _run(
             "openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", self.key
         )
+        # Self-signed through `openssl ca -selfsign`, which (unlike `req -x509` in OpenSSL 3.0) takes
+        # a start date: the root is valid from 30 days ago, so backdated signatures can chain to it.
+        request = directory / "ca.csr"
         _run(
-            "openssl", "req", "-x509", "-new", "-key", self.key, "-subj", f"/CN={name}/O=trust tests",
-            "-days", "3650", "-config", self.config, "-extensions", "root", "-out", self.certificate_path,
+            "openssl", "req", "-new", "-key", self.key, "-subj", f"/CN={name}/O=trust tests", "-out", request
+        )
+        now = datetime.now(UTC)
+        _run(
+            "openssl", "ca", "-batch", "-selfsign", "-config", self.config, "-keyfile", self.key,
+            "-in", request, "-out", self.certificate_path, "-extensions", "root", "-notext",
+            "-startdate", _openssl_time(now - timedelta(days=30)),
+            "-enddate", _openssl_time(now + timedelta(days=3650)),
         )  # fmt: skip
         self.certificate = x509.load_pem_x509_certificate(self.certificate_path.read_bytes())
 
