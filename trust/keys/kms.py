@@ -5,8 +5,9 @@
     awskms:///arn:aws:kms:us-east-2:111122223333:key/1234…    an ARN (its region is used)
     awskms://kms.internal.example:4566/alias/release          a KMS-compatible endpoint (HTTPS)
 
-Signing goes through KMS's `Sign` API on a digest computed here (`MessageType=DIGEST`), so the
-payload never leaves the machine; the public key comes from `GetPublicKey`. Credentials and the
+Signing goes through KMS's `Sign` API: payloads up to 4 KiB (cosign payloads, Notation signing
+inputs: public data) are sent as they are (`MessageType=RAW`), larger ones as a digest computed
+here (`DIGEST`); the public key comes from `GetPublicKey`. Credentials and the
 region come from boto3's usual chain (environment, shared config and credentials files, SSO,
 instance or task roles); `AWS_ENDPOINT_URL_KMS` (boto3's own setting) points at a plain-HTTP
 emulator such as moto in tests. boto3 is imported only when an `awskms://` key is used.
@@ -29,6 +30,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from pull.errors import CouldNotCheck, UsageError
 
 SCHEME = "awskms://"
+MAX_RAW_MESSAGE = 4096
+"""KMS's limit for `MessageType=RAW`."""
 _ARN = re.compile(r"^arn:aws[a-z-]*:kms:([a-z0-9-]+):\d{12}:(key|alias)/[A-Za-z0-9/_-]+$")
 _KEY = re.compile(r"^([0-9a-fA-F-]{36}|alias/[A-Za-z0-9/_-]+|mrk-[0-9a-f]{32})$")
 _ENDPOINT = re.compile(r"^[A-Za-z0-9.-]+(:\d{1,5})?$")
@@ -165,15 +168,19 @@ class AwsKmsSigner:
         return self.sign_with(payload, f"{scheme}_SHA_{hash_algorithm.digest_size * 8}", hash_algorithm)
 
     def sign_with(self, payload: bytes, algorithm: str, hash_algorithm: hashes.HashAlgorithm) -> bytes:
-        """KMS `Sign` over the digest of `payload` (DER for ECDSA, as KMS returns it)."""
-        digest = hashes.Hash(hash_algorithm)
-        digest.update(payload)
+        """KMS `Sign` over `payload` (DER for ECDSA, as KMS returns it)."""
+        if len(payload) <= MAX_RAW_MESSAGE:
+            message, message_type = payload, "RAW"
+        else:
+            digest = hashes.Hash(hash_algorithm)
+            digest.update(payload)
+            message, message_type = digest.finalize(), "DIGEST"
         answer = _call(
             self.parsed,
             "sign",
             KeyId=self.parsed.key_id,
-            Message=digest.finalize(),
-            MessageType="DIGEST",
+            Message=message,
+            MessageType=message_type,
             SigningAlgorithm=algorithm,
         )
         signature = answer.get("Signature")
