@@ -44,6 +44,7 @@ from policy.model import (
 )
 from policy.reuse import MAX_REUSE_SECONDS, digest_bytes, file_fingerprint, folder_fingerprint
 from policy.scope import parse_scope
+from pull.errors import CouldNotCheck, UsageError
 from trust.errors import KeyLoadError
 from trust.keys import TrustedKey, load_public_key, read_key_file
 from trust.notation import Revocation, VerifyTimestamp
@@ -588,6 +589,10 @@ class _Builder:
         return tuple(key for key, _ in keys)
 
     def key_file(self, authority: str, text: str, line: int) -> TrustedKey:
+        from trust.keys import is_reference
+
+        if is_reference(text):
+            return self.key_reference(authority, text, line)
         path = self.path(text, line, "key file", "a PEM public key")
         if not path.is_file():
             raise self.fail(
@@ -605,6 +610,23 @@ class _Builder:
                 "write the path of a PEM public key (as in cosign.pub)",
                 line,
             ) from None
+
+    def key_reference(self, authority: str, text: str, line: int) -> TrustedKey:
+        """A key named by URI (`pkcs11:`, `awskms://`, `env://`): its public key is read now, from the
+        token, the KMS or the environment. A decision that depends on it is never reused (the key
+        behind an alias can change without the policy file changing)."""
+        from trust.keys import public_key_for
+
+        try:
+            public_key = public_key_for(text)
+        except (UsageError, CouldNotCheck) as exc:
+            raise self.fail(
+                f"key {text.split('?', 1)[0][:200]} of authority {authority!r} cannot be used: {exc}",
+                "check the URI, the PIN (TRUST_PKCS11_PIN) or the cloud credentials",
+                line,
+            ) from None
+        self.inputs.append((Path(text.split("?", 1)[0]), None))
+        return TrustedKey(f"{authority}:{text.split('?', 1)[0]}", public_key)
 
     def path(self, text: str, line: int, what: str, holding: str) -> Path:
         """`text` resolved against the policy's folder; refuses a path that does not exist."""

@@ -75,6 +75,14 @@ def test_sign_and_verify_through_kms(
     other = kms.create_key(KeyUsage="SIGN_VERIFY", KeySpec="ECC_NIST_P256")["KeyMetadata"]["KeyId"]
     assert main(["verify", "--key", f"awskms:///{other}", pinned]) == 3
 
+    # A policy's cosign-keys take the same reference; the key is fetched from KMS when it loads.
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        f'version: 1\nauthorities:\n  release:\n    cosign-keys: ["{uri}"]\n'
+        "default:\n  signed-by: [release]\n"
+    )
+    assert main(["verify", "--policy", str(policy), "--store", str(tmp_path / "store"), pinned]) == 0
+
 
 def test_unknown_key_and_reserved_schemes_are_usage_errors(
     kms: Any, capsys: pytest.CaptureFixture[str]
