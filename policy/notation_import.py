@@ -18,8 +18,10 @@ What converts:
 
 Fails closed, with a warning on stderr: a policy whose `override` changes its level's behaviour,
 or that has only `signingAuthority:` stores (trust verifies only the `notary.x509` scheme), is
-written as `reject: true`. `tsa:` stores are dropped with a warning: trust checks no timestamp
-countersignature and requires the chain to be valid at verification time instead.
+written as `reject: true`. A `tsa:` store becomes the authority's `tsa-store` (one per authority;
+an empty one is left out, so no timestamp is trusted, as in Notation), `verifyTimestamp:
+afterCertExpiry` becomes `verify-timestamp: after-cert-expiry`, and the override
+`"revocation": "skip"` becomes `revocation: skip` (today's no-check behaviour).
 
 The output is loaded with `policy.loader.load_policy_text` before it is returned.
 """
@@ -82,8 +84,9 @@ class _Converted:
     scopes: list[str]
     origin: str
     decision: str  # "signed" | "reject" | "accept"
-    authorities: list[tuple[str, Path, str, list[str]]] = field(default_factory=list)
-    """(authority name, trust store directory, level, trusted identities)."""
+    authorities: list[tuple[str, Path, str, list[str], dict[str, str]]] = field(default_factory=list)
+    """(authority name, trust store directory, level, trusted identities, further fields:
+    tsa-store, verify-timestamp, revocation)."""
 
 
 def import_notation_policy(path: Path) -> ImportResult:
@@ -144,7 +147,7 @@ def import_notation_policy(path: Path) -> ImportResult:
                     "an artifact must have exactly one applicable trust policy",
                 )
             scope_owner[scope] = name
-        level, overrides = _verification(policy.get("signatureVerification"), what, invalid)
+        level, overrides, verify_timestamp = _verification(policy.get("signatureVerification"), what, invalid)
         stores = policy.get("trustStores")
         identities = policy.get("trustedIdentities")
         if level == "skip":
@@ -161,6 +164,12 @@ def import_notation_policy(path: Path) -> ImportResult:
         store_refs = _stores(stores, what, invalid)
         identity_list = _identities(identities, what, invalid)
         entry = _Converted(scopes, what, "signed")
+        extras: dict[str, str] = {}
+        if verify_timestamp == "afterCertExpiry":
+            extras["verify-timestamp"] = "after-cert-expiry"
+        if overrides.get("revocation") == "skip":
+            extras["revocation"] = "skip"  # trust's own `revocation: skip`
+            overrides = {k: v for k, v in overrides.items() if k != "revocation"}
         changed = {k: v for k, v in overrides.items() if _LEVEL_ACTIONS[level][k] != v}
         if changed:
             warnings.append(
@@ -171,10 +180,13 @@ def import_notation_policy(path: Path) -> ImportResult:
         for store_type, store_name in store_refs:
             directory = _store_directory(base_dir, store_type, store_name, what, invalid)
             if store_type == "tsa":
-                warnings.append(
-                    f"{what}: trust store tsa:{store_name} dropped: trust checks no timestamp "
-                    "countersignature, so every certificate must be valid at verification time"
-                )
+                if "tsa-store" in extras:
+                    warnings.append(
+                        f"{what}: trust store tsa:{store_name} dropped: trust takes one tsa store per "
+                        "authority (merge the certificates into one folder)"
+                    )
+                elif any(p.is_file() for p in directory.iterdir() if p.suffix.lower() in CERT_SUFFIXES):
+                    extras["tsa-store"] = str(directory)
             elif store_type == "signingAuthority":
                 warnings.append(
                     f"{what}: trust store signingAuthority:{store_name} not converted: trust verifies only "
@@ -182,7 +194,7 @@ def import_notation_policy(path: Path) -> ImportResult:
                 )
             else:
                 authority = _authority_name(name, store_name, len(store_refs), converted)
-                entry.authorities.append((authority, directory, level, identity_list))
+                entry.authorities.append((authority, directory, level, identity_list, extras))
         if entry.decision == "signed" and not entry.authorities:
             warnings.append(f"{what}: no ca: trust store that trust can use; its scopes are rejected")
             entry.decision = "reject"
@@ -232,7 +244,7 @@ def _scopes(value: Any, what: str, invalid: Invalid) -> list[str]:
     return list(value)
 
 
-def _verification(value: Any, what: str, invalid: Invalid) -> tuple[str, dict[str, str]]:
+def _verification(value: Any, what: str, invalid: Invalid) -> tuple[str, dict[str, str], str]:
     if not isinstance(value, dict):
         raise invalid(f"{what} needs 'signatureVerification' with a 'level'")
     unknown = sorted(set(value) - {"level", "override", "verifyTimestamp"})
@@ -257,7 +269,8 @@ def _verification(value: Any, what: str, invalid: Invalid) -> tuple[str, dict[st
             raise invalid(
                 f"{what}: override {key}: {action!r} is not one of {', '.join(_OVERRIDE_VALUES[key])}"
             )
-    return str(level), {str(k): str(v) for k, v in overrides.items()}
+    verify_timestamp = str(value.get("verifyTimestamp", "always"))
+    return str(level), {str(k): str(v) for k, v in overrides.items()}, verify_timestamp
 
 
 def _stores(value: Any, what: str, invalid: Invalid) -> list[tuple[str, str]]:
@@ -346,12 +359,13 @@ def _render(source: str, rules: list[_Converted], default: _Converted) -> str:
     authorities = [a for entry in (*rules, default) if entry.decision == "signed" for a in entry.authorities]
     if authorities:
         out.append("authorities:")
-        for name, directory, level, identities in authorities:
+        for name, directory, level, identities, extras in authorities:
             out.append(f"  {name}:")
             out.append("    notation:")
             out.append(f"      trust-store: {_quote(str(directory))}")
             out.append(f"      trusted-identities: [{', '.join(_quote(i) for i in identities)}]")
             out.append(f"      level: {level}")
+            out.extend(f"      {key}: {_quote(value)}" for key, value in sorted(extras.items()))
     if rules:
         out.append("rules:")
         for entry in rules:

@@ -319,7 +319,37 @@ def test_signing_authority_and_tsa_stores(notation_dir: Path, capsys: pytest.Cap
     rules = {rule["scope"]: rule for rule in yaml.safe_load(out)["rules"]}
     assert rules["r.example.com/sa"]["reject"] is True
     assert rules["r.example.com/tsa"]["signed-by"] == ["notation-tsa-e2e"]
-    assert "signingAuthority:e2e not converted" in err and "tsa:e2e dropped" in err
+    assert "signingAuthority:e2e not converted" in err and "tsa:e2e" not in err
+    authority = yaml.safe_load(out)["authorities"]["notation-tsa-e2e"]["notation"]
+    assert authority["tsa-store"] == str(notation_dir / "truststore" / "x509" / "tsa" / "e2e")
+
+
+def test_revocation_skip_and_verify_timestamp_convert(
+    notation_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`"revocation": "skip"` keeps today's behaviour (no check) instead of rejecting the scope;
+    `verifyTimestamp: afterCertExpiry` carries over; other overrides still reject."""
+    verification = {
+        "level": "strict",
+        "override": {"revocation": "skip"},
+        "verifyTimestamp": "afterCertExpiry",
+    }
+    policies = [
+        strict(name="skip", scopes=["r.example.com/skip"], signatureVerification=verification),
+        strict(
+            name="logged",
+            scopes=["r.example.com/logged"],
+            signatureVerification={"level": "strict", "override": {"revocation": "log"}},
+        ),
+    ]
+    code, out, err = run_import(write(notation_dir, policies), capsys)
+    assert code == 0
+    document = yaml.safe_load(out)
+    authority = document["authorities"]["notation-skip"]["notation"]
+    assert authority["revocation"] == "skip" and authority["verify-timestamp"] == "after-cert-expiry"
+    rules = {rule["scope"]: rule for rule in document["rules"]}
+    assert rules["r.example.com/skip"]["signed-by"] == ["notation-skip"]
+    assert rules["r.example.com/logged"]["reject"] is True and "cannot be expressed" in err
 
 
 def test_format_option(notation_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
