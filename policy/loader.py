@@ -33,6 +33,7 @@ from policy.model import (
     POLICY_VERSION,
     Authority,
     CosignKeyAuthority,
+    CosignPkiAuthority,
     KeylessAuthority,
     Mode,
     NotationAuthority,
@@ -66,7 +67,9 @@ CERT_SUFFIXES = (".crt", ".pem", ".cer")
 # policy/schema.json names exactly these, so the schema and the loader cannot drift apart.
 TOP_FIELDS = ("version", "reuse-decisions", "authorities", "rules", "default")
 COSIGN_FIELDS = ("cosign-keys", "cosign-key-pems", "rekor-keys", "rekor-key-pems")
-AUTHORITY_FIELDS = (*COSIGN_FIELDS, "keyless", "notation")
+AUTHORITY_FIELDS = (*COSIGN_FIELDS, "keyless", "notation", "cosign-pki")
+MAX_PEM_BUNDLE_BYTES = 1024 * 1024
+PKI_FIELDS = ("ca-roots", "ca-intermediates", "subject-email", "subject-hostname")
 KEYLESS_FIELDS = (
     "issuer",
     "issuer-regexp",
@@ -512,7 +515,11 @@ class _Builder:
     def authority(self, name: str, node: _Map) -> Authority:
         what = f"authority {name!r}"
         section = _Section(self, node, what, AUTHORITY_FIELDS)
-        kinds = [k for k in ("cosign-keys", "cosign-key-pems", "keyless", "notation") if section.has(k)]
+        kinds = [
+            k
+            for k in ("cosign-keys", "cosign-key-pems", "keyless", "notation", "cosign-pki")
+            if section.has(k)
+        ]
         if not kinds:
             raise section.error(
                 None,
@@ -520,7 +527,7 @@ class _Builder:
                 "give it 'cosign-keys: [FILE.pub]', 'keyless: {issuer: …, subject: …}' "
                 "or 'notation: {trust-store: …}'",
             )
-        families = {"cosign" if k.startswith("cosign") else k for k in kinds}
+        families = {"cosign" if k in ("cosign-keys", "cosign-key-pems") else k for k in kinds}
         if len(families) > 1:
             second = kinds[-1]
             raise section.error(
@@ -546,11 +553,68 @@ class _Builder:
             notation = section.mapping("notation", "notation: {trust-store: truststore/x509/ca/corp}")
             assert notation is not None
             return self.notation(name, notation, node.line)
+        if family == "cosign-pki":
+            pki = section.mapping("cosign-pki", "cosign-pki: {ca-roots: ca.pem, subject-email: …}")
+            assert pki is not None
+            return self.cosign_pki(name, pki, node.line)
         keys = self.keys(section, name, "cosign-keys", "cosign-key-pems", "cosign")
         rekor_keys: tuple[TrustedKey, ...] = ()
         if section.has("rekor-keys") or section.has("rekor-key-pems"):
             rekor_keys = self.keys(section, name, "rekor-keys", "rekor-key-pems", "rekor")
         return CosignKeyAuthority(name=name, keys=keys, rekor_keys=rekor_keys, line=node.line)
+
+    def cosign_pki(self, name: str, node: _Map, line: int) -> CosignPkiAuthority:
+        what = f"cosign-pki authority {name!r}"
+        section = _Section(self, node, what, PKI_FIELDS)
+        roots_text = section.string("ca-roots", "ca-roots: pki/roots.pem")
+        if roots_text is None:
+            raise section.error(
+                None, f"{what} has no 'ca-roots'", "add 'ca-roots: FILE.pem' (the CA root certificates)"
+            )
+        roots_path, roots = self.pem_certificates(section, "ca-roots", roots_text)
+        intermediates: tuple[x509.Certificate, ...] = ()
+        intermediates_text = section.string("ca-intermediates", "ca-intermediates: pki/intermediates.pem")
+        if intermediates_text is not None:
+            _, intermediates = self.pem_certificates(section, "ca-intermediates", intermediates_text)
+        email = section.string("subject-email", "subject-email: release@example.com")
+        hostname = section.string("subject-hostname", "subject-hostname: build.example.com")
+        if email is None and hostname is None:
+            raise section.error(
+                None,
+                f"{what} names no subject",
+                "add 'subject-email: …' and/or 'subject-hostname: …' (the certificate's SAN)",
+            )
+        return CosignPkiAuthority(
+            name=name,
+            roots=roots,
+            intermediates=intermediates,
+            subject_email=email,
+            subject_hostname=hostname,
+            roots_path=roots_path.resolve(),
+            line=line,
+        )
+
+    def pem_certificates(
+        self, section: _Section, key: str, text: str
+    ) -> tuple[Path, tuple[x509.Certificate, ...]]:
+        from cryptography import x509
+
+        line = section.line(key)
+        path = self.path(text, line, key, "a PEM file of CA certificates")
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read(MAX_PEM_BUNDLE_BYTES + 1)
+            if len(data) > MAX_PEM_BUNDLE_BYTES:
+                raise ValueError(f"larger than {MAX_PEM_BUNDLE_BYTES} bytes")
+            certificates = tuple(x509.load_pem_x509_certificates(data))
+        except (OSError, ValueError) as exc:
+            raise self.fail(
+                f"{key} {text} cannot be read as PEM certificates ({str(exc)[:80]})",
+                "write the path of a PEM file with -----BEGIN CERTIFICATE----- blocks",
+                line,
+            ) from None
+        self.inputs.append((path, digest_bytes(data)))
+        return path, certificates
 
     def keys(
         self, section: _Section, name: str, files_field: str, pems_field: str, label: str

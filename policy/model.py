@@ -20,7 +20,7 @@ from pathlib import Path
 
 from policy.scope import Scope
 from pull.reference import Reference
-from trust.cosign import CosignKeyAuthority
+from trust.cosign import CosignKeyAuthority, CosignPkiAuthority
 from trust.notation import NotationAuthority, NotationLevel
 from trust.sigstore import KeylessAuthority
 
@@ -50,12 +50,13 @@ class SignTarget(StrEnum):
     BOTH = "both"
 
 
-Authority = CosignKeyAuthority | KeylessAuthority | NotationAuthority
+Authority = CosignKeyAuthority | CosignPkiAuthority | KeylessAuthority | NotationAuthority
 """Who may sign: each signature family defines its own kind (`trust.verifiers` maps kind to checker)."""
 
 __all__ = [
     "Authority",
     "CosignKeyAuthority",
+    "CosignPkiAuthority",
     "KeylessAuthority",
     "MatchedRule",
     "Mode",
@@ -190,6 +191,12 @@ def _describe_authority(authority: Authority) -> str:
         root = f", trusted root {authority.trusted_root}" if authority.trusted_root else ""
         claims = "".join(f", {name} {value}" for name, value in authority.github_claims.items())
         return f"keyless, {issuer}, {subject}{claims}{root}"
+    if isinstance(authority, CosignPkiAuthority):
+        subjects = [s for s in (authority.subject_email, authority.subject_hostname) if s]
+        return (
+            f"cosign certificates from CA roots {authority.roots_path} ({len(authority.roots)}), "
+            f"for {' and '.join(subjects)}"
+        )
     n = len(authority.certificates)
     return (
         f"notation, trust store {authority.trust_store} ({n} certificate{'s' if n != 1 else ''}), "

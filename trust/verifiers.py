@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 FAMILIES: dict[str, str] = {
     "cosign-keys": "trust.cosign",
+    "cosign-pki": "trust.cosign",
     "keyless": "trust.sigstore",
     "notation": "trust.notation",
 }

@@ -11,26 +11,34 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from trust.cosign.authority import CosignKeyAuthority
+from trust.cosign.authority import CosignKeyAuthority, CosignPkiAuthority
 from trust.cosign.simple_signing import Reason, SignatureOutcome
 
 if TYPE_CHECKING:
     from pull.digest import Digest
     from trust.attached import AttachedSignatures
 
-__all__ = ["CosignKeyAuthority", "Reason", "SignatureOutcome", "verify_authority"]
+__all__ = ["CosignKeyAuthority", "CosignPkiAuthority", "Reason", "SignatureOutcome", "verify_authority"]
 
 
 def verify_authority(
-    authority: CosignKeyAuthority,
+    authority: CosignKeyAuthority | CosignPkiAuthority,
     attached: AttachedSignatures,
     digest: Digest,
     *,
     repository: str,
     ignore_reference: bool,
 ) -> Sequence[SignatureOutcome]:
-    """Simple-signing layers and key-signed bundles attached to `digest`, checked with the keys."""
+    """Simple-signing layers and key-signed bundles attached to `digest`, checked with the keys;
+    for a PKI authority, the simple-signing layers whose certificates chain to its CA roots."""
     from trust.attached import verify_attached
+
+    if isinstance(authority, CosignPkiAuthority):
+        from trust.cosign.pki import verify_pki_layers
+
+        return verify_pki_layers(
+            attached.layers, attached.loader, digest, repository, authority, ignore_reference=ignore_reference
+        )
 
     rekor_keys = [key.public_key for key in authority.rekor_keys] or None
     return verify_attached(

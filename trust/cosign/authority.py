@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from trust.keys.keyfiles import TrustedKey
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 
 @dataclass(frozen=True)
@@ -20,3 +25,22 @@ class CosignKeyAuthority:
     @property
     def kind(self) -> str:
         return "cosign-keys"
+
+
+@dataclass(frozen=True)
+class CosignPkiAuthority:
+    """Cosign signatures whose `.sig` layer carries a certificate that chains to `roots` (through
+    `intermediates` and the layer's own chain) and names `subject_email` and/or `subject_hostname`:
+    an enterprise CA instead of Fulcio (containers-policy.json's `pki`). No SCT, no Rekor."""
+
+    name: str
+    roots: tuple[x509.Certificate, ...]
+    intermediates: tuple[x509.Certificate, ...] = ()
+    subject_email: str | None = None
+    subject_hostname: str | None = None
+    roots_path: Path | None = None
+    line: int = 0
+
+    @property
+    def kind(self) -> str:
+        return "cosign-pki"
