@@ -9,6 +9,8 @@ What converts (see docs/policy.md, "Importing containers-policy.json"):
     insecureAcceptAnything                 insecure-accept-anything: true
     sigstoreSigned keyPath(s)/keyData(s)   an authority with cosign-keys (absolute paths) or
                                            cosign-key-pems (keyData, pasted in); rekorPublicKey* → rekor-*
+    sigstoreSigned pki (caRootsPath, …)    a cosign-pki authority (ca-roots, ca-intermediates, subject-
+                                           email/hostname); caRoots/IntermediatesData are not converted
     several sigstoreSigned in one list     one rule, each its own authority, threshold = their count
                                            (containers-policy ANDs a scope's requirements)
 
@@ -43,6 +45,16 @@ from trust.keys import PublicKey, fingerprint, load_public_key, load_public_key_
 
 MAX_CONTAINERS_POLICY_BYTES = 1024 * 1024
 
+_PKI_FIELDS = frozenset(
+    {
+        "caRootsPath",
+        "caRootsData",
+        "caIntermediatesPath",
+        "caIntermediatesData",
+        "subjectEmail",
+        "subjectHostname",
+    }
+)
 _SIGSTORE_FIELDS = frozenset(
     {
         "type",
@@ -167,6 +179,8 @@ class _Authority:
     rekor_paths: list[str] = field(default_factory=list)
     rekor_pems: list[str] = field(default_factory=list)
     fingerprints: frozenset[str] = frozenset()
+    pki: dict[str, str] = field(default_factory=dict)
+    """A `cosign-pki` authority's fields (ca-roots, ca-intermediates, subject-email/hostname)."""
 
 
 @dataclass
@@ -249,12 +263,13 @@ class _Converter:
         unknown = sorted(set(requirement) - _SIGSTORE_FIELDS)
         if unknown:
             raise _Unconvertible(f"sigstoreSigned field {unknown[0]!r} is unknown, not converted")
-        for keyless in ("fulcio", "pki"):
-            if keyless in requirement:
-                raise _Unconvertible(
-                    f"sigstoreSigned with {keyless!r} (certificate-based) not converted: write a 'keyless' "
-                    "authority by hand (docs/policy.md)"
-                )
+        if "fulcio" in requirement:
+            raise _Unconvertible(
+                "sigstoreSigned with 'fulcio' (certificate-based) not converted: write a 'keyless' "
+                "authority by hand (docs/policy.md)"
+            )
+        if "pki" in requirement:
+            return self.pki(requirement, where)
         sources = [f for f in ("keyPath", "keyPaths", "keyData", "keyDatas") if f in requirement]
         if len(sources) != 1:
             raise _Unconvertible(
@@ -283,6 +298,55 @@ class _Converter:
                     "signature to name the image's own repository ('ignore-reference: true' accepts mirrors)"
                 )
         return self.authority(keys, rekor)
+
+    def pki(self, requirement: dict[str, Any], where: str) -> _Authority:
+        """`pki` (an enterprise CA, as podman verifies it) -> a `cosign-pki` authority."""
+        others = sorted(f for f in requirement if f.startswith(("key", "rekor", "fulcio")))
+        if others:
+            raise _Unconvertible(
+                f"sigstoreSigned has 'pki' and {others[0]!r}, which containers/image refuses"
+            )
+        pki = requirement["pki"]
+        if not isinstance(pki, dict):
+            raise _Unconvertible("sigstoreSigned 'pki' is not a JSON object")
+        unknown = sorted(set(pki) - _PKI_FIELDS)
+        if unknown:
+            raise _Unconvertible(f"pki field {unknown[0]!r} is unknown, not converted")
+        for data_field in ("caRootsData", "caIntermediatesData"):
+            if data_field in pki:
+                raise _Unconvertible(
+                    f"pki {data_field} not converted: put the certificates in a PEM file and use "
+                    f"{data_field.replace('Data', 'Path')}"
+                )
+        fields: dict[str, str] = {}
+        for source, target in (
+            ("caRootsPath", "ca-roots"),
+            ("caIntermediatesPath", "ca-intermediates"),
+            ("subjectEmail", "subject-email"),
+            ("subjectHostname", "subject-hostname"),
+        ):
+            value = pki.get(source)
+            if value is None:
+                continue
+            if not isinstance(value, str) or not value:
+                raise _Unconvertible(f"pki {source} must be a non-empty string")
+            fields[target] = str((self.base_dir / value).resolve()) if source.endswith("Path") else value
+        if "ca-roots" not in fields:
+            raise _Unconvertible("pki needs caRootsPath")
+        if "subject-email" not in fields and "subject-hostname" not in fields:
+            raise _Unconvertible("pki needs subjectEmail or subjectHostname")
+        identity = frozenset(f"pki:{key}={value}" for key, value in fields.items())
+        existing = self.authorities.get((identity, frozenset()))
+        if existing is not None:
+            return existing
+        taken = {a.name for a in self.authorities.values()}
+        name, number = "pki", 1
+        while name in taken:
+            number += 1
+            name = f"pki-{number}"
+        authority = _Authority(name=name, fingerprints=identity, pki=fields)
+        self.authorities[(identity, frozenset())] = authority
+        return authority
 
     def keys(self, requirement: dict[str, Any], path_field: str, data_field: str) -> _Keys:
         keys = _Keys()
@@ -370,6 +434,9 @@ def _render(source: str, converter: _Converter, rules: list[_Rule], default: _Ru
         out.append("authorities:")
         for authority in authorities:
             out.append(f"  {authority.name}:")
+            if authority.pki:
+                out.append("    cosign-pki:")
+                out.extend(f"      {key}: {_quote(value)}" for key, value in authority.pki.items())
             for field_name, paths, pems in (
                 ("cosign", authority.key_paths, authority.key_pems),
                 ("rekor", authority.rekor_paths, authority.rekor_pems),

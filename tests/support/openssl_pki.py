@@ -123,6 +123,7 @@ class OpenSSLCA:
         not_after: datetime | None = None,
         eku: str = "codeSigning",
         curve: str = "P-256",
+        san: str | None = None,
     ) -> IssuedCertificate:
         """A leaf certificate (and its key) for `name`, with the given revocation URLs and validity."""
         key = self.directory / f"{name}.key"
@@ -135,6 +136,8 @@ class OpenSSLCA:
             extra.append(f"crlDistributionPoints = URI:{crl_url}")
         if ocsp_url:
             extra.append(f"authorityInfoAccess = OCSP;URI:{ocsp_url}")
+        if san:
+            extra.append(f"subjectAltName = {san}")
         usage = "digitalSignature"
         section = _LEAF_SECTION.format(
             key_usage=usage,

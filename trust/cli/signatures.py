@@ -138,7 +138,14 @@ def sign(
     ] = SignatureFormat.cosign,
     cert: Annotated[
         Path | None,
-        typer.Option("--cert", help="Notation: PEM chain, signing certificate first, root last."),
+        typer.Option(
+            "--cert",
+            help="Notation: PEM chain, signing certificate first, root last. cosign: the key's certificate.",
+        ),
+    ] = None,
+    cert_chain: Annotated[
+        Path | None,
+        typer.Option("--cert-chain", help="cosign: PEM chain of the certificate's issuers, root last."),
     ] = None,
     keyless: Annotated[
         bool,
@@ -201,16 +208,19 @@ def sign(
             )
         if cert is None:
             raise UsageError("--format notation needs --cert CHAIN.pem (signing certificate first)")
+        if cert_chain is not None:
+            raise UsageError("--cert-chain is for cosign: Notation's --cert holds the whole chain")
         _sign_notation(ref, key, cert, expiry, output, insecure_registry, timestamp_url, timestamp_root_cert)
         return
     if expiry is not None:
         raise UsageError("--expiry belongs to --format notation")
     if timestamp_url is not None or timestamp_root_cert is not None:
         raise UsageError("--timestamp-url and --timestamp-root-cert belong to --format notation")
-    if cert is not None:
-        raise UsageError("--cert belongs to --format notation")
+    if cert_chain is not None and cert is None:
+        raise UsageError("--cert-chain needs --cert (the signing key's certificate)")
     annotations = _parse_annotations(annotation or [])
     signer = _load_signer(key, public_key)
+    certificate, chain = _cosign_certificate(cert, cert_chain, signer) if cert is not None else (None, None)
     with RegistryClients.insecure(insecure_registry) as clients:
         results = sign_image(
             clients,
@@ -219,6 +229,8 @@ def sign(
             annotations=annotations,
             signature_repository=signature_repository,
             recursive=recursive,
+            certificate=certificate,
+            chain=chain,
         )
     if output is OutputFormat.json:
         emit_json([result.to_json() for result in results])
@@ -541,6 +553,32 @@ def _verify_with_keys(
         emit_json(records if len(refs) > 1 else records[0])
     if worst:
         raise typer.Exit(worst)
+
+
+def _cosign_certificate(cert: Path, chain: Path | None, signer: Signer) -> tuple[str, str | None]:
+    """The PEM certificate (which must be for the signer's key) and chain to put in the layer."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    texts: list[str | None] = []
+    for path in (cert, chain):
+        if path is None:
+            texts.append(None)
+            continue
+        try:
+            data = path.read_bytes()[: 1024 * 1024]
+            certificates = x509.load_pem_x509_certificates(data)
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"{path} is not a readable PEM certificate file ({str(exc)[:80]})") from None
+        texts.append(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certificates).decode())
+    leaf = x509.load_pem_x509_certificate(str(texts[0]).encode())
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    if leaf.public_key().public_bytes(*spki) != signer.public_key.public_bytes(*spki):
+        raise UsageError(f"certificate {cert} is not for the signing key")
+    first = x509.load_pem_x509_certificates(str(texts[0]).encode())
+    if len(first) != 1:
+        raise UsageError(f"{cert} must hold one certificate; put its issuers in --cert-chain")
+    return str(texts[0]), texts[1]
 
 
 def _key_name(reference: str) -> str:

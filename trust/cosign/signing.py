@@ -56,8 +56,13 @@ def sign_image(
     annotations: dict[str, str] | None = None,
     signature_repository: str | None = None,
     recursive: bool = False,
+    certificate: str | None = None,
+    chain: str | None = None,
 ) -> list[SignResult]:
-    """Sign the digest `reference` resolves to (and, with `recursive`, each manifest of an index)."""
+    """Sign the digest `reference` resolves to (and, with `recursive`, each manifest of an index).
+
+    With `certificate` (PEM, for the signer's key) and `chain` (PEM, its issuers up to the root),
+    the layer carries them, for verifiers that trust a CA rather than a key (`cosign-pki`)."""
     document = resolve(client_for(reference.api_host), reference)
     digests = [document.digest]
     if recursive and isinstance(document.document, ImageIndex):
@@ -65,7 +70,7 @@ def sign_image(
     results = []
     for digest in digests:
         payload = build_payload(docker_reference(reference), digest, annotations)
-        layer = SignatureLayer.create(payload, signer.sign(payload))
+        layer = SignatureLayer.create(payload, signer.sign(payload), certificate=certificate, chain=chain)
         location = SignatureLocation.for_image(reference, digest, signature_repository)
         added = attach_signature(client_for(location.api_host), location, payload, layer, signer.public_key)
         results.append(SignResult(reference, digest, location, added))

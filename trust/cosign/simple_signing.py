@@ -234,8 +234,10 @@ def verify_signature(public_key: PublicKey, payload: bytes, signature_b64: str) 
 
 
 def _decode_b64(text: str) -> bytes | None:
+    """Standard base64 as Go's decoder reads it: line breaks (`\r`, `\n`) are skipped, so the
+    76-column output of some signers (containers/image's pki fixture) decodes as cosign decodes it."""
     try:
-        return base64.b64decode(text, validate=True) if text else None
+        return base64.b64decode(text.replace("\r", "").replace("\n", ""), validate=True) if text else None
     except (binascii.Error, ValueError):
         return None
 
