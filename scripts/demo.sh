@@ -120,6 +120,22 @@ step "trust audit: re-hash everything this host pulled and re-check it against t
 # The unsigned image was pulled when it was evaluated (and refused): audit reports it, exit 3.
 expect_exit 3 trust audit --policy keys-example/policy.yaml
 
+# --- issue 19: keys that never leave an HSM (PKCS#11, SoftHSM2 here) ---
+step "an HSM key (SoftHSM2 token): trust keygen --pkcs11, sign, verify with the exported public key"
+mkdir -p "$work/softhsm"
+printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' "$work/softhsm" > "$work/softhsm2.conf"
+export SOFTHSM2_CONF="$work/softhsm2.conf"
+softhsm2-util --init-token --free --label demo --so-pin 5678 --pin 1234 >/dev/null
+hsm_key="pkcs11:token=demo;object=release?module-path=/usr/lib/softhsm/libsofthsm2.so"
+python scripts/example_image.py "$reg/demo/hsm:v1" --message "signed by a key on a token"
+TRUST_PKCS11_PIN=1234 trust keygen --pkcs11 "$hsm_key" > "$work/hsm.pub"
+cat "$work/hsm.pub"
+expect_exit 2 env TRUST_PKCS11_PIN=0000 trust sign --key "$hsm_key" "$reg/demo/hsm:v1"
+TRUST_PKCS11_PIN=1234 trust sign --key "$hsm_key" "$reg/demo/hsm:v1"
+trust verify --key "$work/hsm.pub" "$reg/demo/hsm:v1"
+unset SOFTHSM2_CONF
+# --- end issue 19 ---
+
 step "a malformed reference is a usage error"
 expect_exit 2 trust pull "$reg/Demo/Hello:v1"
 
