@@ -9,11 +9,14 @@ rotation, multi-region keys), the `awskms://ENDPOINT/` form over HTTPS, SSO and 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from support.images import push_image, simple_image
+from support.images import push_image, simple_image, write_oci_layout
+from support.openssl_pki import OpenSSLCA
 from support.registry import Registry
 
 from trust.cli.app import main
@@ -82,6 +85,34 @@ def test_sign_and_verify_through_kms(
         "default:\n  signed-by: [release]\n"
     )
     assert main(["verify", "--policy", str(policy), "--store", str(tmp_path / "store"), pinned]) == 0
+
+
+def test_notation_signature_with_a_kms_key(
+    kms: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A Notary Project signature made through KMS (ECDSA P-384: ES384), with a certificate an
+    `openssl` CA issued for the KMS key, verifies with a notation policy."""
+    key = kms.create_key(KeyUsage="SIGN_VERIFY", KeySpec="ECC_NIST_P384")["KeyMetadata"]["KeyId"]
+    uri = f"awskms:///{key}"
+    assert main(["public-key", "--key", uri]) == 0
+    public_pem = capsys.readouterr().out.encode()
+    ca = OpenSSLCA(tmp_path / "ca", "KMS Test Root")
+    chain = ca.certify("kms", public_pem, "/C=US/ST=WA/O=acme/CN=release via kms")
+    store = tmp_path / "truststore"
+    store.mkdir()
+    (store / "root.crt").write_bytes(ca.certificate_path.read_bytes())
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "version: 1\nauthorities:\n  kms:\n    notation:\n"
+        f'      trust-store: {store}\n      trusted-identities: ["x509.subject: C=US, ST=WA, O=acme"]\n'
+        "default:\n  signed-by: [kms]\n"
+    )
+    layout = write_oci_layout(tmp_path / "layout", simple_image(b"notation kms\n"), tag="v1")
+    args = ["sign", "--format", "notation", "--key", uri, "--cert", str(chain), "-o", "json"]
+    assert main([*args, f"oci:{layout}:v1"]) == 0
+    [record] = json.loads(capsys.readouterr().out)
+    verify = ["verify", "--policy", str(policy), "--store", str(tmp_path / "store")]
+    assert main([*verify, f"oci:{layout}@{record['digest']}"]) == 0
 
 
 def test_unknown_key_and_reserved_schemes_are_usage_errors(

@@ -196,6 +196,39 @@ def test_the_signer_checks_the_answer_against_the_root_it_was_given(setup: Setup
     assert verify_token(token, b"signature", [setup.tsa.ca.certificate]).authority.endswith("CN=tsa")
 
 
+def test_a_revoked_timestamp_authority_fails_at_strict(setup: Setup, tmp_path: Path) -> None:
+    """The TSA's own certificate names a CRL; once the TSA CA revokes it, a signature that relies
+    on its timestamp (the signing certificate has expired) fails revocation at strict."""
+    tsa = OpenSSLTimestampAuthority(tmp_path / "tsa", crl_url=setup.server.url("/tsa.crl"))
+    setup.server.posts["/revocable"] = tsa.reply
+    setup.server.files["/tsa.crl"] = tsa.ca.crl()
+    envelope = signed(setup, setup.stamper("/revocable", tsa.ca.certificate))
+    now = datetime.now(UTC) + timedelta(hours=3)  # the signing certificate has expired, the CRL is fresh
+
+    def check(level: NotationLevel) -> SignatureOutcome:
+        signature = NotationSignature(
+            Digest.of_bytes(b"sig"), "application/jose+json", Digest.of_bytes(envelope), envelope, TARGET
+        )
+        authority = NotationAuthority(
+            "corp",
+            Path("/store"),
+            (setup.ca.certificate,),
+            ("*",),
+            level,
+            tsa_certificates=(tsa.ca.certificate,),
+        )
+        attached = AttachedSignatures((), lambda layer: b"", (), [signature])
+        [outcome] = verify_notation_attached(attached, TARGET.digest, authority, now=now)
+        return outcome
+
+    assert check(NotationLevel.STRICT).reason is Reason.VALID
+    tsa.ca.revoke(tsa.leaf)
+    setup.server.files["/tsa.crl"] = tsa.ca.crl()
+    revoked = check(NotationLevel.STRICT)
+    assert revoked.reason is Reason.REVOKED and "CN=tsa" in revoked.detail
+    assert check(NotationLevel.PERMISSIVE).reason is Reason.VALID
+
+
 def test_cli_sign_with_a_timestamp_and_verify_with_a_tsa_store(
     setup: Setup, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -298,3 +298,17 @@ def test_cli_verify_online_revoked_and_offline_stale(
     pki.server.files["/short.crl"] = pki.ca.crl()
     assert main([*verify, pinned]) == 3
     assert "revoked" in capsys.readouterr().err
+
+
+def test_hostile_locations_and_oversized_answers_give_no_answer(
+    pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CRL larger than the cap is cut off while streaming; a non-HTTP location is never opened."""
+    monkeypatch.setattr(revocation_module, "MAX_CRL_BYTES", 1000)
+    pki.server.files["/huge.crl"] = b"\x30" * 5000
+    huge = pki.ca.issue("huge-crl", crl_url=pki.server.url("/huge.crl"))
+    status = RevocationChecker().check(chain_of(huge))
+    assert status.status is Status.UNKNOWN and "more than 1000 bytes" in status.detail
+    local = pki.ca.issue("file-crl", crl_url="file:///etc/passwd")
+    status = RevocationChecker().check(chain_of(local))
+    assert status.status is Status.UNKNOWN and "is not an http(s) URL" in status.detail

@@ -155,6 +155,25 @@ class OpenSSLCA:
         )  # fmt: skip
         return IssuedCertificate(name, key, certificate, self)
 
+    def certify(self, name: str, public_key_pem: bytes, subject: str) -> Path:
+        """A code-signing certificate for a key held elsewhere (an HSM, a KMS): `openssl x509 -new
+        -force_pubkey`, signed by this CA, valid for a day. Returns the PEM chain (leaf, root)."""
+        public = self.directory / f"{name}.pub"
+        public.write_bytes(public_key_pem)
+        extensions = self.directory / f"{name}.ext"
+        extensions.write_text(
+            "[ leaf ]\nkeyUsage = critical, digitalSignature\nextendedKeyUsage = codeSigning\n"
+        )
+        certificate = self.directory / f"{name}.pem"
+        _run(
+            "openssl", "x509", "-new", "-subj", subject, "-force_pubkey", public,
+            "-CA", self.certificate_path, "-CAkey", self.key, "-extfile", extensions, "-extensions", "leaf",
+            "-days", "1", "-out", certificate,
+        )  # fmt: skip
+        chain = self.directory / f"{name}-chain.pem"
+        chain.write_bytes(certificate.read_bytes() + self.certificate_path.read_bytes())
+        return chain
+
     def revoke(self, issued: IssuedCertificate, reason: str = "keyCompromise") -> None:
         _run(
             "openssl", "ca", "-config", self.config, "-revoke", issued.certificate_path, "-crl_reason", reason
@@ -342,10 +361,10 @@ class OpenSSLTimestampAuthority:
     the order given, not sorted as DER requires, and rfc3161-client refuses unsorted SETs.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, crl_url: str | None = None) -> None:
         self.directory = directory
         self.ca = OpenSSLCA(directory / "root", "Test TSA Root")
-        self.leaf = self.ca.issue("tsa", eku="timeStamping")
+        self.leaf = self.ca.issue("tsa", eku="timeStamping", crl_url=crl_url)
         (directory / "tsaserial").write_text("01\n")
         (directory / "tsa.pem").write_bytes(self.leaf.certificate_path.read_bytes())
         (directory / "tsa.key").write_bytes(self.leaf.key_path.read_bytes())
