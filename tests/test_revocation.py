@@ -312,3 +312,21 @@ def test_hostile_locations_and_oversized_answers_give_no_answer(
     local = pki.ca.issue("file-crl", crl_url="file:///etc/passwd")
     status = RevocationChecker().check(chain_of(local))
     assert status.status is Status.UNKNOWN and "is not an http(s) URL" in status.detail
+
+
+def test_a_delegated_ocsp_responder_counts_only_with_the_ocsp_signing_usage(pki: Pki) -> None:
+    """`openssl ocsp` signing with a responder certificate the CA issued for OCSP signing is
+    trusted; one issued for code signing is not (and then the CRL decides)."""
+    delegated = pki.ca.issue("ocsp-responder", eku="OCSPSigning")
+    impostor = pki.ca.issue("not-a-responder", eku="codeSigning")
+    for signer, expected in ((delegated, Status.GOOD), (impostor, Status.UNKNOWN)):
+        responder = OcspResponder.reserve(pki.ca, signer)
+        leaf = pki.ca.issue(f"delegated-{signer.name}", ocsp_url=responder.url)
+        responder.start()  # it reads index.txt once: after the leaf is issued
+        try:
+            status = RevocationChecker().check(chain_of(leaf))
+        finally:
+            responder.stop()
+        assert status.status is expected, status.detail
+        if expected is Status.UNKNOWN:
+            assert "neither the issuing CA nor a responder it authorised" in status.detail

@@ -283,26 +283,31 @@ def free_port() -> int:
 class OcspResponder:
     """`openssl ocsp` answering for `ca` from its index.txt, signing with the CA key itself."""
 
-    def __init__(self, ca: OpenSSLCA, port: int) -> None:
+    def __init__(self, ca: OpenSSLCA, port: int, signer: IssuedCertificate | None = None) -> None:
         self.ca = ca
         self.port = port
+        self.signer = signer
+        """A delegated responder certificate (id-kp-OCSPSigning) to sign with; None: the CA itself."""
         self.url = f"http://127.0.0.1:{port}"
         self.process: subprocess.Popen[bytes] | None = None
 
     @classmethod
-    def reserve(cls, ca: OpenSSLCA) -> OcspResponder:
+    def reserve(cls, ca: OpenSSLCA, signer: IssuedCertificate | None = None) -> OcspResponder:
         """A responder with its port chosen, not running yet (certificates need the URL first)."""
-        return cls(ca, free_port())
+        return cls(ca, free_port(), signer)
 
     def start(self) -> OcspResponder:
         log = self.ca.directory / f"ocsp-{self.port}.log"
+        signer = self.signer.certificate_path if self.signer else self.ca.certificate_path
+        signer_key = self.signer.key_path if self.signer else self.ca.key
         with open(log, "wb") as sink:
             self.process = subprocess.Popen(
                 [
                     "setpriv", "--pdeathsig", "KILL", "--",
                     "openssl", "ocsp", "-index", str(self.ca.directory / "index.txt"),
-                    "-port", str(self.port), "-rsigner", str(self.ca.certificate_path),
-                    "-rkey", str(self.ca.key), "-CA", str(self.ca.certificate_path), "-nmin", "60",
+                    "-port", str(self.port),
+                    "-rsigner", str(signer), "-rkey", str(signer_key),
+                    "-CA", str(self.ca.certificate_path), "-nmin", "60",
                     "-ignore_err",
                 ],
                 stdout=subprocess.DEVNULL,
