@@ -198,10 +198,15 @@ def _describe_authority(authority: Authority) -> str:
             f"for {' and '.join(subjects)}"
         )
     n = len(authority.certificates)
-    return (
+    text = (
         f"notation, trust store {authority.trust_store} ({n} certificate{'s' if n != 1 else ''}), "
         f"level {authority.level}, identities {', '.join(authority.trusted_identities)}"
     )
+    if authority.tsa_store is not None:
+        text += f", tsa store {authority.tsa_store} (verify-timestamp {authority.verify_timestamp})"
+    if authority.revocation == "skip":
+        text += ", revocation not checked"
+    return text
 
 
 def _describe_rule(rule: Rule) -> str:
