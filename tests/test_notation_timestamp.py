@@ -24,7 +24,7 @@ from pull.manifest import Descriptor
 from trust.attached import AttachedSignatures
 from trust.cli.app import main
 from trust.cosign.simple_signing import Reason, SignatureOutcome
-from trust.notation import NotationAuthority, NotationLevel, Revocation, VerifyTimestamp
+from trust.notation import NotationAuthority, NotationLevel, Revocation, VerifyTimestamp, revocation
 from trust.notation.artifact import NotationSignature
 from trust.notation.jws import Timestamper, build_envelope, parse_envelope
 from trust.notation.signatures import verify_notation_attached
@@ -199,6 +199,7 @@ def test_the_signer_checks_the_answer_against_the_root_it_was_given(setup: Setup
 def test_a_revoked_timestamp_authority_fails_at_strict(setup: Setup, tmp_path: Path) -> None:
     """The TSA's own certificate names a CRL; once the TSA CA revokes it, a signature that relies
     on its timestamp (the signing certificate has expired) fails revocation at strict."""
+    revocation.configure(cache_dir=None)  # no cache: the second check must fetch the new CRL
     tsa = OpenSSLTimestampAuthority(tmp_path / "tsa", crl_url=setup.server.url("/tsa.crl"))
     setup.server.posts["/revocable"] = tsa.reply
     setup.server.files["/tsa.crl"] = tsa.ca.crl()

@@ -7,6 +7,7 @@ one authority without a policy file. The formats live in the signature families 
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -460,11 +461,12 @@ def _verify_with_policy(
     policy = load_policy(policy_path)
     wanted = Platform.parse(platform) if platform else None
     content = open_store(store)
+    revocation: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
     if any(authority.kind == "notation" for authority in policy.authorities.values()):
-        from trust.notation.revocation import configure
+        from trust.notation.revocation import configured
 
-        configure(cache_dir=content.root / "cache" / "crl", offline=offline)
-    with RegistryClients.insecure(insecure) as clients:
+        revocation = configured(cache_dir=content.root / "cache" / "crl", offline=offline)
+    with revocation, RegistryClients.insecure(insecure) as clients:
         results = run_gate(references, policy, content, clients, platform=wanted)
     for result in results:
         if result.evaluation is not None:

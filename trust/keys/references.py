@@ -139,6 +139,6 @@ def public_key_for(reference: str) -> PublicKey:
     else:
         pem = read_key_file(reference)
         source = reference
-    if b"PUBLIC KEY-----" in pem:
-        return load_public_key(pem, source=source)
-    return signer_for(reference).public_key
+    if b"PRIVATE KEY-----" in pem:  # a private key names its public half
+        return signer_for(reference).public_key
+    return load_public_key(pem, source=source)  # else the file's error, as `verify --key` always said

@@ -26,11 +26,12 @@ UNKNOWN ("could not check revocation").
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -323,6 +324,19 @@ def configure(*, cache_dir: Path | None, offline: bool = False) -> None:
     in worker threads, so this is a plain module setting, not a context variable)."""
     global _settings
     _settings = Settings(cache_dir, offline)
+
+
+@contextlib.contextmanager
+def configured(*, cache_dir: Path | None, offline: bool = False) -> Iterator[None]:
+    """`configure` for the duration of a block, then back to what it was (one command of many in
+    a process, e.g. the test suite or the agent)."""
+    global _settings
+    previous = _settings
+    _settings = Settings(cache_dir, offline)
+    try:
+        yield
+    finally:
+        _settings = previous
 
 
 def checker(now: datetime | None = None) -> RevocationChecker:
