@@ -348,6 +348,7 @@ serial = $dir/tsaserial
 crypto_device = builtin
 signer_cert = $dir/tsa.pem
 signer_key = $dir/tsa.key
+certs = $dir/tsa-chain.pem
 signer_digest = sha256
 default_policy = 1.2.3.4.1
 digests = sha256, sha384, sha512
@@ -362,8 +363,8 @@ ess_cert_id_alg = sha256
 class OpenSSLTimestampAuthority:
     """An RFC 3161 TSA: its own root CA, a leaf with the critical timeStamping EKU, `openssl ts -reply`.
 
-    The token embeds the TSA certificate only (no `certs`): openssl writes a certificate SET in
-    the order given, not sorted as DER requires, and rfc3161-client refuses unsorted SETs.
+    The token embeds the TSA certificate and its root (`certs`), in the order openssl is given
+    them, which is not the sorted order DER requires (trust.notation.timestamp sorts them).
     """
 
     def __init__(self, directory: Path, *, crl_url: str | None = None) -> None:

@@ -83,16 +83,12 @@ def verify_token(
     if info.message_imprint.message != digest(signature_value).digest():
         raise TimestampProblem("the timestamp is over other bytes than this signature")
     signer = _signer_certificate(response)
+    # Only the trust store goes into the verifier. The token's own certificates serve as untrusted
+    # path material inside the CMS check; rfc3161-client treats "intermediates" given to its
+    # builder as trusted, so a token's embedded (possibly rogue) root must never be passed there.
     builder = VerifierBuilder()
     for certificate in trust_store:
         builder = builder.add_root_certificate(certificate)
-    for der in response.signed_data.certificates:
-        try:
-            embedded = x509.load_der_x509_certificate(der)
-        except ValueError:
-            raise TimestampProblem("the timestamp carries an unreadable certificate") from None
-        if embedded != signer and embedded not in trust_store:
-            builder = builder.add_intermediate_certificate(embedded)
     try:
         builder.build().verify(response, info.message_imprint.message)
     except VerificationError as exc:
@@ -193,7 +189,7 @@ def request_token(
     if len(response.content) > MAX_TOKEN_BYTES:
         raise TimestampProblem(f"timestamp authority {url[:100]} sent more than {MAX_TOKEN_BYTES} bytes")
     try:
-        decoded = decode_timestamp_response(response.content)
+        decoded = decode_timestamp_response(_sort_response_certificates(response.content))
     except ValueError as exc:
         raise TimestampProblem(
             f"timestamp authority {url[:100]} sent no timestamp ({str(exc)[:80]})"
@@ -218,7 +214,7 @@ def _parse_token(token: bytes):  # type: ignore[no-untyped-def]  # rfc3161-clien
 
     granted = b"\x30\x03\x02\x01\x00"  # PKIStatusInfo { status granted(0) }
     try:
-        response = decode_timestamp_response(_der_sequence(granted + token))
+        response = decode_timestamp_response(_der_sequence(granted + sort_certificate_set(token)))
         _ = response.tst_info.gen_time
         _ = response.signed_data.signer_infos
     except ValueError as exc:
@@ -242,7 +238,83 @@ def _signer_certificate(response) -> x509.Certificate:  # type: ignore[no-untype
 
 
 def _der_sequence(content: bytes) -> bytes:
+    return _der(0x30, content)
+
+
+def _der(tag: int, content: bytes) -> bytes:
     if len(content) < 0x80:
-        return bytes([0x30, len(content)]) + content
+        return bytes([tag, len(content)]) + content
     length = len(content).to_bytes((len(content).bit_length() + 7) // 8, "big")
-    return bytes([0x30, 0x80 | len(length)]) + length + content
+    return bytes([tag, 0x80 | len(length)]) + length + content
+
+
+def _read(data: bytes, position: int = 0) -> tuple[int, bytes, int]:
+    """One DER element at `position`: (tag, content, end). Raises ValueError when malformed."""
+    if position + 2 > len(data):
+        raise ValueError("truncated")
+    tag, first = data[position], data[position + 1]
+    start = position + 2
+    if first & 0x80:
+        count = first & 0x7F
+        if count == 0 or count > 4:
+            raise ValueError("unsupported length")
+        length = int.from_bytes(data[start : start + count], "big")
+        start += count
+    else:
+        length = first
+    end = start + length
+    if end > len(data):
+        raise ValueError("truncated")
+    return tag, data[start:end], end
+
+
+def _elements(content: bytes) -> list[tuple[int, bytes, bytes]]:
+    """The elements of a constructed value: (tag, content, whole encoding) each."""
+    elements, position = [], 0
+    while position < len(content):
+        tag, inner, end = _read(content, position)
+        elements.append((tag, inner, content[position:end]))
+        position = end
+    return elements
+
+
+def sort_certificate_set(token: bytes) -> bytes:
+    """The token with its SignedData `certificates` SET OF in DER order.
+
+    OpenSSL (`openssl ts -reply`, and TSAs built on it) writes the certificates in the order it was
+    given, which DER forbids and rfc3161-client refuses. The set lies outside what the TSA signed
+    (the signed attributes), so putting it in order changes no signature. Anything that is not
+    shaped like a ContentInfo with SignedData is returned unchanged, for the parser to refuse.
+    """
+    try:
+        tag, content, end = _read(token)
+        if tag != 0x30 or end != len(token):
+            return token
+        [(_, _, oid), (wrapper_tag, wrapper, _)] = _elements(content)
+        if wrapper_tag != 0xA0:
+            return token
+        [(signed_tag, signed, _)] = _elements(wrapper)
+        if signed_tag != 0x30:
+            return token
+        fields = []
+        for field_tag, field_content, encoded in _elements(signed):
+            if field_tag == 0xA0:  # certificates [0] IMPLICIT SET OF
+                ordered = sorted(whole for _, _, whole in _elements(field_content))
+                encoded = _der(0xA0, b"".join(ordered))
+            fields.append(encoded)
+        return _der(0x30, oid + _der(0xA0, _der(0x30, b"".join(fields))))
+    except ValueError:
+        return token
+
+
+def _sort_response_certificates(response: bytes) -> bytes:
+    """`sort_certificate_set` on the token inside a TimeStampResp (status, then the token)."""
+    try:
+        tag, content, end = _read(response)
+        elements = _elements(content)
+    except ValueError:
+        return response
+    if tag != 0x30 or end != len(response) or len(elements) != 2:
+        return response
+    (_, _, status), (_, _, token) = elements
+    return _der(0x30, status + sort_certificate_set(token))
