@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -270,3 +271,46 @@ def test_cli_sign_with_a_timestamp_and_verify_with_a_tsa_store(
     verify = ["verify", "--policy", str(policy), "--store", str(tmp_path / "store"), "-o", "json", pinned]
     assert main(verify) == 0
     assert "timestamped" in capsys.readouterr().out
+
+
+def test_a_tsa_behind_an_intermediate_ca_verifies_with_only_the_root_trusted(tmp_path: Path) -> None:
+    """Real TSAs sign with a certificate from an intermediate CA and embed the chain in the token
+    (here `openssl ts` embeds intermediate and root, unsorted): only the root is in the store."""
+
+    def openssl(*args: str | Path) -> None:
+        subprocess.run(["openssl", *map(str, args)], cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "ext.cnf").write_text(
+        "[ca]\nbasicConstraints=critical,CA:true\nkeyUsage=critical,keyCertSign,cRLSign\n"
+        "[tsa]\nbasicConstraints=CA:false\nkeyUsage=critical,digitalSignature\n"
+        "extendedKeyUsage=critical,timeStamping\n"
+    )
+    ec_key = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes")
+    openssl("req", "-x509", *ec_key, "-keyout", "root.key", "-subj", "/CN=TSA Root", "-days", "10",
+            "-addext", "basicConstraints=critical,CA:true", "-addext", "keyUsage=critical,keyCertSign",
+            "-out", "root.pem")  # fmt: skip
+    for name, issuer, section in (("int", "root", "ca"), ("tsa", "int", "tsa")):
+        openssl(
+            "req", "-new", *ec_key, "-keyout", f"{name}.key", "-subj", f"/CN={name}", "-out", f"{name}.csr"
+        )
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{issuer}.pem", "-CAkey", f"{issuer}.key",
+                "-CAcreateserial", "-days", "5", "-extfile", "ext.cnf", "-extensions", section,
+                "-out", f"{name}.pem")  # fmt: skip
+    (tmp_path / "chain.pem").write_bytes(
+        (tmp_path / "int.pem").read_bytes() + (tmp_path / "root.pem").read_bytes()
+    )
+    (tmp_path / "serial").write_text("01\n")
+    (tmp_path / "tsa.cnf").write_text(
+        f"[tsa]\ndefault_tsa = l\n[l]\ndir = {tmp_path}\nserial = $dir/serial\nsigner_cert = $dir/tsa.pem\n"
+        "certs = $dir/chain.pem\nsigner_key = $dir/tsa.key\nsigner_digest = sha256\n"
+        "default_policy = 1.2.3.4.1\ndigests = sha256\naccuracy = secs:1\ness_cert_id_chain = no\n"
+    )
+    (tmp_path / "data").write_bytes(b"signature bytes")
+    openssl("ts", "-query", "-data", "data", "-sha256", "-cert", "-out", "q.tsq")
+    openssl("ts", "-reply", "-config", "tsa.cnf", "-queryfile", "q.tsq", "-token_out", "-out", "token.der")
+    token = (tmp_path / "token.der").read_bytes()
+    root = x509.load_pem_x509_certificate((tmp_path / "root.pem").read_bytes())
+    assert verify_token(token, b"signature bytes", [root]).authority == "CN=tsa"
+    intermediate = x509.load_pem_x509_certificate((tmp_path / "int.pem").read_bytes())
+    with pytest.raises(TimestampProblem, match="tsa trust store"):
+        verify_token(token, b"signature bytes", [intermediate])  # not a root: no partial chains
