@@ -463,7 +463,7 @@ def _verify_with_policy(
     content = open_store(store)
     revocation: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
     if any(authority.kind == "notation" for authority in policy.authorities.values()):
-        from trust.notation.revocation import configured
+        from trust.notation.revocation_settings import configured
 
         revocation = configured(cache_dir=content.root / "cache" / "crl", offline=offline)
     with revocation, RegistryClients.insecure(insecure) as clients:

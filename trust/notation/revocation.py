@@ -26,12 +26,11 @@ UNKNOWN ("could not check revocation").
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -43,6 +42,24 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, ExtensionOID
+
+from trust.notation.revocation_settings import configure, configured, current
+
+__all__ = [
+    "CertificateStatus",
+    "ChainStatus",
+    "FetchError",
+    "Fetcher",
+    "HttpFetcher",
+    "RevocationChecker",
+    "Status",
+    "check_crl",
+    "checker",
+    "configure",
+    "configured",
+    "crl_locations",
+    "ocsp_locations",
+]
 
 DEFAULT_TIMEOUT_SECONDS = 5.0
 """Per request. Notation uses a few seconds too: a responder that is down must not hang a verify."""
@@ -308,40 +325,10 @@ class RevocationChecker:
             pass  # a cache that cannot be written only costs a download next time
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Process-wide: where the cache is and whether the network may be used (set by the CLI)."""
-
-    cache_dir: Path | None = None
-    offline: bool = False
-
-
-_settings = Settings()
-
-
-def configure(*, cache_dir: Path | None, offline: bool = False) -> None:
-    """Set the cache and offline mode for every later check in this process (verification may run
-    in worker threads, so this is a plain module setting, not a context variable)."""
-    global _settings
-    _settings = Settings(cache_dir, offline)
-
-
-@contextlib.contextmanager
-def configured(*, cache_dir: Path | None, offline: bool = False) -> Iterator[None]:
-    """`configure` for the duration of a block, then back to what it was (one command of many in
-    a process, e.g. the test suite or the agent)."""
-    global _settings
-    previous = _settings
-    _settings = Settings(cache_dir, offline)
-    try:
-        yield
-    finally:
-        _settings = previous
-
-
 def checker(now: datetime | None = None) -> RevocationChecker:
-    """A checker with the configured cache and mode, judging freshness at `now`."""
-    return RevocationChecker(cache_dir=_settings.cache_dir, offline=_settings.offline, now=now)
+    """A checker with the configured cache and mode (`revocation_settings`), judging freshness at `now`."""
+    settings = current()
+    return RevocationChecker(cache_dir=settings.cache_dir, offline=settings.offline, now=now)
 
 
 # --- pure checks -----------------------------------------------------------------------------
