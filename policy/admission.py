@@ -128,7 +128,10 @@ def admit_reference(
     from pull.clients import RegistryClients
 
     policy = load(policy_path, store)
-    with RegistryClients.insecure(insecure_registries) as clients:
+    from trust.notation import revocation_cache  # loaded with the policy anyway; not on the reuse path
+
+    # Notation certificates' CRLs and OCSP answers are cached beside the content they vouch for.
+    with revocation_cache(store.root), RegistryClients.insecure(insecure_registries) as clients:
         return admit(reference, policy, store, clients, platform=platform)
 
 

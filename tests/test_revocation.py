@@ -79,6 +79,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pki]:
 
 @pytest.fixture(autouse=True)
 def no_configured_cache() -> Iterator[None]:
+    revocation_module.configure(cache_dir=None)
     yield
     revocation_module.configure(cache_dir=None)
 

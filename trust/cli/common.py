@@ -112,12 +112,8 @@ def default_store_path() -> Path:
 
 def open_store(path: Path | None) -> ContentStore:
     from pull.store import ContentStore
-    from trust.notation.revocation_settings import configure
 
-    store = ContentStore.open((path or default_store_path()).absolute())  # overlay needs absolute paths
-    # CRLs and OCSP answers for Notation signatures are cached beside the content they vouch for.
-    configure(cache_dir=store.root / "cache" / "crl")
-    return store
+    return ContentStore.open((path or default_store_path()).absolute())  # overlay needs absolute paths
 
 
 def pull_config(insecure: list[str] | None) -> PullConfig:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from trust.notation.authority import NotationAuthority, NotationLevel, Revocation, VerifyTimestamp
 from trust.notation.identity import overlapping, parse_identity
+from trust.notation.revocation_settings import store_cache as revocation_cache
 
 if TYPE_CHECKING:
     from pull.digest import Digest
@@ -26,6 +27,7 @@ __all__ = [
     "VerifyTimestamp",
     "overlapping",
     "parse_identity",
+    "revocation_cache",
     "verify_authority",
 ]
 

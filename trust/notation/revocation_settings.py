@@ -1,8 +1,8 @@
 """Where revocation answers are cached and whether the network may be used: one setting per process.
 
 Kept apart from `trust.notation.revocation` (which imports cryptography's X.509 and OCSP code) so
-that every command can point the cache at its store for nothing: `trust.cli.common.open_store` sets
-`STORE/cache/crl`, `trust verify --offline` narrows it to the cache alone for its duration.
+that admission can point the cache at its store for nothing: `policy.admission.admit_reference`
+(pull, run, create) and `trust verify --policy [--offline]` set `STORE/cache/crl` for their duration.
 Verification may run in worker threads (the CI gate), so this is a module setting, not a context
 variable.
 """
@@ -46,3 +46,10 @@ def configured(*, cache_dir: Path | None, offline: bool = False) -> Iterator[Non
         yield
     finally:
         _settings = previous
+
+
+def store_cache(store_root: Path) -> contextlib.AbstractContextManager[None]:
+    """`STORE/cache/crl` for a block, unless a cache is already configured (an outer command's)."""
+    if _settings.cache_dir is not None:
+        return contextlib.nullcontext()
+    return configured(cache_dir=store_root / "cache" / "crl")
