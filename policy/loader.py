@@ -35,6 +35,7 @@ from policy.model import (
     CosignKeyAuthority,
     CosignPkiAuthority,
     KeylessAuthority,
+    KubernetesSettings,
     Mode,
     NotationAuthority,
     NotationLevel,
@@ -65,7 +66,9 @@ CERT_SUFFIXES = (".crt", ".pem", ".cer")
 
 # Field names, in the order the docs list them. tests/test_policy_file.py checks that
 # policy/schema.json names exactly these, so the schema and the loader cannot drift apart.
-TOP_FIELDS = ("version", "reuse-decisions", "authorities", "rules", "default")
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+TOP_FIELDS = ("version", "reuse-decisions", "authorities", "rules", "default", "kubernetes")
+KUBERNETES_FIELDS = ("exempt-namespaces", "exempt-images")
 COSIGN_FIELDS = ("cosign-keys", "cosign-key-pems", "rekor-keys", "rekor-key-pems")
 AUTHORITY_FIELDS = (*COSIGN_FIELDS, "keyless", "notation", "cosign-pki")
 MAX_PEM_BUNDLE_BYTES = 1024 * 1024
@@ -463,7 +466,34 @@ class _Builder:
             authorities=MappingProxyType(dict(authorities)),
             inputs=tuple(dict.fromkeys(self.inputs)),
             reuse_seconds=self.reuse_seconds(top),
+            kubernetes=self.kubernetes(top),
         )
+
+    def kubernetes(self, top: _Section) -> KubernetesSettings:
+        node = top.mapping("kubernetes", "kubernetes: {exempt-namespaces: [kube-system]}")
+        if node is None:
+            return KubernetesSettings()
+        section = _Section(self, node, "the kubernetes section", KUBERNETES_FIELDS)
+        namespaces = []
+        if section.has("exempt-namespaces"):
+            for name, line in section.strings(
+                "exempt-namespaces", "exempt-namespaces: [kube-system]", "namespace"
+            ):
+                if _NAMESPACE.fullmatch(name) is None:
+                    raise self.fail(
+                        f"{name!r} is not a Kubernetes namespace name",
+                        "namespaces are lowercase letters, digits and '-', at most 63 characters",
+                        line,
+                    )
+                namespaces.append(name)
+        scopes = []
+        if section.has("exempt-images"):
+            for text, line in section.strings("exempt-images", "exempt-images: [registry.k8s.io/*]", "scope"):
+                try:
+                    scopes.append(parse_scope(text))
+                except PolicyError as exc:
+                    raise exc.at(self.source, line) from None
+        return KubernetesSettings(tuple(namespaces), tuple(scopes), line=top.line("kubernetes"))
 
     def reuse_seconds(self, top: _Section) -> int:
         if not top.has("reuse-decisions"):

@@ -58,6 +58,7 @@ __all__ = [
     "CosignKeyAuthority",
     "CosignPkiAuthority",
     "KeylessAuthority",
+    "KubernetesSettings",
     "MatchedRule",
     "Mode",
     "NotationAuthority",
@@ -112,6 +113,23 @@ class MatchedRule:
 
 
 @dataclass(frozen=True)
+class KubernetesSettings:
+    """The policy file's `kubernetes:` section, read by the admission webhook only.
+
+    Pods in `exempt_namespaces` are admitted without looking at their images (the cluster's own
+    `kube-system`, the webhook's namespace); an image under one of `exempt_images` is admitted
+    without a decision (a scope, as in rules). Everything else goes through the rules.
+    """
+
+    exempt_namespaces: tuple[str, ...] = ()
+    exempt_images: tuple[Scope, ...] = ()
+    line: int = 0
+
+    def exempts_image(self, reference: Reference) -> Scope | None:
+        return next((scope for scope in self.exempt_images if scope.matches(reference)), None)
+
+
+@dataclass(frozen=True)
 class Policy:
     """A loaded policy: `rules` in file order, the `default`, the authorities by name.
 
@@ -128,6 +146,7 @@ class Policy:
     cannot vouch for them, e.g. a policy read from a pipe). What `policy.reuse` re-checks."""
     reuse_seconds: int = 0
     """`reuse-decisions`: how long `trust run` may reuse an admission decision (0: never)."""
+    kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
 
     def rule_for(self, reference: Reference) -> MatchedRule:
         """The most specific rule whose scope matches `reference` (see `policy.scope`), else default."""

@@ -85,6 +85,7 @@ def _register_subcommands() -> None:
     from trust.cli import signatures as signatures_cli
     from trust.cli import store as store_cli
     from trust.cli import trusted_root as trusted_root_cli
+    from trust.cli import webhook as webhook_cli
 
     images_cli.register(app)
     signatures_cli.register(app)
@@ -93,6 +94,7 @@ def _register_subcommands() -> None:
     store_cli.register(app)
     copy_cli.register(app)
     trusted_root_cli.register(app)
+    webhook_cli.register(app)
     try:
         container_cli = importlib.import_module("trust.cli.containers")
     except ImportError:  # the runtime commands are optional while they are being built
