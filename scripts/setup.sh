@@ -15,6 +15,13 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# kubectl builds the Kubernetes objects of the webhook tests (offline, --dry-run=client). Some
+# machines carry a kubectl of their own (a cloud SDK's); Debian's package would collide with it.
+if ! command -v kubectl >/dev/null 2>&1; then
+    echo "setup: installing kubernetes-client" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null
+fi
 # Debian's docker-registry package may start a system service; trust's tests and demo start their own.
 
 if [ ! -x .venv/bin/python ]; then

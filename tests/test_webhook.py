@@ -533,3 +533,144 @@ def test_the_kubernetes_section_of_a_policy_is_checked_at_load(tmp_path: Path, i
         )
     )
     assert main(["policy", "check", str(bad)]) == 2
+
+
+# -- trust policy test ---------------------------------------------------------------------------
+
+
+def test_policy_test_runs_image_and_object_cases_and_reports_junit(
+    tmp_path: Path, images: Images, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import xml.etree.ElementTree as ET
+
+    import yaml
+
+    (tmp_path / "pod.yaml").write_text(
+        yaml.safe_dump(pod_of(kubectl_object("deployment", "w", f"--image={images.unsigned}")))
+    )
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        f"policy: {images.policy}\n"
+        "cases:\n"
+        f"  - {{name: signed, image: '{images.signed}', expect: allow}}\n"
+        f"  - {{name: unsigned, image: '{images.unsigned}', expect: deny, reason: no signatures found}}\n"
+        "  - {name: pod, object: pod.yaml, expect: deny, reason: denied by rule 1}\n"
+        "  - {name: exempt, object: pod.yaml, namespace: kube-system, expect: allow}\n"
+    )
+    assert main(["policy", "test", str(suite)]) == 0
+    assert "4 passed, 0 failed" in capsys.readouterr().err
+
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text(
+        suite.read_text().replace("expect: allow}\n  - {name: unsigned", "expect: deny}\n  - {name: unsigned")
+    )
+    assert main(["policy", "test", str(wrong), "--output", "junit"]) == 3
+    report = ET.fromstring(capsys.readouterr().out.split("?>", 1)[1])
+    [failure] = report.iter("failure")
+    assert failure.get("message") == "expected deny, got allow"
+    assert report.find("testsuite").get("failures") == "1"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("cases: [{name: x, expect: maybe, image: a/b:1}]", "'expect' must be one of"),
+        ("cases: [{name: x, expect: allow}]", "exactly one of 'image' or 'object'"),
+        ("cases: [{name: x, expect: allow, object: missing.yaml}]", "is not a regular file"),
+        ("cases: {}", "a 'cases' list"),
+    ],
+)
+def test_policy_test_refuses_a_malformed_suite(
+    tmp_path: Path, images: Images, capsys: pytest.CaptureFixture[str], text: str, problem: str
+) -> None:
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(text)
+    assert main(["policy", "test", str(suite), "--policy", str(images.policy)]) == 2
+    assert problem in capsys.readouterr().err
+
+
+# -- deploy/kubernetes ---------------------------------------------------------------------------
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "kubernetes"
+
+
+def deploy_documents() -> list[dict[str, Any]]:
+    import yaml
+
+    documents = []
+    for path in sorted(DEPLOY.glob("*.yaml")):
+        for document in yaml.safe_load_all(path.read_text()):
+            assert isinstance(document, dict) and document.get("kind"), f"{path.name}: not an object"
+            assert document.get("apiVersion") and document["metadata"].get("name"), path.name
+            documents.append(document)
+    return documents
+
+
+def test_every_deploy_document_parses_as_a_kubernetes_object() -> None:
+    kinds = sorted(document["kind"] for document in deploy_documents())
+    assert kinds == sorted(
+        [
+            "Certificate",
+            "ConfigMap",
+            "Deployment",
+            "Issuer",
+            "MutatingWebhookConfiguration",
+            "Namespace",
+            "PodDisruptionBudget",
+            "Secret",
+            "Service",
+            "ServiceAccount",
+            "ValidatingWebhookConfiguration",
+        ]
+    )
+    # kubectl cannot check them here: `create -f` needs an API server for its type discovery.
+
+
+def test_the_webhook_configurations_match_the_service_and_the_deployment() -> None:
+    documents = {
+        (document["kind"], document["metadata"]["name"]): document for document in deploy_documents()
+    }
+    service = documents[("Service", "trust-webhook")]
+    deployment = documents[("Deployment", "trust-webhook")]
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert deployment["spec"]["replicas"] == 2
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    [port] = service["spec"]["ports"]
+    assert port["targetPort"] in {p["name"] for p in container["ports"]}
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    listen = next(arg for arg in container["args"] if arg.startswith("--listen="))
+    assert listen.endswith(f":{container['ports'][0]['containerPort']}")
+    deadline = float(next(arg for arg in container["args"] if arg.startswith("--deadline=")).split("=")[1])
+    for kind, path in [
+        ("MutatingWebhookConfiguration", "/mutate"),
+        ("ValidatingWebhookConfiguration", "/validate"),
+    ]:
+        [hook] = next(d for (k, _), d in documents.items() if k == kind)["webhooks"]
+        assert hook["failurePolicy"] == "Fail" and hook["sideEffects"] == "None"
+        assert hook["admissionReviewVersions"] == ["v1"] and hook["matchPolicy"] == "Equivalent"
+        assert hook["timeoutSeconds"] > deadline
+        target = hook["clientConfig"]["service"]
+        assert (target["name"], target["namespace"], target["path"], target["port"]) == (
+            service["metadata"]["name"],
+            service["metadata"]["namespace"],
+            path,
+            port["port"],
+        )
+        skipped = hook["namespaceSelector"]["matchExpressions"][0]
+        assert skipped["operator"] == "NotIn" and {"kube-system", "trust-system"} <= set(skipped["values"])
+        resources = {resource for rule in hook["rules"] for resource in rule["resources"]}
+        assert {"pods", "deployments", "cronjobs", "pods/ephemeralcontainers"} <= resources
+
+
+def test_the_policy_configmap_is_a_valid_policy(tmp_path: Path) -> None:
+    [configmap] = [d for d in deploy_documents() if d["kind"] == "ConfigMap"]
+    key = tmp_path / "release.pub"
+    key.write_bytes(generate_keypair(b"")[1])
+    text = configmap["data"]["policy.yaml"].replace("/etc/trust/keys/release.pub", str(key))
+    (tmp_path / "policy.yaml").write_text(text)
+    assert main(["policy", "check", str(tmp_path / "policy.yaml")]) == 0

@@ -1,4 +1,4 @@
-"""`trust policy check | explain | import`: lint a policy, debug a decision, convert other formats."""
+"""`trust policy check | explain | import | test`: lint, debug a decision, convert, test a suite."""
 
 from __future__ import annotations
 
@@ -136,3 +136,46 @@ def import_(
     for warning in result.warnings:
         note(f"trust: warning: {warning}")
     typer.echo(result.yaml_text, nl=not result.yaml_text.endswith("\n"))
+
+
+class TestOutput(StrEnum):
+    text = "text"
+    json = "json"
+    junit = "junit"
+    sarif = "sarif"
+
+
+@policy_app.command("test")
+def test(
+    suite: Annotated[Path, typer.Argument(help="Suite YAML: cases with an image or a Kubernetes object.")],
+    policy: Annotated[Path | None, typer.Option("--policy", help="Policy (default: the suite's).")] = None,
+    output: Annotated[TestOutput, typer.Option("--output", "-o", help="text, json, junit or sarif.")] = (
+        TestOutput.text
+    ),
+    insecure_registry: Annotated[list[str] | None, typer.Option("--insecure-registry")] = None,
+) -> None:
+    """Check that a policy decides each case of a suite as expected (exit 3 when one does not)."""
+    from pull.errors import UsageError
+    from trust.webhook.suite import junit_xml, load_suite, run_suite, sarif
+
+    named, cases = load_suite(suite)
+    policy_path = policy or named
+    if policy_path is None:
+        raise UsageError(f"suite {suite} names no policy: give --policy")
+    results = run_suite(cases, policy_path, insecure=insecure_registry)
+    failed = [result for result in results if not result.passed]
+    if output is TestOutput.junit:
+        emit_line(junit_xml(results, suite.name))
+    elif output is TestOutput.sarif:
+        emit_json(sarif(results, suite))
+    elif output is TestOutput.json:
+        emit_json([result.to_json() for result in results])
+    else:
+        for result in results:
+            mark = "PASS" if result.passed else "FAIL"
+            emit_line(f"{mark} {result.case.name}: {result.decision} (expected {result.case.expect})")
+            if not result.passed:
+                emit_line(f"     {result.message}")
+    note(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    if failed:
+        raise typer.Exit(3)
