@@ -136,6 +136,34 @@ trust verify --key "$work/hsm.pub" "$reg/demo/hsm:v1"
 unset SOFTHSM2_CONF
 # --- end issue 19 ---
 
+# --- issue 17: the same policy as a Kubernetes admission webhook ---
+step "trust webhook: the same policy answers Kubernetes AdmissionReviews (offline, then over TLS)"
+review_of() {  # review_of IMAGE: a Pod wrapped as the API server sends it to a webhook
+    python3 -c 'import json,sys; print(json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+      "request": {"uid": "demo-1", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "namespace": "shop",
+      "operation": "CREATE", "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
+      "spec": {"containers": [{"name": "web", "image": sys.argv[1]}]}}}}))' "$1"
+}
+review_of "$pinned" > "$work/review-signed.json"
+review_of "$unsigned" > "$work/review-unsigned.json"
+review_of "$reg/demo/hello:v1" > "$work/review-tag.json"
+trust webhook review "$work/review-signed.json" --policy keys-example/policy.yaml | python3 -c 'import json,sys; print("allowed:", json.load(sys.stdin)["response"]["allowed"])'
+expect_exit 3 trust webhook review "$work/review-unsigned.json" --policy keys-example/policy.yaml >/dev/null
+trust webhook review "$work/review-tag.json" --policy keys-example/policy.yaml --mutate \
+  | python3 -c 'import base64,json,sys; print("mutate pins the tag:", json.loads(base64.b64decode(json.load(sys.stdin)["response"]["patch"]))[0]["value"])'
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=127.0.0.1 \
+  -addext subjectAltName=IP:127.0.0.1 -keyout "$work/webhook.key" -out "$work/webhook.crt" 2>/dev/null
+hook_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+trust webhook serve --policy keys-example/policy.yaml --tls-cert "$work/webhook.crt" --tls-key "$work/webhook.key" \
+  --listen "127.0.0.1:$hook_port" --workers 1 > "$work/webhook.log" 2>&1 &
+hook_pid=$!
+for _ in $(seq 100); do curl -sf --cacert "$work/webhook.crt" "https://127.0.0.1:$hook_port/healthz" >/dev/null && break; sleep 0.1; done
+curl -s --cacert "$work/webhook.crt" -H 'content-type: application/json' --data-binary @"$work/review-unsigned.json" \
+  "https://127.0.0.1:$hook_port/validate" | python3 -c 'import json,sys; r=json.load(sys.stdin)["response"]; print("over TLS:", "allowed" if r["allowed"] else "denied:", r.get("status",{}).get("message",""))'
+curl -s --cacert "$work/webhook.crt" "https://127.0.0.1:$hook_port/metrics" | grep '^trust_webhook_requests_total'
+kill "$hook_pid"; wait "$hook_pid" 2>/dev/null || true
+# --- end issue 17 ---
+
 step "a malformed reference is a usage error"
 expect_exit 2 trust pull "$reg/Demo/Hello:v1"
 
