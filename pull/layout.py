@@ -34,7 +34,7 @@ import os
 import re
 import stat
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -309,8 +309,12 @@ class LayoutClient(RegistryClient):
 
     def _resolve_tag(self, tag: str) -> Descriptor:
         name = self.ref_prefix + self._checked_tag(tag)
-        found = {d.digest: d for d in self._read_index().descriptors if d.annotations.get(REF_NAME) == name}
+        descriptors = self._read_index().descriptors
+        found = {d.digest: d for d in descriptors if d.annotations.get(REF_NAME) == name}
         if not found:
+            saved = _cosign_saved(descriptors, tag)
+            if saved is not None:
+                return saved
             raise NotFound(f"tag {tag} not found in {self.host}")
         if len(found) > 1:
             raise InvalidManifest(f"index.json of {self.host} names {len(found)} different manifests {name}")
@@ -376,6 +380,9 @@ class LayoutClient(RegistryClient):
             entries = [e for e in index.entries if _entry_name(e) != name]
             entry = descriptor.to_json()
             entry["annotations"] = {REF_NAME: name}
+            kind = _cosign_kind(name)
+            if kind is not None:
+                entry["annotations"][COSIGN_SAVED_KIND] = kind
             document = dict(index.document)
             document["schemaVersion"] = 2
             document.setdefault("mediaType", OCI_INDEX)
@@ -474,6 +481,41 @@ class LayoutClient(RegistryClient):
                 f"blob {digest} in {self.host} hashes to {digest.algorithm}:{hasher.hexdigest()} "
                 "(modified on disk?)"
             )
+
+
+COSIGN_SAVED_KIND = "kind"
+COSIGN_SAVED_SUFFIXES = {".sig": "dev.cosignproject.cosign/sigs", ".att": "dev.cosignproject.cosign/atts"}
+
+
+def _cosign_saved(descriptors: Sequence[Descriptor], tag: str) -> Descriptor | None:
+    """The `.sig`/`.att` manifest of a `cosign save` layout, which names entries by a `kind`
+    annotation instead of tags: one image (`dev.cosignproject.cosign/image`), its signatures
+    (`…/sigs`) and attestations (`…/atts`). Only when the layout holds exactly that one image and
+    `tag` is that image's cosign tag: with two images, nothing says whose signatures these are."""
+    stem, dot, suffix = tag.rpartition(".")
+    wanted = COSIGN_SAVED_SUFFIXES.get(dot + suffix)
+    if wanted is None or not stem.startswith("sha256-"):
+        return None
+    images = [
+        d for d in descriptors if d.annotations.get(COSIGN_SAVED_KIND) == "dev.cosignproject.cosign/image"
+    ]
+    attached = [d for d in descriptors if d.annotations.get(COSIGN_SAVED_KIND) == wanted]
+    if len(images) != 1 or len(attached) != 1 or images[0].digest.referrers_tag != stem:
+        return None
+    return attached[0]
+
+
+def _cosign_kind(name: str) -> str | None:
+    """The `kind` annotation `cosign save` writes and `cosign verify --local-image` reads, so a
+    layout written by `trust copy` (one image with its signatures) is one cosign can check too.
+    None for a referrers fallback index (`sha256-<hex>`), which is neither."""
+    tag = name.rpartition(":")[2]
+    if not tag.startswith("sha256-"):
+        return "dev.cosignproject.cosign/image"
+    for suffix, kind in COSIGN_SAVED_SUFFIXES.items():
+        if tag.endswith(suffix):
+            return kind
+    return None
 
 
 def _cannot_write(what: str, exc: OSError) -> RegistryError:

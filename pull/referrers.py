@@ -25,6 +25,7 @@ from pull.errors import InvalidManifest, NotFound, RegistryError
 from pull.manifest import Descriptor, ImageIndex, ImageManifest, VerifiedDocument, verify_document
 from pull.mediatypes import ACCEPT, INDEX_TYPES, MANIFEST_TYPES, OCI_INDEX
 from pull.registry import RegistryClient
+from pull.strictjson import loads as strict_json
 
 PUSH_ATTEMPTS = 6
 """Merges of the fallback index tried before giving up on concurrent writers that keep winning."""
@@ -68,6 +69,8 @@ def read_referrers(
     descriptors: list[Descriptor] = []
     entries: list[dict[str, Any]] = []
     for page in pages:
+        if fallback is None:
+            page = _null_listing_as_empty(page)
         verified = verify_document(page, content_type=None, expected=None)
         document = verified.document
         if not isinstance(document, ImageIndex):
@@ -91,6 +94,26 @@ def read_referrers(
                 descriptors.append(descriptor)
                 entries.append(raw)
     return ReferrerListing(tuple(descriptors), tuple(entries), fallback)
+
+
+def _null_listing_as_empty(page: bytes) -> bytes:
+    """A referrers API page whose `manifests` is `null` read as an empty list.
+
+    Registries written in Go that marshal a nil slice (olareg) answer `"manifests": null` when
+    nothing refers to a digest; the distribution spec asks for `[]`, and cosign and notation read
+    both as "none". Read so here too: it can only hide nothing, never add a referrer. Anything else
+    about the page is still checked by `verify_document`.
+    """
+    if b'"manifests":null' not in page.replace(b" ", b""):
+        return page
+    try:
+        listing = strict_json(page, "referrers listing")
+    except ValueError:
+        return page  # verify_document reports it
+    if isinstance(listing, dict) and "manifests" in listing and listing["manifests"] is None:
+        listing["manifests"] = []
+        return json.dumps(listing).encode()
+    return page
 
 
 def list_referrers(

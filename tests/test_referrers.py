@@ -267,3 +267,17 @@ def test_registries_without_the_api_that_do_not_answer_404_fall_back_to_the_tag_
         assert main(["verify", "--key", str(public_key), f"{hostile.host}/team/app:v1"]) == 3
         with RegistryClient(hostile.host, config=FAST) as client:
             assert client.referrers("team/app", Digest.parse(image.digest)) is None
+
+
+def test_a_referrers_page_listing_null_reads_as_no_referrers() -> None:
+    """olareg answers `"manifests": null` for a digest nothing refers to (tests/interop runs it)."""
+    from pull.referrers import _null_listing_as_empty
+
+    empty = _null_listing_as_empty(
+        b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":null}'
+    )
+    assert json.loads(empty)["manifests"] == []
+    listed = b'{"schemaVersion":2,"manifests":[]}'
+    assert _null_listing_as_empty(listed) is listed
+    duplicate = b'{"manifests":null,"manifests":[{"digest":"x"}]}'
+    assert _null_listing_as_empty(duplicate) is duplicate  # left for verify_document to refuse
