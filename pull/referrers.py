@@ -60,16 +60,19 @@ def read_referrers(
     """
     pages = client.referrers(repository, digest, artifact_type)
     fallback: bytes | None = None
-    if pages is None:
+    if pages is None or not any(_lists_any(page) for page in pages):
+        # No referrers API, or an API that lists nothing: the tag schema too. Clients that push
+        # with the tag schema by default (notation 1.x) leave referrers that a registry's API
+        # does not list (olareg); each is verified like any other, so looking costs one request.
         try:
             fallback = client.get_manifest(repository, digest.referrers_tag, accept=OCI_INDEX).data
-            pages = [fallback]
+            pages = [*(pages or []), fallback]
         except NotFound:
-            pages = []
+            pages = pages or []
     descriptors: list[Descriptor] = []
     entries: list[dict[str, Any]] = []
     for page in pages:
-        if fallback is None:
+        if page is not fallback:
             page = _null_listing_as_empty(page)
         verified = verify_document(page, content_type=None, expected=None)
         document = verified.document
@@ -94,6 +97,15 @@ def read_referrers(
                 descriptors.append(descriptor)
                 entries.append(raw)
     return ReferrerListing(tuple(descriptors), tuple(entries), fallback)
+
+
+def _lists_any(page: bytes) -> bool:
+    """Whether an API page lists any referrer (a cheap look; `verify_document` checks it later)."""
+    try:
+        listing = strict_json(page, "referrers listing")
+    except ValueError:
+        return True  # let verify_document report it
+    return not isinstance(listing, dict) or bool(listing.get("manifests"))
 
 
 def _null_listing_as_empty(page: bytes) -> bytes:
