@@ -455,3 +455,22 @@ def test_referrers_listed_only_as_unnamed_index_entries_are_found(vector: Path) 
     assert str(found.digest) == index["manifests"][1]["digest"]
     assert list_referrers(client, "", found.digest) == []
     assert list_referrers(client, "", digest, "application/x.other") == []
+
+
+def test_a_cosign_save_layout_names_its_signatures_only_for_its_one_image() -> None:
+    from pull.digest import Digest
+    from pull.layout import _cosign_saved
+    from pull.manifest import Descriptor
+
+    def entry(kind: str, fill: str) -> Descriptor:
+        digest = Digest.parse("sha256:" + fill * 64)
+        return Descriptor(
+            "application/vnd.oci.image.manifest.v1+json", digest, 10, annotations={"kind": kind}
+        )
+
+    image, sigs = entry("dev.cosignproject.cosign/image", "a"), entry("dev.cosignproject.cosign/sigs", "b")
+    assert _cosign_saved([image, sigs], f"sha256-{'a' * 64}.sig") == sigs
+    assert _cosign_saved([image, sigs], f"sha256-{'c' * 64}.sig") is None  # another image's tag
+    assert _cosign_saved([image, sigs], f"sha256-{'a' * 64}.att") is None
+    second = entry("dev.cosignproject.cosign/image", "c")
+    assert _cosign_saved([image, second, sigs], f"sha256-{'a' * 64}.sig") is None  # whose? unknown
