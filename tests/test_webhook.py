@@ -443,7 +443,7 @@ def test_a_rotated_certificate_is_served_to_new_connections(tmp_path: Path, imag
 
 
 def test_concurrent_reviews_of_one_image_share_one_verification(webhook: Webhook, registry: Registry) -> None:
-    pushed = push_image(registry, "wh/flight", simple_image(b"single flight"), tag="v1")
+    pushed = push_image(registry, "wh/flight", simple_image(b"single flight"), tag="v1")  # unsigned
     image = f"{registry.host}/wh/flight@{pushed.digest}"
     deployment = kubectl_object("deployment", "web", f"--image={image}")
     before = _metric(webhook, 'trust_webhook_cache_total{result="miss"}')
@@ -459,9 +459,8 @@ def test_concurrent_reviews_of_one_image_share_one_verification(webhook: Webhook
     for thread in threads:
         thread.join()
     assert answers == [False] * 8
-    log = webhook.log.read_text()
-    assert log.count(image) >= 8
-    assert _metric(webhook, 'trust_webhook_cache_total{result="miss"}') - before <= 8
+    # the first request verifies; the other seven joined it or, once it was done, hit the cache
+    assert _metric(webhook, 'trust_webhook_cache_total{result="miss"}') - before == 1
 
 
 def _metric(webhook: Webhook, name: str) -> float:

@@ -81,6 +81,7 @@ class _Entry:
 class CacheStats:
     hits: int = 0
     misses: int = 0
+    shared: int = 0
     registry_errors: int = 0
     listeners: list[Callable[[str], None]] = field(default_factory=list)
 
@@ -89,6 +90,8 @@ class CacheStats:
             self.hits += 1
         elif what == "miss":
             self.misses += 1
+        elif what == "shared":
+            self.shared += 1
         elif what == "registry-error":
             self.registry_errors += 1
         for listener in self.listeners:
@@ -209,11 +212,13 @@ class Decider:
                 self.stats.count("hit")
                 v = entry.verdict
                 return Verdict(image, v.outcome, v.message, None, v.evaluation, cached=True)
-            self.stats.count("miss")
             flight = self._flights.get(key)
             if flight is None:
+                self.stats.count("miss")
                 flight = self._pool.submit(self._verify, key, image, reference, policy)
                 self._flights[key] = flight
+            else:
+                self.stats.count("shared")  # a verification of this image is under way: wait for it
         try:
             return flight.result(timeout=remaining)
         except FutureTimeout:

@@ -43,7 +43,7 @@ class WebhookMetrics:
         )
         self.cache = Counter(
             "trust_webhook_cache",
-            "Decision cache lookups, by result (hit, miss).",
+            "Decision cache lookups: hit, miss, or shared (joined a verification under way).",
             ["result"],
             registry=self.registry,
         )
@@ -59,7 +59,7 @@ class WebhookMetrics:
         )
 
     def observe_cache(self, what: str) -> None:
-        if what in ("hit", "miss"):
+        if what in ("hit", "miss", "shared"):
             self.cache.labels(what).inc()
         elif what == "registry-error":
             self.registry_errors.inc()
