@@ -191,12 +191,20 @@ def verify_document(
     content_type: str | None,
     expected: Digest | None,
     max_bytes: int = MANIFEST_MAX_BYTES,
+    descriptor_type: str | None = None,
 ) -> VerifiedDocument:
     """Check manifest or index bytes fetched from an untrusted source.
 
     `expected` is the digest the caller was promised (a pinned reference or a descriptor in
     already-verified bytes); when it is None the digest is computed and returned, and the caller
     must treat it as merely what this source said today (a tag).
+
+    The top-level `mediaType` is optional, as the OCI image spec says (umoci omits it). Without
+    it the type comes from the `Content-Type` header, else from the parent descriptor
+    (`descriptor_type`), else from the document's shape (`manifests`: an index; `config` or
+    `layers`: a manifest), and it must fit that shape. A present `mediaType` must agree with the
+    header. A document with both `manifests` and `layers`/`config` is refused either way
+    (CVE-2021-41190).
 
     Raises:
         DigestMismatch: the bytes do not hash to `expected`.
@@ -216,11 +224,17 @@ def verify_document(
         raise InvalidManifest(
             "document has both 'manifests' and 'layers'/'config': ambiguous (CVE-2021-41190)"
         )
-    media_type = _string(doc, "mediaType", "manifest", required=True)
-    assert media_type is not None
     header = _base_type(content_type)
-    if header in mt.MANIFEST_TYPES | mt.INDEX_TYPES and header != media_type:
-        raise InvalidManifest(f"Content-Type {header} does not match the document's mediaType {media_type}")
+    known = mt.MANIFEST_TYPES | mt.INDEX_TYPES
+    declared = _string(doc, "mediaType", "manifest")
+    if declared is not None:
+        media_type = declared
+        if header in known and header != media_type:
+            raise InvalidManifest(
+                f"Content-Type {header} does not match the document's mediaType {media_type}"
+            )
+    else:
+        media_type = _undeclared_type(doc, header if header in known else None, descriptor_type)
 
     subject = Descriptor.from_json(doc["subject"], "manifest.subject") if "subject" in doc else None
     annotations = _annotations(doc, "manifest")
@@ -252,6 +266,29 @@ def verify_document(
     else:
         raise InvalidManifest(f"unsupported manifest mediaType {media_type!r}")
     return VerifiedDocument(digest, media_type, raw, document, doc)
+
+
+def _undeclared_type(doc: dict[str, Any], header: str | None, descriptor_type: str | None) -> str:
+    """The type of a document without `mediaType`: header, else parent descriptor, else shape."""
+    shape = (
+        mt.OCI_INDEX
+        if "manifests" in doc
+        else mt.OCI_MANIFEST
+        if ("config" in doc or "layers" in doc)
+        else None
+    )
+    for source, claimed in (("Content-Type", header), ("descriptor", descriptor_type)):
+        if claimed is None:
+            continue
+        if claimed not in mt.MANIFEST_TYPES | mt.INDEX_TYPES:
+            raise InvalidManifest(f"the {source} says {claimed}, which is not a manifest or an index")
+        if shape is not None and (claimed in mt.INDEX_TYPES) != (shape == mt.OCI_INDEX):
+            what = "an index" if shape == mt.OCI_INDEX else "an image manifest"
+            raise InvalidManifest(f"the {source} says {claimed}, but the document (no mediaType) is {what}")
+        return claimed
+    if shape is None:
+        raise InvalidManifest("document has no mediaType and is neither an image manifest nor an index")
+    return shape
 
 
 def parse_config(raw: bytes, descriptor: Descriptor) -> ImageConfig:

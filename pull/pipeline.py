@@ -242,6 +242,7 @@ def _fetch_document(
         content_type=fetched.content_type,
         expected=expected,
         max_bytes=config.manifest_max_bytes,
+        descriptor_type=expected_media_type,
     )
     if expected_media_type is not None and doc.media_type != expected_media_type:
         raise InvalidManifest(

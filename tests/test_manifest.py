@@ -70,7 +70,9 @@ def test_size_cap() -> None:
 @pytest.mark.parametrize(
     ("doc", "content_type", "message"),
     [
-        (manifest(mediaType=None), None, "'mediaType' is required"),
+        (manifest(mediaType=None), mt.OCI_INDEX, "says application/vnd.oci.image.index.v1"),
+        ({"schemaVersion": 2}, None, "neither an image manifest nor an index"),
+        (manifest(mediaType=None, manifests=[]), None, "CVE-2021-41190"),
         (manifest(schemaVersion=1), None, "schema1"),
         (manifest(), mt.DOCKER_SCHEMA1_SIGNED, "schema1"),
         (manifest(schemaVersion="2"), None, "schemaVersion must be 2"),
@@ -168,3 +170,35 @@ def test_descriptor_round_trip() -> None:
         "annotations": {"k": "v"},
     }
     assert Descriptor.from_json(entry, "x").to_json() == entry
+
+
+@pytest.mark.parametrize(
+    ("content_type", "descriptor_type", "expected"),
+    [
+        (mt.OCI_MANIFEST, None, mt.OCI_MANIFEST),
+        (mt.DOCKER_MANIFEST, None, mt.DOCKER_MANIFEST),
+        ("application/json", mt.OCI_MANIFEST, mt.OCI_MANIFEST),
+        (None, None, mt.OCI_MANIFEST),  # the shape: config and layers
+    ],
+)
+def test_a_manifest_without_media_type_takes_it_from_header_descriptor_or_shape(
+    content_type: str | None, descriptor_type: str | None, expected: str
+) -> None:
+    """umoci writes manifests without `mediaType`; the OCI image spec makes the field optional."""
+    verified = verify_document(
+        raw(manifest(mediaType=None)),
+        content_type=content_type,
+        expected=None,
+        descriptor_type=descriptor_type,
+    )
+    assert verified.media_type == expected
+    assert isinstance(verified.document, ImageManifest)
+
+
+def test_an_index_without_media_type_is_read_by_its_shape() -> None:
+    doc = index(("linux", "amd64", None))
+    del doc["mediaType"]
+    verified = verify_document(raw(doc), content_type=None, expected=None)
+    assert verified.media_type == mt.OCI_INDEX
+    with pytest.raises(InvalidManifest, match=r"descriptor says application/vnd\.oci\.image\.manifest"):
+        verify_document(raw(doc), content_type=None, expected=None, descriptor_type=mt.OCI_MANIFEST)

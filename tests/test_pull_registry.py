@@ -217,3 +217,36 @@ class _Stdin:
 
     def readline(self) -> str:
         return self._lines.pop(0) if self._lines else ""
+
+
+def test_an_image_written_by_umoci_without_a_manifest_media_type_pulls(
+    registry: Registry, repo_name: str, tmp_path: Path
+) -> None:
+    """umoci omits the manifest's top-level mediaType (optional in the OCI image spec); skopeo
+    pushes the bytes unchanged. Such an image was refused as malformed (exit 4); it is an image."""
+    layout = tmp_path / "umoci"
+    (tmp_path / "hello.txt").write_text("written by umoci\n")
+    subprocess.run(["umoci", "init", "--layout", str(layout)], check=True)
+    subprocess.run(["umoci", "new", "--image", f"{layout}:t"], check=True)
+    subprocess.run(
+        ["umoci", "insert", "--image", f"{layout}:t", str(tmp_path / "hello.txt"), "/hello.txt"], check=True
+    )
+    [entry] = json.loads((layout / "index.json").read_text())["manifests"]
+    manifest = json.loads((layout / "blobs" / "sha256" / entry["digest"].split(":")[1]).read_text())
+    assert "mediaType" not in manifest  # what this test is about
+    target = f"{registry.host}/{repo_name}:t"
+    subprocess.run(
+        [
+            "skopeo",
+            "copy",
+            "--quiet",
+            "--preserve-digests",
+            "--dest-tls-verify=false",
+            f"oci:{layout}:t",
+            f"docker://{target}",
+        ],
+        check=True,
+    )
+    store = tmp_path / "store"
+    assert trust("pull", "--store", str(store), target) == 0
+    assert trust("pull", "--store", str(store), f"{registry.host}/{repo_name}@{entry['digest']}") == 0
