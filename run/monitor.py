@@ -38,7 +38,7 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from pull.errors import TrustError
-from run.errors import ContainerNotFound, RuntimeFailure
+from run.errors import ContainerNotFound, RuntimeFailure, start_failure
 from run.processes import alive, kill_process, start_time, wait_gone
 from run.record import ACTIVE_STATES, Container, State, now, read_state, update_state
 from run.rootfs import unmount_rootfs
@@ -116,7 +116,7 @@ class MonitorLink:
         """Skip to the event `kind`; an `error` event raises RuntimeFailure; None at end of stream."""
         while (event := self.next(timeout)) is not None:
             if event.get("event") == "error":
-                raise RuntimeFailure(str(event.get("message")))
+                raise start_failure(str(event.get("message")))
             if event.get("event") == kind:
                 return event
         return None

@@ -473,3 +473,19 @@ def test_a_reused_decision_loads_no_registry_client_yaml_or_cryptography(cli: Se
     assert main(args) == 0  # admits from scratch and records the decision
     heavy = ("httpx", "yaml", "cryptography", "policy.loader", "policy.evaluate", "pull.registry")
     assert exit_code_and_loaded(args, heavy) == "0 []"
+
+
+@pytest.mark.parametrize(
+    ("command", "code", "said"),
+    [
+        (["/no/such/program"], 127, "no such file or directory"),
+        (["no-such-command"], 127, "not found in $PATH"),
+        (["/etc"], 126, "permission denied"),
+    ],
+)
+def test_a_command_that_cannot_start_exits_127_or_126_as_docker_does(
+    cli: Setup, capfd: pytest.CaptureFixture[str], command: list[str], code: int, said: str
+) -> None:
+    assert cli.admit("run", "--rm", cli.signed_ref, *command) == code
+    err = capfd.readouterr().err
+    assert said in err and "Traceback" not in err

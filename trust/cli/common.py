@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from pull.errors import CouldNotCheck, DeniedError, IntegrityError, TrustError, UsageError
+from run.errors import CommandNotExecutable, CommandNotFound
 from trust.cli.output import OutputFormat
 
 if TYPE_CHECKING:
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from pull.store import ContentStore
 
 EXIT_CODES: list[tuple[type[TrustError], int]] = [
+    (CommandNotFound, 127),  # as docker and podman: the container's command is not in the image
+    (CommandNotExecutable, 126),
     (UsageError, 2),
     (DeniedError, 3),
     (IntegrityError, 4),
