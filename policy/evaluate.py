@@ -16,6 +16,7 @@ from policy.model import (
     Authority,
     MatchedRule,
     Mode,
+    Rule,
     RuleKind,
     SignTarget,
 )
@@ -176,7 +177,49 @@ def evaluate_signatures(
             f"({', '.join(r.name for r in satisfied) or 'none'}){shared}; "
             + "; ".join(f"{r.name}: {r.reason}" for r in results if not r.satisfied),
         )
+        hint = _index_only_hint(rule, results, repository, manifest_digest, index_digest, signatures)
+        if hint:
+            reasons = (*reasons, hint)
     return Evaluation(reference, matched, top_digest, manifest_digest, index_digest, results, passed, reasons)
+
+
+def _index_only_hint(
+    rule: Rule,
+    results: Sequence[AuthorityResult],
+    repository: str,
+    manifest_digest: Digest,
+    index_digest: Digest | None,
+    signatures: SignatureSource,
+) -> str | None:
+    """When the rule wants the platform manifest signed and an authority that did not sign it
+    signed the index instead (`cosign sign` of a multi-platform tag without `--recursive`), say
+    so and what to do. Looked up only after a denial: one more fetch, never on the passing path."""
+    if index_digest is None or rule.sign_target is not SignTarget.MANIFEST:
+        return None
+    unsatisfied = [r.name for r in results if not r.satisfied]
+    on_index = signatures(index_digest)
+    signed_index = [
+        authority.name
+        for authority in rule.authorities
+        if authority.name in unsatisfied
+        and any(
+            outcome.ok
+            for outcome in verifier_for(authority.kind)(
+                authority,
+                on_index,
+                index_digest,
+                repository=repository,
+                ignore_reference=rule.ignore_reference,
+            )
+        )
+    ]
+    if not signed_index:
+        return None
+    return (
+        f"{', '.join(signed_index)} signed the index {index_digest} but not the platform manifest "
+        f"{manifest_digest}: sign every platform (`trust sign --recursive` or `cosign sign --recursive`), "
+        "or set the rule's sign-target to index"
+    )
 
 
 def _distinct_signers(satisfied: Sequence[AuthorityResult]) -> int:

@@ -254,3 +254,37 @@ def test_evaluate_returns_denial_without_raising(
             log=False,
         )
     assert admission.image is None and admission.evaluation.decision == "deny"
+
+
+def test_an_index_signed_without_recursive_is_denied_with_what_to_do(
+    registry: Registry, repo_name: str, tmp_path: Path, signers: dict[str, tuple[KeySigner, Path]]
+) -> None:
+    """`cosign sign` of a multi-platform tag without --recursive signs only the index."""
+    index = build_index(multiplatform_images())
+    pushed = push_index(registry, repo_name, index, tag="v1")
+    ref = f"{registry.host}/{repo_name}@{pushed.digest}"
+    sign(registry, ref, "a", signers=signers)  # the index only
+    body = f"rules:\n  - scope: {registry.host}\n    signed-by: [a]\ndefault:\n  reject: true\n"
+    from pull.manifest import Platform
+
+    with RegistryClients() as clients:
+        store = ContentStore.open(tmp_path / "store")
+        policy = load_policy_text(body_with(signers, body), tmp_path)
+        with pytest.raises(PolicyDenied) as denied:
+            admit(Reference.parse(ref), policy, store, clients, platform=Platform.parse("linux/amd64"))
+        reasons = " ".join(denied.value.evaluation.reasons)
+        assert f"a signed the index {pushed.digest} but not the platform manifest" in reasons
+        assert "--recursive" in reasons and "sign-target" in reasons
+        # requiring both the index and the manifest: the index alone is not enough either
+        both = load_policy_text(
+            body_with(signers, body.replace("    signed-by", "    sign-target: both\n    signed-by")),
+            tmp_path,
+        )
+        with pytest.raises(PolicyDenied, match="no signatures found for the manifest"):
+            admit(Reference.parse(ref), both, store, clients, platform=Platform.parse("linux/amd64"))
+        # and signing the index is what sign-target: index asks for
+        index_only = load_policy_text(
+            body_with(signers, body.replace("    signed-by", "    sign-target: index\n    signed-by")),
+            tmp_path,
+        )
+        assert admit(Reference.parse(ref), index_only, store, clients, platform=Platform.parse("linux/amd64"))
