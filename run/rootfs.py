@@ -20,6 +20,7 @@ import contextlib
 import errno
 import os
 import stat
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -61,9 +62,14 @@ def prepare_layers(
         with contextlib.suppress(SnapshotNotFound):
             return snapshots.lowerdirs(chain_ids(image.diff_ids))
     # Imported here: unmounting and reading /etc/passwd (the monitor, `trust rm`) need no unpacker.
+    from run.tarsafe import DEVICES_SKIPPED_PREFIX
     from run.unpack import unpack_layers
 
     unpacked = unpack_layers(store, snapshots, image.layers, image.diff_ids, workers=workers)
+    for layer in unpacked:  # only layers unpacked now: a reused snapshot said it when it was made
+        for warning in layer.stats.warnings if layer.stats else ():
+            if warning.startswith(DEVICES_SKIPPED_PREFIX):
+                print(f"trust: layer {str(layer.chain_id)[:19]}: {warning}", file=sys.stderr)
     return snapshots.lowerdirs([layer.chain_id for layer in unpacked])
 
 

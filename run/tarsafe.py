@@ -21,8 +21,11 @@ Entry policy (the choices a reader will ask about):
 
 - regular files, directories, symlinks, hard links (within this layer) and FIFOs are created;
   setuid/setgid/sticky bits are kept (images legitimately ship setuid binaries);
-- character and block devices are refused: an image has no business creating device nodes, and
-  the runtime provides /dev itself. (The 0:0 character devices of whiteouts are made by us.)
+- character and block devices are skipped, never created: the runtime mounts its own /dev over
+  them, and an image has no business creating device nodes on the host. Every debootstrap or
+  `docker import` rootfs carries some (/dev/console, /dev/null …), so refusing them refused those
+  images; they are counted (`devices_skipped`) and recorded as a snapshot warning, which `trust
+  run` prints and `trust audit` reports. (The 0:0 character devices of whiteouts are made by us.)
 - whiteouts become overlay whiteouts: `.wh.NAME` → a 0:0 character device NAME, `.wh..wh..opq`
   → the `trusted.overlay.opaque="y"` xattr on its directory; other `.wh..wh.*` names (aufs
   bookkeeping) are ignored. As the OCI spec says, a whiteout only hides lower layers: if NAME
@@ -71,6 +74,10 @@ _LAYER_ERRNOS = frozenset(
 )
 
 
+DEVICES_SKIPPED_PREFIX = "skipped"
+_DEVICE_NAMES_KEPT = 5
+
+
 class UnsafeLayer(IntegrityError):
     """A layer tar tries something refused (escape, device node, overlay xattr) or is malformed."""
 
@@ -115,6 +122,8 @@ class LayerWriter:
         """Each regular file written, by layer-relative path: (size, sha256 hex) of what was written.
         The snapshot's recorded tree takes these instead of reading every file a second time."""
         self.whiteouts = 0
+        self.devices_skipped = 0
+        self.skipped_device_names: list[str] = []
         if os.listdir(self._root):
             self.close()
             raise ValueError(f"{target} must be an empty directory")
@@ -155,6 +164,12 @@ class LayerWriter:
             if fd is not None:  # None: the directory was replaced later in the layer
                 self._set_times(fd, mtime, "/".join(parts) or ".")
         self._dir_times.clear()
+        if self.devices_skipped:
+            more = ", …" if self.devices_skipped > len(self.skipped_device_names) else ""
+            self.warnings.append(
+                f"{DEVICES_SKIPPED_PREFIX} {self.devices_skipped} device node(s) not created "
+                f"({', '.join(self.skipped_device_names)}{more}): the container gets its own /dev"
+            )
         if self._dropped_warnings:
             self.warnings.append(f"... and {self._dropped_warnings} more warnings")
             self._dropped_warnings = 0
@@ -184,7 +199,9 @@ class LayerWriter:
         elif member.isfifo():
             self._fifo(parts, member)
         elif member.ischr() or member.isblk():
-            raise UnsafeLayer(f"{member.name!r}: device nodes are not allowed in image layers")
+            self.devices_skipped += 1
+            if len(self.skipped_device_names) < _DEVICE_NAMES_KEPT:
+                self.skipped_device_names.append("/" + "/".join(parts))
         else:
             raise UnsafeLayer(f"{member.name!r}: unsupported tar entry type {member.type!r}")
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from support.images import BUSYBOX_APPLETS, build_image, busybox_layer, push_image
+from support.images import BUSYBOX_APPLETS, DIR, Device, Layer, build_image, busybox_layer, push_image
 from support.registry import Registry
 
 from pull.clients import RegistryClients
@@ -489,3 +489,38 @@ def test_a_command_that_cannot_start_exits_127_or_126_as_docker_does(
     assert cli.admit("run", "--rm", cli.signed_ref, *command) == code
     err = capfd.readouterr().err
     assert said in err and "Traceback" not in err
+
+
+def test_device_nodes_in_a_layer_are_skipped_said_and_audited(
+    registry: Registry, cli: Setup, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Every debootstrap or `docker import` rootfs has /dev/console, /dev/null …: the image runs,
+    the nodes are not created (the container's /dev is the runtime's), and it is said and recorded."""
+    devices = Layer.from_files(
+        {
+            "dev": DIR,
+            "dev/console": Device("char", 5, 1),
+            "dev/null": Device("char", 1, 3),
+            "dev/sda": Device("block", 8, 0),
+        }
+    )
+    image = build_image([busybox_layer(), devices], cmd=["sh", "-c", "echo ran"])
+    pushed = push_image(registry, "t/cli-open", image, tag="devices")
+    capfd.readouterr()
+    assert cli.admit("run", "--rm", pushed.by_digest, "sh", "-c", "test -c /dev/null && echo null-ok") == 0
+    out, err = capfd.readouterr()
+    assert "null-ok" in out
+    assert "3 device node(s) not created (/dev/console, /dev/null, /dev/sda)" in err
+    audit = [
+        "audit",
+        "--output",
+        "json",
+        "--image",
+        pushed.by_digest,
+        "--offline",
+        "--policy",
+        str(cli.policy),
+    ]
+    assert cli.trust(*audit) == 0
+    report = json.loads(capfd.readouterr().out)
+    assert "3 device node(s) not created" in json.dumps(report)

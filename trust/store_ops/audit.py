@@ -43,6 +43,7 @@ from pull.manifest import ImageIndex, ImageManifest
 from pull.reference import Reference
 from pull.store import ContentStore, StoredRef
 from run.snapshots import SnapshotNotFound, SnapshotStore, TreeEntry, chain_ids, hash_file, scan_tree
+from run.tarsafe import DEVICES_SKIPPED_PREFIX
 
 READ_CHUNK = 1 << 20
 """Bytes per read while re-hashing: large enough that hashlib drops the GIL for the update."""
@@ -272,8 +273,14 @@ def _audit(
         entry.snapshots = [c for config in closure.configs.values() for c in chain_ids(config.diff_ids)]
         for chain_id in entry.snapshots:
             with contextlib.suppress(SnapshotNotFound, IntegrityError):  # absent, or reported below
-                if snapshots.info(chain_id).tree_digest is None:
+                info = snapshots.info(chain_id)
+                if info.tree_digest is None:
                     entry.warnings.append(f"snapshot {chain_id} was unpacked before trees were recorded")
+                entry.warnings += [
+                    f"snapshot {chain_id}: {warning}"
+                    for warning in info.warnings
+                    if warning.startswith(DEVICES_SKIPPED_PREFIX)
+                ]
 
     # What to hash: the images' blobs, and for a whole-store audit every other blob and snapshot too.
     blob_set = {d for entry in images for d in entry.blobs}
