@@ -111,9 +111,13 @@ class RegistryClient:
             raise InvalidReference(f"invalid registry host {host[:100]!r}: expected host or host:port")
         self.host = host
         self._config = config
-        scheme = "http" if config.allows_plain_http(host) else "https"
-        self._base = httpx.URL(f"{scheme}://{host}")
+        # HTTPS first, always. A loopback or --insecure-registry host that turns out not to speak
+        # TLS at all is then spoken to in plain HTTP (`_plain_http_fallback`), as Docker does; a
+        # certificate error is never a reason to fall back.
+        self._may_fall_back = config.allows_plain_http(host)
+        self._base = httpx.URL(f"https://{host}")
         self._origin = _origin(self._base)
+        self._fallback_lock = threading.Lock()
         self._auth = Authenticator(host, credentials, self._token_request)
         mounts = _lazy_tls_mounts(config) if transport is None else None
         _read_larger_chunks()
@@ -438,8 +442,10 @@ class RegistryClient:
         """
         answered = False
         for _ in range(self._config.max_redirects + 1):
+            url = self._current_scheme(url)
             at = where if self._is_registry(url) else f"{where} (via {url.host})"
             response = self._attempt(method, url, where=at, scope=scope, headers=headers, body=body)
+            url = self._current_scheme(url)  # the attempt may have found that the host has no TLS
             if response.status_code == 401 and not answered and self._is_registry(url) and _replayable(body):
                 challenges = response.headers.get_list("www-authenticate")
                 response.close()
@@ -480,6 +486,17 @@ class RegistryClient:
             try:
                 response = self._http.send(request, stream=True)
             except httpx.HTTPError as exc:
+                plain = self._plain_http_fallback(url, exc)
+                if plain is not None:
+                    return self._attempt(
+                        method,
+                        plain,
+                        where=where,
+                        scope=scope,
+                        headers=headers,
+                        body=body,
+                        authorize=authorize,
+                    )
                 if final or not _is_transient(exc):
                     raise _unreachable(exc, where) from None
                 _sleep(self._backoff(attempt))
@@ -490,6 +507,31 @@ class RegistryClient:
             response.close()
             _sleep(delay)
         raise AssertionError("unreachable: the final attempt returns or raises")
+
+    def _current_scheme(self, url: httpx.URL) -> httpx.URL:
+        """`url`, in plain HTTP if it is this registry's and the registry turned out to have no TLS."""
+        if (
+            url.scheme == "https"
+            and self._base.scheme == "http"
+            and _origin(url.copy_with(scheme="http")) == self._origin
+        ):
+            return url.copy_with(scheme="http")
+        return url
+
+    def _plain_http_fallback(self, url: httpx.URL, exc: httpx.HTTPError) -> httpx.URL | None:
+        """The plain-HTTP form of `url` when this registry may be spoken to in plain HTTP and the
+        HTTPS attempt failed because the server does not speak TLS; from then on the client uses
+        plain HTTP. None otherwise (certificate errors included: those are never bypassed)."""
+        if not (self._may_fall_back and url.scheme == "https" and self._is_registry(url)):
+            return None
+        tls = _cause(exc, ssl.SSLError)
+        if tls is None or getattr(tls, "reason", None) not in _NOT_TLS_REASONS:
+            return None
+        with self._fallback_lock:
+            if self._base.scheme == "https":
+                self._base = self._base.copy_with(scheme="http")
+                self._origin = _origin(self._base)
+        return url.copy_with(scheme="http")
 
     def _retry_delay(self, response: httpx.Response, attempt: int, where: str) -> float:
         advised = _retry_after(response.headers.get("retry-after"))
@@ -589,7 +631,9 @@ class RegistryClient:
         return self._base.join("/v2/" + "/".join((repository, *parts)))
 
     def _is_registry(self, url: httpx.URL) -> bool:
-        return _origin(url) == self._origin
+        """Whether `url` is this registry's origin (an https URL made before the registry turned
+        out to speak plain HTTP still is: `_send` rewrites it)."""
+        return _origin(self._current_scheme(url)) == self._origin
 
     def _checked_target(self, current: httpx.URL, location: str, where: str, what: str) -> httpx.URL:
         """Resolve a Location (redirect, upload, next page) and refuse targets the transport rules forbid."""
@@ -738,6 +782,12 @@ def _checked_identifier(identifier: str) -> str:
     if not _TAG.fullmatch(identifier):
         raise InvalidReference(f"invalid tag {identifier[:100]!r}")
     return identifier
+
+
+_NOT_TLS_REASONS = frozenset(
+    {"WRONG_VERSION_NUMBER", "HTTP_REQUEST", "RECORD_LAYER_FAILURE", "UNKNOWN_PROTOCOL"}
+)
+"""OpenSSL's reasons when the peer answered a ClientHello with something that is not TLS."""
 
 
 def _is_transient(exc: httpx.HTTPError) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -250,3 +251,29 @@ def test_an_image_written_by_umoci_without_a_manifest_media_type_pulls(
     store = tmp_path / "store"
     assert trust("pull", "--store", str(store), target) == 0
     assert trust("pull", "--store", str(store), f"{registry.host}/{repo_name}@{entry['digest']}") == 0
+
+
+def test_a_tls_registry_on_loopback_is_spoken_to_in_tls(tmp_path: Path) -> None:
+    """Loopback registries get HTTPS first (plain HTTP only when the server has no TLS at all); a
+    certificate that does not verify is an error, never a reason to fall back."""
+    from support.registry import start_registry
+    from support.webpki import TestCA
+
+    ca = TestCA.create(tmp_path / "ca")
+    cert, key = ca.server(tmp_path / "tls", ["127.0.0.1"])
+    registry = start_registry(tmp_path / "registry", tls=(cert, key, ca.cert_path))
+    try:
+        pushed = push_image(registry, "tls/app", simple_image(b"over TLS"), tag="v1")
+        ref = f"{registry.host}/tls/app@{pushed.digest}"
+        trusted = {**os.environ, "SSL_CERT_FILE": str(ca.cert_path)}
+        command = [sys.executable, "-m", "trust", "pull", "--store", str(tmp_path / "store"), ref]
+        ok = subprocess.run(command, env=trusted, capture_output=True, text=True, timeout=120)
+        assert ok.returncode == 0, ok.stderr
+        untrusted = {k: v for k, v in os.environ.items() if k not in ("SSL_CERT_FILE", "SSL_CERT_DIR")}
+        refused = subprocess.run(command, env=untrusted, capture_output=True, text=True, timeout=120)
+        assert refused.returncode == 5
+        assert "certificate" in refused.stderr.lower() and "Traceback" not in refused.stderr
+        log = registry.log_tail()  # no plain HTTP was sent, however Go's TLS server words it:
+        assert "does not look like a TLS handshake" not in log and "HTTP request to an HTTPS" not in log
+    finally:
+        registry.stop()

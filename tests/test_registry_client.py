@@ -385,37 +385,49 @@ def test_redirect_without_location(hostile: HostileRegistry) -> None:
 # -- which hosts get plain HTTP -----------------------------------------------------------------------
 
 
-def scheme_used(host: str, config: PullConfig = FAST) -> str:
+def schemes_used(host: str, config: PullConfig = FAST, *, speaks_tls: bool = True) -> list[str]:
+    """The schemes of the requests a ping makes, against a server that does (not) speak TLS."""
     seen: list[str] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request.url.scheme)
+        if request.url.scheme == "https" and not speaks_tls:
+            # what the TLS layer raises when a plain-HTTP server answers the ClientHello
+            error = ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number")
+            error.reason = "WRONG_VERSION_NUMBER"  # type: ignore[misc]
+            raise httpx.ConnectError("wrong version number") from error
         return httpx.Response(200, json={})
 
     with mock_client(handler, host=host, config=config) as client:
         client.ping()
-    return seen[0]
+        client.ping()
+    return seen
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1:5000", "127.1.2.3", "localhost:5000", "localhost", "[::1]:5000"])
-def test_loopback_speaks_plain_http(host: str) -> None:
-    assert scheme_used(host) == "http"
+def test_loopback_tries_https_first_and_falls_back_to_plain_http_once(host: str) -> None:
+    assert schemes_used(host) == ["https", "https"]  # a TLS registry on loopback is spoken to in TLS
+    assert schemes_used(host, speaks_tls=False) == ["https", "http", "http"]  # found out once
 
 
 @pytest.mark.parametrize(
     "host", ["registry.example", "registry.example:5000", "10.0.0.5:5000", "localhost.example"]
 )
-def test_other_hosts_speak_https(host: str) -> None:
-    assert scheme_used(host) == "https"
+def test_other_hosts_never_fall_back_to_plain_http(host: str) -> None:
+    assert schemes_used(host) == ["https", "https"]
+    with pytest.raises(RegistryUnreachable, match="WRONG_VERSION_NUMBER"):
+        schemes_used(host, speaks_tls=False)
 
 
 def test_insecure_registries_match_host_or_host_and_port() -> None:
     by_host = PullConfig(insecure_registries=frozenset({"registry.example"}))
     by_port = PullConfig(insecure_registries=frozenset({"Registry.Example:5000"}))
-    assert scheme_used("registry.example:5000", by_host) == "http"
-    assert scheme_used("registry.example:5000", by_port) == "http"
-    assert scheme_used("registry.example:5001", by_port) == "https"
-    assert scheme_used("registry.example", by_port) == "https"
+    assert schemes_used("registry.example:5000", by_host, speaks_tls=False)[-1] == "http"
+    assert schemes_used("registry.example:5000", by_port, speaks_tls=False)[-1] == "http"
+    with pytest.raises(RegistryUnreachable):
+        schemes_used("registry.example:5001", by_port, speaks_tls=False)
+    with pytest.raises(RegistryUnreachable):
+        schemes_used("registry.example", by_port, speaks_tls=False)
     assert not PullConfig().allows_plain_http("127.0.0.1.example")
 
 
@@ -635,7 +647,7 @@ def test_no_httpx_exception_escapes_a_garbage_server() -> None:
         port = listener.getsockname()[1]
 
         def serve() -> None:
-            for _ in range(FAST.retries + 1):
+            for _ in range(FAST.retries + 2):  # the TLS attempt first (garbage: not TLS), then HTTP
                 connection, _ = listener.accept()
                 connection.recv(65536)
                 connection.sendall(b"NOT HTTP AT ALL\r\n\r\n")

@@ -45,6 +45,7 @@ import json
 import os
 import random
 import shutil
+import ssl
 import stat
 import tarfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -977,17 +978,20 @@ class Pusher:
     def __init__(
         self, registry: RegistryTarget, *, auth: tuple[str, str] | None = None, timeout: float = 60.0
     ) -> None:
+        ca_cert = None
         if isinstance(registry, str):
             self.host = registry.removeprefix("http://")
             credentials = auth
         else:
             self.host = registry.host
             credentials = auth or registry.auth
+            ca_cert = getattr(registry, "ca_cert", None)
         self._http = httpx.Client(
-            base_url=f"http://{self.host}",
+            base_url=f"{'https' if ca_cert else 'http'}://{self.host}",
             auth=httpx.BasicAuth(*credentials) if credentials else None,
             timeout=timeout,
             trust_env=False,
+            verify=ssl.create_default_context(cafile=str(ca_cert)) if ca_cert else True,
         )
 
     def close(self) -> None:

@@ -28,6 +28,7 @@ import os
 import re
 import secrets
 import shutil
+import ssl
 import subprocess
 import time
 from collections.abc import Callable
@@ -65,11 +66,14 @@ class Registry:
         host: str,
         workdir: Path,
         credentials: tuple[str, str] | None,
+        ca_cert: Path | None = None,
     ) -> None:
         self._process = process
         self.host = host
         """`127.0.0.1:<port>`: what image references and the product's client take."""
-        self.url = f"http://{host}"
+        self.ca_cert = ca_cert
+        """With TLS: the CA that issued the registry's certificate (None: plain HTTP)."""
+        self.url = f"{'https' if ca_cert else 'http'}://{host}"
         self.workdir = workdir
         self.storage_dir = workdir / "storage"
         """Root of the filesystem storage driver (`docker/registry/v2/...` below it)."""
@@ -107,7 +111,10 @@ class Registry:
         `trust_env=False` keeps proxy variables from the environment away from loopback traffic.
         """
         auth = httpx.BasicAuth(*self.auth) if authenticated and self.auth else None
-        return httpx.Client(base_url=self.url, auth=auth, timeout=timeout, trust_env=False)
+        verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=str(self.ca_cert)) if self.ca_cert else True
+        )
+        return httpx.Client(base_url=self.url, auth=auth, timeout=timeout, trust_env=False, verify=verify)
 
     def blob_path(self, digest: str) -> Path:
         """Where the filesystem driver keeps a blob's bytes: overwrite it to make the registry lie."""
@@ -145,10 +152,12 @@ def start_registry(
     *,
     credentials: tuple[str, str] | None = None,
     timeout: float = DEFAULT_START_TIMEOUT,
+    tls: tuple[Path, Path, Path] | None = None,
 ) -> Registry:
     """Start `docker-registry serve` in `workdir` (created) and wait until it answers `GET /v2/`.
 
-    With `credentials=(username, password)` the registry requires htpasswd Basic auth.
+    With `credentials=(username, password)` the registry requires htpasswd Basic auth; with
+    `tls=(certificate, key, issuing CA)` it speaks HTTPS only.
 
     Raises:
         RegistryStartError: the binary is missing, the process exited, or it did not answer in time.
@@ -168,7 +177,10 @@ def start_registry(
     if credentials is not None:
         htpasswd = workdir / "htpasswd"
         write_htpasswd(htpasswd, *credentials)
-    config_path.write_text(yaml.safe_dump(_config(storage, htpasswd), sort_keys=False))
+    config = _config(storage, htpasswd)
+    if tls is not None:
+        config["http"]["tls"] = {"certificate": str(tls[0]), "key": str(tls[1])}  # type: ignore[index]
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
     command = [binary, "serve", str(config_path)]
     setpriv = shutil.which("setpriv")
@@ -187,7 +199,7 @@ def start_registry(
     _LIVE[process.pid] = process
     try:
         host = _wait_for_port(process, log_path, timeout)
-        registry = Registry(process, host, workdir, credentials)
+        registry = Registry(process, host, workdir, credentials, tls[2] if tls else None)
         _wait_for_api(registry, time.monotonic() + timeout)
     except BaseException:
         _terminate(process, 5.0)
