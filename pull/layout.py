@@ -359,6 +359,8 @@ class LayoutClient(RegistryClient):
         except FileNotFoundError:
             what = "does not exist" if not self.root.exists() else f"has no {LAYOUT_FILE} file"
             raise NotFound(f"{self.host} {what}: not an OCI image layout") from None
+        except NotADirectoryError:  # `oci:/etc/passwd`: a usage error, not a broken layout
+            raise UsageError(f"{self.root} is not a directory: not an OCI image layout") from None
         except OSError as exc:
             raise InvalidManifest(f"cannot read {path}: {exc.strerror}") from None
         with os.fdopen(fd, "rb") as file:

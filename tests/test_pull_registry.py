@@ -277,3 +277,20 @@ def test_a_tls_registry_on_loopback_is_spoken_to_in_tls(tmp_path: Path) -> None:
         assert "does not look like a TLS handshake" not in log and "HTTP request to an HTTPS" not in log
     finally:
         registry.stop()
+
+
+def test_a_huge_reference_is_refused_in_one_short_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    huge = "127.0.0.1:1/" + "a" * 100_000 + ":v1"
+    assert trust("pull", "--store", str(tmp_path / "store"), huge) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("trust: error: ") and len(line) < 1100 and "characters cut" in line
+
+
+def test_a_file_named_as_a_layout_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "file").write_text("not a layout")
+    assert trust("pull", "--store", str(tmp_path / "store"), f"oci:{tmp_path / 'file'}") == 2
+    assert "is not a directory: not an OCI image layout" in capsys.readouterr().err

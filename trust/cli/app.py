@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 import typer
 
 from pull.errors import TrustError
-from trust.cli.common import exit_code_for
+from trust.cli.common import error_line, exit_code_for
 from trust.cli.output import emit_line, note
 
 if TYPE_CHECKING:
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = _narrowed(app, args)(args=args, standalone_mode=False)
     except TrustError as err:
-        note(f"trust: error: {err}")
+        note(error_line(err))
         if os.environ.get("TRUST_DEBUG"):
             raise
         return exit_code_for(err)

@@ -125,6 +125,18 @@ def pull_config(insecure: list[str] | None) -> PullConfig:
     return PullConfig(insecure_registries=frozenset(insecure or ()))
 
 
+MAX_ERROR_CHARS = 1000
+"""An error line is cut here: a hostile 100 KB reference or registry message is not echoed whole."""
+
+
+def error_line(error: BaseException) -> str:
+    """`trust: error: …` for an error: one line (newlines folded), at most `MAX_ERROR_CHARS`."""
+    text = " ".join(str(error).split())
+    if len(text) > MAX_ERROR_CHARS:
+        text = f"{text[: MAX_ERROR_CHARS - 60]}… ({len(text) - MAX_ERROR_CHARS + 60} more characters cut)"
+    return f"trust: error: {text}"
+
+
 def exit_code_for(error: BaseException) -> int:
     for cls, code in EXIT_CODES:
         if isinstance(error, cls):

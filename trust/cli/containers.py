@@ -433,7 +433,7 @@ def inspect(containers: ContainersArg, store: StoreOption = None) -> None:
 def _each(refs: list[str], action: Callable[[str], object], *, echo: bool = True) -> None:
     """Apply `action` to every container (printing each ref done, as docker does); go on after an
     error and exit with the worst error's code."""
-    from trust.cli.common import exit_code_for
+    from trust.cli.common import error_line, exit_code_for
 
     worst = 0
     for ref in refs:
@@ -442,7 +442,7 @@ def _each(refs: list[str], action: Callable[[str], object], *, echo: bool = True
         except TrustError as err:
             if len(refs) == 1:
                 raise  # main() reports it like any other error
-            note(f"trust: error: {err}")
+            note(error_line(err))
             worst = max(worst, exit_code_for(err))
             continue
         if echo:

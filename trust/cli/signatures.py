@@ -37,6 +37,7 @@ from trust.cli.common import (
     SignatureFormat,
     StoreOption,
     TrustedRootOption,
+    error_line,
     exit_code_for,
     open_store,
 )
@@ -548,7 +549,7 @@ def _verify_with_keys(
             except TrustError as err:
                 code = exit_code_for(err)
                 worst = max(worst, code)
-                note(f"trust: error: {err}")
+                note(error_line(err))
                 base = result.to_json() if result else {"reference": str(ref), "verified": False}
                 records.append({**base, "error": str(err), "exitCode": code})
     if output is GateOutput.json:
