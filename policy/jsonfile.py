@@ -13,6 +13,7 @@ from typing import Any
 
 from policy.errors import PolicyError
 from pull.strictjson import loads as strict_json
+from pull.userfile import open_regular_file
 
 
 def read_json_file(path: Path, source: str, *, max_bytes: int, what: str, hint: str) -> Any:
@@ -23,7 +24,7 @@ def read_json_file(path: Path, source: str, *, max_bytes: int, what: str, hint: 
         PolicyError: unreadable, too large, not UTF-8, not strict JSON (exit 2).
     """
     try:
-        with open(path, "rb") as handle:
+        with open_regular_file(path) as handle:
             data = handle.read(max_bytes + 1)
     except OSError as exc:
         raise PolicyError(

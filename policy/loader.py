@@ -47,6 +47,7 @@ from policy.model import (
 from policy.reuse import MAX_REUSE_SECONDS, digest_bytes, file_fingerprint, folder_fingerprint
 from policy.scope import parse_scope
 from pull.errors import CouldNotCheck, UsageError
+from pull.userfile import open_regular_file
 from trust.errors import KeyLoadError
 from trust.keys import TrustedKey, load_public_key, read_key_file
 from trust.notation import Revocation, VerifyTimestamp
@@ -129,7 +130,7 @@ def load_policy(path: Path) -> Policy:
     """Read and check the policy file at `path`. Raises `PolicyError` (exit 2)."""
     source = str(path)
     try:
-        with open(path, "rb") as handle:
+        with open_regular_file(path) as handle:
             data = handle.read(MAX_POLICY_BYTES + 1)
             # A pipe or a device is not a file a later run could read again (`policy.reuse`).
             regular = stat.S_ISREG(os.fstat(handle.fileno()).st_mode)
@@ -632,7 +633,7 @@ class _Builder:
         line = section.line(key)
         path = self.path(text, line, key, "a PEM file of CA certificates")
         try:
-            with open(path, "rb") as handle:
+            with open_regular_file(path) as handle:
                 data = handle.read(MAX_PEM_BUNDLE_BYTES + 1)
             if len(data) > MAX_PEM_BUNDLE_BYTES:
                 raise ValueError(f"larger than {MAX_PEM_BUNDLE_BYTES} bytes")
@@ -690,7 +691,7 @@ class _Builder:
         path = self.path(text, line, "key file", "a PEM public key")
         if not path.is_file():
             raise self.fail(
-                f"key file {text} is not a file",
+                f"key file {text} is not a regular file",
                 "write the path of a PEM public key (as in cosign.pub)",
                 line,
             )
@@ -752,7 +753,7 @@ class _Builder:
             if not trusted_root.is_file():
                 raise section.error(
                     "trusted-root",
-                    f"trusted root {root_text} is not a file",
+                    f"trusted root {root_text} is not a regular file",
                     "write the path of a trusted_root.json",
                 )
             # Hashed now, before any verification reads it: a root replaced in between can only
@@ -932,7 +933,7 @@ class _Builder:
         for path in files:
             shown = f"{store_text}/{path.name}"
             try:
-                with open(path, "rb") as handle:
+                with open_regular_file(path) as handle:
                     data = handle.read(MAX_CERT_FILE_BYTES + 1)
             except OSError as exc:
                 raise self.fail(

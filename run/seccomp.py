@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from pull.errors import UsageError
+from pull.userfile import open_regular_file
 
 EPERM = 1
 ENOSYS = 38
@@ -164,7 +165,7 @@ def default_profile(machine: str | None = None) -> dict[str, Any]:
 def load_profile(path: Path) -> dict[str, Any]:
     """A user's profile file, checked for shape (the runtime checks the rest when it loads it)."""
     try:
-        with path.open("rb") as file:
+        with open_regular_file(path) as file:
             data = file.read(MAX_PROFILE_BYTES + 1)
     except OSError as exc:
         raise UsageError(f"cannot read seccomp profile {path}: {exc.strerror}") from None

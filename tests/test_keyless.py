@@ -906,7 +906,7 @@ def test_verify_blob_with_a_key(tmp_path: Path) -> None:
                 "--trusted-root",
                 "/nonexistent",
             ],
-            "not a file",
+            "not a regular file",
         ),
         (["--certificate-identity", "a", "--certificate-oidc-issuer", "i", "--key", "k.pub"], "give one of"),
         (

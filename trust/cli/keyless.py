@@ -16,6 +16,7 @@ from pathlib import Path
 from policy.model import KeylessAuthority
 from pull.digest import Digest
 from pull.errors import DeniedError, UsageError
+from pull.userfile import open_regular_file
 from trust.cosign.simple_signing import SignatureOutcome
 
 MAX_BLOB_BUNDLE_BYTES = 1024 * 1024
@@ -64,7 +65,7 @@ def keyless_authority(flags: IdentityFlags, trusted_root: Path | None) -> Keyles
             flag = name.replace("_", "-").replace("issuer", "oidc-issuer")
             raise UsageError(f"--certificate-{flag} is empty")
     if trusted_root is not None and not trusted_root.is_file():
-        raise UsageError(f"trusted root {trusted_root} is not a file")
+        raise UsageError(f"trusted root {trusted_root} is not a regular file")
     return KeylessAuthority(
         name=flags.identity or flags.identity_regexp or "keyless",
         issuer=flags.issuer,
@@ -100,7 +101,7 @@ class BlobNotVerified(DeniedError):
 def file_digest(path: Path) -> Digest:
     """SHA-256 of a file, streamed. Raises `UsageError` when it cannot be read."""
     try:
-        with open(path, "rb") as handle:
+        with open_regular_file(path) as handle:
             return Digest.parse("sha256:" + hashlib.file_digest(handle, "sha256").hexdigest())
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
@@ -109,7 +110,7 @@ def file_digest(path: Path) -> Digest:
 def read_bundle_file(path: Path) -> bytes:
     """The bundle file's bytes; a file over the cap is read only up to it (and then refused as malformed)."""
     try:
-        with open(path, "rb") as handle:
+        with open_regular_file(path) as handle:
             return handle.read(MAX_BLOB_BUNDLE_BYTES + 1)
     except OSError as exc:
         raise UsageError(f"cannot read bundle {path}: {exc.strerror}") from None

@@ -120,11 +120,12 @@ def import_(
         import_notation_policy,
         is_notation_trust_policy,
     )
+    from pull.userfile import open_regular_file
 
     chosen = format_
     if chosen is ImportFormat.auto:
         try:
-            with open(file, "rb") as handle:
+            with open_regular_file(file) as handle:
                 head = handle.read(MAX_TRUST_POLICY_BYTES)
         except OSError:
             head = b""  # the importer reports the unreadable file

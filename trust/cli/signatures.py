@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from pull.errors import TrustError, UsageError
+from pull.userfile import open_regular_file
 from trust.cli.output import OutputFormat, emit_json, emit_line, note
 
 if TYPE_CHECKING:
@@ -569,7 +570,8 @@ def _cosign_certificate(cert: Path, chain: Path | None, signer: Signer) -> tuple
             texts.append(None)
             continue
         try:
-            data = path.read_bytes()[: 1024 * 1024]
+            with open_regular_file(path) as handle:
+                data = handle.read(1024 * 1024)
             certificates = x509.load_pem_x509_certificates(data)
         except (OSError, ValueError) as exc:
             raise UsageError(f"{path} is not a readable PEM certificate file ({str(exc)[:80]})") from None
@@ -619,7 +621,8 @@ def _load_signer(key: str, public_key: Path | None) -> Signer:
         if public_key is None:
             raise UsageError(f"signer URI {key} needs --public-key PEM")
         try:
-            pem = public_key.read_bytes()
+            with open_regular_file(public_key) as handle:
+                pem = handle.read(1024 * 1024)
         except OSError as exc:
             raise UsageError(f"cannot read public key {public_key}: {exc.strerror}") from None
         return signer_from_uri(key, pem)

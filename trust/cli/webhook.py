@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from pull.errors import UsageError
+from pull.userfile import open_regular_file
 from trust.cli.output import emit_json, note
 
 webhook_app = typer.Typer(
@@ -141,9 +142,7 @@ def _read_review(file: Path) -> bytes:
     from trust.webhook.review import MAX_REVIEW_BYTES
 
     try:
-        if not file.is_file():  # before open(): a FIFO would block it
-            raise UsageError(f"{file} is not a regular file")
-        with file.open("rb") as handle:
+        with open_regular_file(file) as handle:  # a FIFO is refused, never blocks
             return handle.read(MAX_REVIEW_BYTES + 1)
     except OSError as err:
         raise UsageError(f"cannot read {file}: {err.strerror}") from None

@@ -24,6 +24,7 @@ from pathlib import Path
 from pull.digest import Digest
 from pull.errors import CouldNotCheck, IntegrityError, InvalidManifest
 from pull.reference import Reference
+from pull.userfile import open_regular_file
 from trust.cosign.simple_signing import SignatureLayer, SignatureOutcome, verify_simple_signing
 from trust.keys.keyfiles import PublicKey, TrustedKey
 
@@ -82,7 +83,7 @@ def read_signatures(directory: Path) -> list[SigstoreSignature]:
     for number in range(1, MAX_SIGNATURE_FILES + 1):
         path = directory / f"signature-{number}"
         try:
-            with open(path, "rb") as handle:
+            with open_regular_file(path) as handle:
                 data = handle.read(MAX_SIGNATURE_FILE_BYTES + 1)
         except FileNotFoundError:
             break
@@ -97,7 +98,7 @@ def read_signatures(directory: Path) -> list[SigstoreSignature]:
 def read_manifest(directory: Path) -> bytes:
     path = directory / "manifest.json"
     try:
-        with open(path, "rb") as handle:
+        with open_regular_file(path) as handle:
             data = handle.read(MAX_MANIFEST_BYTES + 1)
     except OSError as exc:
         raise CouldNotCheck(f"cannot read {path}: {exc.strerror or exc}") from None

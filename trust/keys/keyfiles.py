@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
 from pull.errors import UsageError
 from pull.strictjson import loads as strict_json
+from pull.userfile import open_regular_file
 from trust.errors import KeyLoadError, WrongPassword
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
@@ -297,7 +298,7 @@ def _check_private_key(key: object, source: str) -> PrivateKey:
 def read_key_file(path: str | Path) -> bytes:
     """The bytes of a key file, at most `MAX_KEY_FILE_BYTES`. Raises KeyLoadError."""
     try:
-        with open(path, "rb") as handle:
+        with open_regular_file(path) as handle:
             data = handle.read(MAX_KEY_FILE_BYTES + 1)
     except OSError as exc:
         raise KeyLoadError(f"cannot read key {path}: {exc.strerror or exc}") from None

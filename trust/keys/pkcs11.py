@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from pull.errors import UsageError
+from pull.userfile import open_regular_file
 
 SCHEME = "pkcs11:"
 PIN_ENV = "TRUST_PKCS11_PIN"
@@ -103,8 +104,8 @@ class Pkcs11Uri:
         if source is not None:
             path = source.removeprefix("file:")
             try:
-                with open(path, encoding="utf-8") as handle:
-                    return handle.read(4096).strip("\r\n")
+                with open_regular_file(path) as handle:
+                    return handle.read(4096).decode("utf-8", "replace").strip("\r\n")
             except OSError as exc:
                 raise Pkcs11Error(f"cannot read pin-source {path[:200]}: {exc.strerror or exc}") from None
         if PIN_ENV in os.environ:

@@ -45,6 +45,7 @@ from pull.errors import UsageError
 from pull.manifest import Descriptor
 from pull.reference import Reference
 from pull.registry import RegistryClient
+from pull.userfile import open_regular_file
 from trust.attached import AttachedSignatures
 from trust.cosign.simple_signing import Reason, SignatureOutcome
 from trust.notation.artifact import NotationSignature, build_signature_manifest
@@ -389,7 +390,7 @@ def sign_notation_with_files(
 
 def _read_chain(path: Path) -> bytes:
     try:
-        with open(path, "rb") as handle:
+        with open_regular_file(path) as handle:
             data = handle.read(MAX_CHAIN_FILE_BYTES + 1)
     except OSError as exc:
         raise UsageError(f"cannot read certificate chain {path}: {exc.strerror or exc}") from None

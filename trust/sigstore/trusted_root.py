@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pull.errors import CouldNotCheck, UsageError
+from pull.userfile import open_regular_file
 from trust.keys.keyfiles import PublicKey, check_public_key, fingerprint
 
 if TYPE_CHECKING:
@@ -180,7 +181,7 @@ def _from_file(path: Path) -> LoadedRoot:
 
 def _read_capped(path: Path) -> bytes:
     try:
-        with open(path, "rb") as handle:
+        with open_regular_file(path) as handle:
             data = handle.read(MAX_TRUSTED_ROOT_BYTES + 1)
     except OSError as exc:
         raise TrustedRootError(f"cannot read trusted root {path}: {exc.strerror}") from None
