@@ -26,7 +26,7 @@ from pull.reference import Reference
 from trust.errors import RevocationUnknown
 
 if TYPE_CHECKING:  # a reused decision (`trust run`, policy.reuse) needs none of these: keep it fast
-    from policy.evaluate import Evaluation, SignatureSource
+    from policy.evaluate import AttestationSource, Evaluation, SignatureSource
     from policy.model import MatchedRule, Policy
     from pull.digest import Digest
     from pull.manifest import Platform
@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # a reused decision (`trust run`, policy.reuse) needs none of
     from pull.registry import RegistryClient
     from pull.store import ContentStore
     from trust.attached import AttachedSignatures
+    from trust.attest import Attestation
 
 POLICY_ENV = "TRUST_POLICY"
 STORE_POLICY = "policy.yaml"
@@ -205,6 +206,7 @@ def evaluate(
                 manifest_digest,
                 index_digest,
                 signature_source(reference, clients, store),
+                attestation_source(reference, clients, store),
             )
     except (IntegrityError, CouldNotCheck) as err:
         if log:
@@ -246,6 +248,30 @@ def signature_source(
             # CachingClient offers the read calls `discover` makes, with RegistryClient's signatures.
             client = cast("RegistryClient", CachingClient(client, cache, location.registry))
         return discover(client, reference.repository, digest, location)
+
+    return source
+
+
+def attestation_source(
+    reference: Reference, clients: ClientFor, cache: ContentStore | None = None
+) -> AttestationSource:
+    """Where `evaluate_signatures` reads the attestations of `reference`'s digests: the `.att` tag
+    beside the `.sig` tag, and bundle referrers (kept in `cache` as signatures are)."""
+
+    def source(digest: Digest, predicate_type: str) -> Sequence[Attestation]:
+        # Imported here: a rule without attestations never loads the attestation code.
+        from trust.attached import SignatureLocation
+        from trust.attest import attestation_location, discover_attestations
+
+        location = attestation_location(SignatureLocation.for_image(reference, digest))
+        client = clients(location.api_host)
+        if cache is not None:
+            from pull.sigcache import CachingClient
+
+            client = cast("RegistryClient", CachingClient(client, cache, location.registry))
+        return discover_attestations(
+            client, reference.repository, digest, location, predicate_type=predicate_type
+        )
 
     return source
 

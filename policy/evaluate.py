@@ -9,10 +9,11 @@ and the logging; `trust policy explain` renders the same `Evaluation`.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 from policy.model import (
+    AttestationRequirement,
     Authority,
     MatchedRule,
     Mode,
@@ -25,8 +26,14 @@ from trust.attached import AttachedSignatures
 from trust.cosign import Reason, SignatureOutcome
 from trust.verifiers import verifier_for
 
+if TYPE_CHECKING:
+    from trust.attest import Attestation, AttestationOutcome
+
 SignatureSource = Callable[[Digest], AttachedSignatures]
 """Returns the cosign signatures (`.sig` layers and bundle referrers) attached to a digest."""
+AttestationSource = Callable[[Digest, str], "Sequence[Attestation]"]
+"""Returns the attestations attached to a digest (those annotated with another predicate type
+than the one asked for may be left out)."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,28 @@ class AuthorityResult:
 
 
 @dataclass(frozen=True)
+class AttestationResult:
+    """One attestation requirement of the rule, on one digest: met or not, and why."""
+
+    name: str
+    predicate_type: str
+    digest: Digest
+    satisfied: bool
+    reason: str
+    outcomes: tuple[AttestationOutcome, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "attestation": self.name,
+            "predicateType": self.predicate_type,
+            "digest": str(self.digest),
+            "satisfied": self.satisfied,
+            "reason": self.reason,
+            "attestations": [outcome.to_json() for outcome in self.outcomes],
+        }
+
+
+@dataclass(frozen=True)
 class Evaluation:
     """The policy's verdict on one image, with everything needed to explain it."""
 
@@ -83,6 +112,7 @@ class Evaluation:
     """Whether the rule's requirements were met (before `mode` is applied)."""
     reasons: tuple[str, ...] = ()
     warnings: tuple[str, ...] = field(default=())
+    attestations: tuple[AttestationResult, ...] = ()
 
     @property
     def mode(self) -> Mode:
@@ -129,6 +159,7 @@ class Evaluation:
             "reasons": list(self.reasons),
             "warnings": list(self.warnings),
             "authorities": [authority.to_json() for authority in self.authorities],
+            "attestations": [result.to_json() for result in self.attestations],
         }
 
 
@@ -151,8 +182,10 @@ def evaluate_signatures(
     manifest_digest: Digest,
     index_digest: Digest | None,
     signatures: SignatureSource,
+    attestations: AttestationSource | None = None,
 ) -> Evaluation:
-    """Apply a `signed` rule: count the authorities that signed every required digest."""
+    """Apply a `signed` rule: count the authorities that signed every required digest, then check
+    each attestation requirement on every required digest (`attestations` is asked only then)."""
     rule = matched.rule
     assert rule.kind is RuleKind.SIGNED
     targets = required_targets(rule.sign_target, manifest_digest, index_digest)
@@ -180,7 +213,91 @@ def evaluate_signatures(
         hint = _index_only_hint(rule, results, repository, manifest_digest, index_digest, signatures)
         if hint:
             reasons = (*reasons, hint)
-    return Evaluation(reference, matched, top_digest, manifest_digest, index_digest, results, passed, reasons)
+    attested: tuple[AttestationResult, ...] = ()
+    if rule.attestations:
+        if attestations is None:
+            raise ValueError("the rule requires attestations and no attestation source was given")
+        attested = tuple(
+            check_attestation(required, digest, attestations(digest, required.predicate_type))
+            for required in rule.attestations
+            for _, digest in targets
+        )
+        unmet = [result for result in attested if not result.satisfied]
+        if unmet:
+            passed = False
+            reasons = (*reasons, *(f"attestation {r.name} on {r.digest}: {r.reason}" for r in unmet))
+    return Evaluation(
+        reference,
+        matched,
+        top_digest,
+        manifest_digest,
+        index_digest,
+        results,
+        passed,
+        reasons,
+        attestations=attested,
+    )
+
+
+def check_attestation(
+    required: AttestationRequirement, digest: Digest, found: Sequence[Attestation]
+) -> AttestationResult:
+    """Met when one attestation, signed by one of the requirement's authorities, is a statement of
+    its predicate type about `digest` for which its condition holds."""
+    from trust.attest import verify_attestation
+
+    outcomes: list[AttestationOutcome] = []
+    for index, attestation in enumerate(found):
+        for authority in required.authorities:
+            outcome = verify_attestation(index, attestation, authority, digest, required.predicate_type)
+            if outcome.ok and required.condition is not None and outcome.statement is not None:
+                subject = next(
+                    (
+                        {"name": s.name, "digest": s.digests}
+                        for s in outcome.statement.subjects
+                        if s.digests.get(digest.algorithm) == digest.hex
+                    ),
+                    {},
+                )
+                holds, why = required.condition.holds(outcome.statement.document, subject)
+                if not holds:
+                    outcome = replace(outcome, reason=Reason.CONDITION_FALSE, detail=why)
+            outcomes.append(outcome)
+            if outcome.ok:
+                return AttestationResult(
+                    required.name,
+                    required.predicate_type,
+                    digest,
+                    True,
+                    f"{outcome.detail} ({outcome.source} {outcome.blob_digest})",
+                    tuple(outcomes),
+                )
+            if outcome.reason is not Reason.UNKNOWN_KEY:
+                break  # this authority signed it: the others cannot make it say something else
+    if not found:
+        reason = f"no attestations found (none of predicate type {required.predicate_type})"
+    elif not outcomes:
+        reason = "no attestation verified"
+    else:
+        best = _most_telling(outcomes)
+        reason = f"{len(found)} attestation(s), none met it: {best.reason.value} ({best.detail})"
+    return AttestationResult(required.name, required.predicate_type, digest, False, reason, tuple(outcomes))
+
+
+def _most_telling(outcomes: Sequence[AttestationOutcome]) -> AttestationOutcome:
+    """The failure that says most: a false condition over a wrong type over a key we do not know."""
+    order = [
+        Reason.CONDITION_FALSE,
+        Reason.DIGEST_MISMATCH,
+        Reason.WRONG_PREDICATE_TYPE,
+        Reason.WRONG_IDENTITY,
+        Reason.MALFORMED,
+    ]
+    for reason in order:
+        for outcome in outcomes:
+            if outcome.reason is reason:
+                return outcome
+    return outcomes[0]
 
 
 def _index_only_hint(

@@ -31,6 +31,7 @@ import yaml
 from policy.errors import PolicyError
 from policy.model import (
     POLICY_VERSION,
+    AttestationRequirement,
     Authority,
     CosignKeyAuthority,
     CosignPkiAuthority,
@@ -103,7 +104,9 @@ DEFAULT_FIELDS = (
     "ignore-reference",
     "reject",
     "insecure-accept-anything",
+    "attestations",
 )
+ATTESTATION_FIELDS = ("name", "predicate-type", "signed-by", "condition")
 RULE_FIELDS = ("scope", *DEFAULT_FIELDS)
 
 _KIND_FIELDS = {
@@ -1067,9 +1070,76 @@ class _Builder:
             require_digest=section.boolean("require-digest", True),
             sign_target=section.choice("sign-target", SignTarget, SignTarget.MANIFEST),
             ignore_reference=section.boolean("ignore-reference", False),
+            attestations=self.attestations(section, authorities),
             line=node.line,
             number=number,
         )
+
+    def attestations(
+        self, section: _Section, authorities: dict[str, Authority]
+    ) -> tuple[AttestationRequirement, ...]:
+        """A signed rule's `attestations:` list (see docs/attestations.md)."""
+        if not section.has("attestations"):
+            return ()
+        from policy.conditions import ConditionError, compile_condition
+        from trust.attest import SIGNING_KINDS, predicate_type_for
+
+        example = "attestations: [{name: sbom, predicate-type: spdx, signed-by: [release]}]"
+        items: _Seq = section._typed("attestations", _Seq, example)
+        required: list[AttestationRequirement] = []
+        for position, (item, line) in enumerate(zip(items.items, items.item_lines, strict=True), 1):
+            if not isinstance(item, _Map):
+                raise self.fail(
+                    f"item {position} of 'attestations' in {section.what} is {_describe_type(item)}",
+                    f"write e.g. '{example}'",
+                    line,
+                )
+            what = f"attestation {position} of {section.what}"
+            entry = _Section(self, item, what, ATTESTATION_FIELDS)
+            name = entry.string("name", "name: built-by-ci") or f"attestation-{position}"
+            if any(r.name == name for r in required):
+                raise entry.error(
+                    "name", f"two attestations of {section.what} are named {name!r}", "rename one"
+                )
+            type_text = entry.string("predicate-type", "predicate-type: https://slsa.dev/provenance/v1")
+            if type_text is None:
+                raise entry.error(
+                    None,
+                    f"{what} has no 'predicate-type'",
+                    "add e.g. 'predicate-type: slsaprovenance1' or a URI",
+                )
+            try:
+                predicate_type = predicate_type_for(type_text)
+            except ValueError as exc:
+                raise entry.error("predicate-type", str(exc), "write a URI or a cosign --type name") from None
+            if not entry.has("signed-by"):
+                raise entry.error(None, f"{what} has no 'signed-by'", "add e.g. 'signed-by: [release]'")
+            signers = self.signed_by(entry, authorities)
+            for authority in signers:
+                if authority.kind not in SIGNING_KINDS:
+                    raise entry.error(
+                        "signed-by",
+                        f"authority {authority.name!r} ({authority.kind}) cannot sign attestations in {what}",
+                        "name a cosign-keys or keyless authority",
+                    )
+            condition = None
+            text = entry.string("condition", "condition: 'predicate.builder.id == \"…\"'")
+            if text is not None:
+                try:
+                    condition = compile_condition(text)
+                except ConditionError as exc:
+                    raise entry.error(
+                        "condition",
+                        f"the condition of {what} does not compile: {exc}",
+                        (
+                            "CEL over predicate, statement and subject, e.g. "
+                            "'predicate.buildDefinition.buildType == \"…\"'"
+                        ),
+                    ) from None
+            required.append(AttestationRequirement(name, predicate_type, tuple(signers), condition, line))
+        if not required:
+            raise section.error("attestations", f"'attestations' in {section.what} is empty", "remove it")
+        return tuple(required)
 
     def signed_by(self, section: _Section, authorities: dict[str, Authority]) -> list[Authority]:
         names = section.strings("signed-by", "signed-by: [release, ci]", "authority name")

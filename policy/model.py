@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from policy.conditions import Condition
 from policy.scope import Scope
 from pull.reference import Reference
 from trust.cosign import CosignKeyAuthority, CosignPkiAuthority
@@ -54,6 +55,7 @@ Authority = CosignKeyAuthority | CosignPkiAuthority | KeylessAuthority | Notatio
 """Who may sign: each signature family defines its own kind (`trust.verifiers` maps kind to checker)."""
 
 __all__ = [
+    "AttestationRequirement",
     "Authority",
     "CosignKeyAuthority",
     "CosignPkiAuthority",
@@ -71,6 +73,18 @@ __all__ = [
 
 
 @dataclass(frozen=True)
+class AttestationRequirement:
+    """An attestation a rule requires: of `predicate_type`, signed by one of `authorities`, about
+    the digest, and (if given) making `condition` true. One such attestation meets it."""
+
+    name: str
+    predicate_type: str
+    authorities: tuple[Authority, ...]
+    condition: Condition | None = None
+    line: int = 0
+
+
+@dataclass(frozen=True)
 class Rule:
     """One rule of the policy, or its default (`scope` None).
 
@@ -85,6 +99,7 @@ class Rule:
     require_digest: bool = True
     sign_target: SignTarget = SignTarget.MANIFEST
     ignore_reference: bool = False
+    attestations: tuple[AttestationRequirement, ...] = ()
     line: int = 0
     number: int | None = None
     """1-based position under `rules:` (as in messages), None for the default."""
@@ -245,4 +260,8 @@ def _describe_rule(rule: Rule) -> str:
     parts = [f"{who} {what}", digest]
     if rule.ignore_reference:
         parts.append("signatures naming another repository accepted")
+    for required in rule.attestations:
+        signers = ", ".join(a.name for a in required.authorities)
+        condition = f" where {required.condition.text}" if required.condition else ""
+        parts.append(f"attestation {required.name}: {required.predicate_type} by {signers}{condition}")
     return "; ".join(parts) + audit

@@ -58,7 +58,7 @@ def evaluate_remote(
     top_digest = index_digest or manifest_digest
     if rule.kind is RuleKind.ACCEPT_ANYTHING:
         return _accepted(text, matched, top_digest, manifest_digest, index_digest)
-    from policy.admission import signature_source
+    from policy.admission import attestation_source, signature_source
 
     return evaluate_signatures(
         text,
@@ -68,6 +68,7 @@ def evaluate_remote(
         manifest_digest,
         index_digest,
         signature_source(reference, clients),
+        attestation_source(reference, clients),
     )
 
 

@@ -79,6 +79,7 @@ def agent(
 
 
 def _register_subcommands() -> None:
+    from trust.cli import attestations as attestations_cli
     from trust.cli import copy as copy_cli
     from trust.cli import images as images_cli
     from trust.cli import policy as policy_cli
@@ -89,6 +90,7 @@ def _register_subcommands() -> None:
 
     images_cli.register(app)
     signatures_cli.register(app)
+    attestations_cli.register(app)
     app.command()(agent)
     policy_cli.register(app)
     store_cli.register(app)

@@ -20,6 +20,7 @@ from trust.cli.output import OutputFormat
 if TYPE_CHECKING:
     from pull.config import PullConfig
     from pull.store import ContentStore
+    from trust.keys.keyfiles import Signer
 
 EXIT_CODES: list[tuple[type[TrustError], int]] = [
     (CommandNotFound, 127),  # as docker and podman: the container's command is not in the image
@@ -142,3 +143,29 @@ def exit_code_for(error: BaseException) -> int:
         if isinstance(error, cls):
             return code
     return 1
+
+
+def load_signer(key: str, public_key: Path | None) -> Signer:
+    """The signer a --key names: a key file, a PEM, pkcs11:/awskms:/env:// or a signer URI."""
+    import re
+
+    from pull.userfile import open_regular_file
+    from trust.keys.keyfiles import KeySigner, get_password, load_private_key_file, signer_from_uri
+    from trust.keys.references import is_reference, signer_for
+
+    if is_reference(key):
+        if public_key is not None:
+            raise UsageError(f"{key.split(':', 1)[0]}: keys carry their public key: drop --public-key")
+        return signer_for(key)
+    if Path(key).exists():
+        return KeySigner(load_private_key_file(key, lambda: get_password(confirm=False, purpose=key)))
+    if re.match(r"^[a-z][a-z0-9+]*:", key):
+        if public_key is None:
+            raise UsageError(f"signer URI {key} needs --public-key PEM")
+        try:
+            with open_regular_file(public_key) as handle:
+                pem = handle.read(1024 * 1024)
+        except OSError as exc:
+            raise UsageError(f"cannot read public key {public_key}: {exc.strerror}") from None
+        return signer_from_uri(key, pem)
+    raise UsageError(f"key file {key} does not exist")

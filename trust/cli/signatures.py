@@ -40,6 +40,7 @@ from trust.cli.common import (
     TrustedRootOption,
     error_line,
     exit_code_for,
+    load_signer,
     open_store,
 )
 
@@ -222,7 +223,7 @@ def sign(
     if cert_chain is not None and cert is None:
         raise UsageError("--cert-chain needs --cert (the signing key's certificate)")
     annotations = _parse_annotations(annotation or [])
-    signer = _load_signer(key, public_key)
+    signer = load_signer(key, public_key)
     certificate, chain = _cosign_certificate(cert, cert_chain, signer) if cert is not None else (None, None)
     with RegistryClients.insecure(insecure_registry) as clients:
         results = sign_image(
@@ -603,27 +604,3 @@ def _parse_annotations(items: list[str]) -> dict[str, str]:
             raise UsageError(f"annotation {item!r} must be key=value")
         out[name] = value
     return out
-
-
-def _load_signer(key: str, public_key: Path | None) -> Signer:
-    import re
-
-    from trust.keys.keyfiles import KeySigner, get_password, load_private_key_file, signer_from_uri
-    from trust.keys.references import is_reference, signer_for
-
-    if is_reference(key):
-        if public_key is not None:
-            raise UsageError(f"{key.split(':', 1)[0]}: keys carry their public key: drop --public-key")
-        return signer_for(key)
-    if Path(key).exists():
-        return KeySigner(load_private_key_file(key, lambda: get_password(confirm=False, purpose=key)))
-    if re.match(r"^[a-z][a-z0-9+]*:", key):
-        if public_key is None:
-            raise UsageError(f"signer URI {key} needs --public-key PEM")
-        try:
-            with open_regular_file(public_key) as handle:
-                pem = handle.read(1024 * 1024)
-        except OSError as exc:
-            raise UsageError(f"cannot read public key {public_key}: {exc.strerror}") from None
-        return signer_from_uri(key, pem)
-    raise UsageError(f"key file {key} does not exist")

@@ -89,6 +89,10 @@ class Reason(StrEnum):
     """Notation: a certificate of the signing (or timestamping) chain is revoked (OCSP or CRL)."""
     REVOCATION_UNKNOWN = "revocation-unknown"
     """Notation: the revocation status could not be learned (responder down, stale cache offline)."""
+    WRONG_PREDICATE_TYPE = "wrong-predicate-type"
+    """Attestation: a valid statement about this digest, but of another predicate type."""
+    CONDITION_FALSE = "condition-false"
+    """Attestation: a valid statement of the right type, but the policy's condition does not hold."""
 
 
 # --- JSON as Go's encoding/json writes it ------------------------------------------------------
@@ -339,6 +343,11 @@ def parse_signature_manifest(data: bytes) -> list[SignatureLayer]:
     doc = _parse_manifest(data)
     layers = [SignatureLayer.from_descriptor(raw) for raw in doc["layers"]]
     return [layer for layer in layers if layer.media_type == COSIGN_SIMPLESIGNING]
+
+
+def manifest_layers(data: bytes) -> list[SignatureLayer]:
+    """Every layer of a `.sig`-style manifest (`.att` holds DSSE layers). Raises `InvalidManifest`."""
+    return [SignatureLayer.from_descriptor(raw) for raw in _parse_manifest(data)["layers"]]
 
 
 def _parse_manifest(data: bytes) -> dict[str, Any]:

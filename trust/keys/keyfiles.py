@@ -514,10 +514,15 @@ def verify_bytes(public_key: PublicKey, payload: bytes, signature: bytes) -> boo
         return False
 
 
+def public_key_der(public_key: PublicKey) -> bytes:
+    """The SubjectPublicKeyInfo DER of a key (what key hints and fingerprints hash)."""
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    return public_key.public_bytes(serialization.Encoding.DER, spki)
+
+
 def fingerprint(public_key: PublicKey) -> str:
     """Hex SHA-256 of the key's SubjectPublicKeyInfo DER (equals a Rekor log ID for a log's key)."""
-    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return hashlib.sha256(der).hexdigest()
+    return hashlib.sha256(public_key_der(public_key)).hexdigest()
 
 
 @dataclass(frozen=True)

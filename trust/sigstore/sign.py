@@ -96,9 +96,12 @@ def cosign_statement(reference: Reference, digest: Digest) -> dict[str, Any]:
     }
 
 
-def build_bundle_referrer(bundle: bytes, subject: Descriptor) -> bytes:
+def build_bundle_referrer(
+    bundle: bytes, subject: Descriptor, predicate_type: str = COSIGN_SIGN_PREDICATE
+) -> bytes:
     """The OCI image manifest that attaches `bundle` to `subject` (cosign v3's layout): artifact
-    type and single layer of the v0.3 bundle media type, the empty config, `subject` set."""
+    type and single layer of the v0.3 bundle media type, the empty config, `subject` set, the
+    statement's predicate type annotated (a signature's, or an attestation's)."""
     manifest = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
@@ -112,18 +115,24 @@ def build_bundle_referrer(bundle: bytes, subject: Descriptor) -> bytes:
             {"mediaType": BUNDLE_ARTIFACT_TYPE, "digest": str(Digest.of_bytes(bundle)), "size": len(bundle)}
         ],
         "subject": {"mediaType": subject.media_type, "digest": str(subject.digest), "size": subject.size},
-        "annotations": {"dev.sigstore.bundle.predicateType": COSIGN_SIGN_PREDICATE},
+        "annotations": {"dev.sigstore.bundle.predicateType": predicate_type},
     }
     return json.dumps(manifest, separators=(",", ":")).encode()
 
 
-def attach_bundle(client: RegistryClient, repository: str, subject: Descriptor, bundle: bytes) -> Digest:
+def attach_bundle(
+    client: RegistryClient,
+    repository: str,
+    subject: Descriptor,
+    bundle: bytes,
+    predicate_type: str = COSIGN_SIGN_PREDICATE,
+) -> Digest:
     """Push `bundle` as a referrer of `subject` (the API, or the `sha256-<hex>` fallback index)."""
     from pull.referrers import push_referrer
 
     client.push_blob(repository, Digest.of_bytes(EMPTY_CONFIG), len(EMPTY_CONFIG), EMPTY_CONFIG)
     client.push_blob(repository, Digest.of_bytes(bundle), len(bundle), bundle)
-    manifest = build_bundle_referrer(bundle, subject)
+    manifest = build_bundle_referrer(bundle, subject, predicate_type)
     return push_referrer(client, repository, manifest, OCI_MANIFEST, subject)
 
 

@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from policy.admission import ClientFor, signature_source
+from policy.admission import ClientFor, attestation_source, signature_source
 from policy.evaluate import Evaluation, evaluate_signatures
 from policy.model import Mode, Policy, RuleKind
 from pull.digest import Digest
@@ -635,6 +635,7 @@ def _verdict(
             entry.manifest_digest,
             entry.index_digest,
             signature_source(reference, clients, store if cache else None),
+            attestation_source(reference, clients, store if cache else None),
         )
     except IntegrityError as exc:
         return Verdict("integrity-failure", str(exc))
