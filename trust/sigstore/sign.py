@@ -115,7 +115,11 @@ def build_bundle_referrer(
             {"mediaType": BUNDLE_ARTIFACT_TYPE, "digest": str(Digest.of_bytes(bundle)), "size": len(bundle)}
         ],
         "subject": {"mediaType": subject.media_type, "digest": str(subject.digest), "size": subject.size},
-        "annotations": {"dev.sigstore.bundle.predicateType": predicate_type},
+        # cosign v3 annotates both: what the bundle holds, and the statement's predicate type.
+        "annotations": {
+            "dev.sigstore.bundle.content": "dsse-envelope",
+            "dev.sigstore.bundle.predicateType": predicate_type,
+        },
     }
     return json.dumps(manifest, separators=(",", ":")).encode()
 
