@@ -85,10 +85,13 @@ class AttestationResult:
     satisfied: bool
     reason: str
     outcomes: tuple[AttestationOutcome, ...] = ()
+    line: int = 0
+    """The requirement's line in the policy file."""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "attestation": self.name,
+            "line": self.line,
             "predicateType": self.predicate_type,
             "digest": str(self.digest),
             "satisfied": self.satisfied,
@@ -271,6 +274,7 @@ def check_attestation(
                     True,
                     f"{outcome.detail} ({outcome.source} {outcome.blob_digest})",
                     tuple(outcomes),
+                    required.line,
                 )
             if outcome.reason is not Reason.UNKNOWN_KEY:
                 break  # this authority signed it: the others cannot make it say something else
@@ -281,7 +285,9 @@ def check_attestation(
     else:
         best = _most_telling(outcomes)
         reason = f"{len(found)} attestation(s), none met it: {best.reason.value} ({best.detail})"
-    return AttestationResult(required.name, required.predicate_type, digest, False, reason, tuple(outcomes))
+    return AttestationResult(
+        required.name, required.predicate_type, digest, False, reason, tuple(outcomes), required.line
+    )
 
 
 def _most_telling(outcomes: Sequence[AttestationOutcome]) -> AttestationOutcome:

@@ -548,3 +548,61 @@ def test_copy_carries_attestations(
     assert main(["copy", ref, target]) == 0
     copied = f"{registry.host}/{repo_name}-copy@{ref.split('@')[1]}"
     assert main(["verify-attestation", copied, "--type", "slsaprovenance1", "--key", pub]) == 0
+
+
+def test_explain_and_sarif_name_the_unmet_attestation(
+    registry: Registry,
+    repo_name: str,
+    keys: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    ref = pushed(registry, repo_name)
+    key, pub = str(keys["release"].with_suffix(".key")), keys["release"].with_suffix(".pub")
+    assert main(["sign", "--key", key, ref]) == 0
+    policy = write_policy(tmp_path / "policy.yaml", pub, f"{registry.host}/{repo_name}", ON_MAIN)
+    capsys.readouterr()
+    assert main(["policy", "explain", "--policy", str(policy), ref]) == 3
+    out = capsys.readouterr().out
+    assert (
+        "[PASS] release" in out and "[FAIL] attestation built-by-ci" in out and "no attestations found" in out
+    )
+    assert main(["verify", "--policy", str(policy), ref, "--output", "sarif"]) == 3
+    (result,) = json.loads(capsys.readouterr().out)["runs"][0]["results"]
+    line = policy.read_text().splitlines().index("        - name: built-by-ci") + 1
+    assert result["locations"][0]["physicalLocation"]["region"]["startLine"] == line
+    assert "attestation built-by-ci" in result["message"]["text"]
+
+
+def test_run_admits_through_the_same_attestation_rules(
+    registry: Registry,
+    repo_name: str,
+    keys: dict[str, Path],
+    predicate: Path,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    from support.images import build_image, busybox_layer
+    from support.images import push_image as push
+
+    image = push(registry, repo_name, build_image([busybox_layer()], cmd=["sh", "-c", "echo attested run"]))
+    ref = f"{registry.host}/{repo_name}@{image.digest}"
+    key, pub = str(keys["release"].with_suffix(".key")), keys["release"].with_suffix(".pub")
+    assert main(["sign", "--key", key, ref]) == 0
+    scope = f"{registry.host}/{repo_name}"
+    store = str(tmp_path / "run-store")
+    wanted = write_policy(tmp_path / "wanted.yaml", pub, scope, ON_MAIN)
+    capfd.readouterr()
+    assert main(["run", "--rm", "--store", store, "--policy", str(wanted), ref]) == 3
+    assert "attestation built-by-ci" in capfd.readouterr().err
+    assert (
+        main(["attest", ref, "--predicate", str(predicate), "--type", "slsaprovenance1", "--key", key]) == 0
+    )
+    capfd.readouterr()
+    assert main(["run", "--rm", "--store", store, "--policy", str(wanted), ref]) == 0
+    assert capfd.readouterr().out == "attested run\n"
+    release_branch = write_policy(
+        tmp_path / "release.yaml", pub, scope, ON_MAIN.replace("refs/heads/main", "refs/heads/release")
+    )
+    assert main(["run", "--rm", "--store", store, "--policy", str(release_branch), ref]) == 3
+    assert "condition is false" in capfd.readouterr().err

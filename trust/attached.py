@@ -38,6 +38,8 @@ if TYPE_CHECKING:  # the Notation modules load cryptography's X.509; imported wh
     from pull.manifest import Descriptor
     from trust.notation.artifact import NotationSignature
 
+_BUNDLE_PREDICATE = "dev.sigstore.bundle.predicateType"
+_COSIGN_SIGN = "https://sigstore.dev/cosign/sign/v1"
 _ACCEPT_IMAGE_MANIFEST = (
     "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"
 )
@@ -150,7 +152,15 @@ def fetch_bundles(
 
     if referrers is None:
         referrers = list_referrers(client, repository, digest, SIGSTORE_BUNDLE)
-    entries = [entry for entry in referrers if entry.artifact_type == SIGSTORE_BUNDLE]
+    # An attestation (an SBOM can be megabytes) shares the artifact type; its annotated predicate
+    # type says so before it is fetched. The annotation is unsigned: skipping can only lose a
+    # signature, never admit one.
+    entries = [
+        entry
+        for entry in referrers
+        if entry.artifact_type == SIGSTORE_BUNDLE
+        and (entry.annotations or {}).get(_BUNDLE_PREDICATE, _COSIGN_SIGN) == _COSIGN_SIGN
+    ]
     if not entries:
         return []
     from trust.sigstore.bundles import MAX_BUNDLE_BYTES  # only now: images without bundles never load it

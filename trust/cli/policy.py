@@ -97,6 +97,14 @@ def explain_lines(evaluation: object) -> list[str]:
             lines.append(f"      {target.what} {target.digest}: {len(target.outcomes)} signature(s) found")
             for outcome in target.outcomes:
                 lines.append(f"        #{outcome.index} {outcome.reason.value}: {outcome.detail}")
+    for attested in evaluation.attestations:
+        mark = "PASS" if attested.satisfied else "FAIL"
+        lines.append(
+            f"  [{mark}] attestation {attested.name} ({attested.predicate_type}) on {attested.digest}: "
+            f"{attested.reason}"
+        )
+        for found in attested.outcomes:
+            lines.append(f"        #{found.index} {found.source} {found.reason.value}: {found.detail}")
     for warning in evaluation.warnings:
         lines.append(f"warning:   {warning}")
     for reason in evaluation.reasons:

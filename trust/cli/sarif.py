@@ -30,6 +30,10 @@ def gate_report(results: Sequence[GateResult], policy_uri: str, version: str) ->
             continue
         rule_id, _ = RULES.get(result.outcome, RULES["error"])
         line = result.evaluation.matched.rule.line if result.evaluation else 1
+        if result.evaluation and all(a.satisfied for a in result.evaluation.authorities):
+            # The signatures passed: the failure is an attestation requirement; point at it.
+            unmet = [a.line for a in result.evaluation.attestations if not a.satisfied and a.line]
+            line = unmet[0] if unmet else line
         sarif_results.append(
             {
                 "ruleId": rule_id,
