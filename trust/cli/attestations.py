@@ -169,11 +169,11 @@ def verify_attestation(
 
     Exit 0 when each image has a verified statement of the type about its digest (meeting
     --condition), 3 when not, 4 when everything found was malformed, 5 when it could not check."""
-    from policy.model import CosignKeyAuthority
     from pull.clients import RegistryClients
     from pull.reference import Reference
     from trust.attest import predicate_type_for
     from trust.cli.keyless import IdentityFlags, keyless_authority
+    from trust.cosign import CosignKeyAuthority
     from trust.keys.keyfiles import TrustedKey
     from trust.keys.references import public_key_for
 
@@ -414,11 +414,11 @@ def verify_blob_attestation(
 ) -> None:
     """Verify a DSSE Sigstore bundle about a file (`cosign verify-blob-attestation`): signer, the
     file's SHA-256 among the subjects, the predicate type, --condition. Prints the statement."""
-    from policy.model import CosignKeyAuthority
     from pull.digest import Digest
     from trust.attest import Attestation, predicate_type_for
     from trust.attest.attached import _bundle_envelope
     from trust.cli.keyless import IdentityFlags, keyless_authority
+    from trust.cosign import CosignKeyAuthority
     from trust.keys.keyfiles import TrustedKey
     from trust.keys.references import public_key_for
 
