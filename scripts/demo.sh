@@ -94,6 +94,20 @@ trust sign --format notation --key keys-example/notation/release.key \
     --cert keys-example/notation/release-chain.pem "$notary"
 trust verify --policy keys-example/policy.yaml "$notary"
 
+# --- issue 16: attestations (in-toto statements: SLSA provenance, SBOMs, scans) ---
+step "attestations: the policy requires SLSA provenance for demo/built (trust attest, verify-attestation, tree)"
+python scripts/example_image.py "$reg/demo/built:v1" --message "built by the example CI"
+built=$(trust pull "$reg/demo/built:v1")
+trust sign --key keys-example/cosign.key "$built"
+expect_exit 3 trust verify --policy keys-example/policy.yaml "$built"   # signed, but not attested
+trust attest "$built" --predicate keys-example/provenance.json --type slsaprovenance1 \
+    --key keys-example/cosign.key
+trust verify-attestation "$built" --type slsaprovenance1 --key keys-example/cosign.pub \
+    --condition 'predicate.buildDefinition.externalParameters.ref == "refs/heads/main"' >/dev/null
+trust verify --policy keys-example/policy.yaml "$built"
+trust tree "$built"
+# --- end issue 16 ---
+
 step "trust run: only the admitted digest runs (runc, overlayfs, namespaces)"
 trust run --rm --policy keys-example/policy.yaml "$pinned"
 trust run --rm --policy keys-example/policy.yaml "$pinned" /bin/sh -c 'echo "pid $$ on $(hostname)"'
