@@ -41,3 +41,16 @@ if ! .venv/bin/python -c "import trust.cli.app, pytest, mypy" 2>/dev/null \
     fi
     touch .venv/.installed
 fi
+
+# The local Sigstore (Fulcio, Rekor, TSA) of the keyless tests, from shared/tools/sigstore-mock:
+# its npm packages are installed once into /var/cache/trust-sigstore-mock (the tests never reach
+# the network). Node may come from elsewhere on this machine; Debian's is the fallback.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    echo "setup: installing nodejs npm" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+if [ ! -d /var/cache/trust-sigstore-mock/node_modules ]; then
+    echo "setup: installing the local Sigstore mock (npm)" >&2
+    (cd tests && ../.venv/bin/python -c "from support.sigstore_mock import installed; installed()")
+fi

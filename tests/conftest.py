@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from support.registry import Registry, RegistryFactory, start_registry
+from support.sigstore_mock import SigstoreMock, start_sigstore_mock
 
 TEST_USERNAME = "trust-tester"
 TEST_PASSWORD = "s3cret-Pa55word"
@@ -54,6 +55,15 @@ def fresh_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registr
     yield start
     for running in started:
         running.stop()
+
+
+@pytest.fixture(scope="session")
+def sigstore_mock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SigstoreMock]:
+    """A local Fulcio + Rekor + TSA (`shared/tools/sigstore-mock`): `.trust_config`, `.trusted_root`,
+    `.token(subject)`; tokens are issued by `support.sigstore_mock.ISSUER`."""
+    mock = start_sigstore_mock(tmp_path_factory.mktemp("sigstore-mock"))
+    yield mock
+    mock.stop()
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from support.images import push_image, simple_image
 from support.registry import Registry
+from support.sigstore_mock import ISSUER, SigstoreMock
 from support.vectors import VECTORS
 
 from pull.digest import Digest
@@ -606,3 +607,135 @@ def test_run_admits_through_the_same_attestation_rules(
     )
     assert main(["run", "--rm", "--store", store, "--policy", str(release_branch), ref]) == 3
     assert "condition is false" in capfd.readouterr().err
+
+
+# -- keyless, through the local Sigstore (Fulcio, Rekor, TSA) ------------------------------------
+
+
+def test_keyless_attestations_end_to_end(
+    registry: Registry,
+    repo_name: str,
+    keys: dict[str, Path],
+    predicate: Path,
+    tmp_path: Path,
+    sigstore_mock: SigstoreMock,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    ref = pushed(registry, repo_name)
+    key, pub = str(keys["release"].with_suffix(".key")), keys["release"].with_suffix(".pub")
+    assert main(["sign", "--key", key, ref]) == 0
+    token = sigstore_mock.token("ci@example.test")
+    assert (
+        main(
+            [
+                "attest",
+                ref,
+                "--predicate",
+                str(predicate),
+                "--type",
+                "slsaprovenance1",
+                "--keyless",
+                "--identity-token",
+                token,
+                "--trust-config",
+                str(sigstore_mock.trust_config),
+            ]
+        )
+        == 0
+    )
+    identity = [
+        "--certificate-identity",
+        "ci@example.test",
+        "--certificate-oidc-issuer",
+        ISSUER,
+        "--trusted-root",
+        str(sigstore_mock.trusted_root),
+    ]
+    capsys.readouterr()
+    assert (
+        main(["verify-attestation", ref, "--type", "slsaprovenance1", *identity, "--condition", ON_MAIN]) == 0
+    )
+    assert json.loads(capsys.readouterr().out)["predicate"] == PROVENANCE
+    other = [a if a != "ci@example.test" else "someone@example.test" for a in identity]
+    assert main(["verify-attestation", ref, "--type", "slsaprovenance1", *other]) == 3
+    assert "wrong-identity" in capsys.readouterr().err
+    production = [*identity[:-1], str(VECTORS / "sigstore-bundles" / "production_trusted_root.json")]
+    assert main(["verify-attestation", ref, "--type", "slsaprovenance1", *production]) == 3
+
+    def policy(subject: str) -> Path:
+        path = tmp_path / f"{subject}.yaml"
+        path.write_text(
+            f"""version: 1
+authorities:
+  release:
+    cosign-keys: [{pub}]
+  ci:
+    keyless:
+      issuer: {ISSUER}
+      subject: {subject}
+      trusted-root: {sigstore_mock.trusted_root}
+rules:
+  - scope: "{registry.host}/{repo_name}"
+    signed-by: [release]
+    attestations:
+      - name: built-by-ci
+        predicate-type: slsaprovenance1
+        signed-by: [ci]
+        condition: '{ON_MAIN}'
+default:
+  reject: true
+"""
+        )
+        return path
+
+    assert main(["verify", "--policy", str(policy("ci@example.test")), ref]) == 0
+    capsys.readouterr()
+    assert main(["verify", "--policy", str(policy("someone@example.test")), ref, "--output", "json"]) == 3
+    (record,) = json.loads(capsys.readouterr().out)
+    (attested,) = record["evaluation"]["attestations"]
+    assert attested["satisfied"] is False and "wrong-identity" in attested["reason"]
+
+
+def test_keyless_attest_blob(
+    tmp_path: Path, predicate: Path, sigstore_mock: SigstoreMock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    artifact = tmp_path / "release.tar"
+    artifact.write_bytes(b"release bytes")
+    bundle = tmp_path / "release.tar.sigstore.json"
+    token = sigstore_mock.token("ci@example.test")
+    assert (
+        main(
+            [
+                "attest-blob",
+                str(artifact),
+                "--predicate",
+                str(predicate),
+                "--type",
+                "slsaprovenance1",
+                "--keyless",
+                "--identity-token",
+                token,
+                "--trust-config",
+                str(sigstore_mock.trust_config),
+                "--bundle",
+                str(bundle),
+            ]
+        )
+        == 0
+    )
+    check = [
+        "verify-blob-attestation",
+        str(artifact),
+        "--bundle",
+        str(bundle),
+        "--type",
+        "slsaprovenance1",
+        "--certificate-oidc-issuer",
+        ISSUER,
+        "--trusted-root",
+        str(sigstore_mock.trusted_root),
+    ]
+    assert main([*check, "--certificate-identity", "ci@example.test"]) == 0
+    assert main([*check, "--certificate-identity", "someone@example.test"]) == 3
+    artifact.write_bytes(b"tampered")
+    assert main([*check, "--certificate-identity", "ci@example.test"]) == 3
