@@ -739,3 +739,34 @@ def test_keyless_attest_blob(
     assert main([*check, "--certificate-identity", "someone@example.test"]) == 3
     artifact.write_bytes(b"tampered")
     assert main([*check, "--certificate-identity", "ci@example.test"]) == 3
+
+
+def test_audit_rechecks_attestations_online_and_offline(
+    fresh_registry: Any,
+    repo_name: str,
+    keys: dict[str, Path],
+    predicate: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    registry = fresh_registry()
+    ref = pushed(registry, repo_name)
+    key, pub = str(keys["release"].with_suffix(".key")), keys["release"].with_suffix(".pub")
+    assert main(["sign", "--key", key, ref]) == 0
+    assert (
+        main(["attest", ref, "--predicate", str(predicate), "--type", "slsaprovenance1", "--key", key]) == 0
+    )
+    scope = f"{registry.host}/{repo_name}"
+    store = str(tmp_path / "audited")
+    met = write_policy(tmp_path / "met.yaml", pub, scope, ON_MAIN)
+    assert main(["verify", "--policy", str(met), "--store", store, ref]) == 0  # pulls into the store
+    release_branch = write_policy(
+        tmp_path / "release.yaml", pub, scope, ON_MAIN.replace("refs/heads/main", "refs/heads/release")
+    )
+    capsys.readouterr()
+    assert main(["audit", "--store", store, "--policy", str(met)]) == 0
+    assert main(["audit", "--store", store, "--policy", str(release_branch), "--output", "json"]) == 3
+    assert "attestation built-by-ci" in capsys.readouterr().out
+    registry.stop()  # offline: the attestations read when the image was admitted are in the store
+    assert main(["audit", "--store", store, "--policy", str(met), "--offline"]) == 0
+    assert main(["audit", "--store", store, "--policy", str(release_branch), "--offline"]) == 3
