@@ -238,3 +238,23 @@ def _usage(*, cert_sign: bool) -> x509.KeyUsage:
         encipher_only=False,
         decipher_only=False,
     )
+
+
+def test_attest_with_a_key_on_the_token(
+    token: str,
+    registry: Registry,
+    repo_name: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    public = keygen(token, capsys, tmp_path)
+    pushed = push_image(registry, repo_name, simple_image(b"hsm attested\n"), tag="v1")
+    pinned = f"{registry.host}/{repo_name}@{pushed.digest}"
+    predicate = tmp_path / "sbom.json"
+    predicate.write_text('{"spdxVersion": "SPDX-2.3", "packages": []}')
+    monkeypatch.setenv("TRUST_PKCS11_PIN", PIN)
+    assert main(["attest", pinned, "--predicate", str(predicate), "--type", "spdxjson", "--key", token]) == 0
+    capsys.readouterr()
+    assert main(["verify-attestation", pinned, "--type", "spdxjson", "--key", str(public)]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[0])["predicate"]["spdxVersion"] == "SPDX-2.3"
