@@ -309,6 +309,16 @@ def _pin_hint(reference: Reference, store: ContentStore) -> str:
     )
 
 
+def log_decision(store: ContentStore, policy: Policy, evaluation: Evaluation) -> None:
+    """Append `evaluation` to the store's decision log (STORE/meta/decisions.jsonl)."""
+    _log(store, policy, evaluation)
+
+
+def log_failure(store: ContentStore, policy: Policy, reference: Reference, err: Exception) -> None:
+    """Append a decision that could not be made (integrity failure, could not check) to the log."""
+    _log_error(store, policy, str(reference), policy.rule_for(reference), err)
+
+
 def _log(store: ContentStore, policy: Policy, evaluation: Evaluation) -> None:
     record = {
         "time": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -2,6 +2,13 @@
 
 Each reference becomes a `GateResult` with the exit code it alone would have (0 allowed, 3 denied,
 4 integrity failure, 5 could not check). The gate's exit code is the maximum of them.
+
+By default the gate decides as the admission webhook does (`policy.remote`): the manifests are
+fetched and hash-checked, the signatures and attestations verified, and no layer is downloaded —
+a deployment's images can weigh gigabytes, and the runtime that pulls them checks every layer
+digest against the signed manifest anyway. With `pull=True` each image is pulled into the store
+through the verifying pipeline first (what `trust run` does), layers included. Either way every
+decision is appended to the store's decision log.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from policy.admission import ClientFor, evaluate
+from policy.admission import ClientFor, evaluate, log_decision, log_failure
 from policy.evaluate import Evaluation
 from policy.model import Policy
 from pull.errors import CouldNotCheck, IntegrityError, TrustError, UsageError
@@ -52,14 +59,28 @@ def run_gate(
     clients: ClientFor,
     *,
     platform: Platform | None = None,
-    parallel: int = 4,
+    parallel: int = 8,
+    pull: bool = False,
 ) -> list[GateResult]:
     """Evaluate every reference (in input order); never raises for one image's failure."""
+
+    def decide(reference: Reference) -> Evaluation:
+        if pull:
+            return evaluate(reference, policy, store, clients, platform=platform, artifacts=True).evaluation
+        from policy.remote import evaluate_remote
+
+        try:
+            evaluation = evaluate_remote(reference, policy, clients, platform=platform)
+        except (IntegrityError, CouldNotCheck) as err:
+            log_failure(store, policy, reference, err)
+            raise
+        log_decision(store, policy, evaluation)
+        return evaluation
 
     def one(text: str) -> GateResult:
         try:
             reference = Reference.parse(text)
-            admission = evaluate(reference, policy, store, clients, platform=platform, artifacts=True)
+            evaluation = decide(reference)
         except UsageError as err:
             return GateResult(text, 2, str(err))
         except IntegrityError as err:
@@ -68,7 +89,6 @@ def run_gate(
             return GateResult(text, 5, str(err))
         except TrustError as err:
             return GateResult(text, 1, str(err))
-        evaluation = admission.evaluation
         if evaluation.passed:
             return GateResult(text, 0, f"allowed by {evaluation.matched}", evaluation)
         if evaluation.admitted:

@@ -759,7 +759,9 @@ def test_audit_rechecks_attestations_online_and_offline(
     scope = f"{registry.host}/{repo_name}"
     store = str(tmp_path / "audited")
     met = write_policy(tmp_path / "met.yaml", pub, scope, ON_MAIN)
-    assert main(["verify", "--policy", str(met), "--store", store, ref]) == 0  # pulls into the store
+    assert (
+        main(["verify", "--policy", str(met), "--pull", "--store", store, ref]) == 0
+    )  # pulls into the store
     release_branch = write_policy(
         tmp_path / "release.yaml", pub, scope, ON_MAIN.replace("refs/heads/main", "refs/heads/release")
     )

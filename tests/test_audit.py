@@ -91,7 +91,7 @@ def two_signed_images(registry: Registry, repo: str, keys: Keys, folder: Path) -
         second_layer.digest,
     )
     for ref in (host.first, host.second):
-        assert main(["verify", "--policy", str(host.policy), "--store", str(host.store), ref]) == 0
+        assert main(["verify", "--policy", str(host.policy), "--pull", "--store", str(host.store), ref]) == 0
     return host
 
 
@@ -391,7 +391,19 @@ def test_a_multi_platform_image_is_one_entry_with_its_pulled_platform(
     store = tmp_path / "store"
     ref = f"{scope}@{pushed.digest}"
     assert (
-        main(["verify", "--policy", str(policy), "--store", str(store), "--platform", "linux/arm64", ref])
+        main(
+            [
+                "verify",
+                "--policy",
+                str(policy),
+                "--pull",
+                "--store",
+                str(store),
+                "--platform",
+                "linux/arm64",
+                ref,
+            ]
+        )
         == 0
     )
     capfd.readouterr()

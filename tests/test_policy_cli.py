@@ -74,3 +74,28 @@ def test_import_containers_policy(tmp_path: Path, capsys: pytest.CaptureFixture[
     converted.write_text(captured.out)
     assert "GPG" in captured.err  # what could not be converted is said on stderr
     assert main(["policy", "check", str(converted)]) == 0
+
+
+def test_the_gate_decides_from_manifests_and_signatures_and_pull_adds_the_layers(
+    registry: Registry, repo_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRUST_PASSWORD", "pw")
+    assert main(["keygen", "--output-prefix", str(tmp_path / "k")]) == 0
+    image = build_image([busybox_layer()])
+    pushed = push_image(registry, repo_name, image)
+    ref = f"{registry.host}/{repo_name}@{pushed.digest}"
+    assert main(["sign", "--key", str(tmp_path / "k.key"), ref]) == 0
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        f"version: 1\nauthorities:\n  a:\n    cosign-keys: [{tmp_path / 'k.pub'}]\n"
+        f"rules:\n  - scope: {registry.host}/{repo_name}\n    signed-by: [a]\ndefault:\n  reject: true\n"
+    )
+    layer = image.layers[0].digest.split(":")[1]
+    gate, pulled = tmp_path / "gate", tmp_path / "pulled"
+    assert main(["verify", "--policy", str(policy), "--store", str(gate), ref]) == 0
+    assert not (gate / "blobs" / "sha256" / layer).exists()  # no layer was downloaded
+    [decision] = [json.loads(line) for line in (gate / "meta" / "decisions.jsonl").read_text().splitlines()]
+    assert decision["decision"] == "allow" and decision["digest"] == pushed.digest
+    assert main(["verify", "--policy", str(policy), "--pull", "--store", str(pulled), ref]) == 0
+    assert (pulled / "blobs" / "sha256" / layer).exists()
+    assert main(["verify", "--key", str(tmp_path / "k.pub"), "--pull", ref]) == 2

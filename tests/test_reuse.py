@@ -199,7 +199,7 @@ class Scenario:
         return self.trust("run", "--rm", ref or self.ref, "true")
 
     def verify(self) -> int:
-        return self.trust("verify", self.ref)
+        return self.trust("verify", "--pull", self.ref)  # pulled: a decision run may reuse
 
     def records(self) -> list[Path]:
         folder = self.store / "meta" / "admitted"

@@ -302,6 +302,13 @@ def verify(
             help="Trusted cosign public key: a PEM file, env://VAR, pkcs11:… or awskms://… (repeatable).",
         ),
     ] = None,
+    pull: Annotated[
+        bool,
+        typer.Option(
+            "--pull",
+            help="--policy: pull each image into the store (layers included) before deciding, as run does.",
+        ),
+    ] = False,
     offline: Annotated[
         bool,
         typer.Option(
@@ -381,10 +388,12 @@ def verify(
             raise UsageError(
                 "--rekor-key, --ignore-reference and --signature-repository belong in the policy file"
             )
-        _verify_with_policy(references, policy, platform, store, output, insecure_registry, offline)
+        _verify_with_policy(references, policy, platform, store, output, insecure_registry, offline, pull)
         return
     if offline:
         raise UsageError("--offline is for --policy (it concerns the revocation of Notation certificates)")
+    if pull:
+        raise UsageError("--pull is for --policy (the gate)")
     if output is GateOutput.sarif:
         raise UsageError("--output sarif needs --policy")
     assert key is not None
@@ -452,6 +461,7 @@ def _verify_with_policy(
     output: GateOutput,
     insecure: list[str] | None,
     offline: bool = False,
+    pull: bool = False,
 ) -> None:
     from importlib.metadata import version
 
@@ -470,7 +480,7 @@ def _verify_with_policy(
 
         revocation = configured(cache_dir=content.root / "cache" / "crl", offline=offline)
     with revocation, RegistryClients.insecure(insecure) as clients:
-        results = run_gate(references, policy, content, clients, platform=wanted)
+        results = run_gate(references, policy, content, clients, platform=wanted, pull=pull)
     for result in results:
         if result.evaluation is not None:
             for warning in result.evaluation.warnings:
