@@ -5,6 +5,8 @@
 | notation sign (JWS, COSE)               | trust verify --policy (a notation authority) |
 | trust sign --format notation            | notation verify |
 | trust copy to an OCI layout             | notation verify --oci-layout |
+| notation sign --timestamp-url (RFC 3161) | trust verify --policy (tsa-store) |
+| trust sign --format notation --timestamp-url | notation verify (tsa trust store) |
 
 Keys and certificates are notation's own test PKI (`notation cert generate-test`), in a config
 folder of the test's (XDG_CONFIG_HOME). Each cell has its negative twin: a trust store that does
@@ -14,6 +16,8 @@ not hold the signer's certificate.
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +25,7 @@ import pytest
 from conftest import OCI11Registry, Peers
 from interop_support import TRUST, run
 from support.images import push_image, simple_image
+from support.openssl_pki import ContentServer, OpenSSLTimestampAuthority
 
 
 @dataclass
@@ -163,3 +168,104 @@ def test_trust_copy_layout_verifies_with_notation(
         ).returncode
         != 0
     )
+
+
+# -- RFC 3161 timestamps: a real TSA (`openssl ts -reply` behind HTTP on 127.0.0.1) ----------------
+
+
+@pytest.fixture
+def tsa(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
+    """(URL, the TSA's root PEM, another TSA's root PEM)."""
+    authority = OpenSSLTimestampAuthority(tmp_path / "tsa")
+    rogue = OpenSSLTimestampAuthority(tmp_path / "rogue-tsa")
+    server = ContentServer.start()
+    server.posts["/tsa"] = authority.reply
+    root, other = tmp_path / "tsa-root.pem", tmp_path / "rogue-root.pem"
+    root.write_bytes(authority.root_pem)
+    other.write_bytes(rogue.root_pem)
+    yield server.url("/tsa"), root, other
+    server.stop()
+
+
+def settle_past_not_before() -> None:
+    """`notation cert generate-test` makes a certificate valid from this very second, and the TSA
+    stamps with an accuracy of a second: a timestamp whose interval starts before the certificate
+    is refused by both tools (notation: "timestamp can be before certificate validity period").
+    Signing two seconds later is what any real certificate's age gives for free."""
+    time.sleep(2.1)
+
+
+def timestamped_policy(folder: Path, trust_store: Path, tsa_root: Path, registry: OCI11Registry) -> Path:
+    store = folder / "tsa-store"
+    store.mkdir(parents=True, exist_ok=True)
+    (store / "root.pem").write_bytes(tsa_root.read_bytes())
+    path = folder / "policy.yaml"
+    path.write_text(
+        "version: 1\nauthorities:\n  notary:\n    notation:\n"
+        f"      trust-store: {trust_store}\n      trusted-identities: ['*']\n"
+        f"      tsa-store: {store}\n      verify-timestamp: always\n"
+        f"rules:\n  - scope: {registry.host}/interop/*\n    signed-by: [notary]\n"
+        "default:\n  reject: true\n"
+    )
+    return path
+
+
+def test_notation_timestamps_trust_verifies(
+    peers: Peers,
+    oci11_registry: OCI11Registry,
+    tool_env: dict[str, str],
+    tmp_path: Path,
+    tsa: tuple[str, Path, Path],
+) -> None:
+    url, root, rogue = tsa
+    pki = notation_pki(peers, tool_env)
+    settle_past_not_before()
+    ref = image(oci11_registry, "interop/notation-timestamped", b"timestamped by notation")
+    run(
+        [peers.notation, "sign", "--insecure-registry", "--timestamp-url", url, "--timestamp-root-cert",
+         str(root), ref],
+        tool_env,
+    )  # fmt: skip
+    trusted = timestamped_policy(tmp_path / "a", pki.trust_store, root, oci11_registry)
+    allowed = run([TRUST, "verify", "--policy", str(trusted), "--output", "json", ref], tool_env)
+    [record] = json.loads(allowed.stdout)
+    [authority] = record["evaluation"]["authorities"]
+    [signature] = authority["targets"][0]["signatures"]
+    assert signature["outcome"] == "valid" and "timestamped" in signature["reason"], signature
+    untrusted = timestamped_policy(tmp_path / "b", pki.trust_store, rogue, oci11_registry)
+    denied = run([TRUST, "verify", "--policy", str(untrusted), ref], tool_env, ok=False)
+    assert denied.returncode == 3 and "bad-timestamp" in denied.stderr + denied.stdout
+
+
+def test_trust_timestamps_notation_verifies(
+    peers: Peers,
+    oci11_registry: OCI11Registry,
+    tool_env: dict[str, str],
+    tmp_path: Path,
+    tsa: tuple[str, Path, Path],
+) -> None:
+    url, root, rogue = tsa
+    pki = notation_pki(peers, tool_env)
+    settle_past_not_before()
+    ref = image(oci11_registry, "interop/trust-timestamped", b"timestamped by trust")
+    run(
+        [TRUST, "sign", "--format", "notation", "--key", str(pki.key), "--cert", str(pki.cert),
+         "--timestamp-url", url, "--timestamp-root-cert", str(root), ref],
+        tool_env,
+    )  # fmt: skip
+    config = Path(tool_env["XDG_CONFIG_HOME"]) / "notation"
+
+    def with_tsa(pem: Path) -> None:
+        store = config / "truststore" / "x509" / "tsa" / "interop-tsa"
+        store.mkdir(parents=True, exist_ok=True)
+        (store / "root.crt").write_bytes(pem.read_bytes())
+        policy = json.loads((config / "trustpolicy.json").read_text())
+        policy["trustPolicies"][0]["trustStores"] = ["ca:trust-interop", "tsa:interop-tsa"]
+        (config / "trustpolicy.json").write_text(json.dumps(policy))
+
+    with_tsa(root)
+    verified = run([peers.notation, "verify", "--insecure-registry", ref], tool_env, ok=False)
+    assert verified.returncode == 0, verified.stderr + verified.stdout
+    with_tsa(rogue)
+    refused = run([peers.notation, "verify", "--insecure-registry", ref], tool_env, ok=False)
+    assert refused.returncode != 0
