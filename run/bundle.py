@@ -92,6 +92,11 @@ READONLY_PATHS = (
     "/proc/irq",
     "/proc/sys",
     "/proc/sysrq-trigger",
+    # On a cgroup v1 host the runtime puts a tmpfs at /sys/fs/cgroup (for the per-controller
+    # mounts), and neither runc nor crun makes that tmpfs read-only: a container could create
+    # files and folders there. Listed here, it is remounted read-only after every mount, as
+    # Docker's is; on cgroup v2 the mount is read-only already.
+    "/sys/fs/cgroup",
 )
 _FORBIDDEN_WORKDIRS = ("/proc", "/sys")
 _NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}")

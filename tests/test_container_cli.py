@@ -524,3 +524,17 @@ def test_device_nodes_in_a_layer_are_skipped_said_and_audited(
     assert cli.trust(*audit) == 0
     report = json.loads(capfd.readouterr().out)
     assert "3 device node(s) not created" in json.dumps(report)
+
+
+@pytest.mark.parametrize("runtime", ["runc", "crun"])
+def test_sys_fs_cgroup_is_read_only_inside(
+    cli: Setup, capfd: pytest.CaptureFixture[str], runtime: str
+) -> None:
+    # On this cgroup v1 host the runtime mounts a tmpfs at /sys/fs/cgroup: it must not be writable.
+    script = (
+        "touch /sys/fs/cgroup/x 2>/dev/null && echo file; mkdir /sys/fs/cgroup/y 2>/dev/null && echo dir; "
+        "ls /sys/fs/cgroup >/dev/null && echo listed"
+    )
+    capfd.readouterr()
+    assert cli.admit("run", "--rm", "--runtime", runtime, cli.signed_ref, "sh", "-c", script) == 0
+    assert capfd.readouterr().out == "listed\n"
