@@ -31,7 +31,8 @@ Entry policy (the choices a reader will ask about):
   bookkeeping) are ignored. As the OCI spec says, a whiteout only hides lower layers: if NAME
   exists in this same layer it stays (a directory becomes opaque so lower contents stay hidden).
 - xattrs (PAX `SCHILY.xattr.*`): `user.*`, `security.capability` and POSIX ACLs are applied;
-  `trusted.overlay.*` refuses the whole layer (only an attack would carry overlay metadata); other
+  `trusted.overlay.*` and `user.overlay.*` (what overlayfs reads under `userxattr`) refuse the whole
+  layer (only an attack would carry overlay metadata); other
   `trusted.*`, `security.*` (SELinux labels, IMA) and unknown namespaces are dropped with a warning.
 - a later entry for the same path replaces the earlier one (tar semantics); a directory is kept
   and merged when the new entry is also a directory, otherwise removed fd-relatively.
@@ -494,7 +495,8 @@ class LayerWriter:
             if not key.startswith(_XATTR_PAX_PREFIX):
                 continue
             name = key[len(_XATTR_PAX_PREFIX) :]
-            if name.startswith("trusted.overlay."):
+            # `user.overlay.*` is what overlayfs reads instead under `userxattr` (rootless mounts).
+            if name.startswith(("trusted.overlay.", "user.overlay.")):
                 raise UnsafeLayer(
                     f"{member.name!r}: carries the overlayfs xattr {name!r}; an image may not "
                     "set overlay metadata (opaque, redirect, metacopy)"

@@ -542,6 +542,27 @@ CASES = [
         lambda c: [file("f", b"", xattrs={"trusted.overlay.metacopy": ""})],
         refused="trusted.overlay.metacopy",
     ),
+    # overlayfs mounted with `userxattr` (rootless) reads the same metadata from user.overlay.*.
+    Case(
+        "UserOverlayOpaque",
+        lambda c: [directory("d", xattrs={"user.overlay.opaque": "y"})],
+        refused="user.overlay.opaque",
+    ),
+    Case(
+        "UserOverlayRedirect",
+        lambda c: [directory("d", xattrs={"user.overlay.redirect": f"{c}"})],
+        refused="user.overlay.redirect",
+    ),
+    Case(
+        "UserOverlayMetacopy",
+        lambda c: [file("f", b"", xattrs={"user.overlay.metacopy": ""})],
+        refused="user.overlay.metacopy",
+    ),
+    Case(
+        "UserOverlayWhiteout",
+        lambda c: [file("w", b"", xattrs={"user.overlay.whiteout": ""})],
+        refused="user.overlay.whiteout",
+    ),
     Case("SymlinkWithEmptyTarget", lambda c: [symlink("x", "")], refused="empty or invalid target"),
 ]
 
