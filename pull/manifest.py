@@ -150,6 +150,12 @@ class ImageIndex:
                 and wanted.matches(entry.platform)
             ):
                 return entry
+        nested = [m for m in self.manifests if m.platform and wanted.matches(m.platform)]
+        if nested:  # the platform is there, but as an index inside the index (or another kind)
+            raise InvalidManifest(
+                f"the index's entry for {wanted} is a {nested[0].media_type}, not an image manifest: "
+                "nested indexes are not followed"
+            )
         offered = ", ".join(str(m.platform) for m in self.manifests if m.platform) or "none"
         raise InvalidManifest(f"the index has no image for platform {wanted} (it offers: {offered})")
 

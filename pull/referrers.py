@@ -74,7 +74,10 @@ def read_referrers(
     for page in pages:
         if page is not fallback:
             page = _null_listing_as_empty(page)
-        verified = verify_document(page, content_type=None, expected=None)
+        try:
+            verified = verify_document(page, content_type=None, expected=None)
+        except InvalidManifest as exc:  # say what was malformed: the listing, not "the manifest"
+            raise InvalidManifest(f"the referrers listing of {digest} in {repository}: {exc}") from None
         document = verified.document
         if not isinstance(document, ImageIndex):
             raise InvalidManifest(f"the referrers of {digest} in {repository} are not an image index")

@@ -202,3 +202,14 @@ def test_an_index_without_media_type_is_read_by_its_shape() -> None:
     assert verified.media_type == mt.OCI_INDEX
     with pytest.raises(InvalidManifest, match=r"descriptor says application/vnd\.oci\.image\.manifest"):
         verify_document(raw(doc), content_type=None, expected=None, descriptor_type=mt.OCI_MANIFEST)
+
+
+def test_an_index_nested_in_an_index_is_named_as_such() -> None:
+    nested = index(("linux", "amd64", None))
+    nested["manifests"][0]["mediaType"] = mt.OCI_INDEX
+    doc = verify_document(raw(nested), content_type=mt.OCI_INDEX, expected=None).document
+    assert isinstance(doc, ImageIndex)
+    with pytest.raises(
+        InvalidManifest, match=r"entry for linux/amd64 is a .*index.*nested indexes are not followed"
+    ):
+        doc.select(Platform.parse("linux/amd64"))

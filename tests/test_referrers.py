@@ -281,3 +281,19 @@ def test_a_referrers_page_listing_null_reads_as_no_referrers() -> None:
     assert _null_listing_as_empty(listed) is listed
     duplicate = b'{"manifests":null,"manifests":[{"digest":"x"}]}'
     assert _null_listing_as_empty(duplicate) is duplicate  # left for verify_document to refuse
+
+
+def test_a_malformed_listing_is_named_as_the_referrers_listing(
+    public_key: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with HostileRegistry(referrers_api=True) as hostile:
+        image = hostile.add_image("team/app", "v1", [b"layer"])
+        hostile.fail_next(
+            "GET",
+            f"/v2/team/app/referrers/{image.digest}",
+            Reply(200, b"{not json", headers={"Content-Type": "application/vnd.oci.image.index.v1+json"}),
+            times=99,
+        )
+        with RegistryClient(hostile.host, config=FAST) as client, pytest.raises(InvalidManifest) as caught:
+            list_referrers(client, "team/app", Digest.parse(image.digest))
+        assert f"the referrers listing of {image.digest} in team/app" in str(caught.value)
