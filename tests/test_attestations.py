@@ -539,6 +539,8 @@ def test_copy_carries_attestations(
     repo_name: str,
     keys: dict[str, Path],
     predicate: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     ref = pushed(registry, repo_name)
     key, pub = str(keys["release"].with_suffix(".key")), str(keys["release"].with_suffix(".pub"))
@@ -549,6 +551,16 @@ def test_copy_carries_attestations(
     assert main(["copy", ref, target]) == 0
     copied = f"{registry.host}/{repo_name}-copy@{ref.split('@')[1]}"
     assert main(["verify-attestation", copied, "--type", "slsaprovenance1", "--key", pub]) == 0
+    layout = tmp_path / "usb"  # air-gapped: both layouts travel in an OCI layout too
+    assert main(["copy", ref, f"oci:{layout}:v1"]) == 0
+    capsys.readouterr()
+    in_layout = f"oci:{layout}@{ref.split('@')[1]}"
+    assert (
+        main(["verify-attestation", in_layout, "--type", "slsaprovenance1", "--key", pub, "--output", "json"])
+        == 0
+    )
+    (record,) = json.loads(capsys.readouterr().out)
+    assert sorted(a["source"] for a in record["attestations"]) == ["att", "bundle"]
 
 
 def test_explain_and_sarif_name_the_unmet_attestation(
