@@ -784,3 +784,38 @@ def test_audit_rechecks_attestations_online_and_offline(
     registry.stop()  # offline: the attestations read when the image was admitted are in the store
     assert main(["audit", "--store", store, "--policy", str(met), "--offline"]) == 0
     assert main(["audit", "--store", store, "--policy", str(release_branch), "--offline"]) == 3
+
+
+def test_an_oversized_attestation_is_refused_unfetched(
+    keys: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hostile import HostileRegistry
+
+    from trust.attest.attached import MAX_ENVELOPE_BYTES
+
+    with HostileRegistry() as hostile:
+        image = hostile.add_image("team/app", "v1", layers=[b"layer"])
+        config = hostile.add_blob_content(b"{}")
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": 2, "digest": config},
+            "layers": [
+                {  # a blob that does not exist: fetching it would be exit 5, not 4
+                    "mediaType": "application/vnd.dsse.envelope.v1+json",
+                    "size": MAX_ENVELOPE_BYTES + 1,
+                    "digest": "sha256:" + "ab" * 32,
+                    "annotations": {"predicateType": SLSA1},
+                }
+            ],
+        }
+        tag = image.digest.replace(":", "-") + ".att"
+        hostile.add_manifest(
+            "team/app", tag, json.dumps(manifest).encode(), "application/vnd.oci.image.manifest.v1+json"
+        )
+        capsys.readouterr()
+        ref = f"{hostile.host}/team/app@{image.digest}"
+        pub = str(keys["release"].with_suffix(".pub"))
+        assert main(["verify-attestation", ref, "--type", SLSA1, "--key", pub]) == 4
+        assert "envelope too large" in capsys.readouterr().err
+        assert not [r for r in hostile.requests if "abababab" in r.path]
