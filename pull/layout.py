@@ -311,6 +311,12 @@ class LayoutClient(RegistryClient):
         name = self.ref_prefix + self._checked_tag(tag)
         descriptors = self._read_index().descriptors
         found = {d.digest: d for d in descriptors if d.annotations.get(REF_NAME) == name}
+        if not found and not self.ref_prefix:
+            # crane (`pull --format=oci --annotate-ref`) names entries by whole references,
+            # `registry/repo:TAG`: the tag is what follows the last colon after the last slash.
+            found = {
+                d.digest: d for d in descriptors if _tag_of_reference(d.annotations.get(REF_NAME)) == name
+            }
         if not found:
             saved = _cosign_saved(descriptors, tag)
             if saved is not None:
@@ -505,6 +511,14 @@ def _cosign_saved(descriptors: Sequence[Descriptor], tag: str) -> Descriptor | N
     if len(images) != 1 or len(attached) != 1 or images[0].digest.referrers_tag != stem:
         return None
     return attached[0]
+
+
+def _tag_of_reference(name: str | None) -> str | None:
+    """`TAG` of a ref name written as a whole reference `host[:port]/repo:TAG` (None otherwise)."""
+    if not name or "/" not in name or "@" in name:
+        return None
+    repository, colon, tag = name.rpartition("/")[2].rpartition(":")
+    return tag if colon and repository else None
 
 
 def _cosign_kind(name: str) -> str | None:

@@ -474,3 +474,16 @@ def test_a_cosign_save_layout_names_its_signatures_only_for_its_one_image() -> N
     assert _cosign_saved([image, sigs], f"sha256-{'a' * 64}.att") is None
     second = entry("dev.cosignproject.cosign/image", "c")
     assert _cosign_saved([image, second, sigs], f"sha256-{'a' * 64}.sig") is None  # whose? unknown
+
+
+def test_entries_named_by_whole_references_resolve_by_tag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # crane's `--annotate-ref` names entries `registry/repo:TAG`.
+
+    layout = write_oci_layout(
+        tmp_path / "craned", simple_image(b"craned\n"), tag="registry.example:5000/team/app:v1"
+    )
+    store = str(tmp_path / "store")
+    assert main(["pull", "--store", store, f"oci:{layout}:v1"]) == 0
+    assert main(["pull", "--store", store, f"oci:{layout}:v2"]) == 5

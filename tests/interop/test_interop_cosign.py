@@ -181,3 +181,36 @@ def test_trust_copy_layout_verifies_with_cosign(
         ok=False,
     )
     assert refused.returncode != 0
+
+
+def test_crane_layout_verifies_with_trust(
+    peers: Peers, oci11_registry: OCI11Registry, tool_env: dict[str, str], tmp_path: Path
+) -> None:
+    # crane names layout entries by whole references (`--annotate-ref`): registry/repo:TAG.
+    key, pub = cosign_keys(peers, tool_env, tmp_path / "keys")
+    ref = image(oci11_registry, "interop/craned", b"saved by crane")
+    form = ["--new-bundle-format=false"]
+    run(
+        [peers.cosign, "sign", "--key", str(key), "--yes", *NO_TLOG, *form, *COSIGN_REGISTRY_FLAGS, ref],
+        tool_env,
+    )
+    name, _, digest = ref.partition("@")
+    signatures = f"{name}:{digest.replace(':', '-')}.sig"
+    layout = tmp_path / "craned"
+    run(
+        [peers.crane, "pull", "--insecure", "--format=oci", "--annotate-ref", ref, signatures, str(layout)],
+        tool_env,
+    )
+    verified = run(
+        [TRUST, "verify", "--key", str(pub), "--ignore-reference", f"oci:{layout}@{digest}"],
+        tool_env,
+        ok=False,
+    )
+    assert verified.returncode == 0, verified.stderr
+    _, other = cosign_keys(peers, tool_env, tmp_path / "other")
+    wrong = run(
+        [TRUST, "verify", "--key", str(other), "--ignore-reference", f"oci:{layout}@{digest}"],
+        tool_env,
+        ok=False,
+    )
+    assert wrong.returncode == 3
