@@ -296,6 +296,7 @@ def _admitted(
         decision=decision,
         index_digest=pulled.index.digest if pulled.index else None,
         tag=reference.tag,
+        limits=evaluation.matched.rule.limits,
     )
 
 
