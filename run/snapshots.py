@@ -49,6 +49,7 @@ from typing import Any
 from pull.digest import Digest
 from pull.durable import fsync_dir
 from pull.errors import IntegrityError, InvalidReference
+from pull.lockfile import locked_file, remove_unlocked
 
 METADATA_FILE = "snapshot.json"
 TREE_FILE = "tree.json"
@@ -222,16 +223,16 @@ class SnapshotStore:
     @contextlib.contextmanager
     def locked(self, chain_id: Digest) -> Iterator[None]:
         """Hold the chain ID's lock: other processes (and threads) unpacking it wait."""
-        fd = os.open(self._locks / f"{chain_id.encoded}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with locked_file(self._locks / f"{chain_id.encoded}.lock"):
             self._held.add(chain_id)
             try:
                 yield
             finally:
                 self._held.discard(chain_id)
-        finally:
-            os.close(fd)  # closing releases the flock
+
+    def remove_stale_locks(self) -> int:
+        """Remove the chain-ID lock files that no unpacker holds (`trust gc`); returns how many."""
+        return remove_unlocked(self._locks, "*.lock")
 
     def prepare(self, chain_id: Digest) -> Path:
         """A new, empty directory to unpack the layer into; returns its `fs` path.

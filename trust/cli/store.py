@@ -328,11 +328,15 @@ def gc(
     )
     # Extractions left by crashed unpackers (their chain ID's lock is free) are never in use.
     stale = 0 if dry_run else snapshots.remove_stale()
+    # Lock files pile up, one per blob and per chain ID ever handled; those nobody holds can go.
+    locks = 0 if dry_run else content.remove_stale_locks() + snapshots.remove_stale_locks()
     if output is OutputFormat.json:
-        emit_json({**report.to_json(), "staleExtractions": stale})
+        emit_json({**report.to_json(), "staleExtractions": stale, "staleLocks": locks})
         return
     if stale:
         note(f"removed {stale} unfinished snapshot extraction(s) left by crashed unpacks")
+    if locks:
+        note(f"removed {locks} unused lock file(s)")
     verb = "would remove" if dry_run else "removed"
     for removal in report.removed:
         emit_line(f"{verb} {removal.kind} {removal.name} ({human_size(removal.size)})")
