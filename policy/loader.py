@@ -237,7 +237,17 @@ def _line(mark: Any) -> int | None:
 
 
 def _parse_yaml(text: str, source: str) -> Any:
-    loader = _StrictLoader(text, source)
+    try:
+        # The reader checks every character when it is built: a NUL or a control character
+        # (ReaderError) is found here, before any parsing.
+        loader = _StrictLoader(text, source)
+    except yaml.reader.ReaderError as exc:
+        raise PolicyError(
+            f"not valid YAML: character U+{int(exc.character):04X} is not allowed",
+            "remove control characters and NUL bytes; a policy is plain text",
+            source=source,
+            line=text.count("\n", 0, exc.position) + 1,
+        ) from None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -306,6 +316,12 @@ def _to_value(loader: _StrictLoader, node: yaml.Node) -> Any:
         return loader.construct_object(node, deep=True)
     except yaml.constructor.ConstructorError:
         raise refuse(f"YAML tag {node.tag!r} is not allowed", "remove the tag") from None
+    except ValueError:  # an integer of more than 4300 digits (CVE-2020-10735's limit), say
+        text = str(getattr(node, "value", ""))
+        raise refuse(
+            f"value {text[:20]}… ({len(text)} characters) cannot be read as a number",
+            "write a number of sensible size, or quote it if it is text",
+        ) from None
 
 
 # --- building the model ----------------------------------------------------------------------

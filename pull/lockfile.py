@@ -16,6 +16,7 @@ while holding its lock itself (taken without waiting: a file someone holds is le
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 from collections.abc import Iterator
@@ -30,7 +31,19 @@ _FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
 def locked_file(path: Path, *, shared: bool = False) -> Iterator[None]:
     """Hold an flock on `path` (created if missing), exclusive unless `shared`; waits for it."""
     while True:
-        fd = os.open(path, _FLAGS, 0o600)
+        try:
+            fd = os.open(path, _FLAGS, 0o600)
+        except OSError as exc:
+            if exc.errno != errno.EROFS:
+                raise
+            # A read-only store: nobody can change it, so readers need no lock, and writers
+            # fail where they write, with a clear error. Lock the file if it exists (flock works
+            # on a file opened for reading), else go on without.
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except FileNotFoundError:
+                yield
+                return
         try:
             fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         except BaseException:
@@ -48,6 +61,8 @@ def locked_file(path: Path, *, shared: bool = False) -> Iterator[None]:
 def remove_unlocked(directory: Path, pattern: str) -> int:
     """Remove the files matching `pattern` in `directory` that nobody holds; returns how many."""
     removed = 0
+    if not os.access(directory, os.W_OK):
+        return 0  # a read-only store: nothing to tidy, and nothing grows
     for path in directory.glob(pattern):
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)

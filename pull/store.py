@@ -119,6 +119,12 @@ class ContentStore:
             raise UsageError(f"cannot open store {root}: {exc.strerror}") from None
         return store
 
+    @functools.cached_property
+    def read_only(self) -> bool:
+        """Whether the store cannot be written (a read-only mount, say of a seized disk): commands
+        that only read it (`trust audit`, `images`) then work without recording anything."""
+        return bool(os.statvfs(self.root).f_flag & os.ST_RDONLY) or not os.access(self.meta, os.W_OK)
+
     # -- blobs ---------------------------------------------------------------------------
 
     def blob_path(self, digest: Digest) -> Path:

@@ -140,7 +140,13 @@ class SnapshotStore:
         """Open the store at `root`, creating its directories (mode 0700) if needed."""
         store = cls(Path(root))
         for directory in (store.root, store._snapshots, store._tmp, store._locks):
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            try:
+                directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            except OSError as exc:
+                # A read-only store can still be read (`trust audit` of a seized disk): without
+                # the directory there is simply nothing in it. Writing fails later, clearly.
+                if exc.errno != errno.EROFS:
+                    raise
         return store
 
     # -- committed snapshots -------------------------------------------------------------
@@ -190,7 +196,9 @@ class SnapshotStore:
 
     def committed(self) -> list[Digest]:
         """Chain IDs of all committed snapshots."""
-        found = []
+        found: list[Digest] = []
+        if not self._snapshots.is_dir():
+            return found  # a read-only store where nothing was ever unpacked
         for entry in sorted(os.listdir(self._snapshots)):
             algorithm, _, hexpart = entry.partition("-")
             try:

@@ -89,6 +89,11 @@ def audit(
     from trust.store_ops.audit import audit as run_audit
 
     content = open_store(store)
+    if content.read_only:
+        note(
+            f"trust: note: the store {content.root} is read-only: auditing it as it is, without "
+            "recording anything (no signature cache, no lock files)"
+        )
     loaded = load(policy, content)
     snapshots = open_snapshots(content)
     bar = RichAuditProgress() if output is AuditOutput.text and sys.stderr.isatty() else None
@@ -298,12 +303,17 @@ def gc(
     Runs under the store's exclusive gc lock: it waits for pulls in progress, and pulls wait for it.
     """
     from pull.digest import Digest
+    from pull.errors import HostFault
     from pull.gc import collect
     from run.rootfs import open_snapshots
     from run.snapshots import chain_ids
     from trust.cli.common import open_store
 
     content = open_store(store)
+    if content.read_only and not dry_run:
+        raise HostFault(
+            f"the store {content.root} is read-only: gc can remove nothing (--dry-run lists what it would)"
+        )
     snapshots = open_snapshots(content)
     containers = _containers(content)
 

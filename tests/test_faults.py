@@ -1,0 +1,155 @@
+"""The host's faults (issue 20, class 2): a full disk, a read-only store, hostile input files.
+
+Each is one line `trust: error: …` with the exit code of the table (docs/, DESIGN "Exit codes"),
+never a traceback, and leaves nothing half-written. A full or read-only store is the host's doing,
+not the image's: exit 5 ("could not check"), like an unreachable registry.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hostile import OCI_LAYER_GZIP, HostileRegistry
+
+from trust.cli.app import main
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs or a read-only bind needs root")
+
+LAYER = gzip.compress(os.urandom(600_000), compresslevel=1)  # does not fit a 256 KiB disk
+
+
+@pytest.fixture
+def hostile() -> Iterator[HostileRegistry]:
+    with HostileRegistry() as registry:
+        yield registry
+
+
+def accept_all(folder: Path) -> Path:
+    path = folder / "policy.yaml"
+    path.write_text("version: 1\ndefault: {insecure-accept-anything: true, require-digest: false}\n")
+    return path
+
+
+def one_error_line(err: str) -> str:
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("trust: error: ")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_a_full_disk_during_pull_is_one_line_exit_5_and_nothing_half_written(
+    hostile: HostileRegistry, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = hostile.add_image("team/app", "v1", [LAYER], layer_media_type=OCI_LAYER_GZIP)
+    store = tmp_path / "store"
+    store.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(store)], check=True)
+    try:
+        assert main(["pull", "--store", str(store), f"{hostile.host}/team/app:v1"]) == 5
+        line = one_error_line(capsys.readouterr().err)
+        assert "No space left on device" in line and "the disk is full" in line
+        assert list((store / "ingest").glob("*.partial")) == []
+        assert not (store / "blobs" / "sha256" / image.layers[0].split(":")[1]).exists()
+        assert image.digest not in (store / "index.json").read_text()
+        # What is there is sound: audit (read-only work) passes.
+        assert main(["audit", "--store", str(store), "--policy", str(accept_all(tmp_path))]) == 0
+    finally:
+        subprocess.run(["umount", str(store)], check=True)
+
+
+@pytest.fixture
+def read_only_store(hostile: HostileRegistry, tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A store holding one pulled image, then bind-mounted read-only over itself."""
+    hostile.add_image("team/app", "v1", [LAYER], layer_media_type=OCI_LAYER_GZIP)
+    store = tmp_path / "store"
+    reference = f"{hostile.host}/team/app:v1"
+    assert main(["pull", "--store", str(store), reference]) == 0
+    (store / "ingest").joinpath("sha256-" + "0" * 64 + ".lock").touch()  # something for gc to want
+    subprocess.run(["mount", "--bind", str(store), str(store)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(store)], check=True)
+        yield store, reference
+    finally:
+        subprocess.run(["umount", str(store)], check=True)
+
+
+def test_audit_of_a_read_only_store_works_and_says_it_records_nothing(
+    read_only_store: tuple[Path, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store, _ = read_only_store
+    capsys.readouterr()
+    assert main(["audit", "--store", str(store), "--policy", str(accept_all(tmp_path))]) == 0
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    assert f"the store {store} is read-only" in captured.err and "without recording anything" in captured.err
+    assert "team/app:v1" in captured.out and "ok" in captured.out
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        (["pull", "REF"], "Read-only file system"),
+        (["rmi", "REF"], "Read-only file system"),
+        (["gc"], "is read-only: gc can remove nothing"),
+    ],
+)
+def test_writing_to_a_read_only_store_is_one_line_exit_5(
+    read_only_store: tuple[Path, str], command: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store, reference = read_only_store
+    capsys.readouterr()
+    args = [reference if arg == "REF" else arg for arg in command]
+    assert main([args[0], "--store", str(store), *args[1:]]) == 5
+    line = one_error_line(capsys.readouterr().err)
+    assert expected in line
+    # gc --dry-run only reads: it works.
+    assert main(["gc", "--dry-run", "--store", str(store)]) == 0
+
+
+@pytest.mark.parametrize(
+    ("content", "line", "message"),
+    [
+        ("rules:\n  - scope: a.example/x\n    signed-by: [x]\n    threshold: " + "9" * 5000 + "\n", 5,
+         "(5000 characters) cannot be read as a number"),
+        ("default:\n  reject: true\n  mode: 'enf\0orce'\n", 4, "character U+0000 is not allowed"),
+        ("default:\n  reject: true\n  mode: enf\x07orce\n", 4, "character U+0007 is not allowed"),
+        ("default:\n  reject: true\n\x1b[2J\n", 4, "character U+001B is not allowed"),
+    ],
+)  # fmt: skip
+def test_a_policy_with_a_huge_number_or_a_control_character_is_exit_2_with_file_and_line(
+    content: str, line: int, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("version: 1\n" + content)
+    assert main(["policy", "check", str(policy)]) == 2
+    error = one_error_line(capsys.readouterr().err)
+    assert error.startswith(f"trust: error: {policy}:{line}: ") and message in error, error
+
+
+def test_a_non_utf8_password_on_stdin_is_exit_2_before_any_request(
+    hostile: HostileRegistry, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stdin = io.TextIOWrapper(io.BytesIO(b"s3cr\xffet\n"))
+    monkeypatch.setattr(sys, "stdin", stdin)
+    monkeypatch.setenv("DOCKER_CONFIG", str(Path(os.environ.get("TMPDIR", "/tmp")) / "unused-docker-config"))
+    assert main(["login", hostile.host, "-u", "alice", "--password-stdin"]) == 2
+    assert one_error_line(capsys.readouterr().err) == "trust: error: the password on stdin is not UTF-8 text"
+    assert hostile.requests == []
+
+
+@pytest.mark.parametrize("bad", ["a,b", "a:b", "a\nb"])
+def test_a_store_path_overlay_cannot_mount_is_refused_before_pulling(
+    bad: str, hostile: HostileRegistry, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hostile.add_image("team/app", "v1", [LAYER], layer_media_type=OCI_LAYER_GZIP)
+    store = tmp_path / bad
+    assert main(["pull", "--store", str(store), f"{hostile.host}/team/app:v1"]) == 2
+    assert "contains ',', ':' or a newline" in one_error_line(capsys.readouterr().err)
+    assert hostile.requests == [] and not store.exists()
