@@ -57,9 +57,11 @@ def prepare_layers(
         CouldNotCheck: a layer blob is missing from the store (exit 5).
     """
     from run.snapshots import SnapshotNotFound, chain_ids
-    from run.unpack import check_layer_count
 
-    check_layer_count(len(image.layers), image.limits)  # also when every snapshot exists already
+    if len(image.layers) > image.limits.max_layers:  # also when every snapshot exists already
+        from run.unpack import check_layer_count
+
+        check_layer_count(len(image.layers), image.limits)  # raises, naming the limit
     if len(image.diff_ids) == len(image.layers):
         # A warm start: every snapshot exists, so there is nothing to unpack and no unpacker to load.
         with contextlib.suppress(SnapshotNotFound):

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 from hostile import OCI_LAYER_GZIP, HostileRegistry
+from support.images import Layer, build_image, busybox_layer, push_image
+from support.registry import Registry
 
 from trust.cli.app import main
 
@@ -153,3 +155,66 @@ def test_a_store_path_overlay_cannot_mount_is_refused_before_pulling(
     assert main(["pull", "--store", str(store), f"{hostile.host}/team/app:v1"]) == 2
     assert "contains ',', ':' or a newline" in one_error_line(capsys.readouterr().err)
     assert hostile.requests == [] and not store.exists()
+
+
+# -- trust run: the policy's image limits, and a root without CAP_SYS_ADMIN ------------------------
+
+
+def _two_layer_image(registry: Registry, repo_name: str, tmp_path: Path, limits: str) -> tuple[Path, str]:
+    image = build_image([busybox_layer(), Layer.from_files({"etc/extra": b"x" * 4096})], cmd=["true"])
+    pushed = push_image(registry, repo_name, image, tag="v1")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "version: 1\nrules:\n"
+        f"  - scope: {registry.host}/{repo_name}\n    insecure-accept-anything: true\n    limits: {limits}\n"
+        "default: {reject: true}\n"
+    )
+    return policy, pushed.by_digest
+
+
+@pytest.mark.parametrize(
+    ("limits", "message"),
+    [
+        ("{max-layers: 1}", "max-layers limit: it has 2 layers, more than 1"),
+        ("{max-unpacked-bytes: 100000}", "max-unpacked-bytes limit: its layers unpack to more than"),
+        ("{max-files: 3}", "max-files limit: its layers hold more than 3 entries"),
+    ],
+)
+def test_run_refuses_an_image_beyond_its_rules_limits_in_one_line_exit_4(
+    limits: str,
+    message: str,
+    registry: Registry,
+    repo_name: str,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    policy, reference = _two_layer_image(registry, repo_name, tmp_path, limits)
+    store = tmp_path / "store"
+    code = main(["run", "--rm", "--store", str(store), "--policy", str(policy), reference])
+    line = one_error_line(capfd.readouterr().err)
+    assert code == 4, line
+    assert message in line and "raise it in the policy rule for this image" in line, line
+    assert list((store / "meta" / "snapshots" / "tmp").iterdir()) == []  # partial layers discarded
+    containers = store / "meta" / "containers"
+    assert not containers.exists() or [p for p in containers.iterdir() if not p.name.startswith(".")] == []
+    assert main(["audit", "--store", str(store), "--policy", str(policy)]) == 0
+
+
+def test_run_as_root_without_cap_sys_admin_is_one_line_and_leaves_nothing(
+    registry: Registry, repo_name: str, tmp_path: Path
+) -> None:
+    policy, reference = _two_layer_image(registry, repo_name, tmp_path, "{max-layers: 10}")
+    store = tmp_path / "store"
+    trust = str(Path(sys.executable).with_name("trust"))
+    result = subprocess.run(
+        ["setpriv", "--inh-caps=-sys_admin", "--bounding-set=-sys_admin", "--",
+         trust, "run", "--rm", "--store", str(store), "--policy", str(policy), reference, "true"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    line = one_error_line(result.stderr)
+    assert result.returncode == 5, result.stderr
+    assert "Operation not permitted" in line or "not permitted" in line, line
+    with open("/proc/self/mountinfo") as mountinfo:
+        assert not [entry for entry in mountinfo if str(store) in entry]
+    containers = store / "meta" / "containers"
+    assert not containers.exists() or [p for p in containers.iterdir() if not p.name.startswith(".")] == []
