@@ -189,7 +189,8 @@ class ContainerStore:
         first = signal.SIGKILL if container.state is State.CREATED else signal.SIGTERM
         runtime.kill(container.id, first)
         if container.state is State.PAUSED:
-            runtime.resume(container.id)  # a frozen process cannot act on the signal
+            with contextlib.suppress(ContainerStateError):  # gone already: nothing left to thaw
+                runtime.resume(container.id)  # a frozen process cannot act on the signal
         if not self._wait_exit(container, timeout):
             runtime.kill(container.id, signal.SIGKILL, all_processes=True)
             if not self._wait_exit(container, KILL_WAIT):
@@ -205,7 +206,8 @@ class ContainerStore:
         if not runtime.kill(container.id, signum):
             raise ContainerStateError(f"container {container.short_id} is not running")
         if container.state is State.PAUSED and signum == signal.SIGKILL:
-            runtime.resume(container.id)  # cgroup v1's freezer holds even SIGKILL until thawed
+            with contextlib.suppress(ContainerStateError):  # it died already: nothing to thaw
+                runtime.resume(container.id)  # cgroup v1's freezer holds even SIGKILL until thawed
 
     def pause(self, ref: str) -> Container:
         container = self.get(ref)
