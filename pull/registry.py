@@ -594,6 +594,12 @@ class RegistryClient:
                 sent = f"credentials for {self.host} were sent"
             else:
                 sent = f"no credentials were sent; `trust login {self.host}` if it needs them"
+            if response.request.headers.get("authorization", "").lower().startswith("bearer "):
+                # Not "refused us": the registry refused the token its own token service issued
+                # (garbage, expired, or without the scope), which no login would change.
+                service = self._auth.token_service or "its token service"
+                how = "with credentials" if self._auth.sent_credentials else "anonymously"
+                sent = f"it refused the token that {service} issued {how}"
             raise AuthError(
                 f"{where} refused access to {what}: {status} {phrase}{suffix} ({sent})", status_code=status
             )
