@@ -1012,3 +1012,24 @@ def test_help_does_not_import_sigstore() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip().splitlines()[-1] == "False"
+
+
+@pytest.mark.parametrize(
+    "error", [AttributeError("'NoneType' object has no attribute 'checkpoint'"), TypeError("x")]
+)
+def test_a_library_error_on_a_malformed_log_entry_is_malformed_not_a_crash(
+    error: Exception, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sigstore-python has raised AttributeError on malformed log entries (issue 20): fault injection."""
+    name, identity = VALID_VECTORS[1]
+    who = authority(identity)
+    data = (VECTORS / f"{name}.sigstore").read_bytes()
+    root = load_trusted_root(who.trusted_root)
+
+    def broken(*_args: object) -> None:
+        raise error
+
+    monkeypatch.setattr(root.verifier, "verify_artifact", broken)
+    artifact = Digest.of_bytes((VECTORS / name).read_bytes())
+    outcome = verify_keyless_bundle(0, Digest.of_bytes(data), data, artifact, root, IdentityPolicy(who))
+    assert outcome.reason is Reason.MALFORMED and str(error) in outcome.detail

@@ -430,9 +430,11 @@ def verify_keyless_bundle(
     try:
         # sigstore parses the certificate here and raises whatever cryptography raises for it.
         bundle = Bundle.from_json(data)
-    except unreadable_certificate_errors(SigstoreError, x509.ExtensionNotFound) as exc:
+        claimed = str(read_identity(bundle.signing_certificate))
+    except unreadable_certificate_errors(
+        SigstoreError, x509.ExtensionNotFound, AttributeError, TypeError
+    ) as exc:
         return outcome(Reason.MALFORMED, _first_line(exc))
-    claimed = str(read_identity(bundle.signing_certificate))
     entry = _rekor_entry(bundle)
     try:
         if parsed.envelope is not None:
@@ -457,7 +459,10 @@ def verify_keyless_bundle(
         log_words = ("log entry", "inclusion", "SET", "checkpoint", "transparency", "time")
         reason = Reason.BAD_SET if any(word in text for word in log_words) else Reason.BAD_SIGNATURE
         return outcome(reason, text, claimed)
-    except unreadable_certificate_errors(SigstoreError, x509.ExtensionNotFound) as exc:
+    except unreadable_certificate_errors(
+        SigstoreError, x509.ExtensionNotFound, AttributeError, TypeError
+    ) as exc:
+        # sigstore-python reads some malformed log entries into an AttributeError or TypeError.
         return outcome(Reason.MALFORMED, _first_line(exc))  # anything else malformed inside the bundle
     kind = "DSSE" if parsed.envelope is not None else "message signature"
     where = f", logged in Rekor at index {entry.log_index}" if entry else ""
