@@ -51,6 +51,7 @@ from run.tarsafe import LayerLimitExceeded, LayerWriter, UnsafeLayer, inherit_im
 
 __all__ = [
     "ImageBudget",
+    "ImageLimitExceeded",
     "ImageLimits",
     "LayerLimitExceeded",
     "LayerStats",
@@ -103,6 +104,10 @@ class UnpackLimits:
             raise ValueError("UnpackLimits.max_depth may not exceed 512")  # keeps removal recursion safe
 
 
+class ImageLimitExceeded(LayerLimitExceeded):
+    """The image as a whole is beyond its policy `limits:` (exit 4, as any refused layer)."""
+
+
 class ImageBudget:
     """What is left of an image's `ImageLimits` while its layers unpack (shared by the workers).
 
@@ -121,7 +126,7 @@ class ImageBudget:
             self.unpacked_bytes += count
             total = self.unpacked_bytes
         if total > self.limits.max_unpacked_bytes:
-            raise LayerLimitExceeded(
+            raise ImageLimitExceeded(
                 _image_limit(
                     "max-unpacked-bytes",
                     f"its layers unpack to more than {_size(self.limits.max_unpacked_bytes)}",
@@ -133,7 +138,7 @@ class ImageBudget:
             self.files += 1
             total = self.files
         if total > self.limits.max_files:
-            raise LayerLimitExceeded(
+            raise ImageLimitExceeded(
                 _image_limit("max-files", f"its layers hold more than {self.limits.max_files} entries")
             )
 
@@ -141,7 +146,7 @@ class ImageBudget:
 def check_layer_count(count: int, limits: ImageLimits) -> None:
     """Refuse an image with more layers than `limits` allow, before anything is unpacked."""
     if count > limits.max_layers:
-        raise LayerLimitExceeded(
+        raise ImageLimitExceeded(
             _image_limit("max-layers", f"it has {count} layers, more than {limits.max_layers}")
         )
 
@@ -233,6 +238,8 @@ def apply_layer(
             # A blob that is not the promised one explains a parse failure better than the failure.
             raw.drain()
             _check(raw.hasher, expected_blob_digest, f"{label}: blob content")
+            if isinstance(exc, ImageLimitExceeded):
+                raise  # about the image, not this layer
             raise type(exc)(f"{label}: {exc}") from None
         writer.finish()
     _check(raw.hasher, expected_blob_digest, f"{label}: blob content")
