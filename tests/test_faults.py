@@ -68,8 +68,9 @@ def test_a_full_disk_during_pull_is_one_line_exit_5_and_nothing_half_written(
 
 @pytest.fixture
 def read_only_store(hostile: HostileRegistry, tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    """A store holding one pulled image, then bind-mounted read-only over itself."""
-    hostile.add_image("team/app", "v1", [LAYER], layer_media_type=OCI_LAYER_GZIP)
+    """A store holding one pulled image (its tag is yielded), then bind-mounted read-only over itself."""
+    image = hostile.add_image("team/app", "v1", [LAYER], layer_media_type=OCI_LAYER_GZIP)
+    (tmp_path / "pinned").write_text(f"{hostile.host}/team/app@{image.digest}")
     store = tmp_path / "store"
     reference = f"{hostile.host}/team/app:v1"
     assert main(["pull", "--store", str(store), reference]) == 0
@@ -100,19 +101,30 @@ def test_audit_of_a_read_only_store_works_and_says_it_records_nothing(
         (["pull", "REF"], "Read-only file system"),
         (["rmi", "REF"], "Read-only file system"),
         (["gc"], "is read-only: gc can remove nothing"),
+        (["run", "--rm", "--policy", "POLICY", "PINNED", "true"], "Read-only file system"),
+        (["create", "--policy", "POLICY", "PINNED", "true"], "Read-only file system"),
     ],
 )
 def test_writing_to_a_read_only_store_is_one_line_exit_5(
-    read_only_store: tuple[Path, str], command: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+    read_only_store: tuple[Path, str],
+    command: list[str],
+    expected: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     store, reference = read_only_store
     capsys.readouterr()
-    args = [reference if arg == "REF" else arg for arg in command]
+    pinned = (tmp_path / "pinned").read_text()
+    replace = {"REF": reference, "PINNED": pinned, "POLICY": str(accept_all(tmp_path))}
+    args = [replace.get(arg, arg) for arg in command]
     assert main([args[0], "--store", str(store), *args[1:]]) == 5
     line = one_error_line(capsys.readouterr().err)
     assert expected in line
-    # gc --dry-run only reads: it works.
+    # Reading still works: gc --dry-run and images.
     assert main(["gc", "--dry-run", "--store", str(store)]) == 0
+    assert main(["images", "--store", str(store)]) == 0
+    with open("/proc/self/mountinfo") as mountinfo:  # nothing of a container was mounted
+        assert [entry for entry in mountinfo if str(store) in entry and "overlay" in entry] == []
 
 
 @pytest.mark.parametrize(
