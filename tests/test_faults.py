@@ -230,3 +230,25 @@ def test_run_as_root_without_cap_sys_admin_is_one_line_and_leaves_nothing(
         assert not [entry for entry in mountinfo if str(store) in entry]
     containers = store / "meta" / "containers"
     assert not containers.exists() or [p for p in containers.iterdir() if not p.name.startswith(".")] == []
+
+
+def test_a_full_disk_during_unpack_is_one_line_exit_5_and_no_half_snapshot(
+    registry: Registry, repo_name: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    image = build_image([Layer.from_files({"big": os.urandom(1 << 20)})], cmd=["true"])
+    pushed = push_image(registry, repo_name, image, tag="v1")
+    policy = accept_all(tmp_path)
+    store = tmp_path / "store"
+    snapshots = store / "meta" / "snapshots"
+    snapshots.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(snapshots)], check=True)
+    try:
+        code = main(["run", "--rm", "--store", str(store), "--policy", str(policy), pushed.by_digest])
+        line = one_error_line(capfd.readouterr().err)
+        assert code == 5, line
+        assert "No space left on device" in line
+        assert list((snapshots / "tmp").iterdir()) == []  # the partial layer was discarded
+        assert list((snapshots / "snapshots").iterdir()) == []
+        assert main(["audit", "--store", str(store), "--policy", str(policy)]) == 0
+    finally:
+        subprocess.run(["umount", str(snapshots)], check=True)
