@@ -123,6 +123,8 @@ def test_writing_to_a_read_only_store_is_one_line_exit_5(
     # Reading still works: gc --dry-run and images.
     assert main(["gc", "--dry-run", "--store", str(store)]) == 0
     assert main(["images", "--store", str(store)]) == 0
+    assert main(["ps", "--all", "--store", str(store)]) == 0  # no containers: nothing to refresh
+    assert main(["inspect", "--store", str(store), "abc"]) == 2  # no such container, not a crash
     with open("/proc/self/mountinfo") as mountinfo:  # nothing of a container was mounted
         assert [entry for entry in mountinfo if str(store) in entry and "overlay" in entry] == []
 
