@@ -19,7 +19,8 @@ VECTORS = SHARED_VECTORS / "cosign-containers-image"
 def test_check_example_policy(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["policy", "check", str(ROOT / "keys-example" / "policy.yaml")]) == 0
     out = capsys.readouterr().out
-    assert "3 rules" in out and "authority example:" in out and "authority example-notary:" in out
+    assert "4 rules" in out and "authority example:" in out and "authority example-notary:" in out
+    assert "attestation built-by-ci: https://slsa.dev/provenance/v1 by example where" in out
 
 
 def test_example_notation_chain_signs_what_the_example_policy_admits(
