@@ -5,6 +5,7 @@
 - `auth_registry` (session): the same with htpasswd Basic auth (`.username`, `.password`, `.auth`).
 - `fresh_registry` (function): a factory, `fresh_registry(credentials=None) -> Registry`, for a test
   that needs a registry of its own (to delete, corrupt storage, stop it, count its contents).
+- `sigstore_mock` (session): a local Fulcio, Rekor and timestamp authority (`support.sigstore_mock`).
 - `repo_name` (function): a repository name unique to the test, e.g. `t/test-push-3f2a9c1d`.
 - `tmp_store` (function): a path for a trust content store, not yet created.
 
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from support.registry import Registry, RegistryFactory, start_registry
+from support.sigstore_mock import SigstoreMock, start_sigstore_mock
 
 TEST_USERNAME = "trust-tester"
 TEST_PASSWORD = "s3cret-Pa55word"
@@ -54,6 +56,14 @@ def fresh_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registr
     yield start
     for running in started:
         running.stop()
+
+
+@pytest.fixture(scope="session")
+def sigstore_mock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SigstoreMock]:
+    """An offline Sigstore (Fulcio, Rekor, TSA) on loopback: `.trust_config`, `.trusted_root`,
+    `.url`, `.tsa_url`, `.token(subject)` (see `support.sigstore_mock`)."""
+    with start_sigstore_mock(tmp_path_factory.mktemp("sigstore-mock")) as running:
+        yield running
 
 
 @pytest.fixture

@@ -155,7 +155,7 @@ def verify_bundle(
     if expected.algorithm != "sha256" or message.digest != bytes.fromhex(expected.hex):
         return outcome(Reason.DIGEST_MISMATCH, f"message digest is not {expected}")
     signer = next(
-        (k for k in keys if _verify_prehashed(k.public_key, message.digest, message.signature)), None
+        (k for k in keys if verify_prehashed(k.public_key, message.digest, message.signature)), None
     )
     if signer is None:
         return outcome(
@@ -164,9 +164,10 @@ def verify_bundle(
     return outcome(Reason.VALID, f"signed by {signer.name} (message signature)", signer.name)
 
 
-def statement_subjects(envelope: Envelope) -> dict[str, set[str]]:
-    """The subject digests (`algorithm -> {hex}`) of a cosign signature statement; raises `BundleError`
-    for other payload types, other predicates (attestations) and malformed statements."""
+def statement_subjects(envelope: Envelope, *, any_predicate: bool = False) -> dict[str, set[str]]:
+    """The subject digests (`algorithm -> {hex}`) of a cosign signature statement (of any in-toto
+    statement with `any_predicate`); raises `BundleError` for other payload types, other predicates
+    (attestations, unless `any_predicate`) and malformed statements."""
     if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE:
         raise BundleError(f"DSSE payload type {envelope.payload_type[:60]!r} is not an in-toto statement")
     try:
@@ -175,7 +176,7 @@ def statement_subjects(envelope: Envelope) -> dict[str, set[str]]:
         raise BundleError("the in-toto statement is not JSON") from None
     if not isinstance(statement, dict) or statement.get("_type") not in STATEMENT_TYPES:
         raise BundleError("not an in-toto statement")
-    if statement.get("predicateType") != COSIGN_SIGN_PREDICATE:
+    if not any_predicate and statement.get("predicateType") != COSIGN_SIGN_PREDICATE:
         raise BundleError(
             f"an attestation ({str(statement.get('predicateType'))[:80]}), not a cosign signature"
         )
@@ -189,7 +190,8 @@ def statement_subjects(envelope: Envelope) -> dict[str, set[str]]:
     return subjects
 
 
-def _verify_prehashed(key: PublicKey, digest: bytes, signature: bytes) -> bool:
+def verify_prehashed(key: PublicKey, digest: bytes, signature: bytes) -> bool:
+    """A signature over a SHA-256 digest (a Sigstore message signature)."""
     try:
         if isinstance(key, ec.EllipticCurvePublicKey):
             key.verify(signature, digest, ec.ECDSA(utils.Prehashed(hashes.SHA256())))
