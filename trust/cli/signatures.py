@@ -358,7 +358,7 @@ def verify(
         github_workflow_trigger,
         github_workflow_sha,
     )
-    keyless = flags.given or trusted_root is not None
+    keyless = flags.given or (trusted_root is not None and not key)
     if [bool(key), policy is not None, keyless].count(True) != 1:
         raise UsageError(
             "give one of --key (public keys), --policy FILE, or --certificate-identity with "
@@ -386,16 +386,49 @@ def verify(
     if output is GateOutput.sarif:
         raise UsageError("--output sarif needs --policy")
     assert key is not None
+    if trusted_root is not None and rekor_key:
+        raise UsageError("give --trusted-root (its Rekor logs) or --rekor-key, not both")
     _verify_with_keys(
-        references, key, rekor_key, ignore_reference, signature_repository, output, insecure_registry
+        references,
+        key,
+        rekor_key,
+        ignore_reference,
+        signature_repository,
+        output,
+        insecure_registry,
+        trusted_root=trusted_root,
     )
 
 
 def verify_blob(
     artifact: Annotated[Path, typer.Argument(help="The file that was signed.")],
-    bundle: Annotated[Path, typer.Option("--bundle", help="Sigstore bundle over the file (v0.1 to v0.3).")],
+    bundle: Annotated[
+        Path | None,
+        typer.Option(
+            "--bundle",
+            help="Sigstore bundle over the file (v0.1 to v0.3, message signature or DSSE statement "
+            "naming the file), or cosign's older --bundle JSON (base64Signature, cert, rekorBundle).",
+        ),
+    ] = None,
+    signature: Annotated[
+        Path | None,
+        typer.Option("--signature", help="A detached signature (base64, as cosign writes it) instead."),
+    ] = None,
+    certificate: Annotated[
+        Path | None,
+        typer.Option("--certificate", help="Keyless with --signature: the Fulcio certificate (PEM)."),
+    ] = None,
+    rfc3161_timestamp: Annotated[
+        Path | None,
+        typer.Option(
+            "--rfc3161-timestamp", help="Keyless with --signature: cosign's RFC 3161 timestamp JSON."
+        ),
+    ] = None,
     key: Annotated[
-        Path | None, typer.Option("--key", help="Trusted public key (instead of keyless).")
+        Path | None,
+        typer.Option(
+            "--key", help="Trusted public key (instead of keyless); with --trusted-root the log is checked."
+        ),
     ] = None,
     certificate_identity: CertificateIdentityOption = None,
     certificate_identity_regexp: CertificateIdentityRegexpOption = None,
@@ -409,7 +442,7 @@ def verify_blob(
     trusted_root: TrustedRootOption = None,
     output: OutputOption = OutputFormat.text,
 ) -> None:
-    """Verify a Sigstore bundle over a file that is not an image: with --key PUB, or keyless with
+    """Verify a signature over a file that is not an image: with --key PUB, or keyless with
     --certificate-identity[-regexp] and --certificate-oidc-issuer[-regexp]. Exit 3 if it does not verify."""
     from trust.cli.keyless import BlobNotVerified, IdentityFlags, keyless_authority
     from trust.cli.keyless import verify_blob as check_blob
@@ -425,13 +458,24 @@ def verify_blob(
         github_workflow_trigger,
         github_workflow_sha,
     )
-    keyless = flags.given or trusted_root is not None
+    keyless = flags.given or (trusted_root is not None and key is None)
     if (key is not None) == keyless:
         raise UsageError("give either --key PUB or --certificate-identity with --certificate-oidc-issuer")
+    if trusted_root is not None and not trusted_root.is_file():
+        raise UsageError(f"trusted root {trusted_root} is not a file")
     authority = keyless_authority(flags, trusted_root) if keyless else None
-    record: dict[str, object] = {"artifact": str(artifact), "bundle": str(bundle)}
+    record: dict[str, object] = {"artifact": str(artifact), "bundle": str(bundle or signature)}
     try:
-        outcome = check_blob(artifact, bundle, key=key, authority=authority)
+        outcome = check_blob(
+            artifact,
+            bundle=bundle,
+            signature=signature,
+            certificate=certificate,
+            timestamp=rfc3161_timestamp,
+            key=key,
+            authority=authority,
+            trusted_root=trusted_root if key is not None else None,
+        )
     except BlobNotVerified as err:
         if output is OutputFormat.json:
             emit_json({**record, "verified": False, "signature": err.outcome.to_json()})
@@ -503,6 +547,8 @@ def _verify_with_keys(
     output: GateOutput,
     insecure_registry: list[str] | None,
     keyless: KeylessAuthority | None = None,
+    *,
+    trusted_root: Path | None = None,
 ) -> None:
     from pull.clients import RegistryClients
     from pull.reference import Reference
@@ -514,6 +560,10 @@ def _verify_with_keys(
     refs = [Reference.parse(text) for text in references]
     keys = [TrustedKey(_key_name(text), public_key_for(text)) for text in key]
     rekor = [load_public_key_file(path) for path in rekor_key] if rekor_key else None
+    if trusted_root is not None:  # --key with --trusted-root: every log entry is checked against it
+        from trust.sigstore.trusted_root import load_trusted_root
+
+        rekor = [log.key for log in load_trusted_root(trusted_root).rekor_logs]
     records: list[dict[str, object]] = []
     worst = 0
     with RegistryClients.insecure(insecure_registry) as clients:
@@ -539,6 +589,7 @@ def _verify_with_keys(
                         rekor_keys=rekor,
                         ignore_reference=ignore_reference,
                         signature_repository=signature_repository,
+                        trusted_root=trusted_root,
                     )
                     valid = require_verified(result.outcomes, result.subject)
                 records.append(result.to_json())

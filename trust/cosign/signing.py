@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pull.digest import Digest
@@ -111,8 +112,12 @@ def verify_image(
     rekor_keys: Sequence[PublicKey] | None = None,
     ignore_reference: bool = False,
     signature_repository: str | None = None,
+    trusted_root: Path | None = None,
 ) -> VerifyResult:
     """Check every cosign signature attached to the digest `reference` resolves to.
+
+    `trusted_root`: bundles' log entries are verified against this Sigstore root (pass its Rekor
+    keys as `rekor_keys` for the `.sig` layers' SETs).
 
     Returns the outcomes; the caller decides (`trust.cosign.simple_signing.require_verified`).
     Registry failures while looking raise `CouldNotCheck`: they are never reported as "unsigned".
@@ -125,6 +130,12 @@ def verify_image(
         bundles = fetch_bundles(client_for(reference.api_host), reference.repository, document.digest)
         attached = AttachedSignatures(attached.layers, attached.loader, bundles)
     outcomes = verify_attached(
-        attached, document.digest, reference, keys, rekor_keys=rekor_keys, ignore_reference=ignore_reference
+        attached,
+        document.digest,
+        reference,
+        keys,
+        rekor_keys=rekor_keys,
+        ignore_reference=ignore_reference,
+        trusted_root=trusted_root,
     )
     return VerifyResult(reference, document.digest, location, tuple(outcomes))

@@ -5,9 +5,10 @@ cosign v3 signs an image by attaching a referrer of artifact type
 either a DSSE envelope of an in-toto statement (predicate type `https://sigstore.dev/cosign/sign/v1`,
 subject digest = the image digest) or a message signature over the image digest.
 
-Here the signer is a key (keyless bundles with Fulcio certificates are verified with
-sigstore-python elsewhere). Transparency-log entries in the bundle are not required for key-based
-verification, as with `cosign verify --key --insecure-ignore-tlog`; the bundle's signature is.
+Here the signer is a key (keyless bundles with Fulcio certificates are verified in
+`trust.sigstore.keyless`). Transparency-log entries in the bundle are checked when a trusted root
+is given (`--key` with `--trusted-root`, by `trust.sigstore.verifier`); without one they are not
+required, as with `cosign verify --key --insecure-ignore-tlog`; the bundle's signature is.
 Attestations with other predicate types share the artifact type but are not signatures: they are
 reported as `malformed` outcomes with a clear reason and never count.
 """
@@ -18,7 +19,7 @@ import base64
 import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -29,6 +30,9 @@ from pull.mediatypes import SIGSTORE_BUNDLE, SIGSTORE_BUNDLE_TYPES
 from pull.strictjson import loads as strict_json
 from trust.cosign.simple_signing import Reason, SignatureOutcome
 from trust.keys.keyfiles import PublicKey, TrustedKey, verify_bytes
+
+if TYPE_CHECKING:
+    from trust.sigstore.trusted_root import LoadedRoot
 
 BUNDLE_ARTIFACT_TYPE = SIGSTORE_BUNDLE
 BUNDLE_MEDIA_TYPES = SIGSTORE_BUNDLE_TYPES
@@ -120,12 +124,23 @@ def parse_bundle(data: bytes) -> Bundle:
 
 
 def verify_bundle(
-    index: int, blob_digest: Digest, data: bytes, expected: Digest, keys: Sequence[TrustedKey]
+    index: int,
+    blob_digest: Digest,
+    data: bytes,
+    expected: Digest,
+    keys: Sequence[TrustedKey],
+    root: LoadedRoot | None = None,
 ) -> SignatureOutcome:
-    """One outcome for one bundle: valid when a trusted key signed a statement about `expected`."""
+    """One outcome for one bundle: valid when a trusted key signed a statement about `expected`.
+
+    With `root` (`--key` with `--trusted-root`), the bundle's log entries must verify against it
+    too (`trust.sigstore.verifier`); without, they are not looked at."""
 
     def outcome(reason: Reason, detail: str, key: str | None = None) -> SignatureOutcome:
         return SignatureOutcome(index, blob_digest, reason, f"sigstore bundle: {detail}", key)
+
+    if root is not None:
+        return _verify_logged(index, blob_digest, data, expected, keys, root)
 
     try:
         bundle = parse_bundle(data)
@@ -162,6 +177,39 @@ def verify_bundle(
             Reason.UNKNOWN_KEY, f"message signature verifies with no trusted key ({len(keys)} checked)"
         )
     return outcome(Reason.VALID, f"signed by {signer.name} (message signature)", signer.name)
+
+
+def _verify_logged(
+    index: int,
+    blob_digest: Digest,
+    data: bytes,
+    expected: Digest,
+    keys: Sequence[TrustedKey],
+    root: LoadedRoot,
+) -> SignatureOutcome:
+    from trust.errors import SignatureInvalid
+    from trust.sigstore.verifier import verify_sigstore_bundle
+
+    def outcome(reason: Reason, detail: str, key: str | None = None) -> SignatureOutcome:
+        return SignatureOutcome(index, blob_digest, reason, f"sigstore bundle: {detail}", key)
+
+    wanted = bytes.fromhex(expected.hex) if expected.algorithm == "sha256" else None
+    try:
+        verified = verify_sigstore_bundle(data, root=root, keys=keys, message_digest=wanted)
+    except SignatureInvalid as exc:
+        return outcome(Reason(exc.reason), str(exc))
+    if verified.payload_type is not None:
+        try:
+            subjects = statement_subjects(Envelope(verified.payload_type, verified.payload or b"", ()))
+        except BundleError as exc:
+            return outcome(Reason.MALFORMED, str(exc), verified.signer)
+        if expected.hex not in subjects.get(expected.algorithm, set()):
+            return outcome(
+                Reason.DIGEST_MISMATCH, f"statement is about another digest, not {expected}", verified.signer
+            )
+    elif wanted is None:
+        return outcome(Reason.DIGEST_MISMATCH, f"a message signature is over a SHA-256, not {expected}")
+    return outcome(Reason.VALID, verified.describe(), verified.signer)
 
 
 def statement_subjects(envelope: Envelope, *, any_predicate: bool = False) -> dict[str, set[str]]:
