@@ -77,8 +77,8 @@ def verify_dsse_bundle(
         root = load_trusted_root(identity.trusted_root or trusted_root)
         verified = verify_sigstore_bundle(data, root=root, policy=IdentityPolicy(identity))
     else:
-        root = load_trusted_root(trusted_root) if trusted_root is not None else None
-        verified = verify_sigstore_bundle(data, root=root, keys=keys)
+        key_root = load_trusted_root(trusted_root) if trusted_root is not None else None
+        verified = verify_sigstore_bundle(data, root=key_root, keys=keys)
     if verified.payload_type is None:
         raise SignatureInvalid(Reason.MALFORMED, "a message-signature bundle, not a DSSE envelope")
     return verified
