@@ -153,9 +153,7 @@ def verify_blob(
         read_evidence_file(timestamp, "timestamp") if timestamp is not None else None,
     )
     digest = file_digest(artifact)
-    data = (
-        b"" if bundle is not None and _sigstore_bundle(evidence.bundle or b"") else _read_artifact(artifact)
-    )
+    data = b"" if bundle is not None and _sigstore_bundle(evidence.bundle or b"") else read_artifact(artifact)
     if key is not None:
         from trust.keys.keyfiles import TrustedKey
 
@@ -176,7 +174,7 @@ def _sigstore_bundle(data: bytes) -> bool:
     return b'"base64Signature"' not in data
 
 
-def _read_artifact(path: Path) -> bytes:
+def read_artifact(path: Path) -> bytes:
     try:
         with open(path, "rb") as handle:
             data = handle.read(MAX_BLOB_BYTES + 1)
