@@ -60,7 +60,14 @@ class SigstoreMock:
         """An unsigned JWT the mock's Fulcio accepts (it does not check signatures): `sub` becomes
         the certificate's e-mail SAN, `iss` its issuer extension."""
         now = int(time.time())
-        claims = {"iss": issuer, "sub": subject, "aud": "sigstore", "iat": now, "nbf": now, "exp": now + lifetime}
+        claims = {
+            "iss": issuer,
+            "sub": subject,
+            "aud": "sigstore",
+            "iat": now,
+            "nbf": now,
+            "exp": now + lifetime,
+        }
 
         def part(value: object) -> str:
             return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()

@@ -298,7 +298,20 @@ def _parse(data: bytes) -> Any:
     try:
         return Bundle.from_json(data)
     except Exception as exc:  # pydantic's ValidationError and anything the models raise
-        raise _Fail.malformed(f"bundle: {_first_line(exc)}") from None
+        raise _Fail.malformed(f"bundle: {_validation_detail(exc)}") from None
+
+
+def _validation_detail(exc: Exception) -> str:
+    """pydantic's first error as `where: what` (`verificationMaterial.tlogEntries.0…: …`)."""
+    errors = getattr(exc, "errors", None)
+    try:
+        first = errors()[0] if callable(errors) else None
+    except Exception:  # not a pydantic error after all
+        first = None
+    if not isinstance(first, dict):
+        return _first_line(exc)
+    where = ".".join(str(part) for part in first.get("loc", ()))
+    return f"{where}: {str(first.get('msg', ''))[:160]}"
 
 
 def _leaf_certificate(bundle: Any) -> Certificate | None:
