@@ -111,7 +111,9 @@ def test_trust_signs_cosign_verifies(
     _, other = cosign_keys(peers, tool_env, tmp_path / "other")
     ref = image(oci11_registry, "interop/trust-signed", b"signed by trust")
     other_image = image(oci11_registry, "interop/trust-signed", b"another image, same repository")
-    run([TRUST, "sign", "--key", str(key), ref], tool_env)  # the cosign key file, read by trust
+    run(
+        [TRUST, "sign", "--tlog-upload=false", "--key", str(key), ref], tool_env
+    )  # the cosign key file, read by trust
 
     verified = run(
         [peers.cosign, "verify", "--key", str(pub), "--insecure-ignore-tlog", *COSIGN_REGISTRY_FLAGS, ref],
@@ -165,7 +167,7 @@ def test_trust_copy_layout_verifies_with_cosign(
 ) -> None:
     key, pub = cosign_keys(peers, tool_env, tmp_path / "keys")
     ref = image(oci11_registry, "interop/copied", b"copied by trust")
-    run([TRUST, "sign", "--key", str(key), ref], tool_env)
+    run([TRUST, "sign", "--tlog-upload=false", "--key", str(key), ref], tool_env)
     layout = tmp_path / "usb"
     run([TRUST, "copy", ref, f"oci:{layout}:copied"], tool_env)
     verified = run(

@@ -267,7 +267,7 @@ def sign(
             chain=chain,
             rekor_url=instance.rekor() if upload else None,
             timestamp_url=instance.timestamp_authority(),
-            bundle_referrer=True,
+            bundle_referrer=signature_repository is None,  # referrers live beside the image
         )
     if output is OutputFormat.json:
         emit_json([result.to_json() for result in results])
