@@ -249,7 +249,8 @@ def test_recursive_signs_index_and_children(
 ) -> None:
     index = build_index(multiplatform_images())
     pushed = push_index(registry, repo_name, index, tag="multi")
-    assert main(["sign", "--tlog-upload=false", "--recursive", "--key", str(keys["alice"].with_suffix(".key")), "--output", "json",
+    alice = str(keys["alice"].with_suffix(".key"))
+    assert main(["sign", "--tlog-upload=false", "--recursive", "--key", alice, "--output", "json",
                  f"{registry.host}/{repo_name}:multi"]) == 0  # fmt: skip
     signed = [r["digest"] for r in json.loads(capsys.readouterr().out)]
     assert signed == [pushed.digest, *(image.digest for image in index.images)]
