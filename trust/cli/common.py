@@ -98,6 +98,37 @@ GithubTriggerOption = Annotated[
 GithubShaOption = Annotated[
     str | None, typer.Option("--certificate-github-workflow-sha", help="Keyless: required commit SHA.")
 ]
+TrustConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--trust-config",
+        help="Sigstore ClientTrustConfig JSON (trusted root + signing config) of a private instance.",
+    ),
+]
+FulcioUrlOption = Annotated[
+    str | None, typer.Option("--fulcio-url", help="Keyless: this Fulcio instead of the signing config's.")
+]
+RekorUrlOption = Annotated[
+    str | None,
+    typer.Option("--rekor-url", help="Log to this Rekor (v1 API) instead of the signing config's."),
+]
+OidcIssuerOption = Annotated[
+    str | None, typer.Option("--oidc-issuer", help="Keyless: the OIDC issuer of the interactive flow.")
+]
+TimestampServerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--timestamp-server-url", help="Sigstore: an RFC 3161 timestamp authority to stamp the signature."
+    ),
+]
+TlogUploadOption = Annotated[
+    str,
+    typer.Option(
+        "--tlog-upload",
+        help="Log the signature in Rekor (default true; --tlog-upload=false opts out).",
+        metavar="BOOL",
+    ),
+]
 TrustedRootOption = Annotated[
     Path | None,
     typer.Option(
