@@ -12,11 +12,13 @@ from trust.cli.output import OutputFormat, emit_json, emit_line, emit_table, hum
 if TYPE_CHECKING:
     pass
 from trust.cli.common import (
+    CertDirOption,
     InsecureOption,
     OutputOption,
     StoreOption,
     open_store,
     pull_config,
+    qualified,
 )
 
 
@@ -35,6 +37,7 @@ def pull(
     store: StoreOption = None,
     output: OutputOption = OutputFormat.text,
     insecure_registry: InsecureOption = None,
+    cert_dir: CertDirOption = None,
 ) -> None:
     """Pull an image into the verified content store and print its digest."""
     from pull.clients import open_client
@@ -43,10 +46,10 @@ def pull(
     from pull.pipeline import pull as run_pull
     from pull.reference import Reference
 
-    ref = Reference.parse(reference)
+    ref = Reference.parse(qualified(reference))
     wanted = Platform.parse(platform) if platform else None
     content = open_store(store)
-    config = pull_config(insecure_registry)
+    config = pull_config(insecure_registry, cert_dir)
     with open_client(ref.api_host, config=config, credentials=CredentialStore()) as client:
         if output is OutputFormat.text and sys.stderr.isatty():
             from trust.cli.progress import RichPullProgress

@@ -40,6 +40,7 @@ from trust.cli.common import (
     error_line,
     exit_code_for,
     open_store,
+    qualified,
 )
 
 
@@ -179,7 +180,7 @@ def sign(
     from pull.reference import Reference
     from trust.cosign.signing import sign_image
 
-    ref = Reference.parse(reference)
+    ref = Reference.parse(qualified(reference))
     if keyless:
         if (
             key
@@ -511,7 +512,7 @@ def _verify_with_keys(
     from trust.keys.keyfiles import TrustedKey, load_public_key_file
     from trust.keys.references import public_key_for
 
-    refs = [Reference.parse(text) for text in references]
+    refs = [Reference.parse(qualified(text)) for text in references]
     keys = [TrustedKey(_key_name(text), public_key_for(text)) for text in key]
     rekor = [load_public_key_file(path) for path in rekor_key] if rekor_key else None
     records: list[dict[str, object]] = []
