@@ -43,7 +43,8 @@ def pull(
     from pull.clients import open_client
     from pull.credentials import CredentialStore
     from pull.manifest import Platform
-    from pull.pipeline import pull as run_pull
+    from pull.pipeline import ArtifactResult
+    from pull.pipeline import pull_any as run_pull
     from pull.reference import Reference
 
     ref = Reference.parse(qualified(reference))
@@ -61,7 +62,10 @@ def pull(
     if output is OutputFormat.json:
         emit_json(result.to_json())
         return
-    note(f"pulled {ref} ({result.platform}, {human_size(result.size)})")
+    if isinstance(result, ArtifactResult):
+        note(f"pulled {ref} (artifact {result.artifact_type}, {human_size(result.size)}; not runnable)")
+    else:
+        note(f"pulled {ref} ({result.platform}, {human_size(result.size)})")
     emit_line(f"{ref.name}@{result.digest}")
 
 
@@ -76,7 +80,7 @@ def images(store: StoreOption = None, output: OutputOption = OutputFormat.text) 
         emit_json([row.to_json() for row in rows])
         return
     emit_table(
-        ["REPOSITORY", "TAG", "DIGEST", "SIZE ON DISK", "ADMITTED", "PULLED"],
+        ["REPOSITORY", "TAG", "DIGEST", "SIZE ON DISK", "ADMITTED", "PULLED", "TYPE"],
         [
             [
                 r.repository,
@@ -85,6 +89,7 @@ def images(store: StoreOption = None, output: OutputOption = OutputFormat.text) 
                 human_size(r.size_on_disk),
                 r.admitted or "never",
                 r.pulled_at or "-",
+                r.artifact_type or "image",
             ]
             for r in rows
         ],
