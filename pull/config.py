@@ -30,6 +30,9 @@ class PullConfig:
     """Hosts (host or host:port) that may be reached over plain HTTP. Loopback always may."""
     cert_dir: str | None = None
     """`--cert-dir`: one certs.d-style directory for every registry instead of the certs.d search."""
+    allow_nondistributable_urls: bool = False
+    """Fetch a non-distributable layer the registry lacks from its descriptor's `urls` (checked as
+    any blob). Off by default: those URLs are chosen by whoever wrote the manifest."""
     registries: RegistriesConf | None = None
     """registries.conf in effect; None: read from the default places when a client is opened."""
     max_parallel_blobs: int = 4

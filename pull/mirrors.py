@@ -91,6 +91,13 @@ class ConfiguredClient(RegistryClient):
             return
         raise self._exhausted(repository, failures)
 
+    @contextlib.contextmanager
+    def stream_url(self, url: str, digest: Digest) -> Iterator[Iterator[bytes]]:
+        # Not the registry: any endpoint client's transport rules serve (none of its credentials go).
+        endpoint = self._conf.route(self._registry, "x").source
+        with self._client_for(endpoint).stream_url(url, digest) as chunks:
+            yield chunks
+
     def get_blob(self, repository: str, digest: Digest, max_bytes: int) -> bytes:
         return self._read(repository, True, lambda client, repo: client.get_blob(repo, digest, max_bytes))
 

@@ -11,7 +11,9 @@ discards the snapshot; here the config's diff_id *count* must match the layer co
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,7 +21,7 @@ from typing import Any, Protocol
 
 from pull.config import PullConfig
 from pull.digest import Digest
-from pull.errors import InvalidManifest, NotAnImage, SizeMismatch
+from pull.errors import CouldNotCheck, InvalidManifest, NotAnImage, NotFound, SizeMismatch
 from pull.manifest import (
     Descriptor,
     ImageConfig,
@@ -377,7 +379,7 @@ def _fetch_layers(
                 progress.blob_finished(layer)
                 return LayerResult(layer, True)
             progress.blob_started(layer, False)
-            with client.stream_blob(repository, layer.digest) as chunks:
+            with _layer_stream(client, repository, layer, config) as chunks:
                 for chunk in chunks:
                     if failed.is_set():
                         raise _Cancelled()
@@ -403,6 +405,51 @@ def _fetch_layers(
         if first_error is not None:
             raise first_error
     return [results[layer] for layer in layers]
+
+
+@contextlib.contextmanager
+def _layer_stream(
+    client: RegistryClient, repository: str, layer: Descriptor, config: PullConfig
+) -> Iterator[Iterator[bytes]]:
+    """The layer's bytes from the registry; for a non-distributable layer the registry lacks, from
+    its `urls` when `allow_nondistributable_urls` says so. Whichever source serves them, the caller's
+    store writer checks size and digest."""
+    stream = client.stream_blob(repository, layer.digest)
+    try:
+        chunks = stream.__enter__()  # the registry's answer, before a byte is consumed
+    except NotFound:
+        if not layer.urls:
+            raise
+        if not config.allow_nondistributable_urls:
+            raise NotFound(
+                f"layer {layer.digest} is non-distributable (foreign): the registry does not have it "
+                f"and its URLs ({_urls(layer)}) are not fetched unless --allow-nondistributable-urls "
+                "or the policy's 'allow-nondistributable-urls: true' allows it"
+            ) from None
+    else:
+        with contextlib.ExitStack() as stack:
+            stack.push(stream)
+            yield chunks
+        return
+    failures: list[str] = []
+    for url in layer.urls:
+        stream = client.stream_url(url, layer.digest)
+        try:
+            chunks = stream.__enter__()
+        except CouldNotCheck as exc:
+            failures.append(str(exc))
+            continue
+        with contextlib.ExitStack() as stack:
+            stack.push(stream)
+            yield chunks
+        return
+    last = failures[-1] if failures else "none"
+    raise CouldNotCheck(f"non-distributable layer {layer.digest}: no URL served it (last: {last})")
+
+
+def _urls(layer: Descriptor) -> str:
+    shown = ", ".join(url[:120] for url in layer.urls[:3])
+    return shown + (f" and {len(layer.urls) - 3} more" if len(layer.urls) > 3 else "")
 
 
 class _Cancelled(Exception):

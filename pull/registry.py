@@ -241,6 +241,26 @@ class RegistryClient:
         finally:
             response.close()
 
+    @contextlib.contextmanager
+    def stream_url(self, url: str, digest: Digest) -> Iterator[Iterator[bytes]]:
+        """Stream a non-distributable layer from one of its descriptor's `urls` (unverified, like
+        `stream_blob`). The transport rules apply (HTTPS, or plain HTTP only where allowed), redirects
+        are checked, and no credentials are sent: the URL is not the registry's."""
+        where = f"non-distributable layer {digest} at {_one_line(url, limit=200)}"
+        try:
+            target = httpx.URL(url)
+        except httpx.InvalidURL:
+            raise RegistryError(f"{where}: not a valid URL") from None
+        refusal = self._refusal(target)
+        if refusal is not None:
+            raise RegistryError(f"{where}: refusing {refusal}")
+        response = self._send("GET", target, where=where, scope=None, follow_redirects=True)
+        try:
+            self._expect(response, (200,), f"layer {digest}", where)
+            yield self._chunks(response, where)
+        finally:
+            response.close()
+
     def get_blob(self, repository: str, digest: Digest, max_bytes: int) -> bytes:
         """Fetch a small blob (config, signature payload) whole, checking its size cap and digest.
 

@@ -160,13 +160,15 @@ def start_registry(
     tls: tuple[Path, Path, Path] | None = None,
     client_ca: Path | None = None,
     client_cert: tuple[Path, Path] | None = None,
+    foreign_urls: str | None = None,
 ) -> Registry:
     """Start `docker-registry serve` in `workdir` (created) and wait until it answers `GET /v2/`.
 
     With `credentials=(username, password)` the registry requires htpasswd Basic auth; with
     `tls=(certificate, key, issuing CA)` it speaks HTTPS only; with `client_ca` too it requires a
     client certificate issued by that CA (distribution's `clientcas`), and this helper presents
-    `client_cert=(certificate, key)`.
+    `client_cert=(certificate, key)`. `foreign_urls` (a regexp) lets manifests list non-distributable
+    layers with matching `urls` that the registry does not hold (`validation.manifests.urls.allow`).
 
     Raises:
         RegistryStartError: the binary is missing, the process exited, or it did not answer in time.
@@ -191,6 +193,8 @@ def start_registry(
         config["http"]["tls"] = {"certificate": str(tls[0]), "key": str(tls[1])}  # type: ignore[index]
         if client_ca is not None:
             config["http"]["tls"]["clientcas"] = [str(client_ca)]  # type: ignore[index]
+    if foreign_urls is not None:
+        config["validation"] = {"manifests": {"urls": {"allow": [foreign_urls]}}}
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
     command = [binary, "serve", str(config_path)]

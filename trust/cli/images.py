@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -38,8 +39,16 @@ def pull(
     output: OutputOption = OutputFormat.text,
     insecure_registry: InsecureOption = None,
     cert_dir: CertDirOption = None,
+    allow_nondistributable_urls: Annotated[
+        bool,
+        typer.Option(
+            "--allow-nondistributable-urls",
+            help="Fetch a non-distributable layer the registry lacks from its descriptor's urls "
+            "(digest and size checked as for any blob).",
+        ),
+    ] = False,
 ) -> None:
-    """Pull an image into the verified content store and print its digest."""
+    """Pull an image (or an artifact) into the verified content store and print its digest."""
     from pull.clients import open_client
     from pull.credentials import CredentialStore
     from pull.manifest import Platform
@@ -50,7 +59,9 @@ def pull(
     ref = Reference.parse(qualified(reference))
     wanted = Platform.parse(platform) if platform else None
     content = open_store(store)
-    config = pull_config(insecure_registry, cert_dir)
+    config = replace(
+        pull_config(insecure_registry, cert_dir), allow_nondistributable_urls=allow_nondistributable_urls
+    )
     with open_client(ref.api_host, config=config, credentials=CredentialStore()) as client:
         if output is OutputFormat.text and sys.stderr.isatty():
             from trust.cli.progress import RichPullProgress
