@@ -190,7 +190,8 @@ class RegistriesConf:
 
 def blocked_error(name: str, where: str) -> DeniedError:
     return DeniedError(
-        f"registry of {name} is blocked by {where} (blocked = true); no mirror configured there served it"
+        f"registry of {name} is blocked by {where} (blocked = true), "
+        "and no mirror of it may serve this request (see pull-from-mirror)"
     )
 
 
