@@ -67,10 +67,13 @@ def host_tls(host: str, cert_dir: str | None = None) -> HostTLS | None:
         return _read_directory(directory)
     if "/" in host or host in ("", ".", ".."):
         return None  # never a path: a host name is a single directory entry
+    # Docker Hub's API host is written `docker.io` in references, and so in certs.d.
+    names = (host, "docker.io") if host == "registry-1.docker.io" else (host,)
     for root in certs_d_roots():
-        directory = root / host
-        if directory.is_dir():
-            return _read_directory(directory)
+        for name in names:
+            directory = root / name
+            if directory.is_dir():
+                return _read_directory(directory)
     return None
 
 
