@@ -199,6 +199,21 @@ trust verify --key keys-example/cosign.pub --trusted-root "$work/sigstore/truste
 kill "$mock_pid"; wait "$mock_pid" 2>/dev/null || true
 # --- end issue 15 ---
 
+# --- issue 13: registry configuration as podman and docker users have it (docs/registries.md) ---
+step "registries.conf: a blocked registry's image served by a mirror, by digest; its tags refused (exit 3)"
+cat > "$work/registries.conf" <<TOML
+[[registry]]
+location = "blocked.example"
+blocked = true
+
+[[registry.mirror]]
+location = "$reg"
+pull-from-mirror = "digest-only"
+TOML
+trust --registries-conf "$work/registries.conf" pull "blocked.example/demo/hello@${pinned#*@}"
+expect_exit 3 trust --registries-conf "$work/registries.conf" pull "blocked.example/demo/hello:v1"
+# --- end issue 13 ---
+
 step "a malformed reference is a usage error"
 expect_exit 2 trust pull "$reg/Demo/Hello:v1"
 

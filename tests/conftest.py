@@ -8,6 +8,9 @@
 - `sigstore_mock` (session): a local Fulcio, Rekor and timestamp authority (`support.sigstore_mock`).
 - `repo_name` (function): a repository name unique to the test, e.g. `t/test-push-3f2a9c1d`.
 - `tmp_store` (function): a path for a trust content store, not yet created.
+- The machine's registry configuration (`/etc/containers`, `/etc/docker`: registries.conf,
+  certs.d) is hidden from every test: `TRUST_CONFIG_ROOT` points at an empty directory (a test that
+  wants one writes it below its own root, see tests/test_registries_conf.py).
 
 Every registry process is stopped at teardown, whatever the outcome of the test (see
 `support.registry` for the safety nets when pytest itself is interrupted or killed).
@@ -16,13 +19,17 @@ Every registry process is stopped at teardown, whatever the outcome of the test 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from support.registry import Registry, RegistryFactory, start_registry
 from support.sigstore_mock import SigstoreMock, start_sigstore_mock
+
+os.environ.setdefault("TRUST_CONFIG_ROOT", tempfile.mkdtemp(prefix="trust-no-etc-"))
 
 TEST_USERNAME = "trust-tester"
 TEST_PASSWORD = "s3cret-Pa55word"

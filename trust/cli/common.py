@@ -151,10 +151,37 @@ def open_store(path: Path | None) -> ContentStore:
     return ContentStore.open((path or default_store_path()).absolute())  # overlay needs absolute paths
 
 
-def pull_config(insecure: list[str] | None) -> PullConfig:
+def pull_config(insecure: list[str] | None, cert_dir: Path | None = None) -> PullConfig:
     from pull.config import PullConfig
 
-    return PullConfig(insecure_registries=frozenset(insecure or ()))
+    return PullConfig(
+        insecure_registries=frozenset(insecure or ()), cert_dir=str(cert_dir) if cert_dir else None
+    )
+
+
+def qualified(text: str) -> str:
+    """An image reference as typed, with a short name resolved by registries.conf's aliases when it
+    sets `unqualified-search-registries` (else a short name is Docker Hub's, as Docker has it).
+    Qualified names and layouts are returned untouched, without reading any configuration."""
+    from pull.registries_conf import is_short_name
+
+    if not is_short_name(text):
+        return text
+    from pull.registries_conf import load
+
+    return load().qualify(text)
+
+
+CertDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--cert-dir",
+        envvar="TRUST_CERT_DIR",
+        help="Directory with *.crt CAs and a client.cert/client.key pair for the registry (as skopeo's), "
+        "instead of certs.d/HOST[:PORT]/.",
+        show_default=False,
+    ),
+]
 
 
 MAX_ERROR_CHARS = 1000

@@ -49,6 +49,7 @@ from trust.cli.common import (
     exit_code_for,
     load_signer,
     open_store,
+    qualified,
 )
 
 
@@ -198,7 +199,7 @@ def sign(
     from pull.reference import Reference
     from trust.cosign.signing import sign_image
 
-    ref = Reference.parse(reference)
+    ref = Reference.parse(qualified(reference))
     instance = _instance(trust_config, fulcio_url, rekor_url, oidc_issuer, timestamp_server_url, trusted_root)
     upload = _tlog_upload(tlog_upload)
     sigstore_flags = instance.overridden or trust_config is not None or trusted_root is not None
@@ -642,7 +643,7 @@ def _verify_with_keys(
     from trust.keys.keyfiles import TrustedKey, load_public_key_file
     from trust.keys.references import public_key_for
 
-    refs = [Reference.parse(text) for text in references]
+    refs = [Reference.parse(qualified(text)) for text in references]
     keys = [TrustedKey(_key_name(text), public_key_for(text)) for text in key]
     rekor = [load_public_key_file(path) for path in rekor_key] if rekor_key else None
     if trusted_root is not None:  # --key with --trusted-root: every log entry is checked against it
