@@ -179,7 +179,7 @@ def evaluate(
         reusable_inputs = inputs_before_deciding(policy)
     try:
         try:
-            pulled = _pull(reference, store, clients, platform)
+            pulled = _pull(reference, store, clients, platform, policy.allow_nondistributable_urls)
             manifest_digest = pulled.manifest.digest
             index_digest = pulled.index.digest if pulled.index else None
         except NotAnImage as artifact:
@@ -221,11 +221,17 @@ def evaluate(
 
 
 def _pull(
-    reference: Reference, store: ContentStore, clients: ClientFor, platform: Platform | None
+    reference: Reference,
+    store: ContentStore,
+    clients: ClientFor,
+    platform: Platform | None,
+    allow_nondistributable_urls: bool = False,
 ) -> PullResult:
+    from pull.config import PullConfig
     from pull.pipeline import pull
 
-    return pull(reference, store, clients(reference.api_host), platform=platform)
+    config = PullConfig(allow_nondistributable_urls=allow_nondistributable_urls)
+    return pull(reference, store, clients(reference.api_host), platform=platform, config=config)
 
 
 def signature_source(

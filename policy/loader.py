@@ -70,7 +70,15 @@ CERT_SUFFIXES = (".crt", ".pem", ".cer")
 # Field names, in the order the docs list them. tests/test_policy_file.py checks that
 # policy/schema.json names exactly these, so the schema and the loader cannot drift apart.
 _NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
-TOP_FIELDS = ("version", "reuse-decisions", "authorities", "rules", "default", "kubernetes")
+TOP_FIELDS = (
+    "version",
+    "reuse-decisions",
+    "allow-nondistributable-urls",
+    "authorities",
+    "rules",
+    "default",
+    "kubernetes",
+)
 KUBERNETES_FIELDS = ("exempt-namespaces", "exempt-images")
 COSIGN_FIELDS = ("cosign-keys", "cosign-key-pems", "rekor-keys", "rekor-key-pems")
 AUTHORITY_FIELDS = (*COSIGN_FIELDS, "keyless", "notation", "cosign-pki")
@@ -496,6 +504,7 @@ class _Builder:
             inputs=tuple(dict.fromkeys(self.inputs)),
             reuse_seconds=self.reuse_seconds(top),
             kubernetes=self.kubernetes(top),
+            allow_nondistributable_urls=top.boolean("allow-nondistributable-urls", False),
         )
 
     def kubernetes(self, top: _Section) -> KubernetesSettings:

@@ -165,6 +165,9 @@ class Policy:
     reuse_seconds: int = 0
     """`reuse-decisions`: how long `trust run` may reuse an admission decision (0: never)."""
     kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
+    allow_nondistributable_urls: bool = False
+    """`allow-nondistributable-urls`: a non-distributable layer the registry lacks may be fetched
+    from its descriptor's `urls` (digest and size checked as for any blob)."""
 
     def rule_for(self, reference: Reference) -> MatchedRule:
         """The most specific rule whose scope matches `reference` (see `policy.scope`), else default."""

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pull.registries_conf import RegistriesConf
 
 MANIFEST_MAX_BYTES = 4 * 1024 * 1024
 """Manifests, indexes and image configs larger than this are refused (as containerd/distribution do)."""
@@ -32,6 +36,13 @@ class PullConfig:
     ca_bundle: str | None = None
     insecure_registries: frozenset[str] = field(default_factory=frozenset)
     """Hosts (host or host:port) that may be reached over plain HTTP. Loopback always may."""
+    cert_dir: str | None = None
+    """`--cert-dir`: one certs.d-style directory for every registry instead of the certs.d search."""
+    allow_nondistributable_urls: bool = False
+    """Fetch a non-distributable layer the registry lacks from its descriptor's `urls` (checked as
+    any blob). Off by default: those URLs are chosen by whoever wrote the manifest."""
+    registries: RegistriesConf | None = None
+    """registries.conf in effect; None: read from the default places when a client is opened."""
     max_parallel_blobs: int = 4
     retries: int = 4
     """Attempts after the first on 429/502/503/504 and connection resets."""

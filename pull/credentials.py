@@ -8,6 +8,12 @@ Where Docker looks, we look, in Docker's order:
         auths:       {"registry.example": {"auth": base64("user:password")}}
                      (or "username"/"password" fields, or "identitytoken")
     $REGISTRY_AUTH_FILE (containers-auth.json, same format), consulted after Docker's file
+    ${XDG_RUNTIME_DIR}/containers/auth.json (podman's default; /run/containers/0/auth.json as
+        root without XDG_RUNTIME_DIR), then $HOME/.config/containers/auth.json
+
+Docker's file keeps priority where two files name the same registry, because `trust login`
+writes there. Keys of podman's files that name a namespace (`quay.io/team`) are skipped: their
+credentials belong to that namespace only, and a lookup here is by registry.
 
 Keys of `auths` and `credHelpers` may be written `host`, `host:port`, `https://host/v1/` or
 `http://host`; they are compared by host[:port]. Docker Hub goes by many names (docker.io,
@@ -73,8 +79,7 @@ class CredentialStore:
     ) -> None:
         self.config_path = config_path if config_path is not None else default_config_path()
         if extra_auth_files is None:
-            auth_file = os.environ.get("REGISTRY_AUTH_FILE")
-            extra_auth_files = (Path(auth_file),) if auth_file else ()
+            extra_auth_files = default_auth_files()
         self.extra_auth_files = extra_auth_files
         self.helper_timeout = helper_timeout
         self._fixed: dict[str, Credential] | None = None
@@ -213,6 +218,21 @@ def default_config_path() -> Path:
     return Path(directory) / "config.json" if directory else Path.home() / ".docker" / "config.json"
 
 
+def default_auth_files() -> tuple[Path, ...]:
+    """The containers-auth.json files read after Docker's config, in order (module docstring)."""
+    files: list[Path] = []
+    auth_file = os.environ.get("REGISTRY_AUTH_FILE")
+    if auth_file:
+        files.append(Path(auth_file))
+    runtime_dir = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime_dir:
+        files.append(Path(runtime_dir) / "containers" / "auth.json")
+    elif os.geteuid() == 0:
+        files.append(Path("/run/containers/0/auth.json"))
+    files.append(Path.home() / ".config" / "containers" / "auth.json")
+    return tuple(dict.fromkeys(files))
+
+
 def server_key(registry: str) -> str:
     """The key Docker stores `registry`'s credentials under (and passes to helpers)."""
     host = _normalise(registry)
@@ -228,6 +248,11 @@ def _normalise(key: str) -> str:
             break
     host = host.partition("/")[0]
     return "docker.io" if host in _DOCKER_HUB_NAMES else host
+
+
+def _namespaced(key: str) -> bool:
+    """A containers-auth.json key for a namespace (`quay.io/team`), not a whole registry."""
+    return "://" not in key and "/" in key.strip("/")
 
 
 def _same_registry(key: str, registry: str) -> bool:
@@ -285,7 +310,10 @@ def _from_auths(document: Mapping[str, Any], registry: str, path: Path) -> Crede
     # Prefer an exact key, then any alias of the same host.
     entry = auths.get(server_key(registry))
     if entry is None:
-        entry = next((value for key, value in auths.items() if _same_registry(key, registry)), None)
+        entry = next(
+            (value for key, value in auths.items() if _same_registry(key, registry) and not _namespaced(key)),
+            None,
+        )
     if not isinstance(entry, dict):
         return None
     username, password = entry.get("username"), entry.get("password")

@@ -4,7 +4,8 @@ The hierarchy has two roots below `TrustError`, as python-tuf does:
 
     TrustError
     ├── UsageError            the user asked for something malformed          (exit 2)
-    │   └── InvalidReference
+    │   ├── InvalidReference
+    │   └── NotAnImage        an artifact (Helm chart, oras push) where an image is needed
     ├── DeniedError           policy said no (defined here, raised by policy/) (exit 3)
     ├── IntegrityError        bytes did not match what was promised           (exit 4)
     │   ├── DigestMismatch
@@ -70,9 +71,10 @@ class InvalidManifest(IntegrityError):
     """A manifest, index or config is malformed, oversized, ambiguous or of a refused type."""
 
 
-class NotAnImage(InvalidManifest):
+class NotAnImage(UsageError):
     """A well-formed, verified manifest of an artifact that is not a container image (a Helm chart,
-    an SBOM, a signed file): it can be verified but neither pulled as an image nor run.
+    an SBOM, a signed file): it can be pulled and verified, not run (exit 2, as docker and podman
+    treat a request to run something that is not an image).
 
     `manifest_digest` is the verified digest of the artifact's manifest; `index_digest` that of
     the index it was selected from, if any.

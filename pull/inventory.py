@@ -28,6 +28,8 @@ class ImageRow:
     """The last admission decision for this digest (allow, allow-audit, deny, error); None: never."""
     unpacked_size: int = 0
     """Bytes of the image's unpacked snapshots (filled in by the CLI, which knows about snapshots)."""
+    artifact_type: str | None = None
+    """For an artifact (not a container image): its artifact type, as `trust pull` recorded it."""
 
     @property
     def size_on_disk(self) -> int:
@@ -44,16 +46,21 @@ class ImageRow:
             "sizeOnDisk": self.size_on_disk,
             "pulledAt": self.pulled_at,
             "admitted": self.admitted,
+            "artifactType": self.artifact_type,
         }
 
 
 def list_images(store: ContentStore) -> list[ImageRow]:
     """Tag refs, plus digest refs that no tag in the same repository points at."""
     pulled_at: dict[str, str] = {}
+    artifact_types: dict[str, str] = {}
     for record in store.read_records("pulls"):
         digest, when = record.get("digest"), record.get("pulledAt")
         if isinstance(digest, str) and isinstance(when, str):
             pulled_at[digest] = max(when, pulled_at.get(digest, ""))
+        kind = record.get("artifactType")
+        if isinstance(digest, str) and isinstance(kind, str):
+            artifact_types[digest] = kind
     decided: dict[tuple[str, str], str] = {}
     for record in store.read_records("decisions"):  # in order: the last decision wins
         reference, digest, decision = record.get("reference"), record.get("digest"), record.get("decision")
@@ -83,6 +90,7 @@ def list_images(store: ContentStore) -> list[ImageRow]:
                 _stored_size(store, digest),
                 pulled_at.get(str(digest)),
                 decided.get((repository, str(digest))),
+                artifact_type=artifact_types.get(str(digest)),
             )
         )
     rows.sort(key=lambda r: (r.repository, r.tag or "", str(r.digest)))

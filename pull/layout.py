@@ -172,6 +172,12 @@ class LayoutClient(RegistryClient):
         with os.fdopen(fd, "rb") as file:
             yield self._verified_chunks(file, digest)
 
+    @contextlib.contextmanager
+    def stream_url(self, url: str, digest: Digest) -> Iterator[Iterator[bytes]]:
+        """A layout is read from disk only: a non-distributable layer it lacks is not fetched."""
+        raise NotFound(f"non-distributable layer {digest} is not in {self.root}; a layout fetches no URL")
+        yield iter(())  # pragma: no cover - makes this a generator
+
     def get_blob(self, repository: str, digest: Digest, max_bytes: int) -> bytes:
         """A small blob read whole: `SizeMismatch` over `max_bytes`, `DigestMismatch` if it does not hash."""
         return self._read_blob(digest, max_bytes, what="blob", oversize=SizeMismatch)

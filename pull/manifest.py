@@ -74,6 +74,8 @@ class Descriptor:
     annotations: dict[str, str] = field(default_factory=dict, compare=False)
     platform: Platform | None = None
     artifact_type: str | None = None
+    urls: tuple[str, ...] = field(default=(), compare=False)
+    """Where a non-distributable ("foreign") layer may be fetched besides the registry."""
 
     @classmethod
     def from_json(cls, obj: Any, where: str) -> Descriptor:
@@ -102,12 +104,27 @@ class Descriptor:
             arch = _string(raw, "architecture", f"{where}.platform", required=True)
             assert os_ is not None and arch is not None
             platform = Platform(os_, arch, _string(raw, "variant", f"{where}.platform") or None)
-        return cls(media_type, digest, size, dict(annotations), platform, _string(obj, "artifactType", where))
+        urls = obj.get("urls") or []
+        if not isinstance(urls, list) or not all(isinstance(url, str) and len(url) <= 4096 for url in urls):
+            raise InvalidManifest(f"{where}: urls must be a list of URLs")
+        if len(urls) > 16:
+            raise InvalidManifest(f"{where}: more than 16 urls")
+        return cls(
+            media_type,
+            digest,
+            size,
+            dict(annotations),
+            platform,
+            _string(obj, "artifactType", where),
+            tuple(urls),
+        )
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"mediaType": self.media_type, "digest": str(self.digest), "size": self.size}
         if self.artifact_type:
             out["artifactType"] = self.artifact_type
+        if self.urls:
+            out["urls"] = list(self.urls)
         if self.platform is not None:
             out["platform"] = {"architecture": self.platform.architecture, "os": self.platform.os}
             if self.platform.variant:

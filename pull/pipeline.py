@@ -11,7 +11,9 @@ discards the snapshot; here the config's diff_id *count* must match the layer co
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,7 +21,7 @@ from typing import Any, Protocol
 
 from pull.config import PullConfig
 from pull.digest import Digest
-from pull.errors import InvalidManifest, NotAnImage, SizeMismatch
+from pull.errors import CouldNotCheck, InvalidManifest, NotAnImage, NotFound, SizeMismatch
 from pull.manifest import (
     Descriptor,
     ImageConfig,
@@ -115,6 +117,54 @@ class PullResult:
         }
 
 
+@dataclass(frozen=True)
+class ArtifactResult:
+    """A pulled artifact (a Helm chart, an oras push, an SBOM): a manifest whose config is not an
+    image config. Its blobs are in the store, verified like an image's; it cannot be run."""
+
+    reference: Reference
+    digest: Digest
+    media_type: str
+    manifest: VerifiedDocument
+    index: VerifiedDocument | None
+    artifact_type: str
+    """The manifest's `artifactType`, else its config's media type (as the referrers API has it)."""
+    blobs: tuple[LayerResult, ...]
+    """The config, then the layers."""
+    pulled_at: str
+    ref_names: tuple[str, ...] = field(default=())
+
+    @property
+    def size(self) -> int:
+        total = len(self.manifest.raw) + sum(blob.descriptor.size for blob in self.blobs)
+        return total + (len(self.index.raw) if self.index else 0)
+
+    def to_json(self) -> dict[str, Any]:
+        """The `trust pull --output json` record of an artifact (docs/formats.md)."""
+        return {
+            "reference": str(self.reference),
+            "repository": self.reference.name,
+            "tag": self.reference.tag,
+            "digest": str(self.digest),
+            "mediaType": self.media_type,
+            "manifestDigest": str(self.manifest.digest),
+            "indexDigest": str(self.index.digest) if self.index else None,
+            "artifactType": self.artifact_type,
+            "config": str(self.blobs[0].descriptor.digest),
+            "layers": [
+                {
+                    "digest": str(blob.descriptor.digest),
+                    "size": blob.descriptor.size,
+                    "mediaType": blob.descriptor.media_type,
+                    "alreadyExisted": blob.already_existed,
+                }
+                for blob in self.blobs[1:]
+            ],
+            "size": self.size,
+            "pulledAt": self.pulled_at,
+        }
+
+
 def pull(
     reference: Reference,
     store: ContentStore,
@@ -124,12 +174,34 @@ def pull(
     config: PullConfig | None = None,
     progress: PullProgress | None = None,
 ) -> PullResult:
-    """Pull `reference` into `store`, verifying everything on the way.
+    """Pull the image `reference` names into `store`, verifying everything on the way.
 
     Raises:
+        NotAnImage: the reference names an artifact (it was pulled and stored all the same).
         IntegrityError: a digest, size or document check failed (nothing unverified was stored).
         CouldNotCheck: the registry could not be reached, refused us, or lacks the image.
     """
+    result = pull_any(reference, store, client, platform=platform, config=config, progress=progress)
+    if isinstance(result, ArtifactResult):
+        raise NotAnImage(
+            f"{reference} is not a container image: it is an artifact of type {result.artifact_type} "
+            f"(config {result.blobs[0].descriptor.media_type}); it can be pulled and verified, not run",
+            result.manifest.digest,
+            result.index.digest if result.index is not None else None,
+        )
+    return result
+
+
+def pull_any(
+    reference: Reference,
+    store: ContentStore,
+    client: RegistryClient,
+    *,
+    platform: Platform | None = None,
+    config: PullConfig | None = None,
+    progress: PullProgress | None = None,
+) -> PullResult | ArtifactResult:
+    """`pull`, returning an `ArtifactResult` for an artifact instead of raising."""
     # The blobs committed below are unreachable until `set_refs` names their manifest: hold the
     # store's writer lock (shared) for the whole pull so a concurrent `trust gc` cannot sweep them.
     with store.in_use():
@@ -143,7 +215,7 @@ def _pull(
     platform: Platform | None,
     config: PullConfig | None,
     progress: PullProgress | None,
-) -> PullResult:
+) -> PullResult | ArtifactResult:
     config = config or PullConfig()
     progress = progress or _NoProgress()
     wanted = platform or Platform.host()
@@ -161,12 +233,7 @@ def _pull(
     image = manifest.document
     assert isinstance(image, ImageManifest)
     if not image.is_image:
-        raise NotAnImage(
-            f"{reference} is not a container image (config {image.config.media_type}, "
-            f"layers {sorted({layer.media_type for layer in image.layers})})",
-            manifest.digest,
-            index.digest if index is not None else None,
-        )
+        return _pull_artifact(reference, store, client, top, manifest, index, config, progress)
 
     raw_config = client.get_blob(
         repo, image.config.digest, max_bytes=min(image.config.size, config.config_max_bytes)
@@ -188,16 +255,7 @@ def _pull(
 
     layers = _fetch_layers(client, repo, image.layers, store, config, progress)
 
-    # Manifests last, parents after children, refs after content.
-    store.put_bytes(manifest.raw, manifest.digest)
-    if index is not None:
-        store.put_bytes(index.raw, index.digest)
-    names = [f"{reference.name}@{top.digest}"]
-    if reference.digest is None and reference.tag is not None:
-        names.append(f"{reference.name}:{reference.tag}")
-    store.set_refs(top.descriptor, names)
-    if index is not None:
-        store.set_refs(manifest.descriptor, [f"{reference.name}@{manifest.digest}"])
+    names = _commit_manifests(reference, store, top, manifest, index)
 
     result = PullResult(
         reference=reference,
@@ -209,6 +267,59 @@ def _pull(
         config=image_config,
         layers=tuple(layers),
         platform=image_config.platform if index is None else wanted,
+        pulled_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        ref_names=tuple(names),
+    )
+    store.append_record("pulls", result.to_json())
+    return result
+
+
+def _commit_manifests(
+    reference: Reference,
+    store: ContentStore,
+    top: VerifiedDocument,
+    manifest: VerifiedDocument,
+    index: VerifiedDocument | None,
+) -> list[str]:
+    """Store the manifests (parents after children) and then name them; returns the ref names."""
+    store.put_bytes(manifest.raw, manifest.digest)
+    if index is not None:
+        store.put_bytes(index.raw, index.digest)
+    names = [f"{reference.name}@{top.digest}"]
+    if reference.digest is None and reference.tag is not None:
+        names.append(f"{reference.name}:{reference.tag}")
+    store.set_refs(top.descriptor, names)
+    if index is not None:
+        store.set_refs(manifest.descriptor, [f"{reference.name}@{manifest.digest}"])
+    return names
+
+
+def _pull_artifact(
+    reference: Reference,
+    store: ContentStore,
+    client: RegistryClient,
+    top: VerifiedDocument,
+    manifest: VerifiedDocument,
+    index: VerifiedDocument | None,
+    config: PullConfig,
+    progress: PullProgress,
+) -> ArtifactResult:
+    """Store an artifact: its config and layers streamed and checked like layers (any media type,
+    any size the descriptor states), then its manifests and names. Nothing is parsed or unpacked."""
+    document = manifest.document
+    assert isinstance(document, ImageManifest)
+    blobs = _fetch_layers(
+        client, reference.repository, (document.config, *document.layers), store, config, progress
+    )
+    names = _commit_manifests(reference, store, top, manifest, index)
+    result = ArtifactResult(
+        reference=reference,
+        digest=top.digest,
+        media_type=top.media_type,
+        manifest=manifest,
+        index=index,
+        artifact_type=document.artifact_type or document.config.media_type,
+        blobs=tuple(blobs),
         pulled_at=datetime.now(UTC).isoformat(timespec="seconds"),
         ref_names=tuple(names),
     )
@@ -268,7 +379,7 @@ def _fetch_layers(
                 progress.blob_finished(layer)
                 return LayerResult(layer, True)
             progress.blob_started(layer, False)
-            with client.stream_blob(repository, layer.digest) as chunks:
+            with _layer_stream(client, repository, layer, config) as chunks:
                 for chunk in chunks:
                     if failed.is_set():
                         raise _Cancelled()
@@ -294,6 +405,51 @@ def _fetch_layers(
         if first_error is not None:
             raise first_error
     return [results[layer] for layer in layers]
+
+
+@contextlib.contextmanager
+def _layer_stream(
+    client: RegistryClient, repository: str, layer: Descriptor, config: PullConfig
+) -> Iterator[Iterator[bytes]]:
+    """The layer's bytes from the registry; for a non-distributable layer the registry lacks, from
+    its `urls` when `allow_nondistributable_urls` says so. Whichever source serves them, the caller's
+    store writer checks size and digest."""
+    stream = client.stream_blob(repository, layer.digest)
+    try:
+        chunks = stream.__enter__()  # the registry's answer, before a byte is consumed
+    except NotFound:
+        if not layer.urls:
+            raise
+        if not config.allow_nondistributable_urls:
+            raise NotFound(
+                f"layer {layer.digest} is non-distributable (foreign): the registry does not have it "
+                f"and its URLs ({_urls(layer)}) are not fetched unless --allow-nondistributable-urls "
+                "or the policy's 'allow-nondistributable-urls: true' allows it"
+            ) from None
+    else:
+        with contextlib.ExitStack() as stack:
+            stack.push(stream)
+            yield chunks
+        return
+    failures: list[str] = []
+    for url in layer.urls:
+        stream = client.stream_url(url, layer.digest)
+        try:
+            chunks = stream.__enter__()
+        except CouldNotCheck as exc:
+            failures.append(str(exc))
+            continue
+        with contextlib.ExitStack() as stack:
+            stack.push(stream)
+            yield chunks
+        return
+    last = failures[-1] if failures else "none"
+    raise CouldNotCheck(f"non-distributable layer {layer.digest}: no URL served it (last: {last})")
+
+
+def _urls(layer: Descriptor) -> str:
+    shown = ", ".join(url[:120] for url in layer.urls[:3])
+    return shown + (f" and {len(layer.urls) - 3} more" if len(layer.urls) > 3 else "")
 
 
 class _Cancelled(Exception):

@@ -56,6 +56,7 @@ from pull.errors import (
 )
 from pull.mediatypes import ACCEPT, OCI_INDEX
 from pull.strictjson import loads as strict_json
+from pull.tlsconfig import context_for, host_tls, system_context
 
 _RETRY_STATUSES = frozenset({429, 502, 503, 504})
 _THROTTLE_STATUSES = frozenset({429, 503})
@@ -119,14 +120,14 @@ class RegistryClient:
         self._origin = _origin(self._base)
         self._fallback_lock = threading.Lock()
         self._auth = Authenticator(host, credentials, self._token_request)
-        mounts = _lazy_tls_mounts(config) if transport is None else None
+        mounts = _lazy_tls_mounts(config, host) if transport is None else None
         _read_larger_chunks()
         self._http = httpx.Client(
             # With `mounts`, every http(s) URL goes to them and the default transport is never used:
             # give it the plain one so that httpx does not build (and load CAs for) another.
             transport=mounts["http://"] if mounts else transport,
             mounts=mounts,
-            verify=False if mounts else _tls_verification(config),
+            verify=False if mounts or transport is not None else _tls_verification(config, host),
             timeout=httpx.Timeout(
                 connect=config.connect_timeout,
                 read=config.read_timeout,
@@ -239,6 +240,27 @@ class RegistryClient:
         )
         try:
             self._expect(response, (200,), f"blob {digest}", where)
+            yield self._chunks(response, where, pace)
+        finally:
+            response.close()
+
+    @contextlib.contextmanager
+    def stream_url(self, url: str, digest: Digest) -> Iterator[Iterator[bytes]]:
+        """Stream a non-distributable layer from one of its descriptor's `urls` (unverified, like
+        `stream_blob`). The transport rules apply (HTTPS, or plain HTTP only where allowed), redirects
+        are checked, and no credentials are sent: the URL is not the registry's."""
+        where = f"non-distributable layer {digest} at {_one_line(url, limit=200)}"
+        try:
+            target = httpx.URL(url)
+        except httpx.InvalidURL:
+            raise RegistryError(f"{where}: not a valid URL") from None
+        refusal = self._refusal(target)
+        if refusal is not None:
+            raise RegistryError(f"{where}: refusing {refusal}")
+        pace = _Pace(self._config, target.host, f"layer {digest}")
+        response = self._send("GET", target, where=where, scope=None, follow_redirects=True)
+        try:
+            self._expect(response, (200,), f"layer {digest}", where)
             yield self._chunks(response, where, pace)
         finally:
             response.close()
@@ -712,27 +734,45 @@ class _LazyTransport(httpx.BaseTransport):
             self._transport.close()
 
 
-def _lazy_tls_mounts(config: PullConfig) -> dict[str, httpx.BaseTransport] | None:
+def _lazy_tls_mounts(config: PullConfig, host: str | None = None) -> dict[str, httpx.BaseTransport] | None:
     """Transports per scheme: plain HTTP needs no TLS context; HTTPS builds its own when first used.
 
-    None (httpx's defaults) when the environment names a proxy, whose mounts ours would replace.
+    The registry's own origin gets the context with its certs.d CAs and client certificate
+    (`pull.tlsconfig`); other HTTPS hosts (a storage backend a blob redirects to, a token service)
+    get the system roots and never see the client certificate. None (httpx's defaults) when the
+    environment names a proxy, whose mounts ours would replace.
     """
     if urllib.request.getproxies():
         return None
+    plain: httpx.BaseTransport = httpx.HTTPTransport(verify=False)  # no certificate to check
     if config.ca_bundle is not None:  # the user's own CA file: load it now, so a bad path fails early
         verify = _tls_verification(config)
-        return {"http://": httpx.HTTPTransport(verify=False), "https://": httpx.HTTPTransport(verify=verify)}
-    return {
-        "http://": httpx.HTTPTransport(verify=False),  # plain HTTP: there is no certificate to check
-        "https://": _LazyTransport(lambda: httpx.HTTPTransport(verify=_tls_verification(config))),
-    }
+        mounts: dict[str, httpx.BaseTransport] = {
+            "http://": plain,
+            "https://": httpx.HTTPTransport(verify=verify),
+        }
+    else:
+        mounts = {
+            "http://": plain,
+            "https://": _LazyTransport(lambda: httpx.HTTPTransport(verify=_tls_verification(config))),
+        }
+    if host is not None and config.verify_tls:
+        own = host_tls(host, config.cert_dir)  # read now: a broken directory is reported at once
+        if own is not None:
+            mounts[f"https://{host}"] = _LazyTransport(
+                lambda: httpx.HTTPTransport(verify=context_for(own, config.ca_bundle))
+            )
+    return mounts
 
 
-def _tls_verification(config: PullConfig) -> ssl.SSLContext | bool:
+def _tls_verification(config: PullConfig, host: str | None = None) -> ssl.SSLContext | bool:
     if not config.verify_tls:
         return False
+    own = host_tls(host, config.cert_dir) if host is not None else None
+    if own is not None:
+        return context_for(own, config.ca_bundle)
     if config.ca_bundle is None:
-        return True
+        return system_context()
     try:
         return ssl.create_default_context(cafile=config.ca_bundle)
     except (OSError, ssl.SSLError) as exc:

@@ -10,8 +10,11 @@ changed or followed**. It gets there with three rules rather than by checking pa
    with ELOOP and the layer is refused. There is no string path to the host to get wrong.
 2. Names are split into components; `..` is refused, `.` and empty components are dropped, and a
    leading `/` is ignored (`/etc/x` means `etc/x`, as in containerd, umoci and GNU tar).
-3. The target starts empty, so whatever exists in it was created by this layer. A hard link must
-   name something that exists there; anything else would be a file of another layer or of the host.
+3. The target starts empty, so whatever exists in it was created by this layer. A hard link names
+   something that exists there, or a file of a lower layer: that one is never linked (the snapshots
+   are separate trees, and a link would reach outside the target) but recorded (`lower_links`)
+   and later materialised as a copy of the lower file by `materialise_lower_links`, which reads
+   the committed lower snapshots with the same no-follow rules. Links inside the layer stay links.
 
 Files are created with `O_CREAT | O_EXCL | O_NOFOLLOW` and their owner, mode, xattrs and times are
 set on the open descriptor (`fchown`, `fchmod`, `fsetxattr`, `futimens`); symlinks only get
@@ -19,7 +22,8 @@ set on the open descriptor (`fchown`, `fchmod`, `fsetxattr`, `futimens`); symlin
 
 Entry policy (the choices a reader will ask about):
 
-- regular files, directories, symlinks, hard links (within this layer) and FIFOs are created;
+- regular files, directories, symlinks, hard links and FIFOs are created (a hard link to a file
+  of a lower layer becomes a copy of it, as umoci, containerd and podman apply it);
   setuid/setgid/sticky bits are kept (images legitimately ship setuid binaries);
 - character and block devices are skipped, never created: the runtime mounts its own /dev over
   them, and an image has no business creating device nodes on the host. Every debootstrap or
@@ -59,6 +63,8 @@ OPAQUE_MARKER = ".wh..wh..opq"
 OVERLAY_OPAQUE_XATTR = "trusted.overlay.opaque"
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_MAX_LOWER_LINKS = 100_000
+"""Hard links to lower files one layer may defer (each is held in memory until materialised)."""
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 # Opening a FIFO read-only and non-blocking returns at once, so we can set metadata on its fd.
 _FIFO_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -126,6 +132,9 @@ class LayerWriter:
         """Each regular file written, by layer-relative path: (size, sha256 hex) of what was written.
         The snapshot's recorded tree takes these instead of reading every file a second time."""
         self.whiteouts = 0
+        self.lower_links: list[tuple[_Parts, _Parts, str]] = []
+        """Hard links to files this layer does not have: (link, source, display), in tar order.
+        The source must be a file of a lower layer (`materialise_lower_links`)."""
         self.devices_skipped = 0
         self.skipped_device_names: list[str] = []
         if os.listdir(self._root):
@@ -285,14 +294,16 @@ class LayerWriter:
         outside = UnsafeLayer(f"{where}: hard link to a file outside this layer")
         found = self._find_dir(source[:-1])
         if found is None:
-            raise outside
+            self._defer_lower_link(parts, source, where)  # perhaps a file of a lower layer
+            return
         # A private duplicate: creating the link may remove (and uncache) directories.
         source_dir = os.dup(found)
         try:
             try:
                 st = os.stat(source[-1], dir_fd=source_dir, follow_symlinks=False)
             except FileNotFoundError:
-                raise outside from None
+                self._defer_lower_link(parts, source, where)
+                return
             if stat.S_ISDIR(st.st_mode):
                 raise UnsafeLayer(f"{where}: a hard link to a directory")
             if _is_whiteout(st):
@@ -314,6 +325,19 @@ class LayerWriter:
         finally:
             os.close(source_dir)
         # A hard link's header carries no metadata of its own: the inode's was set by its source.
+
+    def _defer_lower_link(self, parts: _Parts, source: _Parts, where: str) -> None:
+        """Record a link to a file this layer lacks; what the link replaces goes now (tar order)."""
+        if len(self.lower_links) >= _MAX_LOWER_LINKS:
+            raise LayerLimitExceeded(f"more than {_MAX_LOWER_LINKS} hard links to files of lower layers")
+        parent, name = self._parent(parts, where)
+        try:
+            os.stat(name, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            pass
+        else:
+            self._remove(parent, parts)
+        self.lower_links.append((parts, source, where))
 
     def _fifo(self, parts: _Parts, member: tarfile.TarInfo) -> None:
         parent, name = self._parent(parts, member.name)
@@ -566,6 +590,159 @@ def inherit_implicit_dirs(target: Path, implicit_dirs: Sequence[str], lowerdirs:
         for fd in (*lowers, root):
             os.close(fd)
     return updated
+
+
+def materialise_lower_links(
+    target: Path, links: Sequence[tuple[_Parts, _Parts, str]], lowerdirs: Sequence[Path]
+) -> dict[str, tuple[int, str]]:
+    """Create the links `LayerWriter` deferred, as copies of the lower files they name.
+
+    The source is looked up as overlay would show it below this layer's own entries (this layer
+    first, then `lowerdirs` top-most first; whiteouts, opaque directories and non-directories on
+    the way hide what lies below). A regular file is copied with its owner, mode, allowed xattrs
+    and times; a symlink or FIFO is recreated. A second link to the same source links the first
+    copy (one inode, as in the layer). A link whose path a later entry of the layer replaced is
+    skipped. Returns (size, sha256) of every file copied, by path, for the snapshot's tree record.
+
+    Raises:
+        UnsafeLayer: a source no layer below has (or a directory, or a device).
+    """
+    digests: dict[str, tuple[int, str]] = {}
+    if not links:
+        return digests
+    root = os.open(target, _DIR_FLAGS)
+    layers = [root, *(os.open(path, _DIR_FLAGS) for path in lowerdirs)]
+    copies: dict[_Parts, _Parts] = {}
+    try:
+        for dest, source, where in links:
+            parent = _walk(root, dest[:-1])
+            if parent is None:
+                continue  # a later entry replaced a directory on the way
+            try:
+                try:
+                    os.stat(dest[-1], dir_fd=parent, follow_symlinks=False)
+                    continue  # a later entry of the layer took the path
+                except FileNotFoundError:
+                    pass
+                first = copies.get(source)
+                if first is not None:
+                    first_dir = _walk(root, first[:-1])
+                    if first_dir is not None:
+                        try:
+                            os.link(
+                                first[-1],
+                                dest[-1],
+                                src_dir_fd=first_dir,
+                                dst_dir_fd=parent,
+                                follow_symlinks=False,
+                            )
+                        finally:
+                            os.close(first_dir)
+                        continue
+                found = _merged_entry(layers, source)
+                if found is None:
+                    raise UnsafeLayer(
+                        f"{where}: hard link to a file that neither this layer nor a lower one has"
+                    )
+                source_dir, st = found
+                try:
+                    digest = _copy_entry(source_dir, source[-1], st, parent, dest[-1], where)
+                finally:
+                    os.close(source_dir)
+                if digest is not None:
+                    digests["/".join(dest)] = digest
+                copies[source] = dest
+            finally:
+                os.close(parent)
+    finally:
+        for fd in layers:
+            os.close(fd)
+    return digests
+
+
+def _merged_entry(layers: Sequence[int], parts: _Parts) -> tuple[int, os.stat_result] | None:
+    """(an open fd of its directory, its lstat) for the entry `parts` as overlay shows it, or None.
+
+    Per layer, top-most first, as `_merged_lookup`: a missing component sends the lookup one layer
+    down unless an opaque directory on the way forbids it; a whiteout or non-directory hides below.
+    """
+    for layer in layers:
+        fd = os.dup(layer)
+        try:
+            opaque = False
+            missing = False
+            for name in parts[:-1]:
+                try:
+                    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    missing = True
+                    break
+                if not stat.S_ISDIR(st.st_mode):
+                    return None
+                child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = child
+                opaque = opaque or _is_opaque(fd)
+            if not missing:
+                try:
+                    st = os.stat(parts[-1], dir_fd=fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    missing = True
+            if missing:
+                if opaque:
+                    return None
+                continue
+            if _is_whiteout(st):
+                return None
+            found, fd = fd, -1
+            return found, st
+        finally:
+            if fd >= 0:
+                os.close(fd)
+    return None
+
+
+def _copy_entry(
+    source_dir: int, name: str, st: os.stat_result, dest_dir: int, dest: str, where: str
+) -> tuple[int, str] | None:
+    """Copy one lower entry (file, symlink, FIFO) to `dest`; (size, sha256) for a regular file."""
+    if stat.S_ISLNK(st.st_mode):
+        target = os.readlink(name, dir_fd=source_dir)
+        os.symlink(target, dest, dir_fd=dest_dir)
+        os.chown(dest, st.st_uid, st.st_gid, dir_fd=dest_dir, follow_symlinks=False)
+        os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dest_dir, follow_symlinks=False)
+        return None
+    if stat.S_ISFIFO(st.st_mode):
+        os.mkfifo(dest, stat.S_IMODE(st.st_mode), dir_fd=dest_dir)
+        os.chown(dest, st.st_uid, st.st_gid, dir_fd=dest_dir, follow_symlinks=False)
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        raise UnsafeLayer(f"{where}: hard link to something that is not a file")
+    src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=source_dir)
+    try:
+        dst = os.open(
+            dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dest_dir
+        )
+        try:
+            content = hashlib.sha256()
+            size = 0
+            while chunk := os.read(src, 1 << 20):
+                content.update(chunk)
+                size += len(chunk)
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(dst, view) :]
+            os.fchown(dst, st.st_uid, st.st_gid)
+            os.fchmod(dst, stat.S_IMODE(st.st_mode))  # after fchown, which clears setuid bits
+            for key in os.listxattr(src):
+                if key.startswith(_ALLOWED_XATTRS):
+                    os.setxattr(dst, key, os.getxattr(src, key))
+            os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
+    return size, content.hexdigest()
 
 
 def _merged_lookup(lowers: Sequence[int], parts: _Parts) -> int | None:

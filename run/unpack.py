@@ -47,7 +47,13 @@ from pull.manifest import Descriptor
 from pull.mediatypes import LAYER_COMPRESSION
 from pull.store import ContentStore
 from run.snapshots import SnapshotStore, chain_ids
-from run.tarsafe import LayerLimitExceeded, LayerWriter, UnsafeLayer, inherit_implicit_dirs
+from run.tarsafe import (
+    LayerLimitExceeded,
+    LayerWriter,
+    UnsafeLayer,
+    inherit_implicit_dirs,
+    materialise_lower_links,
+)
 
 __all__ = [
     "ImageBudget",
@@ -199,14 +205,18 @@ def apply_layer(
     limits: UnpackLimits = UnpackLimits(),
     *,
     sync: bool = False,
+    lowerdirs: Callable[[], Sequence[Path]] | None = None,
     budget: ImageBudget | None = None,
 ) -> LayerStats:
     """Unpack one layer blob into the empty directory `target`, in overlay form.
 
     Recomputes the blob's digest and the uncompressed diff_id while streaming. On any error
     `target` holds a partial tree: the caller discards it (`SnapshotStore.discard`).
-    With `sync`, the target's filesystem is synced once at the end (no per-file fsync). With
-    `budget`, the layer's uncompressed bytes and entries are also drawn from the image's budget.
+    With `sync`, the target's filesystem is synced once at the end (no per-file fsync).
+    `lowerdirs` gives the committed snapshots below, top-most first (it may wait for them): hard
+    links to their files become copies (`tarsafe.materialise_lower_links`); without it such a
+    link refuses the layer.
+    With `budget`, the layer's uncompressed bytes and entries are also drawn from the image's budget.
 
     Raises:
         DigestMismatch: the blob or its uncompressed stream hashes to something else.
@@ -241,9 +251,16 @@ def apply_layer(
             if isinstance(exc, ImageLimitExceeded):
                 raise  # about the image, not this layer
             raise type(exc)(f"{label}: {exc}") from None
+        _check(raw.hasher, expected_blob_digest, f"{label}: blob content")
+        _check(stream.hasher, expected_diff_id, f"{label}: uncompressed content (diff_id)")
+        if writer.lower_links:  # only once the layer is known to be the promised one
+            if lowerdirs is None:
+                raise UnsafeLayer(
+                    f"{label}: {writer.lower_links[0][2]}: hard link to a file outside this layer"
+                )
+            copied = materialise_lower_links(target, writer.lower_links, lowerdirs())
+            writer.file_digests.update(copied)
         writer.finish()
-    _check(raw.hasher, expected_blob_digest, f"{label}: blob content")
-    _check(stream.hasher, expected_diff_id, f"{label}: uncompressed content (diff_id)")
     if sync:
         _syncfs(target)
     return LayerStats(
@@ -349,6 +366,9 @@ def _unpack_one(
                 limits,
                 sync=sync,
                 budget=budget,
+                lowerdirs=_lowerdirs_when_ready(snapshots, job.chain, wait_below)
+                if len(job.chain) > 1
+                else None,
             )
             if stats.implicit_dirs and len(job.chain) > 1:
                 # Unpacking ran in parallel; copying metadata from below needs the layers below.
@@ -368,6 +388,18 @@ def _unpack_one(
             snapshots.discard(prepared)
             raise
     return UnpackedLayer(chain_id, path, stats)
+
+
+def _lowerdirs_when_ready(
+    snapshots: SnapshotStore, chain: Sequence[Digest], wait_below: Callable[[], object]
+) -> Callable[[], Sequence[Path]]:
+    """The snapshots below a layer, top-most first, once the layers below are committed."""
+
+    def ready() -> Sequence[Path]:
+        wait_below()  # unpacking runs in parallel: the lower layers may still be in progress
+        return snapshots.lowerdirs(chain[:-1])
+
+    return ready
 
 
 # -- the tar member loop ---------------------------------------------------------------------

@@ -11,7 +11,9 @@ work=$(mktemp -d /tmp/trust-demo.XXXXXX)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 registry_pid=""
 agent_pid=""
+mock_pid=""
 cleanup() {
+    [ -n "$mock_pid" ] && kill "$mock_pid" 2>/dev/null || true
     [ -n "$registry_pid" ] && kill "$registry_pid" 2>/dev/null || true
     [ -n "$agent_pid" ] && kill "$agent_pid" 2>/dev/null || true
     rm -rf "$work"
@@ -72,7 +74,7 @@ echo "umoci unpacked: $(cat "$work/bundle/rootfs/etc/motd")"
 
 step "trust sign: a cosign signature over the digest (keys-example/, password trust-example)"
 export TRUST_PASSWORD=trust-example
-trust sign --key keys-example/cosign.key "$reg/demo/hello:v1"
+trust sign --tlog-upload=false --key keys-example/cosign.key "$reg/demo/hello:v1"   # offline demo: no public Rekor
 
 step "trust verify: the signed image passes, the unsigned one is refused (exit 3)"
 trust verify --key keys-example/cosign.pub "$reg/demo/hello:v1"
@@ -98,7 +100,7 @@ trust verify --policy keys-example/policy.yaml "$notary"
 step "attestations: the policy requires SLSA provenance for demo/built (trust attest, verify-attestation, tree)"
 python scripts/example_image.py "$reg/demo/built:v1" --message "built by the example CI"
 built=$(trust pull "$reg/demo/built:v1")
-trust sign --key keys-example/cosign.key "$built"
+trust sign --tlog-upload=false --key keys-example/cosign.key "$built"
 expect_exit 3 trust verify --policy keys-example/policy.yaml "$built"   # signed, but not attested
 trust attest "$built" --predicate keys-example/provenance.json --type slsaprovenance1 \
     --key keys-example/cosign.key
@@ -144,8 +146,8 @@ hsm_key="pkcs11:token=demo;object=release?module-path=/usr/lib/softhsm/libsofths
 python scripts/example_image.py "$reg/demo/hsm:v1" --message "signed by a key on a token"
 TRUST_PKCS11_PIN=1234 trust keygen --pkcs11 "$hsm_key" > "$work/hsm.pub"
 cat "$work/hsm.pub"
-expect_exit 2 env TRUST_PKCS11_PIN=0000 trust sign --key "$hsm_key" "$reg/demo/hsm:v1"
-TRUST_PKCS11_PIN=1234 trust sign --key "$hsm_key" "$reg/demo/hsm:v1"
+expect_exit 2 env TRUST_PKCS11_PIN=0000 trust sign --tlog-upload=false --key "$hsm_key" "$reg/demo/hsm:v1"
+TRUST_PKCS11_PIN=1234 trust sign --tlog-upload=false --key "$hsm_key" "$reg/demo/hsm:v1"
 trust verify --key "$work/hsm.pub" "$reg/demo/hsm:v1"
 unset SOFTHSM2_CONF
 # --- end issue 19 ---
@@ -177,6 +179,40 @@ curl -s --cacert "$work/webhook.crt" -H 'content-type: application/json' --data-
 curl -s --cacert "$work/webhook.crt" "https://127.0.0.1:$hook_port/metrics" | grep '^trust_webhook_requests_total'
 kill "$hook_pid"; wait "$hook_pid" 2>/dev/null || true
 # --- end issue 17 ---
+
+# --- issue 15 ---
+step "Sigstore, offline: a local Fulcio + Rekor + TSA (@sigstore/mock), keyless and key signing, verify-blob"
+mock_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+(cd .cache/sigstore-mock && exec node mock_server.js "$mock_port" "$work/sigstore") >"$work/sigstore.log" 2>&1 &
+mock_pid=$!
+for _ in $(seq 100); do [ -f "$work/sigstore/trust_config.json" ] && grep -q listening "$work/sigstore.log" && break; sleep 0.1; done
+token=$(python3 .cache/sigstore-mock/mktoken.py dev@example.test)
+echo "release notes" > "$work/notes.txt"
+trust sign-blob "$work/notes.txt" --keyless --identity-token "$token" --trust-config "$work/sigstore/trust_config.json" \
+  --bundle "$work/notes.sigstore.json"
+trust verify-blob "$work/notes.txt" --bundle "$work/notes.sigstore.json" --trusted-root "$work/sigstore/trusted_root.json" \
+  --certificate-identity dev@example.test --certificate-oidc-issuer https://issuer.mock.test
+expect_exit 3 trust verify-blob "$work/notes.txt" --bundle "$work/notes.sigstore.json" \
+  --certificate-identity dev@example.test --certificate-oidc-issuer https://issuer.mock.test   # public-good root
+trust sign --key keys-example/cosign.key --trust-config "$work/sigstore/trust_config.json" "$reg/demo/hello:v1"
+trust verify --key keys-example/cosign.pub --trusted-root "$work/sigstore/trusted_root.json" "$reg/demo/hello:v1"
+kill "$mock_pid"; wait "$mock_pid" 2>/dev/null || true
+# --- end issue 15 ---
+
+# --- issue 13: registry configuration as podman and docker users have it (docs/registries.md) ---
+step "registries.conf: a blocked registry's image served by a mirror, by digest; its tags refused (exit 3)"
+cat > "$work/registries.conf" <<TOML
+[[registry]]
+location = "blocked.example"
+blocked = true
+
+[[registry.mirror]]
+location = "$reg"
+pull-from-mirror = "digest-only"
+TOML
+trust --registries-conf "$work/registries.conf" pull "blocked.example/demo/hello@${pinned#*@}"
+expect_exit 3 trust --registries-conf "$work/registries.conf" pull "blocked.example/demo/hello:v1"
+# --- end issue 13 ---
 
 # --- issue 20: bounded under a hostile image, calm on a sick host ---
 step "limits: a signed image may still be a bomb; the rule's limits: cap what unpacking it may cost"

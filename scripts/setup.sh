@@ -3,8 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(python3 curl python3-venv python3-pip docker-registry runc crun umoci skopeo zstd busybox-static iproute2
-    softhsm2 opensc openssl)
+APT_PACKAGES=(python3 curl python3-venv python3-pip docker-registry runc crun umoci skopeo buildah zstd busybox-static iproute2
+    softhsm2 opensc openssl nodejs)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -21,6 +21,30 @@ if ! command -v kubectl >/dev/null 2>&1; then
     echo "setup: installing kubernetes-client" >&2
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null
+fi
+# npm serves the offline Sigstore (Fulcio, Rekor, TSA from @sigstore/mock) of the signing tests. NodeSource's
+# nodejs carries npm; Debian's does not.
+if ! command -v npm >/dev/null 2>&1; then
+    echo "setup: installing npm" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm >/dev/null
+fi
+# The mock's sources live in shared/tools/sigstore-mock beside the checkout; its node_modules go in
+# .cache/sigstore-mock (tests/support/sigstore_mock.py looks there), installed again only when its
+# package.json changes.
+for mock_src in ../shared/tools/sigstore-mock /work/shared/tools/sigstore-mock; do
+    [ -f "$mock_src/package.json" ] && break
+done
+if [ -f "$mock_src/package.json" ]; then
+    mock_dst=.cache/sigstore-mock
+    if ! cmp -s "$mock_src/package.json" "$mock_dst/package.json" || [ ! -d "$mock_dst/node_modules/@sigstore/mock" ]; then
+        echo "setup: installing the sigstore mock (npm)" >&2
+        mkdir -p "$mock_dst"
+        cp "$mock_src"/*.js "$mock_src"/*.py "$mock_src/package.json" "$mock_dst/"
+        (cd "$mock_dst" && npm install --no-audit --no-fund --silent >/dev/null)
+    else
+        cp "$mock_src"/*.js "$mock_src"/*.py "$mock_dst/"
+    fi
 fi
 # Debian's docker-registry package may start a system service; trust's tests and demo start their own.
 
@@ -42,15 +66,3 @@ if ! .venv/bin/python -c "import trust.cli.app, pytest, mypy" 2>/dev/null \
     touch .venv/.installed
 fi
 
-# The local Sigstore (Fulcio, Rekor, TSA) of the keyless tests, from shared/tools/sigstore-mock:
-# its npm packages are installed once into /var/cache/trust-sigstore-mock (the tests never reach
-# the network). Node may come from elsewhere on this machine; Debian's is the fallback.
-if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-    echo "setup: installing nodejs npm" >&2
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
-fi
-if [ ! -d /var/cache/trust-sigstore-mock/node_modules ]; then
-    echo "setup: installing the local Sigstore mock (npm)" >&2
-    (cd tests && ../.venv/bin/python -c "from support.sigstore_mock import installed; installed()")
-fi

@@ -5,8 +5,12 @@
 - `auth_registry` (session): the same with htpasswd Basic auth (`.username`, `.password`, `.auth`).
 - `fresh_registry` (function): a factory, `fresh_registry(credentials=None) -> Registry`, for a test
   that needs a registry of its own (to delete, corrupt storage, stop it, count its contents).
+- `sigstore_mock` (session): a local Fulcio, Rekor and timestamp authority (`support.sigstore_mock`).
 - `repo_name` (function): a repository name unique to the test, e.g. `t/test-push-3f2a9c1d`.
 - `tmp_store` (function): a path for a trust content store, not yet created.
+- The machine's registry configuration (`/etc/containers`, `/etc/docker`: registries.conf,
+  certs.d) is hidden from every test: `TRUST_CONFIG_ROOT` points at an empty directory (a test that
+  wants one writes it below its own root, see tests/test_registries_conf.py).
 
 Every registry process is stopped at teardown, whatever the outcome of the test (see
 `support.registry` for the safety nets when pytest itself is interrupted or killed).
@@ -17,12 +21,15 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from support.registry import Registry, RegistryFactory, start_registry
 from support.sigstore_mock import SigstoreMock, start_sigstore_mock
+
+os.environ.setdefault("TRUST_CONFIG_ROOT", tempfile.mkdtemp(prefix="trust-no-etc-"))
 
 TEST_USERNAME = "trust-tester"
 TEST_PASSWORD = "s3cret-Pa55word"
@@ -60,11 +67,10 @@ def fresh_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registr
 
 @pytest.fixture(scope="session")
 def sigstore_mock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SigstoreMock]:
-    """A local Fulcio + Rekor + TSA (`shared/tools/sigstore-mock`): `.trust_config`, `.trusted_root`,
-    `.token(subject)`; tokens are issued by `support.sigstore_mock.ISSUER`."""
-    mock = start_sigstore_mock(tmp_path_factory.mktemp("sigstore-mock"))
-    yield mock
-    mock.stop()
+    """An offline Sigstore (Fulcio, Rekor, TSA) on loopback: `.trust_config`, `.trusted_root`,
+    `.url`, `.tsa_url`, `.token(subject)` (see `support.sigstore_mock`)."""
+    with start_sigstore_mock(tmp_path_factory.mktemp("sigstore-mock")) as running:
+        yield running
 
 
 @pytest.fixture

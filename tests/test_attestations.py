@@ -368,7 +368,7 @@ def test_policy_requires_attestations(
     ref = pushed(registry, repo_name)
     key, pub = str(keys["release"].with_suffix(".key")), keys["release"].with_suffix(".pub")
     scope = f"{registry.host}/{repo_name}"
-    assert main(["sign", "--key", key, ref]) == 0
+    assert main(["sign", "--tlog-upload=false", "--key", key, ref]) == 0
     met = write_policy(tmp_path / "met.yaml", pub, scope, ON_MAIN)
     # Signed but not attested: denied, and the attestation is named.
     capsys.readouterr()
@@ -517,7 +517,7 @@ def test_tree_lists_signatures_attestations_and_referrers(
 ) -> None:
     ref = pushed(registry, repo_name)
     key = str(keys["release"].with_suffix(".key"))
-    assert main(["sign", "--key", key, ref]) == 0
+    assert main(["sign", "--tlog-upload=false", "--key", key, ref]) == 0
     assert (
         main(["attest", ref, "--predicate", str(predicate), "--type", "slsaprovenance1", "--key", key]) == 0
     )
@@ -526,8 +526,10 @@ def test_tree_lists_signatures_attestations_and_referrers(
     tree = json.loads(capsys.readouterr().out)
     assert len(tree["signatures"]["layers"]) == 1
     assert [a["detail"] for a in tree["attestations"]["layers"]] == [SLSA1]
-    assert [(r["type"], r["detail"]) for r in tree["referrers"]] == [
-        ("application/vnd.dev.sigstore.bundle.v0.3+json", SLSA1)
+    # `sign` attaches a cosign v3 bundle too: two bundle referrers, told apart by predicate type.
+    assert sorted((r["type"], r["detail"]) for r in tree["referrers"]) == [
+        ("application/vnd.dev.sigstore.bundle.v0.3+json", "https://sigstore.dev/cosign/sign/v1"),
+        ("application/vnd.dev.sigstore.bundle.v0.3+json", SLSA1),
     ]
     assert main(["tree", ref]) == 0
     text = capsys.readouterr().out
@@ -572,7 +574,7 @@ def test_explain_and_sarif_name_the_unmet_attestation(
 ) -> None:
     ref = pushed(registry, repo_name)
     key, pub = str(keys["release"].with_suffix(".key")), keys["release"].with_suffix(".pub")
-    assert main(["sign", "--key", key, ref]) == 0
+    assert main(["sign", "--tlog-upload=false", "--key", key, ref]) == 0
     policy = write_policy(tmp_path / "policy.yaml", pub, f"{registry.host}/{repo_name}", ON_MAIN)
     capsys.readouterr()
     assert main(["policy", "explain", "--policy", str(policy), ref]) == 3
@@ -601,7 +603,7 @@ def test_run_admits_through_the_same_attestation_rules(
     image = push(registry, repo_name, build_image([busybox_layer()], cmd=["sh", "-c", "echo attested run"]))
     ref = f"{registry.host}/{repo_name}@{image.digest}"
     key, pub = str(keys["release"].with_suffix(".key")), keys["release"].with_suffix(".pub")
-    assert main(["sign", "--key", key, ref]) == 0
+    assert main(["sign", "--tlog-upload=false", "--key", key, ref]) == 0
     scope = f"{registry.host}/{repo_name}"
     store = str(tmp_path / "run-store")
     wanted = write_policy(tmp_path / "wanted.yaml", pub, scope, ON_MAIN)
@@ -635,7 +637,7 @@ def test_keyless_attestations_end_to_end(
 ) -> None:
     ref = pushed(registry, repo_name)
     key, pub = str(keys["release"].with_suffix(".key")), keys["release"].with_suffix(".pub")
-    assert main(["sign", "--key", key, ref]) == 0
+    assert main(["sign", "--tlog-upload=false", "--key", key, ref]) == 0
     token = sigstore_mock.token("ci@example.test")
     assert (
         main(
@@ -764,7 +766,7 @@ def test_audit_rechecks_attestations_online_and_offline(
     registry = fresh_registry()
     ref = pushed(registry, repo_name)
     key, pub = str(keys["release"].with_suffix(".key")), keys["release"].with_suffix(".pub")
-    assert main(["sign", "--key", key, ref]) == 0
+    assert main(["sign", "--tlog-upload=false", "--key", key, ref]) == 0
     assert (
         main(["attest", ref, "--predicate", str(predicate), "--type", "slsaprovenance1", "--key", key]) == 0
     )

@@ -96,7 +96,7 @@ def test_sign_with_a_ca_issued_certificate_and_verify_with_a_policy(
     leaf = ca.issue("release", san="email:release@example.com")
     pushed = push_image(registry, repo_name, simple_image(b"pki\n"), tag="v1")
     ref = f"{registry.host}/{repo_name}:v1"
-    sign = ["sign", "--key", str(leaf.key_path), "--cert", str(leaf.certificate_path)]
+    sign = ["sign", "--tlog-upload=false", "--key", str(leaf.key_path), "--cert", str(leaf.certificate_path)]
     assert main([*sign, "--cert-chain", str(ca.certificate_path), ref]) == 0
     capsys.readouterr()
 
@@ -123,7 +123,15 @@ def test_sign_with_a_ca_issued_certificate_and_verify_with_a_policy(
     assert main(["verify", "--policy", str(stranger), "--store", store, pinned]) == 3
     capsys.readouterr()
     # The certificate must be for the signing key.
-    wrong = ["sign", "--key", str(leaf.key_path), "--cert", str(ca.certificate_path), ref]
+    wrong = [
+        "sign",
+        "--tlog-upload=false",
+        "--key",
+        str(leaf.key_path),
+        "--cert",
+        str(ca.certificate_path),
+        ref,
+    ]
     assert main(wrong) == 2 and "not for the signing key" in capsys.readouterr().err
 
 

@@ -37,7 +37,10 @@ def test_env_keys_sign_verify_and_policy(
     assert capsys.readouterr().out == public_pem
 
     pushed = push_image(registry, repo_name, simple_image(b"env key\n"), tag="v1")
-    assert main(["sign", "--key", "env://RELEASE_KEY", f"{registry.host}/{repo_name}:v1"]) == 0
+    assert (
+        main(["sign", "--tlog-upload=false", "--key", "env://RELEASE_KEY", f"{registry.host}/{repo_name}:v1"])
+        == 0
+    )
     pinned = f"{registry.host}/{repo_name}@{pushed.digest}"
     assert main(["verify", "--key", "env://RELEASE_PUB", pinned]) == 0
     assert main(["verify", "--key", "env://RELEASE_KEY", pinned]) == 0  # the public half of a private key
@@ -53,4 +56,7 @@ def test_env_keys_sign_verify_and_policy(
     assert main(["verify", "--policy", str(policy), "--store", str(tmp_path / "store"), pinned]) == 2
     assert "RELEASE_PUB" in capsys.readouterr().err
     assert main(["verify", "--key", "env://not a name", pinned]) == 2
-    assert main(["sign", "--key", "env://RELEASE_KEY", "--public-key", "x.pub", pinned]) == 2
+    assert (
+        main(["sign", "--tlog-upload=false", "--key", "env://RELEASE_KEY", "--public-key", "x.pub", pinned])
+        == 2
+    )

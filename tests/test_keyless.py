@@ -683,9 +683,15 @@ def test_malformed_or_altered_timestamps_fail(
         reason, detail = judge_stamped(signed, text, root, with_set=True)
         assert reason is Reason.MALFORMED and "RFC 3161 timestamp annotation" in detail, detail
     # A genuine response whose signed TSTInfo was altered (the serial number) fails the CMS check.
-    serial = bytes([0x02, 0x01, tsa.serial + 1])
-    altered = tsa.respond(signed.signature)
-    assert altered.count(serial) == 1
+    # The 3 bytes of the serial's DER can also occur by chance in the signature or the key
+    # identifiers: take a response where they occur once, so the edit hits the serial only.
+    for _ in range(20):
+        serial = bytes([0x02, 0x01, tsa.serial + 1])
+        altered = tsa.respond(signed.signature)
+        if altered.count(serial) == 1:
+            break
+    else:
+        pytest.fail("no response with a unique serial encoding in 20 tries")
     reason, detail = judge_stamped(signed, annotation(altered.replace(serial, b"\x02\x01\x7f")), root)
     assert reason is BAD_TIMESTAMP and "not signed by a timestamp authority" in detail
 
@@ -1012,24 +1018,3 @@ def test_help_does_not_import_sigstore() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip().splitlines()[-1] == "False"
-
-
-@pytest.mark.parametrize(
-    "error", [AttributeError("'NoneType' object has no attribute 'checkpoint'"), TypeError("x")]
-)
-def test_a_library_error_on_a_malformed_log_entry_is_malformed_not_a_crash(
-    error: Exception, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """sigstore-python has raised AttributeError on malformed log entries (issue 20): fault injection."""
-    name, identity = VALID_VECTORS[1]
-    who = authority(identity)
-    data = (VECTORS / f"{name}.sigstore").read_bytes()
-    root = load_trusted_root(who.trusted_root)
-
-    def broken(*_args: object) -> None:
-        raise error
-
-    monkeypatch.setattr(root.verifier, "verify_artifact", broken)
-    artifact = Digest.of_bytes((VECTORS / name).read_bytes())
-    outcome = verify_keyless_bundle(0, Digest.of_bytes(data), data, artifact, root, IdentityPolicy(who))
-    assert outcome.reason is Reason.MALFORMED and str(error) in outcome.detail

@@ -424,7 +424,18 @@ def test_policy_gate_on_a_layout(
 ) -> None:
     monkeypatch.setenv("TRUST_PASSWORD", "trust-example")
     pushed = push_image(registry, repo_name, simple_image(b"gate a layout\n"), tag="v1")
-    assert main(["sign", "--key", str(KEYS / "cosign.key"), f"{registry.host}/{repo_name}:v1"]) == 0
+    assert (
+        main(
+            [
+                "sign",
+                "--tlog-upload=false",
+                "--key",
+                str(KEYS / "cosign.key"),
+                f"{registry.host}/{repo_name}:v1",
+            ]
+        )
+        == 0
+    )
     layout = tmp_path / "airgap"
     assert main(["copy", f"{registry.host}/{repo_name}:v1", f"oci:{layout}:v1"]) == 0
     policy = tmp_path / "policy.yaml"

@@ -113,7 +113,7 @@ def test_keygen_sign_verify_in_a_registry(
     pushed = push_image(registry, repo_name, simple_image(b"hsm\n"), tag="v1")
     ref = f"{registry.host}/{repo_name}:v1"
     monkeypatch.setenv("TRUST_PKCS11_PIN", PIN)
-    assert main(["sign", "--key", token, ref]) == 0
+    assert main(["sign", "--tlog-upload=false", "--key", token, ref]) == 0
     capsys.readouterr()
     pinned = f"{registry.host}/{repo_name}@{pushed.digest}"
     assert main(["verify", "--key", str(public), pinned]) == 0
@@ -149,14 +149,16 @@ def test_a_wrong_pin_is_exit_2_and_writes_nothing(
     keygen(token, capsys, tmp_path)
     push_image(registry, repo_name, simple_image(b"wrong pin\n"), tag="v1")
     monkeypatch.setenv("TRUST_PKCS11_PIN", "0000")
-    assert main(["sign", "--key", token, f"{registry.host}/{repo_name}:v1"]) == 2
+    assert main(["sign", "--tlog-upload=false", "--key", token, f"{registry.host}/{repo_name}:v1"]) == 2
     err = capsys.readouterr().err
     assert "wrong PIN for PKCS#11 token 'trust-test'" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
     tags = httpx.get(f"{registry.url}/v2/{repo_name}/tags/list").json()["tags"]
     assert tags == ["v1"]
     monkeypatch.delenv("TRUST_PKCS11_PIN")
-    assert main(["sign", "--key", token, f"{registry.host}/{repo_name}:v1"]) == 2  # no PIN, no terminal
+    assert (
+        main(["sign", "--tlog-upload=false", "--key", token, f"{registry.host}/{repo_name}:v1"]) == 2
+    )  # no PIN, no terminal
     assert "TRUST_PKCS11_PIN" in capsys.readouterr().err
 
 

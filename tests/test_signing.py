@@ -73,13 +73,27 @@ def test_sign_then_verify(
 ) -> None:
     pushed = push_image(registry, repo_name, simple_image(b"signed\n"), tag="v1")
     ref = f"{registry.host}/{repo_name}:v1"
-    assert main(["sign", "--key", str(keys["alice"].with_suffix(".key")), ref, "-a", "team=release"]) == 0
+    assert (
+        main(
+            [
+                "sign",
+                "--tlog-upload=false",
+                "--key",
+                str(keys["alice"].with_suffix(".key")),
+                ref,
+                "-a",
+                "team=release",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.strip() == f"{registry.host}/{repo_name}@{pushed.digest}"
 
     assert main(["verify", "--key", str(keys["alice"].with_suffix(".pub")), ref, "--output", "json"]) == 0
     record = json.loads(capsys.readouterr().out)
     assert record["digest"] == pushed.digest and record["verified"] is True
-    assert [s["outcome"] for s in record["signatures"]] == ["valid"]
+    # the .sig layer and cosign v3's bundle referrer
+    assert [s["outcome"] for s in record["signatures"]] == ["valid", "valid"]
     assert record["signatures"][0]["dockerReference"] == f"{registry.host}/{repo_name}"
 
     # Golden structure: exactly what cosign writes.
@@ -109,7 +123,7 @@ def test_second_key_appends_and_same_key_adds_nothing(
     pushed = push_image(registry, repo_name, simple_image(b"two signers\n"), tag="v1")
     ref = f"{registry.host}/{repo_name}@{pushed.digest}"
     for name in ("alice", "bob", "alice"):
-        assert main(["sign", "--key", str(keys[name].with_suffix(".key")), ref]) == 0
+        assert main(["sign", "--tlog-upload=false", "--key", str(keys[name].with_suffix(".key")), ref]) == 0
     assert "already signed by this key" in capsys.readouterr().err
     layers = sig_manifest(registry, repo_name, pushed.digest)["layers"]
     assert isinstance(layers, list) and len(layers) == 2
@@ -126,12 +140,12 @@ def test_wrong_key_unsigned_and_retagged_are_denied(
     assert main(["verify", "--key", alice_pub, ref]) == 3
     assert "no signatures found" in capsys.readouterr().err
 
-    assert main(["sign", "--key", str(keys["bob"].with_suffix(".key")), ref]) == 0
+    assert main(["sign", "--tlog-upload=false", "--key", str(keys["bob"].with_suffix(".key")), ref]) == 0
     capsys.readouterr()
     assert main(["verify", "--key", alice_pub, ref]) == 3
-    assert "1 signatures found" in capsys.readouterr().err.replace("1 signature found", "1 signatures found")
+    assert "2 signatures found" in capsys.readouterr().err  # bob's .sig layer and bundle referrer
 
-    assert main(["sign", "--key", str(keys["alice"].with_suffix(".key")), ref]) == 0
+    assert main(["sign", "--tlog-upload=false", "--key", str(keys["alice"].with_suffix(".key")), ref]) == 0
     assert main(["verify", "--key", alice_pub, "--key", bob_pub, ref]) == 0
     # The tag moves to new bytes after signing: the new digest has no signature.
     push_image(registry, repo_name, simple_image(b"after\n"), tag="v1")
@@ -146,7 +160,7 @@ def test_signature_over_another_digest_is_an_integrity_failure(
     first = push_image(registry, repo_name, simple_image(b"one\n"), tag="one")
     second = push_image(registry, repo_name, simple_image(b"two\n"), tag="two")
     key = str(keys["alice"].with_suffix(".key"))
-    assert main(["sign", "--key", key, f"{registry.host}/{repo_name}:one"]) == 0
+    assert main(["sign", "--tlog-upload=false", "--key", key, f"{registry.host}/{repo_name}:one"]) == 0
     # Copy the first image's .sig manifest onto the second digest's .sig tag.
     raw = httpx.get(
         f"{registry.url}/v2/{repo_name}/manifests/{first.digest.replace(':', '-')}.sig",
@@ -172,7 +186,15 @@ def test_docker_reference_must_name_the_repository(
     mirror = f"{repo_name}-mirror"
     push_image(registry, mirror, simple_image(b"mirrored\n"), tag="v1")
     assert (
-        main(["sign", "--key", str(keys["alice"].with_suffix(".key")), f"{registry.host}/{repo_name}:v1"])
+        main(
+            [
+                "sign",
+                "--tlog-upload=false",
+                "--key",
+                str(keys["alice"].with_suffix(".key")),
+                f"{registry.host}/{repo_name}:v1",
+            ]
+        )
         == 0
     )
     raw = httpx.get(
@@ -206,6 +228,7 @@ def test_signature_repository(registry: Registry, repo_name: str, keys: dict[str
         main(
             [
                 "sign",
+                "--tlog-upload=false",
                 "--key",
                 str(keys["alice"].with_suffix(".key")),
                 "--signature-repository",
@@ -226,7 +249,8 @@ def test_recursive_signs_index_and_children(
 ) -> None:
     index = build_index(multiplatform_images())
     pushed = push_index(registry, repo_name, index, tag="multi")
-    assert main(["sign", "--recursive", "--key", str(keys["alice"].with_suffix(".key")), "--output", "json",
+    alice = str(keys["alice"].with_suffix(".key"))
+    assert main(["sign", "--tlog-upload=false", "--recursive", "--key", alice, "--output", "json",
                  f"{registry.host}/{repo_name}:multi"]) == 0  # fmt: skip
     signed = [r["digest"] for r in json.loads(capsys.readouterr().out)]
     assert signed == [pushed.digest, *(image.digest for image in index.images)]
@@ -241,7 +265,7 @@ def test_many_references_exit_with_the_worst(
     push_image(registry, repo_name, simple_image(b"good\n"), tag="good")
     push_image(registry, repo_name, simple_image(b"bad\n"), tag="bad")
     good, bad = f"{registry.host}/{repo_name}:good", f"{registry.host}/{repo_name}:bad"
-    assert main(["sign", "--key", str(keys["alice"].with_suffix(".key")), good]) == 0
+    assert main(["sign", "--tlog-upload=false", "--key", str(keys["alice"].with_suffix(".key")), good]) == 0
     capsys.readouterr()
     pub = str(keys["alice"].with_suffix(".pub"))
     missing = f"{registry.host}/{repo_name}:missing"
@@ -258,7 +282,16 @@ def test_concurrent_signers_keep_both_signatures(
     ref = f"{registry.host}/{repo_name}@{pushed.digest}"
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "trust", "sign", "--key", str(keys[name].with_suffix(".key")), ref],
+            [
+                sys.executable,
+                "-m",
+                "trust",
+                "sign",
+                "--tlog-upload=false",
+                "--key",
+                str(keys[name].with_suffix(".key")),
+                ref,
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
@@ -290,7 +323,7 @@ def test_registry_error_while_looking_is_not_unsigned(
 def test_rekor_key_requires_a_set(registry: Registry, repo_name: str, keys: dict[str, Path]) -> None:
     push_image(registry, repo_name, simple_image(b"rekor\n"), tag="v1")
     ref = f"{registry.host}/{repo_name}:v1"
-    assert main(["sign", "--key", str(keys["alice"].with_suffix(".key")), ref]) == 0
+    assert main(["sign", "--tlog-upload=false", "--key", str(keys["alice"].with_suffix(".key")), ref]) == 0
     pub = str(keys["alice"].with_suffix(".pub"))
     assert main(["verify", "--key", pub, "--rekor-key", str(VECTORS / "rekor.pub"), ref]) == 3
 
@@ -307,9 +340,22 @@ def test_bad_key_inputs_are_usage_errors(
     ref = f"{registry.host}/{repo_name}:v1"
     monkeypatch.setenv("TRUST_PASSWORD", "not-the-password")
     capsys.readouterr()
-    assert main(["sign", "--key", str(keys["alice"].with_suffix(".key")), ref]) == 2
+    assert main(["sign", "--tlog-upload=false", "--key", str(keys["alice"].with_suffix(".key")), ref]) == 2
     err = capsys.readouterr().err
     assert "wrong password" in err and err.count("\n") == 1
-    assert main(["sign", "--key", str(tmp_path / "missing.key"), ref]) == 2
+    assert main(["sign", "--tlog-upload=false", "--key", str(tmp_path / "missing.key"), ref]) == 2
     assert main(["verify", "--key", str(tmp_path / "missing.pub"), ref]) == 2
-    assert main(["sign", "--key", str(keys["alice"].with_suffix(".key")), "-a", "novalue", ref]) == 2
+    assert (
+        main(
+            [
+                "sign",
+                "--tlog-upload=false",
+                "--key",
+                str(keys["alice"].with_suffix(".key")),
+                "-a",
+                "novalue",
+                ref,
+            ]
+        )
+        == 2
+    )

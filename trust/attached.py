@@ -14,6 +14,7 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pull.digest import Digest
@@ -227,8 +228,12 @@ def verify_attached(
     *,
     rekor_keys: Sequence[PublicKey] | None = None,
     ignore_reference: bool = False,
+    trusted_root: Path | None = None,
 ) -> list[SignatureOutcome]:
-    """One outcome per signature found, simple-signing layers first, then bundles."""
+    """One outcome per signature found, simple-signing layers first, then bundles.
+
+    `trusted_root` (a Sigstore trusted root file): the bundles' log entries are verified against it
+    (the caller passes its Rekor keys as `rekor_keys` for the layers' SETs)."""
     outcomes = verify_simple_signing(
         attached.layers,
         attached.loader,
@@ -242,9 +247,14 @@ def verify_attached(
         return outcomes
     from trust.sigstore.bundles import verify_bundle  # only now: images without bundles never load it
 
+    root = None
+    if trusted_root is not None:
+        from trust.sigstore.trusted_root import load_trusted_root
+
+        root = load_trusted_root(trusted_root)
     for offset, (blob_digest, data) in enumerate(attached.bundles):
-        outcome = verify_bundle(len(attached.layers) + offset, blob_digest, data, expected, keys)
-        if rekor_keys is not None and outcome.ok:
+        outcome = verify_bundle(len(attached.layers) + offset, blob_digest, data, expected, keys, root)
+        if rekor_keys is not None and root is None and outcome.ok:
             outcome = replace(
                 outcome,
                 reason=Reason.BAD_SET,

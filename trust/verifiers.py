@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 if TYPE_CHECKING:
     from pull.digest import Digest
     from trust.attached import AttachedSignatures
+    from trust.attest.attached import Attestation
     from trust.cosign.simple_signing import SignatureOutcome
 
 FAMILIES: dict[str, str] = {
@@ -52,3 +53,27 @@ def verifier_for(kind: str) -> Verifier:
     except KeyError:
         raise LookupError(f"no signature family verifies authorities of kind {kind!r}") from None
     return cast(Verifier, importlib.import_module(package).verify_authority)
+
+
+ENVELOPE_SIGNERS: dict[str, str] = {
+    "cosign-keys": "trust.cosign",
+    "keyless": "trust.sigstore",
+}
+"""Authority kinds that can sign attestations -> the package whose `open_envelope` checks the
+DSSE envelope of one (`trust.attest` judges what is inside). Notation and cosign-pki authorities
+sign no attestations: the policy loader refuses them in an `attestations` requirement."""
+
+
+class EnvelopeOpener(Protocol):
+    def __call__(self, authority: Any, attestation: Attestation) -> tuple[str, str, bytes]:
+        """(signer, payload type, payload) of an envelope `authority` signed; raises
+        `trust.errors.SignatureInvalid` (with a `Reason` value) otherwise."""
+        ...
+
+
+def envelope_opener_for(kind: str) -> EnvelopeOpener | None:
+    """The opener of an authority kind, or None if that kind does not sign attestations."""
+    package = ENVELOPE_SIGNERS.get(kind)
+    if package is None:
+        return None
+    return cast(EnvelopeOpener, importlib.import_module(package).open_envelope)

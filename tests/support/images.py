@@ -979,6 +979,7 @@ class Pusher:
         self, registry: RegistryTarget, *, auth: tuple[str, str] | None = None, timeout: float = 60.0
     ) -> None:
         ca_cert = None
+        client_cert = None
         if isinstance(registry, str):
             self.host = registry.removeprefix("http://")
             credentials = auth
@@ -986,12 +987,18 @@ class Pusher:
             self.host = registry.host
             credentials = auth or registry.auth
             ca_cert = getattr(registry, "ca_cert", None)
+            client_cert = getattr(registry, "client_cert", None)  # a mutual-TLS registry's helper pair
+        verify: ssl.SSLContext | bool = True
+        if ca_cert:
+            verify = ssl.create_default_context(cafile=str(ca_cert))
+            if client_cert:
+                verify.load_cert_chain(*map(str, client_cert))
         self._http = httpx.Client(
             base_url=f"{'https' if ca_cert else 'http'}://{self.host}",
             auth=httpx.BasicAuth(*credentials) if credentials else None,
             timeout=timeout,
             trust_env=False,
-            verify=ssl.create_default_context(cafile=str(ca_cert)) if ca_cert else True,
+            verify=verify,
         )
 
     def close(self) -> None:

@@ -67,12 +67,15 @@ class Registry:
         workdir: Path,
         credentials: tuple[str, str] | None,
         ca_cert: Path | None = None,
+        client_cert: tuple[Path, Path] | None = None,
     ) -> None:
         self._process = process
         self.host = host
         """`127.0.0.1:<port>`: what image references and the product's client take."""
         self.ca_cert = ca_cert
         """With TLS: the CA that issued the registry's certificate (None: plain HTTP)."""
+        self.client_cert = client_cert
+        """With mutual TLS: the (certificate, key) this helper presents to the registry."""
         self.url = f"{'https' if ca_cert else 'http'}://{host}"
         self.workdir = workdir
         self.storage_dir = workdir / "storage"
@@ -114,6 +117,8 @@ class Registry:
         verify: ssl.SSLContext | bool = (
             ssl.create_default_context(cafile=str(self.ca_cert)) if self.ca_cert else True
         )
+        if isinstance(verify, ssl.SSLContext) and self.client_cert is not None:
+            verify.load_cert_chain(*map(str, self.client_cert))
         return httpx.Client(base_url=self.url, auth=auth, timeout=timeout, trust_env=False, verify=verify)
 
     def blob_path(self, digest: str) -> Path:
@@ -153,11 +158,17 @@ def start_registry(
     credentials: tuple[str, str] | None = None,
     timeout: float = DEFAULT_START_TIMEOUT,
     tls: tuple[Path, Path, Path] | None = None,
+    client_ca: Path | None = None,
+    client_cert: tuple[Path, Path] | None = None,
+    foreign_urls: str | None = None,
 ) -> Registry:
     """Start `docker-registry serve` in `workdir` (created) and wait until it answers `GET /v2/`.
 
     With `credentials=(username, password)` the registry requires htpasswd Basic auth; with
-    `tls=(certificate, key, issuing CA)` it speaks HTTPS only.
+    `tls=(certificate, key, issuing CA)` it speaks HTTPS only; with `client_ca` too it requires a
+    client certificate issued by that CA (distribution's `clientcas`), and this helper presents
+    `client_cert=(certificate, key)`. `foreign_urls` (a regexp) lets manifests list non-distributable
+    layers with matching `urls` that the registry does not hold (`validation.manifests.urls.allow`).
 
     Raises:
         RegistryStartError: the binary is missing, the process exited, or it did not answer in time.
@@ -180,6 +191,10 @@ def start_registry(
     config = _config(storage, htpasswd)
     if tls is not None:
         config["http"]["tls"] = {"certificate": str(tls[0]), "key": str(tls[1])}  # type: ignore[index]
+        if client_ca is not None:
+            config["http"]["tls"]["clientcas"] = [str(client_ca)]  # type: ignore[index]
+    if foreign_urls is not None:
+        config["validation"] = {"manifests": {"urls": {"allow": [foreign_urls]}}}
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
     command = [binary, "serve", str(config_path)]
@@ -199,7 +214,7 @@ def start_registry(
     _LIVE[process.pid] = process
     try:
         host = _wait_for_port(process, log_path, timeout)
-        registry = Registry(process, host, workdir, credentials, tls[2] if tls else None)
+        registry = Registry(process, host, workdir, credentials, tls[2] if tls else None, client_cert)
         _wait_for_api(registry, time.monotonic() + timeout)
     except BaseException:
         _terminate(process, 5.0)

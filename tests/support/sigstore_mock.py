@@ -1,14 +1,19 @@
-"""A local Sigstore (Fulcio, Rekor, a timestamp authority) for keyless tests, from `shared/tools/`.
+"""A local, offline Sigstore for tests: Fulcio, Rekor (v1) and a timestamp authority on 127.0.0.1.
 
-    mock = start_sigstore_mock(tmp_path / "sigstore")
-    mock.trust_config      # a sigstore ClientTrustConfig naming the mock (for `--trust-config`)
-    mock.trusted_root      # the matching trusted root (for `--trusted-root` and policies)
-    mock.token("dev@example.test")   # an identity token the mock's Fulcio accepts
-    mock.stop()
+`shared/tools/sigstore-mock/mock_server.js` serves `@sigstore/mock`'s real handlers over HTTP and
+writes the trusted root, signing config and `ClientTrustConfig` that describe it (fresh keys per
+start). `scripts/setup.sh` installs it with npm into `.cache/sigstore-mock`; a missing install fails
+the tests that need it (they guard the signing paths), it never skips them.
 
-`scripts/setup.sh` installs the mock's npm packages once into `/var/cache/trust-sigstore-mock`
-(`npm install`, the only network step); tests start `node mock_server.js PORT OUT` on 127.0.0.1
-and wait for it to answer. The issuer of every token is `ISSUER`.
+    with start_sigstore_mock(tmp_path / "mock") as mock:
+        mock.url                 # "http://127.0.0.1:PORT" (Fulcio, Rekor and the TSA's base)
+        mock.trust_config        # ClientTrustConfig JSON (trusted root + signing config)
+        mock.trusted_root        # the trusted root alone, for verification
+        mock.token("dev@example.test")   # an identity token the mock's Fulcio accepts
+
+The mock takes its port on the command line and writes it into the files before listening, so the
+port is chosen here and a start that loses the race for it (EADDRINUSE) is retried with another.
+As `support.registry`, the process dies with the test process (`setpriv --pdeathsig KILL`).
 """
 
 from __future__ import annotations
@@ -17,99 +22,129 @@ import atexit
 import base64
 import json
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
+from types import TracebackType
 
-import httpx
-
-from support.openssl_pki import free_port
-
+MOCK_DIR = Path(__file__).resolve().parents[2] / ".cache" / "sigstore-mock"
+"""Where `scripts/setup.sh` installed the mock and its node_modules."""
 ISSUER = "https://issuer.mock.test"
-_SOURCES = (
-    Path(__file__).resolve().parents[3] / "shared" / "tools" / "sigstore-mock",
-    Path("/work/shared/tools/sigstore-mock"),
-)
-INSTALLED = Path("/var/cache/trust-sigstore-mock")
+"""The OIDC issuer the mock's Fulcio puts into certificates (it takes the token's `iss`)."""
+START_TIMEOUT = 20.0
+
+_LIVE: dict[int, subprocess.Popen[bytes]] = {}
+
+
+class SigstoreMockError(RuntimeError):
+    """The mock did not start; the message says why (not installed, or its log tail)."""
 
 
 class SigstoreMock:
-    def __init__(self, process: subprocess.Popen[bytes], url: str, out: Path) -> None:
-        self.process, self.url, self.out = process, url, out
+    def __init__(self, process: subprocess.Popen[bytes], port: int, out: Path, log: Path) -> None:
+        self._process = process
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.out = out
+        self.log_path = log
+        self.trust_config = out / "trust_config.json"
+        self.trusted_root = out / "trusted_root.json"
+        self.signing_config = out / "signing_config.json"
 
     @property
-    def trust_config(self) -> Path:
-        return self.out / "trust_config.json"
+    def tsa_url(self) -> str:
+        return f"{self.url}/api/v1/timestamp"
 
-    @property
-    def trusted_root(self) -> Path:
-        return self.out / "trusted_root.json"
-
-    def token(self, subject: str) -> str:
-        """An unsigned JWT for `subject` from `ISSUER` (the mock's Fulcio checks claims, not keys)."""
-
-        def part(document: dict[str, object]) -> str:
-            return base64.urlsafe_b64encode(json.dumps(document).encode()).rstrip(b"=").decode()
-
+    def token(self, subject: str, issuer: str = ISSUER, lifetime: int = 600) -> str:
+        """An unsigned JWT the mock's Fulcio accepts (it does not check signatures): `sub` becomes
+        the certificate's e-mail SAN, `iss` its issuer extension."""
         now = int(time.time())
-        claims = {"iss": ISSUER, "sub": subject, "aud": "sigstore", "iat": now, "nbf": now, "exp": now + 600}
+        claims = {
+            "iss": issuer,
+            "sub": subject,
+            "aud": "sigstore",
+            "iat": now,
+            "nbf": now,
+            "exp": now + lifetime,
+        }
+
+        def part(value: object) -> str:
+            return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
         signature = base64.urlsafe_b64encode(b"x" * 32).rstrip(b"=").decode()
         return f"{part({'alg': 'RS256', 'typ': 'JWT'})}.{part(claims)}.{signature}"
 
+    def requests(self) -> list[str]:
+        """`METHOD PATH` of every request the mock handled so far (from its log)."""
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        return [" ".join(line.split()[1:3]) for line in lines if line.endswith("handled")]
+
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        _terminate(self._process)
+
+    def __enter__(self) -> SigstoreMock:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.stop()
 
 
-def installed() -> Path:
-    """The mock with its npm packages (installed by scripts/setup.sh; installed here if missing)."""
-    if (INSTALLED / "node_modules").is_dir():
-        return INSTALLED
-    source = next((path for path in _SOURCES if path.is_dir()), _SOURCES[0])
-    INSTALLED.mkdir(parents=True, exist_ok=True)
-    for name in ("mock_server.js", "package.json", "mktoken.py"):
-        shutil.copyfile(source / name, INSTALLED / name)
-    subprocess.run(
-        ["npm", "install", "--no-audit", "--no-fund"], cwd=INSTALLED, check=True, capture_output=True
-    )
-    return INSTALLED
+def start_sigstore_mock(workdir: Path, attempts: int = 5) -> SigstoreMock:
+    node = shutil.which("node")
+    if node is None or not (MOCK_DIR / "node_modules" / "@sigstore" / "mock").is_dir():
+        raise SigstoreMockError(f"the sigstore mock is not installed in {MOCK_DIR}: run scripts/setup.sh")
+    workdir.mkdir(parents=True, exist_ok=True)
+    last = ""
+    for attempt in range(attempts):
+        port = _free_port()
+        out = workdir / f"out-{attempt}"
+        log = workdir / f"mock-{attempt}.log"
+        command = [node, str(MOCK_DIR / "mock_server.js"), str(port), str(out)]
+        setpriv = shutil.which("setpriv")
+        if setpriv is not None:
+            command = [setpriv, "--pdeathsig", "KILL", "--", *command]
+        with open(log, "wb") as sink:
+            process = subprocess.Popen(command, cwd=MOCK_DIR, stdout=sink, stderr=subprocess.STDOUT)
+        _LIVE[process.pid] = process
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            text = log.read_text(errors="replace")
+            if "listening" in text and (out / "trust_config.json").is_file():
+                return SigstoreMock(process, port, out, log)
+            if process.poll() is not None:
+                break
+            time.sleep(0.05)
+        _terminate(process)
+        last = log.read_text(errors="replace")[-2000:]
+        if "EADDRINUSE" not in last:
+            break
+    raise SigstoreMockError(f"the sigstore mock did not start:\n{last}")
 
 
-def start_sigstore_mock(work: Path, timeout: float = 20.0) -> SigstoreMock:
-    home = installed()
-    work.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    log = (work / "mock.log").open("wb")
-    process = subprocess.Popen(
-        [
-            "setpriv",
-            "--pdeathsig",
-            "KILL",
-            "node",
-            str(home / "mock_server.js"),
-            str(port),
-            str(work / "out"),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    mock = SigstoreMock(process, f"http://127.0.0.1:{port}", work / "out")
-    atexit.register(mock.stop)
-    deadline = time.monotonic() + timeout
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"the Sigstore mock exited: {(work / 'mock.log').read_text()[-2000:]}")
-        if mock.trust_config.exists() and mock.trusted_root.exists():
-            try:
-                httpx.get(mock.url, timeout=1)
-                return mock
-            except httpx.HTTPError:
-                pass
-        if time.monotonic() > deadline:
-            mock.stop()
-            raise RuntimeError("the Sigstore mock did not start")
-        time.sleep(0.1)
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _terminate(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    _LIVE.pop(process.pid, None)
+
+
+@atexit.register
+def _stop_all() -> None:
+    for process in list(_LIVE.values()):
+        _terminate(process)
+
+
+__all__ = ["ISSUER", "SigstoreMock", "SigstoreMockError", "start_sigstore_mock"]

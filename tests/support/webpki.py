@@ -2,6 +2,7 @@
 
     ca = TestCA.create(tmp_path / "ca")
     cert, key = ca.server(tmp_path / "srv", ["127.0.0.1", "localhost"])   # PEM files
+    cert, key = ca.client(tmp_path / "cli", "robot")                     # for mutual TLS
     httpx.Client(verify=str(ca.cert_path))
 
 Real X.509 made with cryptography: what a server presents and a client verifies is what
@@ -66,6 +67,28 @@ class TestCA:
     def context(self) -> ssl.SSLContext:
         """A client TLS context that trusts only this CA (for httpx's `verify=`)."""
         return ssl.create_default_context(cafile=str(self.cert_path))
+
+    def client(self, directory: Path, name: str, *, stem: str = "client") -> tuple[Path, Path]:
+        """(certificate, key) PEM files for a TLS client called `name` (clientAuth usage)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = dt.datetime.now(dt.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(_name(name))
+            .issuer_name(self.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(self.key, hashes.SHA256())
+        )
+        cert_path, key_path = directory / f"{stem}.cert", directory / f"{stem}.key"
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        key_path.write_bytes(_pem_key(key))
+        key_path.chmod(0o600)
+        return cert_path, key_path
 
     def server(self, directory: Path, names: list[str], *, stem: str = "server") -> tuple[Path, Path]:
         """(certificate, key) PEM files for a TLS server answering to `names` (IPs or DNS names)."""

@@ -14,10 +14,9 @@ from typing import Any
 from pull.digest import Digest
 from trust.attest.attached import Attestation
 from trust.attest.statement import Statement, StatementError, parse_statement
-from trust.cosign.authority import CosignKeyAuthority
 from trust.cosign.simple_signing import Reason
 from trust.errors import SignatureInvalid
-from trust.sigstore.authority import KeylessAuthority
+from trust.verifiers import ENVELOPE_SIGNERS, envelope_opener_for
 
 
 @dataclass(frozen=True)
@@ -49,7 +48,7 @@ class AttestationOutcome:
         }
 
 
-SIGNING_KINDS = ("cosign-keys", "keyless")
+SIGNING_KINDS = tuple(ENVELOPE_SIGNERS)
 """Authority kinds that can sign attestations (the policy loader refuses the others)."""
 
 
@@ -109,32 +108,12 @@ def verify_attestation(
 
 
 def _open(attestation: Attestation, authority: object) -> tuple[str, str, bytes]:
-    """(signer, payload type, payload) from an envelope this authority signed; else `SignatureInvalid`."""
-    envelope = attestation.envelope
-    assert envelope is not None
-    if isinstance(authority, CosignKeyAuthority):
-        if authority.rekor_keys:
-            raise SignatureInvalid(
-                Reason.BAD_SET.value,
-                f"authority {authority.name} requires a Rekor SET; trust does not check SETs on attestations",
-            )
-        key = envelope.signer_among(authority.keys)
-        if key is None:
-            raise SignatureInvalid(
-                Reason.UNKNOWN_KEY.value,
-                f"the DSSE signature verifies with none of {authority.name}'s keys ({len(authority.keys)})",
-            )
-        return key.name, envelope.payload_type, envelope.payload
-    if isinstance(authority, KeylessAuthority):
-        if attestation.bundle is None:
-            raise SignatureInvalid(
-                Reason.UNKNOWN_KEY.value,
-                "a keyless attestation is verified from a Sigstore bundle; this .att layer has none "
-                "(cosign v2 keyless .att layers are not read)",
-            )
-        from trust.sigstore.envelopes import open_keyless_dsse
-
-        opened = open_keyless_dsse(attestation.bundle, authority)
-        return opened.signer, opened.payload_type, opened.payload
-    kind = getattr(authority, "kind", type(authority).__name__)
-    raise SignatureInvalid(Reason.UNKNOWN_KEY.value, f"authorities of kind {kind} do not sign attestations")
+    """(signer, payload type, payload) from an envelope this authority signed; else `SignatureInvalid`.
+    The family of the authority's kind checks the signature (`trust.verifiers`)."""
+    kind = str(getattr(authority, "kind", type(authority).__name__))
+    opener = envelope_opener_for(kind)
+    if opener is None:
+        raise SignatureInvalid(
+            Reason.UNKNOWN_KEY.value, f"authorities of kind {kind} do not sign attestations"
+        )
+    return opener(authority, attestation)

@@ -51,8 +51,32 @@ def _options(
         bool,
         typer.Option("--version", help="Print the version and exit.", callback=_print_version, is_eager=True),
     ] = False,
+    registries_conf: Annotated[
+        Path | None,
+        typer.Option(
+            "--registries-conf",
+            help="registries.conf to read alone (default: CONTAINERS_REGISTRIES_CONF, else the "
+            "system and user files with their drop-ins; see docs/registries.md).",
+            show_default=False,
+        ),
+    ] = None,
+    cert_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--cert-dir",
+            help="Directory with *.crt CAs and client.cert/client.key for every registry (as "
+            "skopeo's), instead of certs.d/HOST[:PORT]/.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Verified pulls, signatures, policy admission and a namespaced runtime for OCI images."""
+    # Every command (and the agent and webhook it may hand work to) reads these through the
+    # environment, where podman's and skopeo's users already set them.
+    if registries_conf is not None:
+        os.environ["CONTAINERS_REGISTRIES_CONF"] = str(registries_conf.absolute())
+    if cert_dir is not None:
+        os.environ["TRUST_CERT_DIR"] = str(cert_dir.absolute())
 
 
 def agent(
@@ -110,6 +134,7 @@ _register_subcommands()
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: run the app and map errors to exit codes."""
     args = sys.argv[1:] if argv is None else argv
+    saved = {name: os.environ.get(name) for name in _GLOBAL_ENV}
     try:
         result = _narrowed(app, args)(args=args, standalone_mode=False)
     except TrustError as err:
@@ -136,7 +161,17 @@ def main(argv: list[str] | None = None) -> int:
         fault = HostFault.from_os_error(err)
         note(error_line(fault))
         return exit_code_for(fault)
+    finally:
+        for name, value in saved.items():  # an in-process caller (tests) keeps its environment
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     return result if isinstance(result, int) else 0
+
+
+_GLOBAL_ENV = ("CONTAINERS_REGISTRIES_CONF", "TRUST_CERT_DIR")
+"""Set by the global `--registries-conf` and `--cert-dir` for the command's duration."""
 
 
 def _narrowed(full: typer.Typer, args: list[str]) -> typer.Typer:

@@ -33,6 +33,7 @@ from trust.cli.common import (
     StoreOption,
     TrustedRootOption,
     load_signer,
+    qualified,
 )
 from trust.cli.output import OutputFormat, emit_json, emit_line, note
 
@@ -111,7 +112,7 @@ def attest(
     if formats is None:
         raise UsageError(f"--format {attestation_format!r}: use cosign, bundle or both")
     predicate_type, content = _predicate(predicate, type_)
-    ref = Reference.parse(reference)
+    ref = Reference.parse(qualified(reference))
     if keyless:
         if key or public_key:
             raise UsageError("--keyless takes no --key or --public-key")
@@ -214,7 +215,7 @@ def verify_attestation(
     failure: Exception | None = None
     with RegistryClients.insecure(insecure_registry) as clients:
         for text in references:
-            ref = Reference.parse(text)
+            ref = Reference.parse(qualified(text))
             digest, outcomes = _check_image(clients, ref, authority, predicate_type, compiled)
             records.append(_render(str(ref), digest, outcomes, output))
             verified = [o for o in outcomes if o.ok]
@@ -475,7 +476,7 @@ def tree(
 
     if output is GateOutput.sarif:
         raise UsageError("--output sarif is for policy decisions; use text or json")
-    ref = Reference.parse(reference)
+    ref = Reference.parse(qualified(reference))
     with RegistryClients.insecure(insecure_registry) as clients:
         found = attached_tree(clients, ref)
     if output is GateOutput.json:

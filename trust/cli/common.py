@@ -98,6 +98,37 @@ GithubTriggerOption = Annotated[
 GithubShaOption = Annotated[
     str | None, typer.Option("--certificate-github-workflow-sha", help="Keyless: required commit SHA.")
 ]
+TrustConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--trust-config",
+        help="Sigstore ClientTrustConfig JSON (trusted root + signing config) of a private instance.",
+    ),
+]
+FulcioUrlOption = Annotated[
+    str | None, typer.Option("--fulcio-url", help="Keyless: this Fulcio instead of the signing config's.")
+]
+RekorUrlOption = Annotated[
+    str | None,
+    typer.Option("--rekor-url", help="Log to this Rekor (v1 API) instead of the signing config's."),
+]
+OidcIssuerOption = Annotated[
+    str | None, typer.Option("--oidc-issuer", help="Keyless: the OIDC issuer of the interactive flow.")
+]
+TimestampServerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--timestamp-server-url", help="Sigstore: an RFC 3161 timestamp authority to stamp the signature."
+    ),
+]
+TlogUploadOption = Annotated[
+    str,
+    typer.Option(
+        "--tlog-upload",
+        help="Log the signature in Rekor (default true; --tlog-upload=false opts out).",
+        metavar="BOOL",
+    ),
+]
 TrustedRootOption = Annotated[
     Path | None,
     typer.Option(
@@ -132,10 +163,37 @@ def open_store(path: Path | None) -> ContentStore:
     return ContentStore.open(root)
 
 
-def pull_config(insecure: list[str] | None) -> PullConfig:
+def pull_config(insecure: list[str] | None, cert_dir: Path | None = None) -> PullConfig:
     from pull.config import PullConfig
 
-    return PullConfig(insecure_registries=frozenset(insecure or ()))
+    return PullConfig(
+        insecure_registries=frozenset(insecure or ()), cert_dir=str(cert_dir) if cert_dir else None
+    )
+
+
+def qualified(text: str) -> str:
+    """An image reference as typed, with a short name resolved by registries.conf's aliases when it
+    sets `unqualified-search-registries` (else a short name is Docker Hub's, as Docker has it).
+    Qualified names and layouts are returned untouched, without reading any configuration."""
+    from pull.registries_conf import is_short_name
+
+    if not is_short_name(text):
+        return text
+    from pull.registries_conf import load
+
+    return load().qualify(text)
+
+
+CertDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--cert-dir",
+        envvar="TRUST_CERT_DIR",
+        help="Directory with *.crt CAs and a client.cert/client.key pair for the registry (as skopeo's), "
+        "instead of certs.d/HOST[:PORT]/.",
+        show_default=False,
+    ),
+]
 
 
 MAX_ERROR_CHARS = 1000

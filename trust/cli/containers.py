@@ -256,8 +256,9 @@ def _admit(
     reference_text: str, policy: Path | None, store: Path | None, insecure: list[str] | None
 ) -> tuple[ContentStore, AdmittedImage]:
     from pull.reference import Reference
-    from trust.cli.common import open_store
+    from trust.cli.common import open_store, qualified
 
+    reference_text = qualified(reference_text)
     reference = Reference.parse(reference_text)
     if reference.digest is None:
         raise DeniedError(_pin_hint(reference, store))

@@ -49,9 +49,10 @@ def copy(
     from pull.clients import RegistryClients
     from pull.manifest import Platform
     from pull.reference import Reference
+    from trust.cli.common import qualified
     from trust.store_ops.copy import copy_image
 
-    src = Reference.parse(source)
+    src = Reference.parse(qualified(source))
     dst = Reference.parse(destination)
     wanted = Platform.parse(platform) if platform else None
     with RegistryClients.insecure(insecure_registry) as clients:

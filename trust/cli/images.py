@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -12,11 +13,13 @@ from trust.cli.output import OutputFormat, emit_json, emit_line, emit_table, hum
 if TYPE_CHECKING:
     pass
 from trust.cli.common import (
+    CertDirOption,
     InsecureOption,
     OutputOption,
     StoreOption,
     open_store,
     pull_config,
+    qualified,
 )
 
 
@@ -35,18 +38,30 @@ def pull(
     store: StoreOption = None,
     output: OutputOption = OutputFormat.text,
     insecure_registry: InsecureOption = None,
+    cert_dir: CertDirOption = None,
+    allow_nondistributable_urls: Annotated[
+        bool,
+        typer.Option(
+            "--allow-nondistributable-urls",
+            help="Fetch a non-distributable layer the registry lacks from its descriptor's urls "
+            "(digest and size checked as for any blob).",
+        ),
+    ] = False,
 ) -> None:
-    """Pull an image into the verified content store and print its digest."""
+    """Pull an image (or an artifact) into the verified content store and print its digest."""
     from pull.clients import open_client
     from pull.credentials import CredentialStore
     from pull.manifest import Platform
-    from pull.pipeline import pull as run_pull
+    from pull.pipeline import ArtifactResult
+    from pull.pipeline import pull_any as run_pull
     from pull.reference import Reference
 
-    ref = Reference.parse(reference)
+    ref = Reference.parse(qualified(reference))
     wanted = Platform.parse(platform) if platform else None
     content = open_store(store)
-    config = pull_config(insecure_registry)
+    config = replace(
+        pull_config(insecure_registry, cert_dir), allow_nondistributable_urls=allow_nondistributable_urls
+    )
     with open_client(ref.api_host, config=config, credentials=CredentialStore()) as client:
         if output is OutputFormat.text and sys.stderr.isatty():
             from trust.cli.progress import RichPullProgress
@@ -58,7 +73,10 @@ def pull(
     if output is OutputFormat.json:
         emit_json(result.to_json())
         return
-    note(f"pulled {ref} ({result.platform}, {human_size(result.size)})")
+    if isinstance(result, ArtifactResult):
+        note(f"pulled {ref} (artifact {result.artifact_type}, {human_size(result.size)}; not runnable)")
+    else:
+        note(f"pulled {ref} ({result.platform}, {human_size(result.size)})")
     emit_line(f"{ref.name}@{result.digest}")
 
 
@@ -73,7 +91,7 @@ def images(store: StoreOption = None, output: OutputOption = OutputFormat.text) 
         emit_json([row.to_json() for row in rows])
         return
     emit_table(
-        ["REPOSITORY", "TAG", "DIGEST", "SIZE ON DISK", "ADMITTED", "PULLED"],
+        ["REPOSITORY", "TAG", "DIGEST", "SIZE ON DISK", "ADMITTED", "PULLED", "TYPE"],
         [
             [
                 r.repository,
@@ -82,6 +100,7 @@ def images(store: StoreOption = None, output: OutputOption = OutputFormat.text) 
                 human_size(r.size_on_disk),
                 r.admitted or "never",
                 r.pulled_at or "-",
+                r.artifact_type or "image",
             ]
             for r in rows
         ],

@@ -107,46 +107,82 @@ def file_digest(path: Path) -> Digest:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
 
 
-def read_bundle_file(path: Path) -> bytes:
-    """The bundle file's bytes; a file over the cap is read only up to it (and then refused as malformed)."""
+def read_evidence_file(path: Path, what: str) -> bytes:
+    """A bundle, signature or certificate file's bytes; a file over the cap is read only up to it
+    (and then refused as malformed)."""
     try:
         with open_regular_file(path) as handle:
             return handle.read(MAX_BLOB_BUNDLE_BYTES + 1)
     except OSError as exc:
-        raise UsageError(f"cannot read bundle {path}: {exc.strerror}") from None
+        raise UsageError(f"cannot read {what} {path}: {exc.strerror}") from None
+
+
+MAX_BLOB_BYTES = 1024 * 1024 * 1024
+"""Signatures over the file's bytes (pre-bundle forms) need the file in memory: up to 1 GiB."""
 
 
 def verify_blob(
     artifact: Path,
-    bundle_path: Path,
     *,
+    bundle: Path | None = None,
+    signature: Path | None = None,
+    certificate: Path | None = None,
+    timestamp: Path | None = None,
     key: Path | None = None,
     authority: KeylessAuthority | None = None,
+    trusted_root: Path | None = None,
 ) -> SignatureOutcome:
-    """Check that the Sigstore bundle at `bundle_path` signs `artifact`: with a public key (the
-    bundle's signature only, as `trust.sigstore.bundles` verifies key-based bundles) or keyless (the full
-    Sigstore verification against `authority`'s trusted root and identity).
+    """Check that the evidence (a Sigstore bundle, cosign's pre-bundle JSON, or a detached
+    signature with its certificate) signs `artifact`: with a public key (and, with `trusted_root`,
+    its log entry), or keyless (the full Sigstore checks against `authority`'s root and identity).
 
     Raises `BlobNotVerified` (exit 3), `UsageError` (exit 2) for unreadable files or bad flags.
     """
+    from trust.sigstore.blobs import BlobEvidence, verify_blob_evidence
+    from trust.sigstore.trusted_root import load_trusted_root
+
     if (key is None) == (authority is None):
         raise UsageError("give either --key PUB or --certificate-identity/--certificate-oidc-issuer")
+    if (bundle is None) == (signature is None):
+        raise UsageError("give --bundle FILE, or --signature FILE (with --certificate for keyless)")
+    if bundle is not None and certificate is not None:
+        raise UsageError("--certificate goes with --signature; a bundle carries its certificate")
+    evidence = BlobEvidence(
+        read_evidence_file(bundle, "bundle") if bundle is not None else None,
+        read_evidence_file(signature, "signature") if signature is not None else None,
+        read_evidence_file(certificate, "certificate") if certificate is not None else None,
+        read_evidence_file(timestamp, "timestamp") if timestamp is not None else None,
+    )
     digest = file_digest(artifact)
-    data = read_bundle_file(bundle_path)
-    bundle_digest = Digest.of_bytes(data)
+    data = b"" if bundle is not None and _sigstore_bundle(evidence.bundle or b"") else read_artifact(artifact)
     if key is not None:
         from trust.keys.keyfiles import TrustedKey
-        from trust.sigstore.bundles import verify_bundle
 
-        outcome = verify_bundle(0, bundle_digest, data, digest, [TrustedKey.from_file(key)])
+        root = load_trusted_root(trusted_root) if trusted_root is not None else None
+        outcome = verify_blob_evidence(data, digest, evidence, keys=[TrustedKey.from_file(key)], root=root)
     else:
         assert authority is not None
         from trust.sigstore.identity import IdentityPolicy
-        from trust.sigstore.keyless import verify_keyless_bundle
-        from trust.sigstore.trusted_root import load_trusted_root
 
         root = load_trusted_root(authority.trusted_root)
-        outcome = verify_keyless_bundle(0, bundle_digest, data, digest, root, IdentityPolicy(authority))
+        outcome = verify_blob_evidence(data, digest, evidence, root=root, policy=IdentityPolicy(authority))
     if not outcome.ok:
         raise BlobNotVerified(artifact, outcome)
     return outcome
+
+
+def _sigstore_bundle(data: bytes) -> bool:
+    return b'"base64Signature"' not in data
+
+
+def read_artifact(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_BLOB_BYTES + 1)
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    if len(data) > MAX_BLOB_BYTES:
+        raise UsageError(
+            f"{path} is over {MAX_BLOB_BYTES} bytes: sign it with a Sigstore bundle (digest-based)"
+        )
+    return data

@@ -52,10 +52,10 @@ def explain(
     from pull.clients import RegistryClients
     from pull.manifest import Platform
     from pull.reference import Reference
-    from trust.cli.common import open_store
+    from trust.cli.common import open_store, qualified
 
     loaded = load_policy(policy)
-    ref = Reference.parse(reference)
+    ref = Reference.parse(qualified(reference))
     content = open_store(store)
     with RegistryClients.insecure(insecure_registry) as clients:
         evaluation = evaluate(

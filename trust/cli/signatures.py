@@ -22,11 +22,13 @@ if TYPE_CHECKING:
     from policy.model import KeylessAuthority
     from pull.reference import Reference
     from trust.keys.keyfiles import Signer
+    from trust.sigstore.services import Instance
 from trust.cli.common import (
     CertificateIdentityOption,
     CertificateIdentityRegexpOption,
     CertificateIssuerOption,
     CertificateIssuerRegexpOption,
+    FulcioUrlOption,
     GateOutput,
     GithubNameOption,
     GithubRefOption,
@@ -34,14 +36,20 @@ from trust.cli.common import (
     GithubShaOption,
     GithubTriggerOption,
     InsecureOption,
+    OidcIssuerOption,
     OutputOption,
+    RekorUrlOption,
     SignatureFormat,
     StoreOption,
+    TimestampServerOption,
+    TlogUploadOption,
+    TrustConfigOption,
     TrustedRootOption,
     error_line,
     exit_code_for,
     load_signer,
     open_store,
+    qualified,
 )
 
 
@@ -51,6 +59,7 @@ def register(app: typer.Typer) -> None:
     app.command()(sign)
     app.command()(verify)
     app.command("verify-blob")(verify_blob)
+    app.command("sign-blob")(sign_blob)
 
 
 def keygen(
@@ -171,17 +180,29 @@ def sign(
         Path | None,
         typer.Option("--timestamp-root-cert", help="Notation: the TSA's root certificate (PEM) to check it."),
     ] = None,
+    tlog_upload: TlogUploadOption = "true",
+    timestamp_server_url: TimestampServerOption = None,
+    trust_config: TrustConfigOption = None,
+    fulcio_url: FulcioUrlOption = None,
+    rekor_url: RekorUrlOption = None,
+    oidc_issuer: OidcIssuerOption = None,
+    trusted_root: TrustedRootOption = None,
 ) -> None:
     """Sign an image digest: cosign, keyless Sigstore (--keyless) or Notary Project (--format notation).
 
-    cosign with --key: a simple-signing signature on the sha256-<hex>.sig tag. --keyless: a Sigstore
-    bundle (Fulcio certificate, Rekor entry) pushed as an OCI referrer. --format notation --key
-    --cert: a JWS signature with its X.509 chain, pushed as an OCI referrer."""
+    cosign with --key: a simple-signing signature on the sha256-<hex>.sig tag and cosign v3's
+    Sigstore bundle as an OCI referrer, both logged in Rekor (--tlog-upload=false: not logged).
+    --keyless: a Sigstore bundle (Fulcio certificate, Rekor entry) pushed as an OCI referrer.
+    --format notation --key --cert: a JWS signature with its X.509 chain, pushed as an OCI referrer.
+    The Sigstore instance: public good, or --trust-config FILE, or --fulcio-url/--rekor-url/--oidc-issuer."""
     from pull.clients import RegistryClients
     from pull.reference import Reference
     from trust.cosign.signing import sign_image
 
-    ref = Reference.parse(reference)
+    ref = Reference.parse(qualified(reference))
+    instance = _instance(trust_config, fulcio_url, rekor_url, oidc_issuer, timestamp_server_url, trusted_root)
+    upload = _tlog_upload(tlog_upload)
+    sigstore_flags = instance.overridden or trust_config is not None or trusted_root is not None
     if keyless:
         if (
             key
@@ -199,13 +220,25 @@ def sign(
             )
         if signature_format is not SignatureFormat.cosign:
             raise UsageError("--keyless signs in the cosign (Sigstore bundle) format")
-        _sign_keyless(ref, identity_token, output, insecure_registry)
+        if not upload:
+            raise UsageError(
+                "--keyless always logs to Rekor: its certificate is only good with the log's time"
+            )
+        _sign_keyless(ref, identity_token, output, insecure_registry, instance)
         return
     if identity_token is not None:
         raise UsageError("--identity-token belongs to --keyless")
+    if fulcio_url is not None or oidc_issuer is not None:
+        raise UsageError("--fulcio-url and --oidc-issuer belong to --keyless")
     if key is None:
         raise UsageError("give --key (a key file, PEM key or signer URI), or --keyless")
     if signature_format is SignatureFormat.notation:
+        if sigstore_flags or timestamp_server_url is not None:
+            raise UsageError(
+                "--trust-config, --rekor-url, --trusted-root and --timestamp-server-url are Sigstore "
+                "options; "
+                "Notation takes --timestamp-url"
+            )
         if public_key or annotation or signature_repository or recursive:
             raise UsageError(
                 "--public-key, --annotation, --signature-repository and --recursive are cosign options"
@@ -235,6 +268,9 @@ def sign(
             recursive=recursive,
             certificate=certificate,
             chain=chain,
+            rekor_url=instance.rekor() if upload else None,
+            timestamp_url=instance.timestamp_authority(),
+            bundle_referrer=signature_repository is None,  # referrers live beside the image
         )
     if output is OutputFormat.json:
         emit_json([result.to_json() for result in results])
@@ -276,16 +312,54 @@ def _sign_notation(
     emit_line(f"{ref.name}@{signed.digest}")
 
 
+def _instance(
+    trust_config: Path | None,
+    fulcio_url: str | None,
+    rekor_url: str | None,
+    oidc_issuer: str | None,
+    timestamp_url: str | None,
+    trusted_root: Path | None,
+) -> Instance:
+    from trust.sigstore.services import Instance
+
+    for flag, url in (
+        ("--fulcio-url", fulcio_url),
+        ("--rekor-url", rekor_url),
+        ("--oidc-issuer", oidc_issuer),
+        ("--timestamp-server-url", timestamp_url),
+    ):
+        if url is not None and not url.startswith(("https://", "http://")):
+            raise UsageError(f"{flag} {url[:100]!r} is not an http(s) URL")
+    for flag, path in (("--trust-config", trust_config), ("--trusted-root", trusted_root)):
+        if path is not None and not path.is_file():
+            raise UsageError(f"{flag} {path} is not a file")
+    if trust_config is not None and trusted_root is not None:
+        raise UsageError("--trust-config holds a trusted root: give it or --trusted-root, not both")
+    return Instance(trust_config, fulcio_url, rekor_url, oidc_issuer, timestamp_url, trusted_root)
+
+
+def _tlog_upload(text: str) -> bool:
+    value = text.strip().lower()
+    if value not in ("true", "false", "1", "0"):
+        raise UsageError(f"--tlog-upload takes true or false, not {text[:20]!r}")
+    return value in ("true", "1")
+
+
 def _sign_keyless(
-    ref: Reference, identity_token: str | None, output: OutputFormat, insecure_registry: list[str] | None
+    ref: Reference,
+    identity_token: str | None,
+    output: OutputFormat,
+    insecure_registry: list[str] | None,
+    instance: Instance,
 ) -> None:
     from pull.clients import RegistryClients
     from trust.sigstore.sign import obtain_identity_token, sign_image_keyless
 
     # The token comes first: without one nothing is resolved, signed or pushed (exit 5).
-    token = obtain_identity_token(identity_token, interactive=sys.stdin.isatty() and sys.stderr.isatty())
+    interactive = sys.stdin.isatty() and sys.stderr.isatty()
+    token = obtain_identity_token(identity_token, interactive=interactive, instance=instance)
     with RegistryClients.insecure(insecure_registry) as clients:
-        result = sign_image_keyless(clients, ref, token)
+        result = sign_image_keyless(clients, ref, token, instance)
     if output is OutputFormat.json:
         emit_json([result.to_json()])
         return
@@ -367,7 +441,7 @@ def verify(
         github_workflow_trigger,
         github_workflow_sha,
     )
-    keyless = flags.given or trusted_root is not None
+    keyless = flags.given or (trusted_root is not None and not key)
     if [bool(key), policy is not None, keyless].count(True) != 1:
         raise UsageError(
             "give one of --key (public keys), --policy FILE, or --certificate-identity with "
@@ -397,16 +471,49 @@ def verify(
     if output is GateOutput.sarif:
         raise UsageError("--output sarif needs --policy")
     assert key is not None
+    if trusted_root is not None and rekor_key:
+        raise UsageError("give --trusted-root (its Rekor logs) or --rekor-key, not both")
     _verify_with_keys(
-        references, key, rekor_key, ignore_reference, signature_repository, output, insecure_registry
+        references,
+        key,
+        rekor_key,
+        ignore_reference,
+        signature_repository,
+        output,
+        insecure_registry,
+        trusted_root=trusted_root,
     )
 
 
 def verify_blob(
     artifact: Annotated[Path, typer.Argument(help="The file that was signed.")],
-    bundle: Annotated[Path, typer.Option("--bundle", help="Sigstore bundle over the file (v0.1 to v0.3).")],
+    bundle: Annotated[
+        Path | None,
+        typer.Option(
+            "--bundle",
+            help="Sigstore bundle over the file (v0.1 to v0.3, message signature or DSSE statement "
+            "naming the file), or cosign's older --bundle JSON (base64Signature, cert, rekorBundle).",
+        ),
+    ] = None,
+    signature: Annotated[
+        Path | None,
+        typer.Option("--signature", help="A detached signature (base64, as cosign writes it) instead."),
+    ] = None,
+    certificate: Annotated[
+        Path | None,
+        typer.Option("--certificate", help="Keyless with --signature: the Fulcio certificate (PEM)."),
+    ] = None,
+    rfc3161_timestamp: Annotated[
+        Path | None,
+        typer.Option(
+            "--rfc3161-timestamp", help="Keyless with --signature: cosign's RFC 3161 timestamp JSON."
+        ),
+    ] = None,
     key: Annotated[
-        Path | None, typer.Option("--key", help="Trusted public key (instead of keyless).")
+        Path | None,
+        typer.Option(
+            "--key", help="Trusted public key (instead of keyless); with --trusted-root the log is checked."
+        ),
     ] = None,
     certificate_identity: CertificateIdentityOption = None,
     certificate_identity_regexp: CertificateIdentityRegexpOption = None,
@@ -420,7 +527,7 @@ def verify_blob(
     trusted_root: TrustedRootOption = None,
     output: OutputOption = OutputFormat.text,
 ) -> None:
-    """Verify a Sigstore bundle over a file that is not an image: with --key PUB, or keyless with
+    """Verify a signature over a file that is not an image: with --key PUB, or keyless with
     --certificate-identity[-regexp] and --certificate-oidc-issuer[-regexp]. Exit 3 if it does not verify."""
     from trust.cli.keyless import BlobNotVerified, IdentityFlags, keyless_authority
     from trust.cli.keyless import verify_blob as check_blob
@@ -436,13 +543,24 @@ def verify_blob(
         github_workflow_trigger,
         github_workflow_sha,
     )
-    keyless = flags.given or trusted_root is not None
+    keyless = flags.given or (trusted_root is not None and key is None)
     if (key is not None) == keyless:
         raise UsageError("give either --key PUB or --certificate-identity with --certificate-oidc-issuer")
+    if trusted_root is not None and not trusted_root.is_file():
+        raise UsageError(f"trusted root {trusted_root} is not a file")
     authority = keyless_authority(flags, trusted_root) if keyless else None
-    record: dict[str, object] = {"artifact": str(artifact), "bundle": str(bundle)}
+    record: dict[str, object] = {"artifact": str(artifact), "bundle": str(bundle or signature)}
     try:
-        outcome = check_blob(artifact, bundle, key=key, authority=authority)
+        outcome = check_blob(
+            artifact,
+            bundle=bundle,
+            signature=signature,
+            certificate=certificate,
+            timestamp=rfc3161_timestamp,
+            key=key,
+            authority=authority,
+            trusted_root=trusted_root if key is not None else None,
+        )
     except BlobNotVerified as err:
         if output is OutputFormat.json:
             emit_json({**record, "verified": False, "signature": err.outcome.to_json()})
@@ -515,6 +633,8 @@ def _verify_with_keys(
     output: GateOutput,
     insecure_registry: list[str] | None,
     keyless: KeylessAuthority | None = None,
+    *,
+    trusted_root: Path | None = None,
 ) -> None:
     from pull.clients import RegistryClients
     from pull.reference import Reference
@@ -523,9 +643,13 @@ def _verify_with_keys(
     from trust.keys.keyfiles import TrustedKey, load_public_key_file
     from trust.keys.references import public_key_for
 
-    refs = [Reference.parse(text) for text in references]
+    refs = [Reference.parse(qualified(text)) for text in references]
     keys = [TrustedKey(_key_name(text), public_key_for(text)) for text in key]
     rekor = [load_public_key_file(path) for path in rekor_key] if rekor_key else None
+    if trusted_root is not None:  # --key with --trusted-root: every log entry is checked against it
+        from trust.sigstore.trusted_root import load_trusted_root
+
+        rekor = [log.key for log in load_trusted_root(trusted_root).rekor_logs]
     records: list[dict[str, object]] = []
     worst = 0
     with RegistryClients.insecure(insecure_registry) as clients:
@@ -551,6 +675,7 @@ def _verify_with_keys(
                         rekor_keys=rekor,
                         ignore_reference=ignore_reference,
                         signature_repository=signature_repository,
+                        trusted_root=trusted_root,
                     )
                     valid = require_verified(result.outcomes, result.subject)
                 records.append(result.to_json())
@@ -614,3 +739,97 @@ def _parse_annotations(items: list[str]) -> dict[str, str]:
             raise UsageError(f"annotation {item!r} must be key=value")
         out[name] = value
     return out
+
+
+def sign_blob(
+    artifact: Annotated[Path, typer.Argument(help="The file to sign.")],
+    bundle: Annotated[Path, typer.Option("--bundle", help="Write the Sigstore bundle (v0.3) here.")],
+    key: Annotated[
+        str | None,
+        typer.Option("--key", help="Key file (cosign or PEM), env://VAR, pkcs11:… or awskms://…"),
+    ] = None,
+    keyless: Annotated[
+        bool, typer.Option("--keyless", help="Sigstore keyless: OIDC identity, Fulcio cert, Rekor (online).")
+    ] = False,
+    identity_token: Annotated[
+        str | None,
+        typer.Option("--identity-token", help="Keyless: an OIDC token (default: ambient CI credentials)."),
+    ] = None,
+    public_key: Annotated[
+        Path | None, typer.Option("--public-key", help="Public key PEM (required with a signer URI).")
+    ] = None,
+    tlog_upload: TlogUploadOption = "true",
+    timestamp_server_url: TimestampServerOption = None,
+    trust_config: TrustConfigOption = None,
+    fulcio_url: FulcioUrlOption = None,
+    rekor_url: RekorUrlOption = None,
+    oidc_issuer: OidcIssuerOption = None,
+    trusted_root: TrustedRootOption = None,
+    output: OutputOption = OutputFormat.text,
+) -> None:
+    """Sign a file into a Sigstore bundle (a message signature over its SHA-256), with --key or
+    --keyless; `trust verify-blob FILE --bundle OUT` checks it. Logged in Rekor unless
+    --tlog-upload=false (keys only)."""
+    import hashlib
+
+    from trust.cli.keyless import file_digest
+
+    instance = _instance(trust_config, fulcio_url, rekor_url, oidc_issuer, timestamp_server_url, trusted_root)
+    upload = _tlog_upload(tlog_upload)
+    if keyless == (key is not None):
+        raise UsageError("give --key (a key file, PEM key or signer URI), or --keyless")
+    if bundle.exists() and bundle.is_dir():
+        raise UsageError(f"--bundle {bundle} is a directory")
+    digest = file_digest(artifact)
+    if keyless:
+        if public_key is not None:
+            raise UsageError("--keyless takes no --public-key")
+        if not upload:
+            raise UsageError(
+                "--keyless always logs to Rekor: its certificate is only good with the log's time"
+            )
+        from trust.sigstore.sign import keyless_sign, obtain_identity_token
+
+        interactive = sys.stdin.isatty() and sys.stderr.isatty()
+        token = obtain_identity_token(identity_token, interactive=interactive, instance=instance)
+        data = keyless_sign(instance, token, sha256=bytes.fromhex(digest.hex))
+        signer_name = str(token.identity)
+    else:
+        if identity_token is not None or fulcio_url is not None or oidc_issuer is not None:
+            raise UsageError("--identity-token, --fulcio-url and --oidc-issuer belong to --keyless")
+        assert key is not None
+        from trust.cli.keyless import read_artifact
+        from trust.sigstore.sign import key_signed_bundle
+
+        signer = load_signer(key, public_key)
+        content = read_artifact(artifact)
+        if hashlib.sha256(content).hexdigest() != digest.hex:
+            raise UsageError(f"{artifact} changed while it was being signed")
+        data = key_signed_bundle(
+            signer,
+            data=content,
+            rekor_url=instance.rekor() if upload else None,
+            timestamp_url=instance.timestamp_authority(),
+        )
+        signer_name = _key_name(key)
+    _write_atomically(bundle, data)
+    if output is OutputFormat.json:
+        emit_json(
+            {"artifact": str(artifact), "digest": str(digest), "bundle": str(bundle), "signer": signer_name}
+        )
+        return
+    note(f"signed {artifact} ({digest}) as {signer_name}: bundle written to {bundle}")
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file beside it: never half a bundle."""
+    import os
+    import tempfile
+
+    try:
+        handle, temporary = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=".trust-")
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.replace(temporary, path)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None

@@ -17,8 +17,16 @@ from trust.cosign.simple_signing import Reason, SignatureOutcome
 if TYPE_CHECKING:
     from pull.digest import Digest
     from trust.attached import AttachedSignatures
+    from trust.attest.attached import Attestation
 
-__all__ = ["CosignKeyAuthority", "CosignPkiAuthority", "Reason", "SignatureOutcome", "verify_authority"]
+__all__ = [
+    "CosignKeyAuthority",
+    "CosignPkiAuthority",
+    "Reason",
+    "SignatureOutcome",
+    "open_envelope",
+    "verify_authority",
+]
 
 
 def verify_authority(
@@ -49,3 +57,23 @@ def verify_authority(
         rekor_keys=rekor_keys,
         ignore_reference=ignore_reference,
     )
+
+
+def open_envelope(authority: CosignKeyAuthority, attestation: Attestation) -> tuple[str, str, bytes]:
+    """An attestation's DSSE envelope signed (over the PAE) by one of the authority's keys."""
+    from trust.errors import SignatureInvalid
+
+    envelope = attestation.envelope
+    assert envelope is not None
+    if authority.rekor_keys:
+        raise SignatureInvalid(
+            Reason.BAD_SET.value,
+            f"authority {authority.name} requires a Rekor SET; trust does not check SETs on attestations",
+        )
+    key = envelope.signer_among(authority.keys)
+    if key is None:
+        raise SignatureInvalid(
+            Reason.UNKNOWN_KEY.value,
+            f"the DSSE signature verifies with none of {authority.name}'s keys ({len(authority.keys)})",
+        )
+    return key.name, envelope.payload_type, envelope.payload

@@ -7,8 +7,12 @@ are stored, in `trust.attached`.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pull.digest import Digest
@@ -24,7 +28,13 @@ from trust.attached import (
     fetch_bundles,
     verify_attached,
 )
-from trust.cosign.simple_signing import SignatureLayer, SignatureOutcome, build_payload, docker_reference
+from trust.cosign.simple_signing import (
+    RFC3161_TIMESTAMP_ANNOTATION,
+    SignatureLayer,
+    SignatureOutcome,
+    build_payload,
+    docker_reference,
+)
 from trust.keys.keyfiles import PublicKey, Signer, TrustedKey
 
 ClientFor = Callable[[str], RegistryClient]
@@ -58,21 +68,65 @@ def sign_image(
     recursive: bool = False,
     certificate: str | None = None,
     chain: str | None = None,
+    rekor_url: str | None = None,
+    timestamp_url: str | None = None,
+    bundle_referrer: bool = False,
 ) -> list[SignResult]:
     """Sign the digest `reference` resolves to (and, with `recursive`, each manifest of an index).
 
     With `certificate` (PEM, for the signer's key) and `chain` (PEM, its issuers up to the root),
-    the layer carries them, for verifiers that trust a CA rather than a key (`cosign-pki`)."""
+    the layer carries them, for verifiers that trust a CA rather than a key (`cosign-pki`).
+    `rekor_url`: the signature is logged there first and the layer carries the SET
+    (`dev.sigstore.cosign/bundle`), as stock `cosign verify --key` requires. `timestamp_url`: an
+    RFC 3161 timestamp of the signature goes into `dev.sigstore.cosign/rfc3161timestamp`.
+    `bundle_referrer`: cosign v3's form too, a key-signed Sigstore bundle (DSSE statement about
+    the digest, logged and timestamped the same way) attached as an OCI referrer. Logging and
+    timestamping happen before anything is pushed; their failures are `CouldNotCheck`."""
+    from dataclasses import replace
+
     document = resolve(client_for(reference.api_host), reference)
-    digests = [document.digest]
+    targets = [document.descriptor]
     if recursive and isinstance(document.document, ImageIndex):
-        digests += [entry.digest for entry in document.document.manifests]
+        targets += list(document.document.manifests)
     results = []
-    for digest in digests:
+    for target in targets:
+        digest = target.digest
         payload = build_payload(docker_reference(reference), digest, annotations)
-        layer = SignatureLayer.create(payload, signer.sign(payload), certificate=certificate, chain=chain)
+        signature = signer.sign(payload)
+        rekor_set = None
+        if rekor_url is not None:
+            from trust.keys.keyfiles import public_key_pem
+            from trust.sigstore.services import hashedrekord_entry, upload_entry
+
+            proposed = hashedrekord_entry(
+                hashlib.sha256(payload).digest(), signature, public_key_pem(signer.public_key)
+            )
+            rekor_set = upload_entry(rekor_url, proposed).set_annotation()
+        layer = SignatureLayer.create(
+            payload, signature, certificate=certificate, chain=chain, bundle=rekor_set
+        )
+        if timestamp_url is not None:
+            from trust.sigstore.services import request_timestamp
+
+            stamp = base64.b64encode(request_timestamp(timestamp_url, signature)).decode()
+            stamped = json.dumps({"SignedRFC3161Timestamp": stamp})
+            layer = replace(layer, annotations={**layer.annotations, RFC3161_TIMESTAMP_ANNOTATION: stamped})
+        bundle = None
+        if bundle_referrer:
+            from trust.sigstore.sign import cosign_statement, key_signed_bundle
+
+            bundle = key_signed_bundle(
+                signer,
+                statement=cosign_statement(reference, digest),
+                rekor_url=rekor_url,
+                timestamp_url=timestamp_url,
+            )
         location = SignatureLocation.for_image(reference, digest, signature_repository)
         added = attach_signature(client_for(location.api_host), location, payload, layer, signer.public_key)
+        if bundle is not None:
+            from trust.sigstore.sign import attach_bundle
+
+            attach_bundle(client_for(reference.api_host), reference.repository, target, bundle)
         results.append(SignResult(reference, digest, location, added))
     return results
 
@@ -111,8 +165,12 @@ def verify_image(
     rekor_keys: Sequence[PublicKey] | None = None,
     ignore_reference: bool = False,
     signature_repository: str | None = None,
+    trusted_root: Path | None = None,
 ) -> VerifyResult:
     """Check every cosign signature attached to the digest `reference` resolves to.
+
+    `trusted_root`: bundles' log entries are verified against this Sigstore root (pass its Rekor
+    keys as `rekor_keys` for the `.sig` layers' SETs).
 
     Returns the outcomes; the caller decides (`trust.cosign.simple_signing.require_verified`).
     Registry failures while looking raise `CouldNotCheck`: they are never reported as "unsigned".
@@ -125,6 +183,12 @@ def verify_image(
         bundles = fetch_bundles(client_for(reference.api_host), reference.repository, document.digest)
         attached = AttachedSignatures(attached.layers, attached.loader, bundles)
     outcomes = verify_attached(
-        attached, document.digest, reference, keys, rekor_keys=rekor_keys, ignore_reference=ignore_reference
+        attached,
+        document.digest,
+        reference,
+        keys,
+        rekor_keys=rekor_keys,
+        ignore_reference=ignore_reference,
+        trusted_root=trusted_root,
     )
     return VerifyResult(reference, document.digest, location, tuple(outcomes))

@@ -5,9 +5,10 @@ cosign v3 signs an image by attaching a referrer of artifact type
 either a DSSE envelope of an in-toto statement (predicate type `https://sigstore.dev/cosign/sign/v1`,
 subject digest = the image digest) or a message signature over the image digest.
 
-Here the signer is a key (keyless bundles with Fulcio certificates are verified with
-sigstore-python elsewhere). Transparency-log entries in the bundle are not required for key-based
-verification, as with `cosign verify --key --insecure-ignore-tlog`; the bundle's signature is.
+Here the signer is a key (keyless bundles with Fulcio certificates are verified in
+`trust.sigstore.keyless`). Transparency-log entries in the bundle are checked when a trusted root
+is given (`--key` with `--trusted-root`, by `trust.sigstore.verifier`); without one they are not
+required, as with `cosign verify --key --insecure-ignore-tlog`; the bundle's signature is.
 Attestations with other predicate types share the artifact type but are not signatures: they are
 reported as `malformed` outcomes with a clear reason and never count.
 """
@@ -18,7 +19,7 @@ import base64
 import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -29,6 +30,9 @@ from pull.mediatypes import SIGSTORE_BUNDLE, SIGSTORE_BUNDLE_TYPES
 from pull.strictjson import loads as strict_json
 from trust.cosign.simple_signing import Reason, SignatureOutcome
 from trust.keys.keyfiles import PublicKey, TrustedKey, verify_bytes
+
+if TYPE_CHECKING:
+    from trust.sigstore.trusted_root import LoadedRoot
 
 BUNDLE_ARTIFACT_TYPE = SIGSTORE_BUNDLE
 BUNDLE_MEDIA_TYPES = SIGSTORE_BUNDLE_TYPES
@@ -120,12 +124,23 @@ def parse_bundle(data: bytes) -> Bundle:
 
 
 def verify_bundle(
-    index: int, blob_digest: Digest, data: bytes, expected: Digest, keys: Sequence[TrustedKey]
+    index: int,
+    blob_digest: Digest,
+    data: bytes,
+    expected: Digest,
+    keys: Sequence[TrustedKey],
+    root: LoadedRoot | None = None,
 ) -> SignatureOutcome:
-    """One outcome for one bundle: valid when a trusted key signed a statement about `expected`."""
+    """One outcome for one bundle: valid when a trusted key signed a statement about `expected`.
+
+    With `root` (`--key` with `--trusted-root`), the bundle's log entries must verify against it
+    too (`trust.sigstore.verifier`); without, they are not looked at."""
 
     def outcome(reason: Reason, detail: str, key: str | None = None) -> SignatureOutcome:
         return SignatureOutcome(index, blob_digest, reason, f"sigstore bundle: {detail}", key)
+
+    if root is not None:
+        return _verify_logged(index, blob_digest, data, expected, keys, root)
 
     try:
         bundle = parse_bundle(data)
@@ -155,7 +170,7 @@ def verify_bundle(
     if expected.algorithm != "sha256" or message.digest != bytes.fromhex(expected.hex):
         return outcome(Reason.DIGEST_MISMATCH, f"message digest is not {expected}")
     signer = next(
-        (k for k in keys if _verify_prehashed(k.public_key, message.digest, message.signature)), None
+        (k for k in keys if verify_prehashed(k.public_key, message.digest, message.signature)), None
     )
     if signer is None:
         return outcome(
@@ -164,9 +179,43 @@ def verify_bundle(
     return outcome(Reason.VALID, f"signed by {signer.name} (message signature)", signer.name)
 
 
-def statement_subjects(envelope: Envelope) -> dict[str, set[str]]:
-    """The subject digests (`algorithm -> {hex}`) of a cosign signature statement; raises `BundleError`
-    for other payload types, other predicates (attestations) and malformed statements."""
+def _verify_logged(
+    index: int,
+    blob_digest: Digest,
+    data: bytes,
+    expected: Digest,
+    keys: Sequence[TrustedKey],
+    root: LoadedRoot,
+) -> SignatureOutcome:
+    from trust.errors import SignatureInvalid
+    from trust.sigstore.verifier import verify_sigstore_bundle
+
+    def outcome(reason: Reason, detail: str, key: str | None = None) -> SignatureOutcome:
+        return SignatureOutcome(index, blob_digest, reason, f"sigstore bundle: {detail}", key)
+
+    wanted = bytes.fromhex(expected.hex) if expected.algorithm == "sha256" else None
+    try:
+        verified = verify_sigstore_bundle(data, root=root, keys=keys, message_digest=wanted)
+    except SignatureInvalid as exc:
+        return outcome(Reason(exc.reason), str(exc))
+    if verified.payload_type is not None:
+        try:
+            subjects = statement_subjects(Envelope(verified.payload_type, verified.payload or b"", ()))
+        except BundleError as exc:
+            return outcome(Reason.MALFORMED, str(exc), verified.signer)
+        if expected.hex not in subjects.get(expected.algorithm, set()):
+            return outcome(
+                Reason.DIGEST_MISMATCH, f"statement is about another digest, not {expected}", verified.signer
+            )
+    elif wanted is None:
+        return outcome(Reason.DIGEST_MISMATCH, f"a message signature is over a SHA-256, not {expected}")
+    return outcome(Reason.VALID, verified.describe(), verified.signer)
+
+
+def statement_subjects(envelope: Envelope, *, any_predicate: bool = False) -> dict[str, set[str]]:
+    """The subject digests (`algorithm -> {hex}`) of a cosign signature statement (of any in-toto
+    statement with `any_predicate`); raises `BundleError` for other payload types, other predicates
+    (attestations, unless `any_predicate`) and malformed statements."""
     if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE:
         raise BundleError(f"DSSE payload type {envelope.payload_type[:60]!r} is not an in-toto statement")
     try:
@@ -175,7 +224,7 @@ def statement_subjects(envelope: Envelope) -> dict[str, set[str]]:
         raise BundleError("the in-toto statement is not JSON") from None
     if not isinstance(statement, dict) or statement.get("_type") not in STATEMENT_TYPES:
         raise BundleError("not an in-toto statement")
-    if statement.get("predicateType") != COSIGN_SIGN_PREDICATE:
+    if not any_predicate and statement.get("predicateType") != COSIGN_SIGN_PREDICATE:
         raise BundleError(
             f"an attestation ({str(statement.get('predicateType'))[:80]}), not a cosign signature"
         )
@@ -189,7 +238,8 @@ def statement_subjects(envelope: Envelope) -> dict[str, set[str]]:
     return subjects
 
 
-def _verify_prehashed(key: PublicKey, digest: bytes, signature: bytes) -> bool:
+def verify_prehashed(key: PublicKey, digest: bytes, signature: bytes) -> bool:
+    """A signature over a SHA-256 digest (a Sigstore message signature)."""
     try:
         if isinstance(key, ec.EllipticCurvePublicKey):
             key.verify(signature, digest, ec.ECDSA(utils.Prehashed(hashes.SHA256())))

@@ -23,8 +23,9 @@ Two carriers of a keyless signature of an image digest are checked, each against
   A `dev.sigstore.cosign/rfc3161timestamp` annotation (cosign `--timestamp-server-url`: JSON
   `{"SignedRFC3161Timestamp": base64 DER TimeStampResp}`) is a second proof of the signing time:
   its message imprint must be the hash of the raw signature bytes, and it must be signed by a
-  `timestampAuthorities` entry of the root valid at its genTime (sigstore-python's own check, over
-  rfc3161-client's CMS verification). A layer needs a SET or a timestamp (as cosign accepts
+  `timestampAuthorities` entry of the root valid at its genTime, the end inclusive
+  (`trust.sigstore.verifier.verify_rfc3161`, over rfc3161-client's CMS verification). A layer
+  needs a SET or a timestamp (as cosign accepts
   `--tlog-upload=false` with a TSA); each one present must verify, and the certificate chain is
   checked at every time they prove.
 
@@ -43,7 +44,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sigstore.errors import Error as SigstoreError
-from sigstore.errors import VerificationError
 
 from pull.digest import Digest
 from pull.errors import DeniedError, IntegrityError
@@ -231,10 +231,9 @@ def verify_signature_timestamp(annotation: str, signature: bytes, root: LoadedRo
     if not root.root.get_timestamp_authorities():
         raise bad(f"{root.source} lists no timestamp authorities")
     # Checks the imprint again, then the signature and chains; None when no authority vouches.
-    try:
-        vouched = root.verifier._verify_signed_timestamp(response, signature)
-    except (ValueError, SigstoreError) as exc:  # e.g. an embedded certificate cryptography refuses
-        raise malformed(_first_line(exc)) from None
+    from trust.sigstore.verifier import verify_rfc3161
+
+    vouched = verify_rfc3161(der, signature, root, "RFC 3161 timestamp annotation")
     if vouched is None:
         raise bad(
             f"not signed by a timestamp authority of {root.source} valid at {stamped_at:%Y-%m-%dT%H:%M:%SZ}"
@@ -397,88 +396,68 @@ def verify_keyless_bundle(
     expected: Digest,
     root: LoadedRoot,
     policy: IdentityPolicy,
+    *,
+    any_predicate: bool = False,
 ) -> SignatureOutcome:
-    """One outcome for one bundle over `expected` (an image digest, or a file's SHA-256).
+    """One outcome for one bundle over `expected` (an image digest, or a file's SHA-256), by
+    `trust.sigstore.verifier` (the full Sigstore checks against `root`, then `policy`).
 
-    DSSE: the in-toto statement must be a cosign signature with `expected` among its subjects.
-    Message signature: the signed message's digest must be `expected`.
+    DSSE: the in-toto statement must name `expected` among its subjects, and be a cosign signature
+    unless `any_predicate` (`verify-blob`: any statement about the file). Message signature: the
+    signed message's digest must be `expected`.
     """
-    from cryptography import x509
-    from sigstore.errors import CertValidationError
-    from sigstore.hashes import Hashed
-    from sigstore.models import Bundle
-    from sigstore_models.common.v1 import HashAlgorithm
-
-    from trust.sigstore.bundles import BundleError, Envelope, parse_bundle, statement_subjects
+    from trust.sigstore.verifier import verify_sigstore_bundle
 
     def outcome(
         reason: Reason, detail: str, key: str | None = None, entry: RekorEntry | None = None
     ) -> SignatureOutcome:
         return SignatureOutcome(index, blob_digest, reason, f"sigstore bundle: {detail}", key, None, entry)
 
+    wanted = bytes.fromhex(expected.hex) if expected.algorithm == "sha256" else None
     try:
-        parsed = parse_bundle(data)  # size cap, duplicate keys, shape; no trust
+        verified = verify_sigstore_bundle(data, root=root, policy=policy, message_digest=wanted)
+    except SignatureInvalid as exc:
+        reason = Reason(exc.reason)
+        if reason is Reason.UNTRUSTED_CERTIFICATE:
+            return outcome(reason, f"{exc} (trusted root: {root.source})")
+        actual = _claimed_identity(data) if reason is not Reason.MALFORMED else None
+        return outcome(reason, str(exc), actual)
+    entry = verified.log_entries[0] if verified.log_entries else None
+    if verified.payload_type is not None:
+        problem = statement_problem(verified.payload_type, verified.payload or b"", expected, any_predicate)
+        if problem is not None:
+            return outcome(problem[0], problem[1], verified.signer, entry)
+    elif wanted is None:
+        return outcome(Reason.DIGEST_MISMATCH, f"a message signature is over a SHA-256, not {expected}")
+    return outcome(Reason.VALID, verified.describe(), verified.signer, entry)
+
+
+def statement_problem(
+    payload_type: str, payload: bytes, expected: Digest, any_predicate: bool
+) -> tuple[Reason, str] | None:
+    """Why a verified DSSE payload is not a statement about `expected` (None when it is)."""
+    from trust.sigstore.bundles import BundleError, Envelope, statement_subjects
+
+    try:
+        subjects = statement_subjects(Envelope(payload_type, payload, ()), any_predicate=any_predicate)
     except BundleError as exc:
-        return outcome(Reason.MALFORMED, str(exc))
-    material = parsed.raw.get("verificationMaterial")
-    if isinstance(material, dict) and "publicKey" in material:
-        return outcome(Reason.UNKNOWN_KEY, "signed with a key, not keyless (no Fulcio certificate)")
-    if parsed.message is not None and (
-        expected.algorithm != "sha256" or parsed.message.digest != bytes.fromhex(expected.hex)
-    ):
-        return outcome(Reason.DIGEST_MISMATCH, f"the signed message is not {expected}")
-    try:
-        # sigstore parses the certificate here and raises whatever cryptography raises for it.
-        bundle = Bundle.from_json(data)
-        claimed = str(read_identity(bundle.signing_certificate))
-    except unreadable_certificate_errors(
-        SigstoreError, x509.ExtensionNotFound, AttributeError, TypeError
-    ) as exc:
-        return outcome(Reason.MALFORMED, _first_line(exc))
-    entry = _rekor_entry(bundle)
-    try:
-        if parsed.envelope is not None:
-            payload_type, payload = root.verifier.verify_dsse(bundle, policy)
-            try:
-                subjects = statement_subjects(Envelope(payload_type, payload, ()))
-            except BundleError as exc:
-                return outcome(Reason.MALFORMED, str(exc), claimed, entry)
-            if expected.hex not in subjects.get(expected.algorithm, set()):
-                return outcome(
-                    Reason.DIGEST_MISMATCH, f"statement is about another digest, not {expected}", claimed
-                )
-        else:
-            hashed = Hashed(algorithm=HashAlgorithm.SHA2_256, digest=bytes.fromhex(expected.hex))
-            root.verifier.verify_artifact(hashed, bundle, policy)
-    except IdentityMismatch as exc:
-        return outcome(Reason.WRONG_IDENTITY, str(exc), str(exc.actual))
-    except CertValidationError as exc:
-        return outcome(Reason.UNTRUSTED_CERTIFICATE, f"{_first_line(exc)} (trusted root: {root.source})")
-    except VerificationError as exc:
-        text = _first_line(exc)
-        log_words = ("log entry", "inclusion", "SET", "checkpoint", "transparency", "time")
-        reason = Reason.BAD_SET if any(word in text for word in log_words) else Reason.BAD_SIGNATURE
-        return outcome(reason, text, claimed)
-    except unreadable_certificate_errors(
-        SigstoreError, x509.ExtensionNotFound, AttributeError, TypeError
-    ) as exc:
-        # sigstore-python reads some malformed log entries into an AttributeError or TypeError.
-        return outcome(Reason.MALFORMED, _first_line(exc))  # anything else malformed inside the bundle
-    kind = "DSSE" if parsed.envelope is not None else "message signature"
-    where = f", logged in Rekor at index {entry.log_index}" if entry else ""
-    return outcome(Reason.VALID, f"signed by {claimed}{where} ({kind})", claimed, entry)
+        return Reason.MALFORMED, str(exc)
+    if expected.hex not in subjects.get(expected.algorithm, set()):
+        return Reason.DIGEST_MISMATCH, f"statement is about another digest, not {expected}"
+    return None
 
 
-def _rekor_entry(bundle: Any) -> RekorEntry | None:
+def _claimed_identity(data: bytes) -> str | None:
+    """The identity a bundle's certificate names (for messages only; not trusted)."""
+    from cryptography import x509
+
     try:
-        inner = bundle.log_entry._inner
-        return RekorEntry(
-            inner.log_id.key_id.hex(),
-            int(inner.log_index),
-            int(inner.integrated_time or 0),
-            str(inner.kind_version.kind),
-        )
-    except (AttributeError, TypeError, ValueError):
+        material = strict_json(data, "bundle").get("verificationMaterial") or {}
+        der = (material.get("certificate") or {}).get("rawBytes") or (
+            (material.get("x509CertificateChain") or {}).get("certificates") or [{}]
+        )[0].get("rawBytes")
+        return str(read_identity(x509.load_der_x509_certificate(base64.b64decode(der))))
+    except Exception:  # only a hint for the message: anything unreadable is no claim
         return None
 
 

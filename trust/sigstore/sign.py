@@ -26,9 +26,12 @@ from pull.mediatypes import OCI_EMPTY, OCI_MANIFEST
 from pull.reference import Reference
 from pull.registry import RegistryClient
 from trust.sigstore.bundles import BUNDLE_ARTIFACT_TYPE, COSIGN_SIGN_PREDICATE
+from trust.sigstore.services import Instance
 
 if TYPE_CHECKING:
     from sigstore.oidc import IdentityToken
+
+    from trust.keys.keyfiles import Signer
 
 EMPTY_CONFIG = b"{}"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -44,7 +47,9 @@ class NoIdentityToken(CouldNotCheck):
         )
 
 
-def obtain_identity_token(explicit: str | None, *, interactive: bool) -> IdentityToken:
+def obtain_identity_token(
+    explicit: str | None, *, interactive: bool, instance: Instance | None = None
+) -> IdentityToken:
     """An identity token: `explicit`, else ambient CI credentials, else (on a terminal) the browser
     flow against the public-good OIDC issuer.
 
@@ -66,21 +71,20 @@ def obtain_identity_token(explicit: str | None, *, interactive: bool) -> Identit
                 "no identity token for keyless signing: no ambient CI credentials were found and "
                 "there is no terminal for the interactive flow"
             )
-        raw = _interactive_token()
+        raw = _interactive_token(instance or Instance())
     try:
         return IdentityToken(raw)
     except IdentityError as exc:
         raise UsageError(f"the identity token is not usable: {str(exc).splitlines()[0][:200]}") from None
 
 
-def _interactive_token() -> str:
+def _interactive_token(instance: Instance) -> str:
     """The browser flow (needs the network: the issuer URL comes from the signing config)."""
-    from sigstore.models import ClientTrustConfig
     from sigstore.oidc import Issuer
 
     try:
-        config = ClientTrustConfig.production()
-        token = Issuer(config.signing_config.get_oidc_url()).identity_token()
+        url = instance.oidc_issuer or instance.client_trust_config().signing_config.get_oidc_url()
+        token = Issuer(url).identity_token()
     except Exception as exc:  # any network or flow failure means "no token", exit 5
         raise NoIdentityToken(f"the interactive OIDC flow failed: {str(exc).splitlines()[0][:200]}") from None
     return str(token)
@@ -157,24 +161,103 @@ class KeylessSignResult:
 
 
 def sign_image_keyless(
-    client_for: Callable[[str], RegistryClient], reference: Reference, token: IdentityToken
+    client_for: Callable[[str], RegistryClient],
+    reference: Reference,
+    token: IdentityToken,
+    instance: Instance | None = None,
 ) -> KeylessSignResult:
-    """Resolve `reference`, sign its digest with sigstore-python (public-good Fulcio and Rekor),
-    attach the bundle. Network failures of the signing services are `CouldNotCheck` (exit 5)."""
+    """Resolve `reference`, sign its digest with sigstore-python (the instance's Fulcio, Rekor and
+    TSA; public good by default), attach the bundle. Network failures of the signing services are
+    `CouldNotCheck` (exit 5)."""
     from sigstore.dsse import Statement
-    from sigstore.models import ClientTrustConfig
-    from sigstore.sign import SigningContext
 
     from pull.pipeline import resolve
 
     client = client_for(reference.api_host)
     document = resolve(client, reference)
     statement = Statement(json.dumps(cosign_statement(reference, document.digest)).encode())
-    try:
-        context = SigningContext.from_trust_config(ClientTrustConfig.production())
-        with context.signer(token) as signer:
-            bundle = signer.sign_dsse(statement).to_json().encode()
-    except Exception as exc:  # Fulcio/Rekor/TUF unreachable or refusing: nothing was attached
-        raise CouldNotCheck(f"keyless signing failed: {str(exc).splitlines()[0][:200]}") from None
+    bundle = keyless_sign(instance or Instance(), token, statement=statement)
     referrer = attach_bundle(client, reference.repository, document.descriptor, bundle)
     return KeylessSignResult(reference, document.digest, referrer, str(token.identity))
+
+
+def keyless_sign(
+    instance: Instance, token: IdentityToken, *, statement: Any = None, sha256: bytes | None = None
+) -> bytes:
+    """A keyless Sigstore bundle (JSON) over a DSSE `statement` (sigstore's `Statement`) or a
+    message whose SHA-256 is `sha256`, made by sigstore-python against `instance`."""
+    from sigstore.hashes import Hashed
+    from sigstore.sign import SigningContext
+    from sigstore_models.common.v1 import HashAlgorithm
+
+    config = instance.client_trust_config()
+    try:
+        context = SigningContext.from_trust_config(config)
+        with context.signer(token) as signer:
+            if statement is not None:
+                return signer.sign_dsse(statement).to_json().encode()
+            assert sha256 is not None
+            return (
+                signer.sign_artifact(Hashed(algorithm=HashAlgorithm.SHA2_256, digest=sha256))
+                .to_json()
+                .encode()
+            )
+    except Exception as exc:  # Fulcio/Rekor/TUF unreachable or refusing: nothing was attached
+        raise CouldNotCheck(f"keyless signing failed: {str(exc).splitlines()[0][:200]}") from None
+
+
+def key_signed_bundle(
+    signer: Signer,
+    *,
+    statement: dict[str, Any] | None = None,
+    data: bytes | None = None,
+    rekor_url: str | None,
+    timestamp_url: str | None,
+) -> bytes:
+    """A v0.3 Sigstore bundle signed with a key (cosign v3's form): a DSSE envelope of `statement`
+    (logged as `dsse`), or a message signature over `data` (logged as `hashedrekord`). Logged when
+    `rekor_url` is given, timestamped when `timestamp_url` is. Raises `CouldNotCheck`."""
+    import base64
+    import hashlib
+
+    from cryptography.hazmat.primitives import serialization
+
+    from trust.keys.keyfiles import public_key_pem
+    from trust.sigstore.bundles import IN_TOTO_PAYLOAD_TYPE, pae
+    from trust.sigstore.services import dsse_entry, hashedrekord_entry, request_timestamp, upload_entry
+
+    def b64(raw: bytes) -> str:
+        return base64.b64encode(raw).decode()
+
+    pem = public_key_pem(signer.public_key)
+    spki = signer.public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    document: dict[str, Any] = {"mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json"}
+    material: dict[str, Any] = {"publicKey": {"hint": b64(hashlib.sha256(spki).digest())}, "tlogEntries": []}
+    if statement is not None:
+        payload = json.dumps(statement, separators=(",", ":")).encode()
+        signature = signer.sign(pae(IN_TOTO_PAYLOAD_TYPE, payload))
+        envelope = {
+            "payload": b64(payload),
+            "payloadType": IN_TOTO_PAYLOAD_TYPE,
+            "signatures": [{"sig": b64(signature)}],
+        }
+        document["dsseEnvelope"] = envelope
+        proposed = dsse_entry(json.dumps(envelope, separators=(",", ":")), pem)
+    else:
+        assert data is not None
+        digest = hashlib.sha256(data).digest()
+        signature = signer.sign(data)
+        document["messageSignature"] = {
+            "messageDigest": {"algorithm": "SHA2_256", "digest": b64(digest)},
+            "signature": b64(signature),
+        }
+        proposed = hashedrekord_entry(digest, signature, pem)
+    if timestamp_url is not None:
+        stamp = request_timestamp(timestamp_url, signature)
+        material["timestampVerificationData"] = {"rfc3161Timestamps": [{"signedTimestamp": b64(stamp)}]}
+    if rekor_url is not None:
+        material["tlogEntries"] = [upload_entry(rekor_url, proposed).bundle_entry()]
+    document["verificationMaterial"] = material
+    return json.dumps(document, separators=(",", ":")).encode()

@@ -139,6 +139,12 @@ def _shipped_root() -> Traversable:
     return store.joinpath(quote(_PUBLIC_GOOD_TUF_URL, safe=""), "trusted_root.json")
 
 
+def public_good_root_bytes() -> bytes:
+    """The public-good root's JSON (the refreshed copy, else the shipped one), for signing configs."""
+    refreshed = refreshed_root_path()
+    return _read_capped(refreshed) if refreshed.is_file() else _shipped_root().read_bytes()
+
+
 def public_good_sources() -> tuple[Path, ...]:
     """The files the public-good root may be read from (the refreshed copy first), for
     `policy.reuse`: a decision that used that root depends on them."""
