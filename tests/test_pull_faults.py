@@ -302,7 +302,9 @@ def _small_pace(monkeypatch: pytest.MonkeyPatch, **settings: float) -> None:
 
     original = images.pull_config
     monkeypatch.setattr(
-        images, "pull_config", lambda insecure: dataclasses.replace(original(insecure), **settings)
+        images,
+        "pull_config",
+        lambda *args, **kwargs: dataclasses.replace(original(*args, **kwargs), **settings),
     )
 
 
