@@ -248,7 +248,7 @@ def signature_source(
     def source(digest: Digest) -> AttachedSignatures:
         location = SignatureLocation.for_image(reference, digest)
         client = clients(location.api_host)
-        if cache is not None:
+        if cache is not None and not cache.read_only:  # a read-only store is read, never written
             from pull.sigcache import CachingClient
 
             # CachingClient offers the read calls `discover` makes, with RegistryClient's signatures.
@@ -271,7 +271,7 @@ def attestation_source(
 
         location = attestation_location(SignatureLocation.for_image(reference, digest))
         client = clients(location.api_host)
-        if cache is not None:
+        if cache is not None and not cache.read_only:  # a read-only store is read, never written
             from pull.sigcache import CachingClient
 
             client = cast("RegistryClient", CachingClient(client, cache, location.registry))
@@ -302,6 +302,7 @@ def _admitted(
         decision=decision,
         index_digest=pulled.index.digest if pulled.index else None,
         tag=reference.tag,
+        limits=evaluation.matched.rule.limits,
     )
 
 

@@ -3,7 +3,7 @@
 `run/` never sees a string reference. It gets an `AdmittedImage`, built only by
 `policy.admission.admit` after the manifest, config and blobs were verified into the content store
 and the policy allowed the digest. Layers are unpacked from the store by digest; their diff_ids are
-recomputed while unpacking.
+recomputed while unpacking, within the `ImageLimits` of the policy rule that admitted the image.
 """
 
 from __future__ import annotations
@@ -13,6 +13,29 @@ from typing import Any
 
 from pull.digest import Digest
 from pull.manifest import Descriptor, ImageConfig
+
+_GiB = 1 << 30
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """What unpacking one image may cost, whatever its signatures say: a signed image can still be
+    a bomb (one small gzip layer of zeros listed hundreds of times). Set per scope in the policy
+    (`limits: {max-layers, max-unpacked-bytes, max-files}`); the defaults let any real image through.
+    """
+
+    max_layers: int = 128
+    """docker and containerd refuse images with more than 127-128 layers."""
+    max_unpacked_bytes: int = 64 * _GiB
+    """Uncompressed bytes of all the layers unpacked for the image, together."""
+    max_files: int = 2_000_000
+    """Tar entries of all the layers unpacked for the image, together."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_layers", "max_unpacked_bytes", "max_files"):
+            value = getattr(self, name)
+            if type(value) is not int or value <= 0:
+                raise ValueError(f"ImageLimits.{name} must be a positive integer, not {value!r}")
 
 
 @dataclass(frozen=True)
@@ -47,6 +70,8 @@ class AdmittedImage:
     index_digest: Digest | None = None
     tag: str | None = field(default=None, compare=False)
     """Only for display: the tag the user typed next to the digest, if any."""
+    limits: ImageLimits = field(default_factory=ImageLimits)
+    """From the policy rule that admitted the image: what unpacking it may cost."""
 
     @property
     def diff_ids(self) -> tuple[Digest, ...]:

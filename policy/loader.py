@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
+from policy.admitted import ImageLimits
 from policy.errors import PolicyError
 from policy.model import (
     POLICY_VERSION,
@@ -113,7 +114,15 @@ DEFAULT_FIELDS = (
     "reject",
     "insecure-accept-anything",
     "attestations",
+    "limits",
 )
+LIMIT_FIELDS = {
+    "max-layers": "max_layers",
+    "max-unpacked-bytes": "max_unpacked_bytes",
+    "max-files": "max_files",
+}
+# Far above any real image, far below what would overflow a C long: a typo of 40 digits is refused.
+_MAX_LIMIT = 1 << 62
 ATTESTATION_FIELDS = ("name", "predicate-type", "signed-by", "condition")
 RULE_FIELDS = ("scope", *DEFAULT_FIELDS)
 
@@ -127,7 +136,7 @@ _KIND_FIELDS = {
 _FIELDS_FOR_KIND = {
     RuleKind.SIGNED: set(RULE_FIELDS) - {"reject", "insecure-accept-anything"},
     RuleKind.REJECT: {"scope", "reject", "mode"},
-    RuleKind.ACCEPT_ANYTHING: {"scope", "insecure-accept-anything", "require-digest"},
+    RuleKind.ACCEPT_ANYTHING: {"scope", "insecure-accept-anything", "require-digest", "limits"},
 }
 _AUTHORITY_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62}[A-Za-z0-9])?")
 _YAML_MAP = "tag:yaml.org,2002:map"
@@ -236,7 +245,17 @@ def _line(mark: Any) -> int | None:
 
 
 def _parse_yaml(text: str, source: str) -> Any:
-    loader = _StrictLoader(text, source)
+    try:
+        # The reader checks every character when it is built: a NUL or a control character
+        # (ReaderError) is found here, before any parsing.
+        loader = _StrictLoader(text, source)
+    except yaml.reader.ReaderError as exc:
+        raise PolicyError(
+            f"not valid YAML: character U+{int(exc.character):04X} is not allowed",
+            "remove control characters and NUL bytes; a policy is plain text",
+            source=source,
+            line=text.count("\n", 0, exc.position) + 1,
+        ) from None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -305,6 +324,12 @@ def _to_value(loader: _StrictLoader, node: yaml.Node) -> Any:
         return loader.construct_object(node, deep=True)
     except yaml.constructor.ConstructorError:
         raise refuse(f"YAML tag {node.tag!r} is not allowed", "remove the tag") from None
+    except ValueError:  # an integer of more than 4300 digits (CVE-2020-10735's limit), say
+        text = str(getattr(node, "value", ""))
+        raise refuse(
+            f"value {text[:20]}… ({len(text)} characters) cannot be read as a number",
+            "write a number of sensible size, or quote it if it is text",
+        ) from None
 
 
 # --- building the model ----------------------------------------------------------------------
@@ -1055,6 +1080,7 @@ class _Builder:
                 kind=kind,
                 mode=section.choice("mode", Mode, Mode.ENFORCE),
                 require_digest=section.boolean("require-digest", True),
+                limits=self.limits(section),
                 line=node.line,
                 number=number,
             )
@@ -1080,9 +1106,28 @@ class _Builder:
             sign_target=section.choice("sign-target", SignTarget, SignTarget.MANIFEST),
             ignore_reference=section.boolean("ignore-reference", False),
             attestations=self.attestations(section, authorities),
+            limits=self.limits(section),
             line=node.line,
             number=number,
         )
+
+    def limits(self, rule: _Section) -> ImageLimits:
+        """`limits: {max-layers: 200, max-unpacked-bytes: 107374182400, max-files: 5000000}`."""
+        node = rule.mapping("limits", "limits: {max-layers: 200}")
+        if node is None:
+            return ImageLimits()
+        section = _Section(self, node, f"'limits' of {rule.what}", tuple(LIMIT_FIELDS))
+        values: dict[str, int] = {}
+        for key, attribute in LIMIT_FIELDS.items():
+            value = section.integer(key, getattr(ImageLimits, attribute), f"{key}: 1000")
+            if not 1 <= value <= _MAX_LIMIT:
+                raise section.error(
+                    key,
+                    f"{key} in {section.what} must be a positive integer up to {_MAX_LIMIT}",
+                    f"write e.g. '{key}: {getattr(ImageLimits, attribute)}' (the default)",
+                )
+            values[attribute] = value
+        return ImageLimits(**values)
 
     def attestations(
         self, section: _Section, authorities: dict[str, Authority]

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from policy.admitted import ImageLimits
 from policy.conditions import Condition
 from policy.scope import Scope
 from pull.reference import Reference
@@ -100,6 +101,8 @@ class Rule:
     sign_target: SignTarget = SignTarget.MANIFEST
     ignore_reference: bool = False
     attestations: tuple[AttestationRequirement, ...] = ()
+    limits: ImageLimits = field(default_factory=ImageLimits)
+    """What unpacking an image this rule admits may cost (`limits:`; run/unpack.py enforces them)."""
     line: int = 0
     number: int | None = None
     """1-based position under `rules:` (as in messages), None for the default."""
@@ -251,8 +254,9 @@ def _describe_rule(rule: Rule) -> str:
     if rule.kind is RuleKind.REJECT:
         return f"reject{audit}"
     digest = "digest required" if rule.require_digest else "tag-only references allowed"
+    limits = _describe_limits(rule.limits)
     if rule.kind is RuleKind.ACCEPT_ANYTHING:
-        return f"INSECURE: accepts any image without checking signatures; {digest}"
+        return f"INSECURE: accepts any image without checking signatures; {digest}{limits}"
     names = ", ".join(a.name for a in rule.authorities)
     who = (
         f"{names} must sign"
@@ -267,4 +271,13 @@ def _describe_rule(rule: Rule) -> str:
         signers = ", ".join(a.name for a in required.authorities)
         condition = f" where {required.condition.text}" if required.condition else ""
         parts.append(f"attestation {required.name}: {required.predicate_type} by {signers}{condition}")
-    return "; ".join(parts) + audit
+    return "; ".join(parts) + limits + audit
+
+
+def _describe_limits(limits: ImageLimits) -> str:
+    if limits == ImageLimits():
+        return ""
+    return (
+        f"; limits: {limits.max_layers} layers, {limits.max_unpacked_bytes} unpacked bytes, "
+        f"{limits.max_files} files"
+    )

@@ -39,7 +39,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from policy.admitted import AdmittedImage, Decision
+from policy.admitted import AdmittedImage, Decision, ImageLimits
 from pull.config import MANIFEST_MAX_BYTES
 from pull.digest import Digest
 from pull.durable import atomic_write
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 
 RECORDS_DIR = "admitted"
 """Under the store's `meta/`: one record per (repository@digest, platform)."""
-RECORD_FORMAT = 1
+RECORD_FORMAT = 2  # 2: the rule's image limits are recorded too
 MAX_REUSE_SECONDS = 24 * 3600
 """`reuse-decisions` is at most a day (the loader refuses more; `recall` never reuses longer)."""
 MAX_INPUT_BYTES = 16 * 1024 * 1024
@@ -127,6 +127,7 @@ def remember(
         "index": str(image.index_digest) if image.index_digest else None,
         "config": str(image.config_digest),
         "decision": asdict(image.decision),
+        "limits": asdict(image.limits),
         "evaluation": evaluation.to_json(),
     }
     path = _record_path(store, reference, platform)
@@ -309,6 +310,7 @@ def _reusable(
         decision=decision,
         index_digest=index_digest,
         tag=reference.tag,
+        limits=ImageLimits(**record["limits"]),
     )
 
 

@@ -186,6 +186,14 @@ class Authenticator:
                 self._tokens[scope] = token
             return f"Bearer {token.value}"
 
+    @property
+    def token_service(self) -> str | None:
+        """The host of the Bearer token service the registry named, if it named one."""
+        challenge = self._challenge
+        if challenge is None or challenge.scheme != "bearer":
+            return None
+        return urlsplit(challenge.params.get("realm", "")).netloc or None
+
     def challenged(self, www_authenticate: Iterable[str], scope: str | None, where: str) -> None:
         """Learn from a 401: remember its challenge and forget any token it refused.
 

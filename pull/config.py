@@ -24,6 +24,14 @@ class PullConfig:
     config_max_bytes: int = CONFIG_MAX_BYTES
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
+    """Seconds one socket read may wait. Alone it cannot stop a server that sends a byte every 59 s."""
+    request_deadline: float = 3600.0
+    """Seconds one request may take in all, from sending it to the last byte of its body (a 4 GB
+    layer at 1.2 MB/s still fits). Checked as bytes arrive, so it can be overrun by one `read_timeout`."""
+    min_bytes_per_second: int = 10_000
+    """A body arriving slower than this, averaged over each `throughput_window`, is abandoned (exit 5)."""
+    throughput_window: float = 30.0
+    """Seconds over which the rate is measured: a real link's stalls of a few seconds pass."""
     verify_tls: bool = True
     ca_bundle: str | None = None
     insecure_registries: frozenset[str] = field(default_factory=frozenset)

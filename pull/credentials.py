@@ -166,7 +166,7 @@ class CredentialStore:
         try:
             answer = json.loads(result.stdout)
             username, secret = answer["Username"], answer["Secret"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise AuthError(
                 f"credential helper docker-credential-{helper} returned malformed output for {registry}"
             ) from None
@@ -273,6 +273,8 @@ def _read_config(path: Path) -> dict[str, Any]:
         document = json.loads(text)
     except ValueError as exc:
         raise UsageError(f"credentials file {path} is not valid JSON: {exc}") from None
+    except RecursionError:  # a few hundred kB of '[' is deeper than json's recursion limit
+        raise UsageError(f"credentials file {path} is nested too deeply to be a Docker config") from None
     if not isinstance(document, dict):
         raise UsageError(f"credentials file {path} must contain a JSON object")
     return document

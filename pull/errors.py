@@ -12,6 +12,7 @@ The hierarchy has two roots below `TrustError`, as python-tuf does:
     │   ├── SizeMismatch
     │   └── InvalidManifest   hostile or malformed manifest/index/config
     └── CouldNotCheck         we could not look                                (exit 5)
+        ├── HostFault         the host refused: disk full, read-only store, no permission
         └── RegistryError
             ├── RegistryUnreachable
             ├── AuthError
@@ -24,6 +25,7 @@ Every message is one line a person can act on; `diagnostics()` may add advice.
 
 from __future__ import annotations
 
+import errno
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -88,6 +90,17 @@ class CouldNotCheck(TrustError):
     """We could not look: the source was unreachable, refused us, throttled us, or lacks the object."""
 
 
+class HostFault(CouldNotCheck):
+    """The host, not the image or the registry, stopped the command: a full disk, a read-only or
+    unwritable store, an I/O error. Like an unreachable registry, it says nothing about the image."""
+
+    @classmethod
+    def from_os_error(cls, error: OSError) -> HostFault:
+        where = f": {error.filename}" if error.filename else ""
+        hint = _HOST_FAULT_HINTS.get(error.errno or 0, "")
+        return cls(f"{error.strerror or error}{where}{hint}")
+
+
 class RegistryError(CouldNotCheck):
     """A registry answered with an error or could not be reached."""
 
@@ -110,3 +123,15 @@ class NotFound(RegistryError):
 
 class Throttled(RegistryError):
     """429/503 persisted after retries."""
+
+
+_HOST_FAULT_HINTS = {
+    errno.ENOSPC: " (the disk is full: free space or use another --store; nothing half-written was kept)",
+    errno.EDQUOT: " (disk quota exceeded: free space or use another --store; nothing half-written was kept)",
+    errno.EROFS: " (the store is on a read-only file system: use a writable --store)",
+    errno.EACCES: " (permission denied: run as the store's owner or use another --store)",
+    errno.EPERM: " (operation not permitted: this needs privileges trust does not have here)",
+    errno.EIO: " (an I/O error: check the disk)",
+}
+HOST_FAULT_ERRNOS = frozenset({*_HOST_FAULT_HINTS, errno.EMFILE, errno.ENFILE})
+"""OSErrors that are the host's doing; `trust.cli.app.main` reports them as `HostFault` (exit 5)."""

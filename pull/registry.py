@@ -176,6 +176,7 @@ class RegistryClient:
         """
         where = self._where(repository)
         url = self._url(repository, "manifests", _checked_identifier(identifier))
+        pace = _Pace(self._config, where, f"manifest {identifier}")
         response = self._send(
             "GET", url, where=where, scope=repository_scope(repository), headers={"Accept": accept}
         )
@@ -186,7 +187,7 @@ class RegistryClient:
             too_big = f"manifest {identifier} from {where} is larger than the {cap}-byte limit"
             if declared is not None and declared > cap:
                 raise InvalidManifest(f"{too_big} ({declared} bytes declared)")
-            data, truncated = self._read_at_most(response, cap, where)
+            data, truncated = self._read_at_most(response, cap, where, pace)
             if truncated:
                 raise InvalidManifest(too_big)
             return FetchedManifest(
@@ -228,16 +229,18 @@ class RegistryClient:
                 for chunk in chunks:
                     writer.write(chunk)
 
-        Errors while reading are raised from the iterator as `RegistryUnreachable`.
+        Errors while reading are raised from the iterator as `RegistryUnreachable`, and so is a body
+        slower than `PullConfig.min_bytes_per_second` or later than `PullConfig.request_deadline`.
         """
         where = self._where(repository)
         url = self._url(repository, "blobs", str(digest))
+        pace = _Pace(self._config, where, f"blob {digest}")
         response = self._send(
             "GET", url, where=where, scope=repository_scope(repository), follow_redirects=True
         )
         try:
             self._expect(response, (200,), f"blob {digest}", where)
-            yield self._chunks(response, where)
+            yield self._chunks(response, where, pace)
         finally:
             response.close()
 
@@ -254,10 +257,11 @@ class RegistryClient:
         refusal = self._refusal(target)
         if refusal is not None:
             raise RegistryError(f"{where}: refusing {refusal}")
+        pace = _Pace(self._config, target.host, f"layer {digest}")
         response = self._send("GET", target, where=where, scope=None, follow_redirects=True)
         try:
             self._expect(response, (200,), f"layer {digest}", where)
-            yield self._chunks(response, where)
+            yield self._chunks(response, where, pace)
         finally:
             response.close()
 
@@ -270,6 +274,7 @@ class RegistryClient:
         """
         where = self._where(repository)
         url = self._url(repository, "blobs", str(digest))
+        pace = _Pace(self._config, where, f"blob {digest}")
         response = self._send(
             "GET", url, where=where, scope=repository_scope(repository), follow_redirects=True
         )
@@ -279,7 +284,7 @@ class RegistryClient:
             declared = _content_length(response)
             if declared is not None and declared > max_bytes:
                 raise SizeMismatch(f"{too_big} ({declared} bytes declared)")
-            data, truncated = self._read_at_most(response, max_bytes, where)
+            data, truncated = self._read_at_most(response, max_bytes, where, pace)
         if truncated:
             raise SizeMismatch(too_big)
         actual = Digest.of_bytes(data, digest.algorithm)
@@ -611,6 +616,12 @@ class RegistryClient:
                 sent = f"credentials for {self.host} were sent"
             else:
                 sent = f"no credentials were sent; `trust login {self.host}` if it needs them"
+            if response.request.headers.get("authorization", "").lower().startswith("bearer "):
+                # Not "refused us": the registry refused the token its own token service issued
+                # (garbage, expired, or without the scope), which no login would change.
+                service = self._auth.token_service or "its token service"
+                how = "with credentials" if self._auth.sent_credentials else "anonymously"
+                sent = f"it refused the token that {service} issued {how}"
             raise AuthError(
                 f"{where} refused access to {what}: {status} {phrase}{suffix} ({sent})", status_code=status
             )
@@ -621,11 +632,15 @@ class RegistryClient:
             )
         raise RegistryError(f"{where} answered {status} {phrase} for {what}{suffix}", status_code=status)
 
-    def _read_at_most(self, response: httpx.Response, limit: int, where: str) -> tuple[bytes, bool]:
+    def _read_at_most(
+        self, response: httpx.Response, limit: int, where: str, pace: _Pace | None = None
+    ) -> tuple[bytes, bool]:
         """Up to `limit` bytes of the body, and whether there was more (which is left unread)."""
+        pace = pace or _Pace(self._config, where, "the response")
         buffer = bytearray()
         try:
             for chunk in _body(response):
+                pace.arrived(len(chunk))
                 room = limit - len(buffer)
                 if len(chunk) > room:
                     buffer += chunk[:room]
@@ -635,9 +650,11 @@ class RegistryClient:
             raise _unreachable(exc, where) from None
         return bytes(buffer), False
 
-    def _chunks(self, response: httpx.Response, where: str) -> Iterator[bytes]:
+    def _chunks(self, response: httpx.Response, where: str, pace: _Pace) -> Iterator[bytes]:
         try:
-            yield from _body(response)
+            for chunk in _body(response):
+                pace.arrived(len(chunk))
+                yield chunk
         except httpx.HTTPError as exc:
             raise _unreachable(exc, where) from None
 
@@ -769,6 +786,42 @@ def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
 def _authority(url: httpx.URL) -> str:
     host = f"[{url.host}]" if ":" in url.host else url.host
     return f"{host}:{url.port}" if url.port else host
+
+
+class _Pace:
+    """The clock of one request: a total deadline, and a minimum rate over each window.
+
+    httpx's read timeout bounds one socket read only, so a server trickling a byte just inside it
+    could hold a pull forever. Checked as each piece arrives (a blocked read still ends at the read
+    timeout), so a trickle is abandoned within `throughput_window` + `read_timeout` seconds.
+    """
+
+    def __init__(self, config: PullConfig, where: str, what: str) -> None:
+        self._config = config
+        self._where = where
+        self._what = what
+        self._started = self._window_started = time.monotonic()
+        self._window_bytes = 0
+
+    def arrived(self, count: int) -> None:
+        config = self._config
+        now = time.monotonic()
+        if now - self._started > config.request_deadline:
+            raise RegistryUnreachable(
+                f"cannot reach {self._where}: {self._what} took longer than {config.request_deadline:g} s "
+                "(PullConfig.request_deadline)"
+            )
+        self._window_bytes += count
+        elapsed = now - self._window_started
+        if elapsed >= config.throughput_window:
+            rate = self._window_bytes / elapsed
+            if rate < config.min_bytes_per_second:
+                raise RegistryUnreachable(
+                    f"cannot reach {self._where}: {self._what} arrived at {rate:.0f} bytes/s over "
+                    f"{elapsed:.0f} s, below the minimum of {config.min_bytes_per_second} bytes/s "
+                    "(PullConfig.min_bytes_per_second)"
+                )
+            self._window_started, self._window_bytes = now, 0
 
 
 class _Absent(Exception):

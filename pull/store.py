@@ -16,7 +16,6 @@ writer for that blob truncates.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import json
 import os
@@ -28,6 +27,7 @@ from typing import IO, Any, cast
 from pull.digest import Digest
 from pull.durable import atomic_write, fsync_dir
 from pull.errors import DigestMismatch, IntegrityError, SizeMismatch, UsageError
+from pull.lockfile import locked_file, remove_unlocked
 from pull.manifest import Descriptor
 
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -118,6 +118,12 @@ class ContentStore:
         except OSError as exc:
             raise UsageError(f"cannot open store {root}: {exc.strerror}") from None
         return store
+
+    @functools.cached_property
+    def read_only(self) -> bool:
+        """Whether the store cannot be written (a read-only mount, say of a seized disk): commands
+        that only read it (`trust audit`, `images`) then work without recording anything."""
+        return bool(os.statvfs(self.root).f_flag & os.ST_RDONLY) or not os.access(self.meta, os.W_OK)
 
     # -- blobs ---------------------------------------------------------------------------
 
@@ -255,6 +261,10 @@ class ContentStore:
     # are written, and so does `trust audit` while it reads blobs; gc marks and sweeps under
     # `collecting()` (the same flock, exclusive). gc waits for them, and they wait for a running gc.
 
+    def remove_stale_locks(self) -> int:
+        """Remove the per-blob lock files under `ingest/` that no writer holds (`trust gc`)."""
+        return remove_unlocked(self.ingest_dir, "*.lock")
+
     @contextlib.contextmanager
     def in_use(self) -> Iterator[None]:
         """Keep gc out while blobs are being added (pull, signature caching) or read (audit); shared."""
@@ -285,14 +295,7 @@ class ContentStore:
         atomic_write(self.root / "index.json", json.dumps(doc, indent=2).encode())
 
 
-@contextlib.contextmanager
-def _flock(path: Path, *, shared: bool = False) -> Iterator[None]:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+_flock = locked_file  # removable per-blob locks: see pull/lockfile.py
 
 
 _WRITEBACK_STEP = 8 * 1024 * 1024

@@ -67,6 +67,8 @@ from run.rootfs import mount_rootfs, open_snapshots, prepare_layers
 from run.runtime import CgroupMode, Runtime, cgroup_mode, check_host_support
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from policy.admitted import AdmittedImage
     from pull.store import ContentStore
 
@@ -82,7 +84,8 @@ class ContainerStore:
     def __init__(self, content: ContentStore) -> None:
         self.content = content
         self.root = content.meta / CONTAINERS_DIR
-        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not content.read_only:  # a read-only store can still be listed: it simply has none
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._runtimes: dict[str, Runtime] = {}
 
     def runtime(self, name: str) -> Runtime:
@@ -95,7 +98,7 @@ class ContainerStore:
     def list(self, *, all: bool = False) -> list[Container]:  # `all` mirrors `ps --all`
         """Containers, newest first, refreshed from the runtime; exited ones only with `all`."""
         found = []
-        for entry in self.root.iterdir():
+        for entry in self._entries():
             if _is_id(entry.name):
                 with contextlib.suppress(ContainerNotFound):  # removed while we looked
                     container = self._refresh(self._load(entry.name))
@@ -189,7 +192,8 @@ class ContainerStore:
         first = signal.SIGKILL if container.state is State.CREATED else signal.SIGTERM
         runtime.kill(container.id, first)
         if container.state is State.PAUSED:
-            runtime.resume(container.id)  # a frozen process cannot act on the signal
+            with contextlib.suppress(ContainerStateError):  # gone already: nothing left to thaw
+                runtime.resume(container.id)  # a frozen process cannot act on the signal
         if not self._wait_exit(container, timeout):
             runtime.kill(container.id, signal.SIGKILL, all_processes=True)
             if not self._wait_exit(container, KILL_WAIT):
@@ -205,7 +209,8 @@ class ContainerStore:
         if not runtime.kill(container.id, signum):
             raise ContainerStateError(f"container {container.short_id} is not running")
         if container.state is State.PAUSED and signum == signal.SIGKILL:
-            runtime.resume(container.id)  # cgroup v1's freezer holds even SIGKILL until thawed
+            with contextlib.suppress(ContainerStateError):  # it died already: nothing to thaw
+                runtime.resume(container.id)  # cgroup v1's freezer holds even SIGKILL until thawed
 
     def pause(self, ref: str) -> Container:
         container = self.get(ref)
@@ -512,9 +517,7 @@ class ContainerStore:
             return named[0]
         if ref and all(ch in "0123456789abcdef" for ch in ref):
             matches = [
-                entry.name
-                for entry in self.root.iterdir()
-                if _is_id(entry.name) and entry.name.startswith(ref)
+                entry.name for entry in self._entries() if _is_id(entry.name) and entry.name.startswith(ref)
             ]
             if len(matches) == 1:
                 return matches[0]
@@ -522,9 +525,12 @@ class ContainerStore:
                 raise ContainerNotFound(f"container id prefix {ref!r} is ambiguous: give more characters")
         raise ContainerNotFound(f"no such container: {ref}")
 
+    def _entries(self) -> builtins.list[Path]:
+        return builtins.list(self.root.iterdir()) if self.root.is_dir() else []
+
     def _all_records(self) -> builtins.list[Container]:
         out = []
-        for entry in self.root.iterdir():
+        for entry in self._entries():
             if _is_id(entry.name):
                 with contextlib.suppress(ContainerNotFound):
                     out.append(self._load(entry.name))

@@ -53,10 +53,15 @@ def prepare_layers(
         DigestMismatch: a layer blob or its uncompressed stream does not match (exit 4).
         UnsafeLayer: a layer tries to escape its snapshot or is malformed (exit 4).
         InvalidManifest: layer and diff_id counts differ, or a layer media type is refused (exit 4).
+        LayerLimitExceeded: the image exceeds its policy `limits:` (layers, bytes, files; exit 4).
         CouldNotCheck: a layer blob is missing from the store (exit 5).
     """
     from run.snapshots import SnapshotNotFound, chain_ids
 
+    if len(image.layers) > image.limits.max_layers:  # also when every snapshot exists already
+        from run.unpack import check_layer_count
+
+        check_layer_count(len(image.layers), image.limits)  # raises, naming the limit
     if len(image.diff_ids) == len(image.layers):
         # A warm start: every snapshot exists, so there is nothing to unpack and no unpacker to load.
         with contextlib.suppress(SnapshotNotFound):
@@ -65,7 +70,9 @@ def prepare_layers(
     from run.tarsafe import DEVICES_SKIPPED_PREFIX
     from run.unpack import unpack_layers
 
-    unpacked = unpack_layers(store, snapshots, image.layers, image.diff_ids, workers=workers)
+    unpacked = unpack_layers(
+        store, snapshots, image.layers, image.diff_ids, image_limits=image.limits, workers=workers
+    )
     for layer in unpacked:  # only layers unpacked now: a reused snapshot said it when it was made
         for warning in layer.stats.warnings if layer.stats else ():
             if warning.startswith(DEVICES_SKIPPED_PREFIX):

@@ -34,7 +34,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from pull.errors import UsageError
-from run.errors import RuntimeFailure
+from run.errors import ContainerStateError, RuntimeFailure
 
 SUPPORTED_RUNTIMES = ("runc", "crun")
 DEFAULT_RUNTIME = "runc"
@@ -46,7 +46,10 @@ _CGROUP_ROOT = Path("/sys/fs/cgroup")
 _LOGRUS_MSG = re.compile(r'msg="((?:[^"\\]|\\.)*)"')
 _MISSING = re.compile(r"does not exist|not exist|/status`?: No such file or directory")
 _FIFO_ALREADY_REMOVED = re.compile(r"remove \S*/exec\.fifo: no such file or directory")
-_NOT_RUNNING = re.compile(r"not running|stopped container|is stopped|container not running")
+# "process already finished" is Go's os.ErrProcessDone: runc signalled an init that had just exited.
+_NOT_RUNNING = re.compile(
+    r"not running|stopped container|is stopped|container not running|process already finished|no such process"
+)
 
 
 class CgroupMode(StrEnum):
@@ -161,10 +164,24 @@ class Runtime:
         return True
 
     def pause(self, container_id: str) -> None:
-        self._run("pause", container_id)
+        """Freeze the container. ContainerStateError (exit 2) if it exited or went away meanwhile."""
+        self._gone_is_a_state_error("pause", container_id)
 
     def resume(self, container_id: str) -> None:
-        self._run("resume", container_id)
+        """Thaw the container. ContainerStateError (exit 2) if it exited or went away meanwhile."""
+        self._gone_is_a_state_error("resume", container_id)
+
+    def _gone_is_a_state_error(self, action: str, container_id: str) -> None:
+        # A container removed (`rm -f`) or exited between trust reading its state and the runtime
+        # acting is the user's race, not a runtime failure: exit 2, as for any container not running.
+        try:
+            self._run(action, container_id)
+        except RuntimeFailure as err:
+            if _MISSING.search(str(err)) or _NOT_RUNNING.search(str(err)):
+                raise ContainerStateError(
+                    f"container {container_id[:12]} is no longer running (it exited or was removed)"
+                ) from None
+            raise
 
     def delete(self, container_id: str, *, force: bool = False) -> None:
         """Remove the runtime's state (and cgroup) of a container; a missing container is not an error."""

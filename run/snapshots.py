@@ -49,6 +49,7 @@ from typing import Any
 from pull.digest import Digest
 from pull.durable import fsync_dir
 from pull.errors import IntegrityError, InvalidReference
+from pull.lockfile import locked_file, remove_unlocked
 
 METADATA_FILE = "snapshot.json"
 TREE_FILE = "tree.json"
@@ -139,7 +140,13 @@ class SnapshotStore:
         """Open the store at `root`, creating its directories (mode 0700) if needed."""
         store = cls(Path(root))
         for directory in (store.root, store._snapshots, store._tmp, store._locks):
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            try:
+                directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            except OSError as exc:
+                # A read-only store can still be read (`trust audit` of a seized disk): without
+                # the directory there is simply nothing in it. Writing fails later, clearly.
+                if exc.errno != errno.EROFS:
+                    raise
         return store
 
     # -- committed snapshots -------------------------------------------------------------
@@ -189,7 +196,9 @@ class SnapshotStore:
 
     def committed(self) -> list[Digest]:
         """Chain IDs of all committed snapshots."""
-        found = []
+        found: list[Digest] = []
+        if not self._snapshots.is_dir():
+            return found  # a read-only store where nothing was ever unpacked
         for entry in sorted(os.listdir(self._snapshots)):
             algorithm, _, hexpart = entry.partition("-")
             try:
@@ -222,16 +231,16 @@ class SnapshotStore:
     @contextlib.contextmanager
     def locked(self, chain_id: Digest) -> Iterator[None]:
         """Hold the chain ID's lock: other processes (and threads) unpacking it wait."""
-        fd = os.open(self._locks / f"{chain_id.encoded}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with locked_file(self._locks / f"{chain_id.encoded}.lock"):
             self._held.add(chain_id)
             try:
                 yield
             finally:
                 self._held.discard(chain_id)
-        finally:
-            os.close(fd)  # closing releases the flock
+
+    def remove_stale_locks(self) -> int:
+        """Remove the chain-ID lock files that no unpacker holds (`trust gc`); returns how many."""
+        return remove_unlocked(self._locks, "*.lock")
 
     def prepare(self, chain_id: Digest) -> Path:
         """A new, empty directory to unpack the layer into; returns its `fs` path.

@@ -41,6 +41,9 @@ Entry policy (the choices a reader will ask about):
 - a later entry for the same path replaces the earlier one (tar semantics); a directory is kept
   and merged when the new entry is also a directory, otherwise removed fd-relatively.
 - ownership is numeric (uid/gid from the header; user and group names are never looked up).
+- sparse files (GNU sparse entries, old GNU or PAX 0.0/0.1/1.0) refuse the whole layer: the OCI
+  layer spec says they SHOULD NOT be used, and a 2 KB entry can declare 50 GB of holes that tarfile
+  would hand out as zeros and every `trust audit` would hash again. Docker never writes them.
 """
 
 from __future__ import annotations
@@ -218,6 +221,11 @@ class LayerWriter:
     # -- entry kinds ---------------------------------------------------------------------
 
     def _regular(self, parts: _Parts, member: tarfile.TarInfo, data: MemberData) -> None:
+        if member.sparse is not None:
+            raise UnsafeLayer(
+                f"{member.name!r}: a sparse file (GNU sparse tar entry, declaring {member.size} bytes); "
+                "OCI layers should not contain sparse entries and trust refuses them"
+            )
         parent, name = self._parent(parts, member.name)
         self._file_bytes += member.size
         if self._file_bytes > self._max_file_bytes:
@@ -472,24 +480,15 @@ class LayerWriter:
 
     def _copy_data(self, fd: int, member: tarfile.TarInfo, data: MemberData) -> tuple[int, str]:
         """Write the member's data; returns the file's size and the sha256 of its content."""
-        sparse = member.sparse is not None
         content = hashlib.sha256()
         size = 0
         for chunk in data():
             content.update(chunk)
             size += len(chunk)
-            if sparse and bytes(chunk).count(0) == len(chunk):
-                os.lseek(fd, len(chunk), os.SEEK_CUR)  # keep the hole a hole
-                continue
             view = memoryview(chunk)
             while view:
                 view = view[os.write(fd, view) :]
             self.bytes_written += len(chunk)
-        if sparse and size < member.size:
-            content.update(bytes(member.size - size))  # the trailing hole reads as zeros
-            size = member.size
-        if sparse:
-            os.ftruncate(fd, member.size)  # a trailing hole has no data to write
         return size, content.hexdigest()
 
     def _set_owner_mode_xattrs(self, fd: int, member: tarfile.TarInfo) -> None:

@@ -10,6 +10,14 @@ Both digests are checked after the last byte, including any bytes after the tar'
 marker (they are read and hashed too, so the diff_id covers exactly the bytes the config names).
 If either differs, `DigestMismatch` names the layer and the snapshot is discarded, never committed.
 
+Limits come at two levels. `UnpackLimits` bound one layer (size, ratio, entries, paths); an
+`ImageBudget`, made from the admitting policy rule's `ImageLimits`, bounds the whole image: the number
+of layers (checked before anything is unpacked), and the uncompressed bytes and tar entries of all the
+layers unpacked for it together, drawn from one shared budget as the bytes come out of the
+decompressors, so each layer gets what the others left and a small signed layer listed hundreds of
+times stops once the budget is spent, not after writing hundreds of copies. Snapshots that already
+exist cost nothing: they were paid for when they were made.
+
 `apply_layer` unpacks one blob into a directory; `unpack_layers` runs containerd's protocol for an
 image (chain IDs, one lock per chain ID, prepare → apply → commit or discard), layers in parallel:
 in overlay form each layer goes into its own empty directory. Only directories a layer did not list
@@ -25,12 +33,14 @@ import hashlib
 import os
 import re
 import tarfile
+import threading
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import IO, Protocol, cast
 
+from policy.admitted import ImageLimits
 from pull.digest import Digest
 from pull.errors import CouldNotCheck, DigestMismatch, InvalidManifest
 from pull.manifest import Descriptor
@@ -46,6 +56,9 @@ from run.tarsafe import (
 )
 
 __all__ = [
+    "ImageBudget",
+    "ImageLimitExceeded",
+    "ImageLimits",
     "LayerLimitExceeded",
     "LayerStats",
     "UnpackLimits",
@@ -97,6 +110,67 @@ class UnpackLimits:
             raise ValueError("UnpackLimits.max_depth may not exceed 512")  # keeps removal recursion safe
 
 
+class ImageLimitExceeded(LayerLimitExceeded):
+    """The image as a whole is beyond its policy `limits:` (exit 4, as any refused layer)."""
+
+
+class ImageBudget:
+    """What is left of an image's `ImageLimits` while its layers unpack (shared by the workers).
+
+    Every layer draws on it as it goes; the first draw beyond the limit raises
+    `LayerLimitExceeded`, naming the limit and the policy field that raises it.
+    """
+
+    def __init__(self, limits: ImageLimits) -> None:
+        self.limits = limits
+        self._lock = threading.Lock()
+        self.unpacked_bytes = 0
+        self.files = 0
+
+    def spend_bytes(self, count: int) -> None:
+        with self._lock:
+            self.unpacked_bytes += count
+            total = self.unpacked_bytes
+        if total > self.limits.max_unpacked_bytes:
+            raise ImageLimitExceeded(
+                _image_limit(
+                    "max-unpacked-bytes",
+                    f"its layers unpack to more than {_size(self.limits.max_unpacked_bytes)}",
+                )
+            )
+
+    def spend_file(self) -> None:
+        with self._lock:
+            self.files += 1
+            total = self.files
+        if total > self.limits.max_files:
+            raise ImageLimitExceeded(
+                _image_limit("max-files", f"its layers hold more than {self.limits.max_files} entries")
+            )
+
+
+def check_layer_count(count: int, limits: ImageLimits) -> None:
+    """Refuse an image with more layers than `limits` allow, before anything is unpacked."""
+    if count > limits.max_layers:
+        raise ImageLimitExceeded(
+            _image_limit("max-layers", f"it has {count} layers, more than {limits.max_layers}")
+        )
+
+
+def _image_limit(field_name: str, what: str) -> str:
+    return (
+        f"image refused by the {field_name} limit: {what}; if that is expected, raise it in the "
+        f"policy rule for this image (limits: {{{field_name}: …}})"
+    )
+
+
+def _size(count: int) -> str:
+    for unit, scale in (("GiB", _GiB), ("MiB", _MiB)):
+        if count >= scale:
+            return f"{count / scale:g} {unit} ({count} bytes)"
+    return f"{count} bytes"
+
+
 @dataclass(frozen=True)
 class LayerStats:
     """What applying one layer did."""
@@ -132,6 +206,7 @@ def apply_layer(
     *,
     sync: bool = False,
     lowerdirs: Callable[[], Sequence[Path]] | None = None,
+    budget: ImageBudget | None = None,
 ) -> LayerStats:
     """Unpack one layer blob into the empty directory `target`, in overlay form.
 
@@ -141,6 +216,7 @@ def apply_layer(
     `lowerdirs` gives the committed snapshots below, top-most first (it may wait for them): hard
     links to their files become copies (`tarsafe.materialise_lower_links`); without it such a
     link refuses the layer.
+    With `budget`, the layer's uncompressed bytes and entries are also drawn from the image's budget.
 
     Raises:
         DigestMismatch: the blob or its uncompressed stream hashes to something else.
@@ -162,9 +238,9 @@ def apply_layer(
         ) as writer,
     ):
         raw = _HashingReader(blob, expected_blob_digest.hasher())
-        stream = _TarStream(_decoder(compression, raw), raw, expected_diff_id.hasher(), limits)
+        stream = _TarStream(_decoder(compression, raw), raw, expected_diff_id.hasher(), limits, budget)
         try:
-            entries = _extract(stream, writer, limits)
+            entries = _extract(stream, writer, limits, budget)
             if stream.drain():
                 writer.warnings.append("data after the end of the tar archive was hashed but not unpacked")
             raw.drain()
@@ -172,6 +248,8 @@ def apply_layer(
             # A blob that is not the promised one explains a parse failure better than the failure.
             raw.drain()
             _check(raw.hasher, expected_blob_digest, f"{label}: blob content")
+            if isinstance(exc, ImageLimitExceeded):
+                raise  # about the image, not this layer
             raise type(exc)(f"{label}: {exc}") from None
         _check(raw.hasher, expected_blob_digest, f"{label}: blob content")
         _check(stream.hasher, expected_diff_id, f"{label}: uncompressed content (diff_id)")
@@ -204,6 +282,7 @@ def unpack_layers(
     diff_ids: Sequence[Digest],
     *,
     limits: UnpackLimits = UnpackLimits(),
+    image_limits: ImageLimits = ImageLimits(),
     workers: int = 4,
     sync: bool = False,
 ) -> list[UnpackedLayer]:
@@ -212,7 +291,9 @@ def unpack_layers(
     `layers` are the manifest's layer descriptors and `diff_ids` the config's `rootfs.diff_ids`.
     Layers already unpacked (by any image) are reused; the others are unpacked `workers` at a time.
     If one fails, layers not yet started are cancelled and the first error (bottom-most) is raised.
+    `image_limits` bound the image as a whole (see the module doc): LayerLimitExceeded, exit 4.
     """
+    check_layer_count(len(layers), image_limits)
     if len(layers) != len(diff_ids):
         raise InvalidManifest(
             f"the manifest lists {len(layers)} layers but the config has {len(diff_ids)} diff_ids"
@@ -222,8 +303,9 @@ def unpack_layers(
         _Job(layer, diff_id, chain[: i + 1])
         for i, (layer, diff_id) in enumerate(zip(layers, diff_ids, strict=True))
     ]
+    budget = ImageBudget(image_limits)
     if workers <= 1 or len(jobs) <= 1:
-        return [_unpack_one(content, snapshots, job, limits, sync, lambda: None) for job in jobs]
+        return [_unpack_one(content, snapshots, job, limits, budget, sync, lambda: None) for job in jobs]
 
     futures: list[concurrent.futures.Future[UnpackedLayer]] = []
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="unpack") as pool:
@@ -231,7 +313,9 @@ def unpack_layers(
             # The pool starts jobs in submission order, so a job only ever waits for jobs that
             # started before it: waiting cannot deadlock, whatever the number of workers.
             wait_below = functools.partial(_results, list(futures))
-            futures.append(pool.submit(_unpack_one, content, snapshots, job, limits, sync, wait_below))
+            futures.append(
+                pool.submit(_unpack_one, content, snapshots, job, limits, budget, sync, wait_below)
+            )
         _, pending = concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_EXCEPTION)
         for future in pending:
             future.cancel()
@@ -261,6 +345,7 @@ def _unpack_one(
     snapshots: SnapshotStore,
     job: _Job,
     limits: UnpackLimits,
+    budget: ImageBudget,
     sync: bool,
     wait_below: Callable[[], object],
 ) -> UnpackedLayer:
@@ -280,6 +365,7 @@ def _unpack_one(
                 prepared,
                 limits,
                 sync=sync,
+                budget=budget,
                 lowerdirs=_lowerdirs_when_ready(snapshots, job.chain, wait_below)
                 if len(job.chain) > 1
                 else None,
@@ -319,15 +405,15 @@ def _lowerdirs_when_ready(
 # -- the tar member loop ---------------------------------------------------------------------
 
 
-def _extract(stream: _TarStream, writer: LayerWriter, limits: UnpackLimits) -> int:
+def _extract(
+    stream: _TarStream, writer: LayerWriter, limits: UnpackLimits, budget: ImageBudget | None
+) -> int:
     entries = 0
 
-    def member_data(member: tarfile.TarInfo, tar: tarfile.TarFile) -> Iterator[bytes | memoryview]:
-        if member.sparse is None:
-            return stream.chunks(member.size)  # straight from the decompressor, no copies
-        source = tar.extractfile(member)  # tarfile knows the sparse map; holes come as zeros
-        assert source is not None
-        return iter(lambda: source.read(_OUT_CHUNK), b"")
+    def member_data(member: tarfile.TarInfo) -> Iterator[bytes | memoryview]:
+        # Straight from the decompressor, no copies. (Sparse entries never get here: LayerWriter
+        # refuses them.)
+        return stream.chunks(member.size)
 
     try:
         stream.header_budget = limits.max_header_bytes  # opening reads the first header
@@ -342,7 +428,9 @@ def _extract(stream: _TarStream, writer: LayerWriter, limits: UnpackLimits) -> i
                 entries += 1
                 if entries > limits.max_entries:
                     raise LayerLimitExceeded(f"more than {limits.max_entries} entries")
-                writer.apply(member, functools.partial(member_data, member, tar))
+                if budget is not None:
+                    budget.spend_file()
+                writer.apply(member, functools.partial(member_data, member))
                 # tarfile remembers every member, and layers can have millions: forget them.
                 tar.members.clear()  # type: ignore[attr-defined]
                 stream.header_budget = limits.max_header_bytes
@@ -464,9 +552,15 @@ class _TarStream:
     """
 
     def __init__(
-        self, decoder: _Decoder, raw: _HashingReader, hasher: hashlib._Hash, limits: UnpackLimits
+        self,
+        decoder: _Decoder,
+        raw: _HashingReader,
+        hasher: hashlib._Hash,
+        limits: UnpackLimits,
+        budget: ImageBudget | None = None,
     ) -> None:
         self._decoder = decoder
+        self._budget = budget
         self._raw = raw
         self.hasher = hasher
         self._limits = limits
@@ -566,6 +660,8 @@ class _TarStream:
                 f"{self._raw.count} compressed bytes expanded to more than {self.total} bytes, beyond "
                 f"the {limits.max_ratio}:1 ratio limit; refusing a likely decompression bomb"
             )
+        if self._budget is not None:
+            self._budget.spend_bytes(len(chunk))
         self.hasher.update(chunk)
         return chunk
 

@@ -214,6 +214,21 @@ trust --registries-conf "$work/registries.conf" pull "blocked.example/demo/hello
 expect_exit 3 trust --registries-conf "$work/registries.conf" pull "blocked.example/demo/hello:v1"
 # --- end issue 13 ---
 
+# --- issue 20: bounded under a hostile image, calm on a sick host ---
+step "limits: a signed image may still be a bomb; the rule's limits: cap what unpacking it may cost"
+cat > "$work/limits.yaml" <<YAML
+version: 1
+rules:
+  - scope: $reg/demo
+    insecure-accept-anything: true
+    limits: {max-layers: 128, max-unpacked-bytes: 68719476736, max-files: 5}
+default: {reject: true}
+YAML
+expect_exit 4 trust run --rm --store "$work/store-limits" --policy "$work/limits.yaml" "$pinned" true
+expect_exit 2 trust pull --store "$work/a:b" "$pinned"   # overlay could never mount it: refused first
+trust gc -o json | python3 -c 'import json,sys; print("lock files gc removed:", json.load(sys.stdin)["staleLocks"])'
+# --- end issue 20 ---
+
 step "a malformed reference is a usage error"
 expect_exit 2 trust pull "$reg/Demo/Hello:v1"
 

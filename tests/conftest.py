@@ -85,3 +85,31 @@ def repo_name(request: pytest.FixtureRequest) -> str:
 def tmp_store(tmp_path: Path) -> Path:
     """Where a test's trust content store goes: `<tmp_path>/store`, not created (the store does that)."""
     return tmp_path / "store"
+
+
+# -- a run without root proves little: say so, and fail unless asked not to ----------------------
+
+NON_ROOT_OK = "TRUST_TESTS_WITHOUT_ROOT"
+"""Set to 1 to let a run without root pass (it still prints what it skipped)."""
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if os.geteuid() == 0:
+        return
+    skipped = len(terminalreporter.stats.get("skipped", []))
+    terminalreporter.write_sep(
+        "!",
+        f"NOT ROOT: {skipped} tests skipped, among them every breakout, runtime, unpack and fault "
+        "test; this run proved little. Run as root"
+        + ("." if os.environ.get(NON_ROOT_OK) == "1" else f" (or set {NON_ROOT_OK}=1 to pass anyway)."),
+        red=True,
+        bold=True,
+    )
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # Only the controller decides (xdist workers have `workerinput`); a failing run stays failing.
+    if hasattr(session.config, "workerinput") or os.geteuid() == 0 or os.environ.get(NON_ROOT_OK) == "1":
+        return
+    if exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

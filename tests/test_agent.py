@@ -1251,3 +1251,25 @@ def test_a_relative_store_works(cli: Setup, agent: Agent) -> None:
     for env in (in_process_env(), agent.env):
         done = run(argv, env, cwd=cli.store.parent)
         assert done.returncode == 0, done.stderr
+
+
+def test_twenty_silent_connections_do_not_delay_a_real_client(own_agent: Agent) -> None:
+    """The agent reads requests as they arrive: 20 connections that say nothing (each allowed a
+    second) must not make a real client wait 20 s behind them."""
+    silent = [socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(20)]
+    try:
+        for connection in silent:
+            connection.connect(str(own_agent.socket))
+        time.sleep(0.1)  # all accepted and waiting for their requests
+        started = time.monotonic()
+        answers = speak(own_agent.socket, line(request()), timeout=5)
+        assert answers[-1] == {"exit": 0}
+        assert time.monotonic() - started < 0.9, "served before the silent connections' second ran out"
+        # Each silent one is refused once its second is over; the agent lives on.
+        silent[0].settimeout(3)
+        assert json.loads(silent[0].recv(4096)) == {"refused": "no request in time"}
+    finally:
+        for connection in silent:
+            connection.close()
+    assert own_agent.alive()
+    assert_serves(own_agent)

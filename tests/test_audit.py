@@ -424,3 +424,60 @@ def test_a_multi_platform_image_is_one_entry_with_its_pulled_platform(
         main(["audit", "--store", str(store), "--policy", str(policy), "--image", f"{scope}@{arm.digest}"])
         == 4
     )
+
+
+# -- what the tree comparison must notice (issue 20, class 6: each guard has a test) ------------------
+
+
+def _cap_net_raw() -> bytes:
+    """A `security.capability` value (VFS_CAP_REVISION_2) granting CAP_NET_RAW: what an attacker adds."""
+    import struct
+
+    return struct.pack("<IIIII", 0x02000000, 1 << 13, 0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("tamper", "problem"),
+    [
+        ("capability", "extended attributes changed (security.capability)"),
+        ("retarget", "symlink to 'evil', was 'tool'"),  # same length: only the target differs
+        ("retype", "is a fifo, was a file"),
+    ],
+)
+def test_a_snapshot_entry_whose_xattrs_target_or_type_changed_is_tampering(
+    tamper: str,
+    problem: str,
+    registry: Registry,
+    repo_name: str,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    from support.images import Symlink
+
+    layer = Layer.from_files({"bin/tool": b"#!/bin/sh\necho tool\n", "bin/sh": Symlink("tool")})
+    pushed = push_image(registry, repo_name, build_image([layer]), tag="v1")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("version: 1\ndefault: {insecure-accept-anything: true}\n")
+    store_path = tmp_path / "store"
+    store = ContentStore.open(store_path)
+    with RegistryClients() as clients:
+        image = admit(Reference.parse(pushed.by_digest), load_policy(policy), store, clients)
+    [lower] = prepare_layers(image, store, open_snapshots(store))
+    audit = ["audit", "--store", str(store_path), "--policy", str(policy), "--output", "json"]
+    assert main(audit) == 0
+    capfd.readouterr()
+    if tamper == "capability":
+        os.setxattr(lower / "bin" / "tool", "security.capability", _cap_net_raw())
+        path = "bin/tool"
+    elif tamper == "retarget":
+        (lower / "bin" / "sh").unlink()
+        os.symlink("evil", lower / "bin" / "sh")
+        path = "bin/sh"
+    else:
+        mode = (lower / "bin" / "tool").stat().st_mode & 0o7777
+        (lower / "bin" / "tool").unlink()
+        os.mkfifo(lower / "bin" / "tool", mode)
+        path = "bin/tool"
+    images = images_of(report(capfd, main(audit), 4))
+    [tampered] = images[pushed.by_digest]["tamperedFiles"]
+    assert (tampered["path"], tampered["problem"]) == (path, problem)

@@ -538,3 +538,48 @@ def test_sys_fs_cgroup_is_read_only_inside(
     capfd.readouterr()
     assert cli.admit("run", "--rm", "--runtime", runtime, cli.signed_ref, "sh", "-c", script) == 0
     assert capfd.readouterr().out == "listed\n"
+
+
+@pytest.mark.parametrize("action", ["stop", "kill", "pause"])
+def test_lifecycle_commands_racing_rm_force_exit_0_or_2_never_1(
+    action: str, cli: Setup, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A container removed (or exited) while `stop`/`kill`/`pause` acts on it is the user's race:
+    exit 2 (or 0 when the action completed first), never 1 with the runtime's raw message."""
+    trust = str(Path(sys.executable).with_name("trust"))
+    env = {**os.environ, "TRUST_STORE": str(cli.store)}
+    env.pop("TRUST_AGENT_SOCKET", None)
+    codes: list[int] = []
+    for _ in range(4):
+        capfd.readouterr()
+        assert cli.admit("run", "-d", cli.open_ref, "sleep", "1000") == 0
+        container_id = capfd.readouterr().out.strip()
+        racers = [
+            subprocess.Popen([trust, "rm", "-f", container_id], env=env, stderr=subprocess.PIPE, text=True),
+            *[
+                subprocess.Popen([trust, action, container_id], env=env, stderr=subprocess.PIPE, text=True)
+                for _ in range(3)
+            ],
+        ]
+        for racer in racers:
+            _, err = racer.communicate(timeout=60)
+            assert "Traceback" not in err and err.count("\n") <= 1, err
+            codes.append(racer.returncode)
+            assert racer.returncode in (0, 2), f"{racer.args}: exit {racer.returncode}: {err}"
+    assert codes.count(0) >= 4  # every rm -f succeeded
+
+
+@pytest.mark.parametrize("name", ["runc", "crun"])
+def test_the_runtime_acting_on_a_container_gone_meanwhile_is_a_state_error(name: str, tmp_path: Path) -> None:
+    """What the racers above meet when they lose: the runtime's "container does not exist" (or Go's
+    "process already finished") becomes exit 2, not a RuntimeFailure (exit 1)."""
+    from run.errors import ContainerStateError
+    from run.runtime import Runtime
+    from trust.cli.common import exit_code_for
+
+    runtime = Runtime.for_store(tmp_path, name)
+    assert runtime.kill("gone-container", signal.SIGKILL) is False
+    for action in (runtime.pause, runtime.resume):
+        with pytest.raises(ContainerStateError, match="is no longer running") as raised:
+            action("gone-container")
+        assert exit_code_for(raised.value) == 2

@@ -107,6 +107,7 @@ def test_empty_entries_and_missing_file_mean_no_credentials(config: Path) -> Non
     [
         ("{not json", "not valid JSON"),
         ("[]", "JSON object"),
+        ('{"auths": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deeply"),  # RecursionError
         (json.dumps({"auths": {"r.example": {"auth": "***"}}}), "not valid base64"),
         (json.dumps({"auths": {"r.example": {"auth": b64("nocolon")}}}), "user:password"),
     ],

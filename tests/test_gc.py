@@ -217,3 +217,70 @@ def test_rmi_refuses_while_a_container_uses_the_image(
     assert main(["gc", "--store", str(store)]) == 0
     assert stored_blobs(store) == set()
     assert open_snapshots(ContentStore.open(store)).committed() == []
+
+
+# -- lock files (issue 20, class 1: leftovers that grow) ----------------------------------------------
+
+
+def test_gc_removes_the_lock_files_hundreds_of_commands_left_but_not_one_in_use(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from pull.lockfile import locked_file
+    from run.snapshots import SnapshotStore
+
+    store_path = tmp_path / "store"
+    store = ContentStore.open(store_path)
+    snapshots: SnapshotStore = open_snapshots(store)
+    for i in range(300):  # what 300 pulls and unpacks of distinct blobs and chain IDs leave
+        data = f"blob {i}".encode()
+        store.put_bytes(data, Digest.of_bytes(data))
+        with snapshots.locked(Digest.of_bytes(f"chain {i}".encode())):
+            pass
+    chain_locks = store.meta / "snapshots" / "locks"
+    assert len(list(store.ingest_dir.glob("*.lock"))) == 300
+    assert len(list(chain_locks.glob("*.lock"))) == 300
+
+    busy = store.ingest_dir / f"{Digest.of_bytes(b'being pulled').encoded}.lock"
+    with locked_file(busy):  # a pull in progress holds its blob's lock
+        assert main(["gc", "--store", str(store_path), "-o", "json"]) == 0
+        assert json.loads(capfd.readouterr().out)["staleLocks"] == 600
+        assert [p.name for p in store.ingest_dir.glob("*.lock")] == [busy.name]
+    assert list(chain_locks.glob("*.lock")) == []
+    assert main(["gc", "--store", str(store_path)]) == 0
+    assert "removed 1 unused lock file(s)" in capfd.readouterr().err
+    assert list(store.ingest_dir.glob("*.lock")) == []
+    # The store's own locks stay (they are one each, and always in use).
+    assert {p.name for p in store.meta.glob("*.lock")} >= {"gc.lock", "store.lock"}
+
+
+def test_a_locker_waiting_on_a_removed_lock_file_locks_the_new_one(tmp_path: Path) -> None:
+    """The race lock removal must survive: a waiter holding the old file must not think it is alone."""
+    import fcntl
+    import threading
+
+    from pull.lockfile import locked_file
+
+    path = tmp_path / "x.lock"
+    first = os.open(path, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(first, fcntl.LOCK_EX)
+    acquired = threading.Event()
+    release = threading.Event()
+
+    def waiter() -> None:
+        with locked_file(path):
+            acquired.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    time.sleep(0.2)  # the waiter has opened the old file and blocks on it
+    path.unlink()  # what gc does, holding the lock
+    os.close(first)
+    assert acquired.wait(5)
+    # The waiter holds the file now at `path`, not the removed one: nobody else can take it.
+    probe = os.open(path, os.O_RDWR)
+    with pytest.raises(BlockingIOError):
+        fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.close(probe)
+    release.set()
+    thread.join(5)

@@ -282,3 +282,103 @@ def test_deeply_nested_manifest_is_refused_not_a_crash(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nested too deeply" in err[0]
     assert stored_blobs(tmp_path) == set()
+
+
+# -- slow transfers (issue 20, class 1) --------------------------------------------------------------
+
+
+def _trickle(data: bytes, pause: float) -> Iterator[bytes]:
+    """`data` one byte at a time, `pause` seconds apart: every read well inside the read timeout."""
+    for i in range(len(data)):
+        time.sleep(pause)
+        yield data[i : i + 1]
+
+
+def _small_pace(monkeypatch: pytest.MonkeyPatch, **settings: float) -> None:
+    """The CLI's PullConfig, with test-sized pace settings (the defaults take 30 s to notice)."""
+    import dataclasses
+
+    import trust.cli.images as images
+
+    original = images.pull_config
+    monkeypatch.setattr(
+        images,
+        "pull_config",
+        lambda *args, **kwargs: dataclasses.replace(original(*args, **kwargs), **settings),
+    )
+
+
+def test_a_blob_trickling_a_byte_per_half_second_is_abandoned(
+    hostile: HostileRegistry,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    image = hostile.add_image("team/app", "v1", [LAYER], layer_media_type=OCI_LAYER_GZIP)
+    layer_path = f"/v2/team/app/blobs/{image.layers[0]}"
+    hostile.add_route(
+        "GET",
+        layer_path,
+        lambda _r: Reply(200, _trickle(LAYER, 0.5), headers={"Content-Length": str(len(LAYER))}),
+    )
+    _small_pace(monkeypatch, read_timeout=5.0, min_bytes_per_second=1000, throughput_window=1.5)
+    started = time.monotonic()
+    assert pull(tmp_path, f"{hostile.host}/team/app:v1") == 5
+    elapsed = time.monotonic() - started
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"cannot reach {hostile.host}/team/app: blob {image.layers[0]} arrived at" in err
+    assert "below the minimum of 1000 bytes/s" in err
+    assert elapsed < 4.5, f"abandoned after the window, not after the whole body: {elapsed:.1f} s"
+    assert image.layers[0] not in stored_blobs(tmp_path)
+    assert_nothing_unverified(tmp_path)
+
+
+def test_a_blob_over_the_request_deadline_is_abandoned_even_if_fast_enough(
+    hostile: HostileRegistry,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    image = hostile.add_image("team/app", "v1", [LAYER], layer_media_type=OCI_LAYER_GZIP)
+    pieces = [LAYER[i : i + 20_000] for i in range(0, len(LAYER), 20_000)]
+
+    def steady() -> Iterator[bytes]:  # 100 KB/s: over any rate floor set here, but 3 s in all
+        for piece in pieces:
+            time.sleep(0.2)
+            yield piece
+
+    hostile.add_route(
+        "GET",
+        f"/v2/team/app/blobs/{image.layers[0]}",
+        lambda _r: Reply(200, steady(), headers={"Content-Length": str(len(LAYER))}),
+    )
+    _small_pace(monkeypatch, request_deadline=1.0, min_bytes_per_second=1000, throughput_window=0.5)
+    started = time.monotonic()
+    assert pull(tmp_path, f"{hostile.host}/team/app:v1") == 5
+    assert time.monotonic() - started < 2.5
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"cannot reach {hostile.host}/team/app: blob {image.layers[0]} took longer than 1 s" in err
+    assert_nothing_unverified(tmp_path)
+
+
+def test_a_slow_but_steady_blob_still_pulls(
+    hostile: HostileRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = hostile.add_image("team/app", "v1", [LAYER], layer_media_type=OCI_LAYER_GZIP)
+    pieces = [LAYER[i : i + 60_000] for i in range(0, len(LAYER), 60_000)]
+
+    def steady() -> Iterator[bytes]:  # 300 KB/s with pauses: above the floor
+        for piece in pieces:
+            time.sleep(0.2)
+            yield piece
+
+    hostile.add_route(
+        "GET",
+        f"/v2/team/app/blobs/{image.layers[0]}",
+        lambda _r: Reply(200, steady(), headers={"Content-Length": str(len(LAYER))}),
+    )
+    _small_pace(monkeypatch, request_deadline=10.0, min_bytes_per_second=10_000, throughput_window=0.3)
+    assert pull(tmp_path, f"{hostile.host}/team/app:v1") == 0
+    assert image.layers[0] in stored_blobs(tmp_path)

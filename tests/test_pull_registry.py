@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -213,11 +214,10 @@ def test_login_then_pull_from_an_authenticated_registry(
 
 
 class _Stdin:
-    def __init__(self, text: str) -> None:
-        self._lines = text.splitlines(keepends=True)
+    """What `--password-stdin` reads: the bytes behind stdin (decoded strictly as UTF-8)."""
 
-    def readline(self) -> str:
-        return self._lines.pop(0) if self._lines else ""
+    def __init__(self, text: str) -> None:
+        self.buffer = io.BytesIO(text.encode())
 
 
 def test_an_image_written_by_umoci_without_a_manifest_media_type_pulls(

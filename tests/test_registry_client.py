@@ -37,6 +37,7 @@ from pull.credentials import Credential, CredentialStore
 from pull.digest import Digest
 from pull.errors import (
     AuthError,
+    CouldNotCheck,
     DigestMismatch,
     InvalidManifest,
     InvalidReference,
@@ -1055,3 +1056,21 @@ def test_https_with_a_ca_bundle_trusts_that_ca(tls_server: tuple[int, Path]) -> 
     assert mounts is not None
     with httpx.Client(mounts=mounts, transport=mounts["http://"]) as client:
         assert client.get(f"https://127.0.0.1:{port}/v2/").json() == {}
+
+
+def test_a_garbage_token_the_registry_refuses_is_not_reported_as_refused_us(
+    hostile: HostileRegistry,
+) -> None:
+    """The token service answers 200 with a token the registry does not accept: the message says
+    the registry refused the issued token (no `trust login` would help), not "refused access"."""
+    hostile.add_manifest("app", "v1", b"{}")
+    hostile.require_bearer(realm=f"{hostile.url}/garbage-token")
+    hostile.add_route(
+        "GET", "/garbage-token", lambda _r: Reply(200, json.dumps({"token": "garbage"}).encode())
+    )
+    with client_for(hostile) as client, pytest.raises(AuthError) as caught:
+        client.get_manifest("app", "v1")
+    message = one_line(caught.value)
+    assert f"it refused the token that {hostile.host} issued anonymously" in message, message
+    assert "trust login" not in message
+    assert isinstance(caught.value, CouldNotCheck)  # exit 5

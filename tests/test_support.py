@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import os
 import re
 import stat
 import subprocess
@@ -406,3 +407,20 @@ def test_big_image_is_deterministic_streamed_and_pushed_in_chunks(
         for layer in image.layers:
             assert sha256(http.get(f"/v2/{repo_name}/blobs/{layer.digest}").content) == layer.digest
     assert push_image(private, repo_name, image, tag="again").digest == image.digest  # HEAD skips blobs
+
+
+@pytest.mark.parametrize("allowed", [False, True])
+def test_a_run_without_root_says_it_proved_little_and_fails_unless_allowed(allowed: bool) -> None:
+    """Without root hundreds of tests skip; a green run would hide that every breakout test was skipped."""
+    repo = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "TRUST_TESTS_"))}
+    if allowed:
+        env["TRUST_TESTS_WITHOUT_ROOT"] = "1"
+    result = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+         str(repo / ".venv" / "bin" / "pytest"), "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+         "--rootdir", str(repo), "-c", str(repo / "pyproject.toml"), str(repo / "tests" / "test_unpack.py")],
+        cwd="/tmp", env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert "NOT ROOT:" in result.stdout and "tests skipped" in result.stdout, result.stdout[-2000:]
+    assert result.returncode == (0 if allowed else 1), result.stdout[-2000:]

@@ -53,6 +53,7 @@ import sys
 import time
 import traceback
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
@@ -63,6 +64,8 @@ from trust.cli.console import DELEGATED, MAX_MESSAGE_BYTES, encode
 
 _REQUEST_TIMEOUT = 1.0
 """Seconds a connection has to send its whole request (and to take a reply)."""
+_MAX_PENDING = 64
+"""Connections whose requests are read at once; one more is refused (its client runs in-process)."""
 _ACCEPT_PAUSE = 0.1
 """Seconds the agent leaves new connections queued after `accept` failed (out of descriptors)."""
 _MAX_SIGNAL_LINE = 4096
@@ -104,6 +107,7 @@ class _Agent:
         self.stops = 0  # stop signals received
         self.accept_paused_until = 0.0
         self.confinement = _confinement("self")
+        self.pending: dict[int, _Pending] = {}  # fd → a connection whose request is still arriving
 
     def run(self) -> NoReturn:
         signal.set_wakeup_fd(self.wake_write)  # every signal wakes poll() through the pipe
@@ -139,12 +143,19 @@ class _Agent:
         poller = select.poll()  # not select(): it fails for descriptors ≥ 1024; no fd of its own either
         poller.register(self.wake_read, select.POLLIN)
         timeout = None
+        now = time.monotonic()
         if self.listener is not None:
-            paused = self.accept_paused_until - time.monotonic()
+            paused = self.accept_paused_until - now
             if paused > 0:
                 timeout = paused * 1000
             else:
                 poller.register(self.listener, select.POLLIN)
+        # Requests are read as they arrive, all at once: a silent or dribbling connection only
+        # ever costs its own second, never another client's.
+        for fd, waiting in self.pending.items():
+            poller.register(fd, select.POLLIN)
+            left = max(0.0, waiting.deadline - now) * 1000
+            timeout = left if timeout is None else min(timeout, left)
         watched = {
             connection.fileno(): (pid, connection)
             for pid, connection in self.children.items()
@@ -165,6 +176,11 @@ class _Agent:
                 connection.close()  # the client went away: its command runs on, as it would have
                 self.children[pid] = None  # without the agent had the `trust` process been killed
                 self.unfinished.pop(pid, None)
+        for fd, waiting in list(self.pending.items()):
+            if fd in ready:
+                self._receive(waiting)
+            elif waiting.deadline <= time.monotonic():
+                self._answer(waiting, "no request in time")
         if self.listener is not None and self.listener.fileno() in ready:
             self._accept()
 
@@ -176,18 +192,51 @@ class _Agent:
             if error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                 self.accept_paused_until = time.monotonic() + _ACCEPT_PAUSE
             return
-        fds: list[int] = []
+        try:
+            connection.settimeout(_REQUEST_TIMEOUT)  # for the answer; reading is non-blocking
+            why = self._peer_refusal(connection)  # before reading anything from it
+            if why is None and len(self.pending) >= _MAX_PENDING:
+                why = "the agent is busy reading other requests"
+            if why is not None:
+                connection.sendall(encode({"refused": why}))
+                connection.close()
+                return
+        except OSError:
+            connection.close()
+            return
+        self.pending[connection.fileno()] = _Pending(connection, time.monotonic() + _REQUEST_TIMEOUT)
+
+    def _receive(self, waiting: _Pending) -> None:
+        """Read what arrived of a pending request; answer it once it is whole (or cannot be)."""
+        connection = waiting.connection
+        try:
+            connection.setblocking(False)
+            chunk, received, flags, _ = socket.recv_fds(connection, 65536, 3)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk, received, flags = b"", [], 0
+        finally:
+            with contextlib.suppress(OSError):
+                connection.settimeout(_REQUEST_TIMEOUT)
+        waiting.fds.extend(received)
+        if flags & socket.MSG_CTRUNC:
+            self._answer(waiting, "expected stdin, stdout and stderr")
+            return
+        waiting.data += chunk
+        if chunk and b"\n" not in chunk and len(waiting.data) <= MAX_MESSAGE_BYTES:
+            return  # more to come
+        self._answer(waiting, None)
+
+    def _answer(self, waiting: _Pending, why: str | None) -> None:
+        """Refuse the request, or run it in a fork (which then owns the connection)."""
+        connection, fds = waiting.connection, waiting.fds
+        del self.pending[connection.fileno()]
         kept = False
         try:
-            # Everything here is done on the one serving loop: a client has _REQUEST_TIMEOUT in
-            # all. (Clients have no timeout: one that gave up after the fork would run its command
-            # twice.)
-            connection.settimeout(_REQUEST_TIMEOUT)
-            why = self._peer_refusal(connection)  # before reading anything from it
             request: dict[str, Any] | None = None
             if why is None:
-                request, fds, why = _read_request(connection)
-            if why is None:
+                request = _parse_request(waiting.data)
                 why = _request_refusal(request, fds)
             if why is not None:
                 connection.sendall(encode({"refused": why}))
@@ -273,6 +322,12 @@ class _Agent:
             for other in self.children.values():
                 if other is not None:
                     other.close()
+            for waiting in self.pending.values():  # other clients' requests and descriptors
+                if waiting.connection is not connection:
+                    waiting.connection.close()
+                    for fd in waiting.fds:
+                        if fd not in fds:
+                            os.close(fd)
             # A session of its own: the agent's terminal, if it has one, is not the client's.
             os.setsid()
             for target, fd in enumerate(fds):
@@ -427,36 +482,26 @@ def _exited(pidfd: int) -> bool:
     return bool(poller.poll(0))
 
 
-def _read_request(connection: socket.socket) -> tuple[dict[str, Any] | None, list[int], str | None]:
-    """The request line and the descriptors sent with it, within _REQUEST_TIMEOUT in all (not per
-    read: a client sending a byte at a time must not hold the loop); or why there is none."""
-    deadline = time.monotonic() + _REQUEST_TIMEOUT
-    data = b""
-    fds: list[int] = []
-    while b"\n" not in data and len(data) <= MAX_MESSAGE_BYTES:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return None, fds, "no request in time"
-        connection.settimeout(left)
-        try:
-            chunk, received, flags, _ = socket.recv_fds(connection, 65536, 3)
-        except TimeoutError:
-            return None, fds, "no request in time"
-        fds.extend(received)
-        if flags & socket.MSG_CTRUNC:
-            return None, fds, "expected stdin, stdout and stderr"
-        if not chunk:
-            break
-        data += chunk
-    connection.settimeout(_REQUEST_TIMEOUT)
+@dataclass
+class _Pending:
+    """A connection whose request is still arriving: by `deadline` (monotonic) or refused."""
+
+    connection: socket.socket
+    deadline: float
+    data: bytes = b""
+    fds: list[int] = field(default_factory=list)
+
+
+def _parse_request(data: bytes) -> dict[str, Any] | None:
+    """The request on the first line of `data`, or None if it is not one."""
     line, newline, _ = data.partition(b"\n")
     if not newline or len(line) > MAX_MESSAGE_BYTES:
-        return None, fds, None
+        return None
     try:
         request = json.loads(line)
     except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested too deep
-        return None, fds, None
-    return (request if isinstance(request, dict) else None), fds, None
+        return None
+    return request if isinstance(request, dict) else None
 
 
 def _request_refusal(request: dict[str, Any] | None, fds: list[int]) -> str | None:

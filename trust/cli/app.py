@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
-from pull.errors import TrustError
+from pull.errors import HOST_FAULT_ERRNOS, HostFault, TrustError
 from trust.cli.common import error_line, exit_code_for
 from trust.cli.output import emit_line, note
 
@@ -153,6 +153,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         note("trust: interrupted")
         return 130
+    except OSError as err:
+        # The last net for the host's faults (a full disk, a read-only store) wherever they strike:
+        # one line and exit 5, not a traceback. Other OSErrors are bugs to fix where they happen.
+        if err.errno not in HOST_FAULT_ERRNOS or os.environ.get("TRUST_DEBUG"):
+            raise
+        fault = HostFault.from_os_error(err)
+        note(error_line(fault))
+        return exit_code_for(fault)
     finally:
         for name, value in saved.items():  # an in-process caller (tests) keeps its environment
             if value is None:

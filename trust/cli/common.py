@@ -145,10 +145,22 @@ def default_store_path() -> Path:
     return Path(data_home) / "trust"
 
 
+_STORE_PATH_REFUSED = (",", ":", "\n")
+"""Overlay mount options separate lower dirs with ':' and options with ',', and /proc/self/mountinfo
+is line-based: snapshots under such a path could never be mounted, so the store is refused at once,
+not after a pull and an unpack."""
+
+
 def open_store(path: Path | None) -> ContentStore:
     from pull.store import ContentStore
 
-    return ContentStore.open((path or default_store_path()).absolute())  # overlay needs absolute paths
+    root = (path or default_store_path()).absolute()  # overlay needs absolute paths
+    if any(character in str(root) for character in _STORE_PATH_REFUSED):
+        raise UsageError(
+            f"store path {str(root)!r} contains ',', ':' or a newline, which overlay mounts cannot "
+            "carry; choose another --store"
+        )
+    return ContentStore.open(root)
 
 
 def pull_config(insecure: list[str] | None, cert_dir: Path | None = None) -> PullConfig:

@@ -117,10 +117,15 @@ def login(
 ) -> None:
     """Check credentials against a registry and save them in Docker's config.json."""
     from pull.credentials import Credential, CredentialStore
+    from pull.errors import UsageError
     from pull.registry import RegistryClient
 
     if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
+        try:
+            password = sys.stdin.buffer.readline().decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError:
+            # A registry would get other bytes than the ones typed; Docker's config.json is JSON.
+            raise UsageError("the password on stdin is not UTF-8 text") from None
     else:
         password = typer.prompt("Password", hide_input=True)
     creds = CredentialStore()

@@ -89,6 +89,11 @@ def audit(
     from trust.store_ops.audit import audit as run_audit
 
     content = open_store(store)
+    if content.read_only:
+        note(
+            f"trust: note: the store {content.root} is read-only: auditing it as it is, without "
+            "recording anything (no signature cache, no lock files)"
+        )
     loaded = load(policy, content)
     snapshots = open_snapshots(content)
     bar = RichAuditProgress() if output is AuditOutput.text and sys.stderr.isatty() else None
@@ -298,12 +303,17 @@ def gc(
     Runs under the store's exclusive gc lock: it waits for pulls in progress, and pulls wait for it.
     """
     from pull.digest import Digest
+    from pull.errors import HostFault
     from pull.gc import collect
     from run.rootfs import open_snapshots
     from run.snapshots import chain_ids
     from trust.cli.common import open_store
 
     content = open_store(store)
+    if content.read_only and not dry_run:
+        raise HostFault(
+            f"the store {content.root} is read-only: gc can remove nothing (--dry-run lists what it would)"
+        )
     snapshots = open_snapshots(content)
     containers = _containers(content)
 
@@ -328,11 +338,15 @@ def gc(
     )
     # Extractions left by crashed unpackers (their chain ID's lock is free) are never in use.
     stale = 0 if dry_run else snapshots.remove_stale()
+    # Lock files pile up, one per blob and per chain ID ever handled; those nobody holds can go.
+    locks = 0 if dry_run else content.remove_stale_locks() + snapshots.remove_stale_locks()
     if output is OutputFormat.json:
-        emit_json({**report.to_json(), "staleExtractions": stale})
+        emit_json({**report.to_json(), "staleExtractions": stale, "staleLocks": locks})
         return
     if stale:
         note(f"removed {stale} unfinished snapshot extraction(s) left by crashed unpacks")
+    if locks:
+        note(f"removed {locks} unused lock file(s)")
     verb = "would remove" if dry_run else "removed"
     for removal in report.removed:
         emit_line(f"{verb} {removal.kind} {removal.name} ({human_size(removal.size)})")
