@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from pull.errors import InvalidManifest, UsageError
+from run.network import PortMapping
 from run.rootfs import read_image_file
 from run.runtime import DEFAULT_RUNTIME, SUPPORTED_RUNTIMES
 from run.seccomp import default_profile
@@ -108,6 +109,10 @@ class Network(StrEnum):
     """A fresh network namespace: loopback only."""
     HOST = "host"
     """The host's network namespace (opt-in)."""
+    BRIDGE = "bridge"
+    """A namespace of its own on the host bridge `trust0` (run/network.py); the CLI's default."""
+    CONTAINER = "container"
+    """Another container's namespace (`--network container:ID`, `RunOptions.network_container`)."""
 
 
 @dataclass(frozen=True)
@@ -175,8 +180,18 @@ class RunOptions:
     cgroup_parent: str = DEFAULT_CGROUP_PARENT
     seccomp: Mapping[str, Any] | None = field(default_factory=default_profile)
     """The `linux.seccomp` filter (`run.seccomp`); None runs unconfined."""
+    publish: tuple[PortMapping, ...] = ()
+    """`-p`: host ports forwarded to the container (bridge network only)."""
+    publish_all: bool = False
+    """`-P`: every port the image exposes, each on a free host port."""
+    network_container: str | None = None
+    """With Network.CONTAINER: the container (id, prefix or name) whose network namespace is joined."""
 
     def __post_init__(self) -> None:
+        if (self.publish or self.publish_all) and self.network is not Network.BRIDGE:
+            raise UsageError(f"publishing ports needs --network bridge, not {self.network}")
+        if (self.network is Network.CONTAINER) != (self.network_container is not None):
+            raise UsageError("--network container:ID needs the container's id or name")
         if self.runtime not in SUPPORTED_RUNTIMES:
             raise UsageError(
                 f"unknown --runtime {self.runtime!r}: use one of {', '.join(SUPPORTED_RUNTIMES)}"
@@ -400,13 +415,28 @@ def _table(rootfs: Path, path: str, *, needed: bool) -> list[list[str]]:
 # -- /etc files -------------------------------------------------------------------------------
 
 
-def write_etc_files(directory: Path, hostname: str, network: Network) -> dict[str, Path]:
-    """Write hostname, hosts and resolv.conf for the container; returns {container path: host file}."""
-    hosts = f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
-    resolv = "# trust: no network (loopback only); run with --network host for the host's DNS\n"
-    if network is Network.HOST:
-        with contextlib.suppress(OSError):
-            resolv = Path("/etc/resolv.conf").read_text()
+def write_etc_files(
+    directory: Path,
+    hostname: str,
+    network: Network,
+    *,
+    address: str | None = None,
+    resolv: str | None = None,
+    hosts: str | None = None,
+) -> dict[str, Path]:
+    """Write hostname, hosts and resolv.conf for the container; returns {container path: host file}.
+
+    `address`: the container's own address (bridge), mapped to its hostname in /etc/hosts.
+    `resolv` / `hosts`: given contents (a bridged container's resolvers; `container:ID`'s files).
+    """
+    if hosts is None:
+        hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+        hosts += f"{address}\t{hostname}\n" if address else f"127.0.1.1\t{hostname}\n"
+    if resolv is None:
+        resolv = "# trust: no network (loopback only); run with --network bridge or host for DNS\n"
+        if network is Network.HOST:
+            with contextlib.suppress(OSError):
+                resolv = Path("/etc/resolv.conf").read_text()
     files = {"/etc/hostname": f"{hostname}\n", "/etc/hosts": hosts, "/etc/resolv.conf": resolv}
     out = {}
     for target, content in files.items():
@@ -432,8 +462,13 @@ def build_spec(
     cgroup_namespace: bool = False,
     annotations: Mapping[str, str] | None = None,
     seccomp: Mapping[str, Any] | None = None,
+    netns: str | None = None,
 ) -> dict[str, Any]:
-    """The runtime spec (`config.json`) as a dict."""
+    """The runtime spec (`config.json`) as a dict.
+
+    `netns`: the network namespace to join (bridge: the one run/network.py made; container:ID: the
+    other container's); without it, `network` none gets a new namespace and host none.
+    """
     caps = list(CAPABILITIES)
     # A non-root process gets no capabilities to use, only the bounding set (as Podman does).
     usable = caps if process.uid == 0 else []
@@ -441,8 +476,10 @@ def build_spec(
     if process.additional_gids:
         user["additionalGids"] = list(process.additional_gids)
     assert NOFILE <= HOST_NOFILE_CEILING
-    namespaces = [{"type": kind} for kind in ("pid", "mount", "uts", "ipc")]
-    if network is Network.NONE:
+    namespaces: list[dict[str, str]] = [{"type": kind} for kind in ("pid", "mount", "uts", "ipc")]
+    if netns is not None:
+        namespaces.append({"type": "network", "path": netns})
+    elif network is not Network.HOST:
         namespaces.append({"type": "network"})
     if cgroup_namespace:
         namespaces.append({"type": "cgroup"})

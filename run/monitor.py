@@ -39,6 +39,7 @@ from typing import Any, NoReturn
 
 from pull.errors import TrustError
 from run.errors import ContainerNotFound, RuntimeFailure, start_failure
+from run.network import release as release_network
 from run.processes import alive, kill_process, start_time, wait_gone
 from run.record import ACTIVE_STATES, Container, State, now, read_state, update_state
 from run.rootfs import unmount_rootfs
@@ -317,13 +318,19 @@ def teardown(container: Container, runtime: Runtime) -> None:
     """Delete runtime state, cgroups and the rootfs mount; works when the runtime crashed or is gone.
 
     Raises:
-        RuntimeFailure: the rootfs cannot be unmounted (the caller must keep the directory).
+        RuntimeFailure: the rootfs cannot be unmounted, or a network plugin failed to release the
+            container's address, ports or rules (the caller must keep the directory: `rm -f` retries).
     """
     with contextlib.suppress(TrustError):
         runtime.delete(container.id, force=True)
     if container.pid is not None and alive(container.pid, container.pid_start):
         # The runtime could not kill it (its state is gone?): init's death ends the pid namespace.
         kill_process(container.pid, container.pid_start)
+    failure: RuntimeFailure | None = None
+    try:
+        release_network(container.directory, container.id)
+    except RuntimeFailure as err:
+        failure = err
     shutil.rmtree(runtime.state_dir(container.id), ignore_errors=True)
     if container.cgroups_path:
         with contextlib.suppress(OSError):
@@ -332,6 +339,8 @@ def teardown(container: Container, runtime: Runtime) -> None:
         unmount_rootfs(container.rootfs)
     except OSError as exc:
         raise RuntimeFailure(f"cannot unmount {container.rootfs}: {exc.strerror or exc}") from None
+    if failure is not None:
+        raise failure
 
 
 def remove_directory(directory: Path) -> None:

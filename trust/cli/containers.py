@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from pull.errors import DeniedError, TrustError
+from pull.errors import DeniedError, TrustError, UsageError
 from trust.cli.output import OutputFormat, emit_json, emit_line, emit_table, note
 
 if TYPE_CHECKING:
@@ -33,11 +33,6 @@ if TYPE_CHECKING:
     from pull.store import ContentStore
     from run.bundle import RunOptions
     from run.containers import Container, ContainerStore
-
-
-class NetworkChoice(StrEnum):
-    none = "none"
-    host = "host"
 
 
 class RuntimeChoice(StrEnum):
@@ -63,7 +58,25 @@ WorkdirOption = Annotated[str | None, typer.Option("--workdir", "-w", help="Abso
 UserOption = Annotated[str | None, typer.Option("--user", "-u", help="uid[:gid] or name[:group].")]
 HostnameOption = Annotated[str | None, typer.Option("--hostname", help="Default: the short container id.")]
 NetworkOption = Annotated[
-    NetworkChoice, typer.Option("--network", help="none: loopback only; host: the host's network.")
+    str,
+    typer.Option(
+        "--network",
+        "--net",
+        help="bridge (trust0, the default), none (loopback only), host, or container:ID (share its).",
+    ),
+]
+PublishOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--publish",
+        "-p",
+        help="[IP:]HOSTPORT:CONTAINERPORT[/tcp|udp], or CONTAINERPORT (a free host port); repeatable.",
+        show_default=False,
+    ),
+]
+PublishAllOption = Annotated[
+    bool,
+    typer.Option("--publish-all", "-P", help="Publish every port the image exposes on a free host port."),
 ]
 MemoryOption = Annotated[str | None, typer.Option("--memory", "-m", help="Memory limit, e.g. 64m or 1g.")]
 PidsOption = Annotated[int | None, typer.Option("--pids-limit", help="Maximum number of processes.")]
@@ -93,7 +106,18 @@ def register(app: typer.Typer) -> None:
     takes_a_command: tuple[Callable[..., None], ...] = (create, run)
     for function in takes_a_command:
         app.command(context_settings=_POSITIONAL_AFTER_IMAGE)(function)
-    others: tuple[Callable[..., None], ...] = (start, stop, kill, pause, unpause, rm, ps, logs, inspect)
+    others: tuple[Callable[..., None], ...] = (
+        start,
+        stop,
+        kill,
+        pause,
+        unpause,
+        rm,
+        ps,
+        logs,
+        inspect,
+        port,
+    )
     for function in others:
         app.command()(function)
 
@@ -109,7 +133,9 @@ def create(
     workdir: WorkdirOption = None,
     user: UserOption = None,
     hostname: HostnameOption = None,
-    network: NetworkOption = NetworkChoice.none,
+    network: NetworkOption = "bridge",
+    publish: PublishOption = None,
+    publish_all: PublishAllOption = False,
     memory: MemoryOption = None,
     pids_limit: PidsOption = None,
     cpus: CpusOption = None,
@@ -129,6 +155,8 @@ def create(
         user,
         hostname,
         network,
+        publish or [],
+        publish_all,
         memory,
         pids_limit,
         cpus,
@@ -154,7 +182,9 @@ def run(
     workdir: WorkdirOption = None,
     user: UserOption = None,
     hostname: HostnameOption = None,
-    network: NetworkOption = NetworkChoice.none,
+    network: NetworkOption = "bridge",
+    publish: PublishOption = None,
+    publish_all: PublishAllOption = False,
     memory: MemoryOption = None,
     pids_limit: PidsOption = None,
     cpus: CpusOption = None,
@@ -178,6 +208,8 @@ def run(
         user,
         hostname,
         network,
+        publish or [],
+        publish_all,
         memory,
         pids_limit,
         cpus,
@@ -203,7 +235,9 @@ def _options(
     workdir: str | None,
     user: str | None,
     hostname: str | None,
-    network: NetworkChoice,
+    network: str,
+    publish: list[str],
+    publish_all: bool,
     memory: str | None,
     pids_limit: int | None,
     cpus: str | None,
@@ -213,15 +247,22 @@ def _options(
 ) -> RunOptions:
     """Check every flag before admission, so a typo costs no network round trip."""
     from run.bundle import Limits, Network, RunOptions, parse_cpus, parse_memory
+    from run.network import parse_publish
     from run.runtime import check_host_support
 
+    mode, _, joined = network.partition(":")
+    if mode not in {n.value for n in Network} or (mode == "container") != bool(joined):
+        raise UsageError(f"invalid --network {network!r}: use bridge, none, host or container:ID")
     options = RunOptions(
         command=tuple(command or ()),
         env=tuple(env or ()),
         workdir=workdir,
         user=user,
         hostname=hostname,
-        network=Network(network.value),
+        network=Network(mode),
+        network_container=joined or None,
+        publish=tuple(parse_publish(item) for item in publish),
+        publish_all=publish_all,
         limits=Limits(
             memory=parse_memory(memory) if memory is not None else None,
             pids=pids_limit,
@@ -425,6 +466,28 @@ def inspect(containers: ContainersArg, store: StoreOption = None) -> None:
     finally:
         if documents:
             emit_json(documents[0] if len(containers) == 1 else documents)
+
+
+def port(
+    container: Annotated[str, typer.Argument(help="Container id, id prefix or name.")],
+    private_port: Annotated[
+        str | None, typer.Argument(help="Only this container port: PORT[/tcp|udp].", show_default=False)
+    ] = None,
+    store: StoreOption = None,
+) -> None:
+    """List a container's published ports: `80/tcp -> 127.0.0.1:8080` (docker port's format)."""
+    mappings = _store_containers(store).ports(container)
+    if private_port is not None:
+        number, _, protocol = private_port.partition("/")
+        if not number.isdigit() or protocol not in ("", "tcp", "udp"):
+            raise UsageError(f"invalid port {private_port!r}: use PORT or PORT/tcp|udp")
+        mappings = [
+            m for m in mappings if m.container_port == int(number) and m.protocol == (protocol or "tcp")
+        ]
+        if not mappings:
+            raise UsageError(f"no public port {private_port} published for container {container}")
+    for mapping in mappings:
+        emit_line(str(mapping))
 
 
 # -- helpers -----------------------------------------------------------------------------------

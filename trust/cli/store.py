@@ -328,9 +328,13 @@ def gc(
     )
     # Extractions left by crashed unpackers (their chain ID's lock is free) are never in use.
     stale = 0 if dry_run else snapshots.remove_stale()
+    # Addresses, ports and rules still held by containers that are over (a monitor killed early).
+    networks = 0 if dry_run or containers is None else containers.release_networks()
     if output is OutputFormat.json:
-        emit_json({**report.to_json(), "staleExtractions": stale})
+        emit_json({**report.to_json(), "staleExtractions": stale, "releasedNetworks": networks})
         return
+    if networks:
+        note(f"released the network of {networks} exited container(s)")
     if stale:
         note(f"removed {stale} unfinished snapshot extraction(s) left by crashed unpacks")
     verb = "would remove" if dry_run else "removed"
