@@ -262,7 +262,7 @@ def resolve_process(
     user_text = options.user if options.user is not None else _string(section, "User") or ""
     user = resolve_user(user_text, rootfs)
 
-    env = _merge_env(
+    env = merge_env(
         [("PATH", DEFAULT_PATH), ("HOSTNAME", hostname)],
         _strings(section, "Env"),
         options.env,
@@ -291,7 +291,7 @@ def check_workdir(workdir: str) -> str:
     return normal
 
 
-def _merge_env(
+def merge_env(
     defaults: Sequence[tuple[str, str]], image: Sequence[str], overrides: Sequence[str]
 ) -> dict[str, str]:
     env = dict(defaults)

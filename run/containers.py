@@ -47,6 +47,7 @@ from run.bundle import (
     write_etc_files,
 )
 from run.errors import ContainerNotFound, ContainerStateError, RuntimeFailure
+from run.execution import ExecOptions, exec_in
 from run.monitor import MonitorLink, forward_signals, remove_directory, spawn_monitor, teardown
 from run.network import (
     NETNS_FILE,
@@ -239,6 +240,19 @@ class ContainerStore:
             if not self._wait_exit(container, KILL_WAIT):
                 raise RuntimeFailure(f"container {container.short_id} did not exit after SIGKILL")
         return self._settle(container)
+
+    def exec(self, ref: str, options: ExecOptions) -> int:
+        """`trust exec`: run a process in a running container; its exit status (0 when detached).
+
+        Raises:
+            ContainerStateError: the container is not running (created, paused, exited: exit 2).
+        """
+        container = self.get(ref)
+        if container.state is not State.RUNNING:
+            raise ContainerStateError(
+                f"container {container.short_id} is {container.state}: exec needs a running container"
+            )
+        return exec_in(self.runtime(container.runtime), container, options)
 
     def kill(self, ref: str, signum: int = signal.SIGKILL) -> None:
         """Send `signum` to the container's first process (it may take a moment to act on it)."""

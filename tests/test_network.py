@@ -54,8 +54,8 @@ def setup(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Setup
     pushed = push_image(registry, "t/network-httpd", image)
     (folder / "store").mkdir()
     (folder / "store" / "policy.yaml").write_text(
-        f"version: 1\nrules:\n  - scope: {registry.host}/t/network-httpd\n    insecure-accept-anything: true\n"
-        "default:\n  reject: true\n"
+        f"version: 1\nrules:\n  - scope: {registry.host}/t/network-httpd\n"
+        "    insecure-accept-anything: true\ndefault:\n  reject: true\n"
     )
     return Setup(folder / "store", pushed.by_digest)
 
@@ -133,7 +133,9 @@ def fetch(url: str, timeout: float = 10.0) -> bytes:
             time.sleep(0.05)
 
 
-def published_port(setup: Setup, capfd: pytest.CaptureFixture[str], ref: str, private: str) -> tuple[str, int]:
+def published_port(
+    setup: Setup, capfd: pytest.CaptureFixture[str], ref: str, private: str
+) -> tuple[str, int]:
     line = out_of(capfd, setup.trust("port", ref, private)).strip()
     # "80/tcp -> 127.0.0.1:40123"
     host, _, port = line.split(" -> ")[1].rpartition(":")

@@ -103,9 +103,10 @@ _POSITIONAL_AFTER_IMAGE = {"allow_interspersed_args": False}  # `run IMG sh -c â
 
 def register(app: typer.Typer) -> None:
     """Add the container commands to `app` (called once by trust/cli.py)."""
-    takes_a_command: tuple[Callable[..., None], ...] = (create, run)
+    takes_a_command: tuple[Callable[..., None], ...] = (create, run, exec_)
     for function in takes_a_command:
-        app.command(context_settings=_POSITIONAL_AFTER_IMAGE)(function)
+        name = function.__name__.rstrip("_")  # exec_: a function named exec would shadow the builtin
+        app.command(name, context_settings=_POSITIONAL_AFTER_IMAGE)(function)
     others: tuple[Callable[..., None], ...] = (
         start,
         stop,
@@ -226,6 +227,31 @@ def run(
     if exited.oom_killed:
         note(f"trust: container {exited.container_id[:12]} was killed for using more memory than its limit")
     raise typer.Exit(exited.exit_code)
+
+
+def exec_(
+    container: Annotated[str, typer.Argument(help="Container id, id prefix or name.")],
+    command: Annotated[list[str], typer.Argument(help="Command and arguments.", show_default=False)],
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background.")] = False,
+    interactive: Annotated[bool, typer.Option("--interactive", "-i", help="Pass stdin.")] = False,
+    env: EnvOption = None,
+    user: UserOption = None,
+    workdir: WorkdirOption = None,
+    store: StoreOption = None,
+) -> None:
+    """Run a command in a running container (its namespaces, cgroup, seccomp filter and
+    capabilities); exits with the command's exit code."""
+    from run.execution import ExecOptions
+
+    options = ExecOptions(
+        command=tuple(command),
+        env=tuple(env or ()),
+        user=user,
+        workdir=workdir,
+        detach=detach,
+        interactive=interactive,
+    )
+    raise typer.Exit(_store_containers(store).exec(container, options))
 
 
 def _options(
