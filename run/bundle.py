@@ -42,6 +42,8 @@ from pathlib import Path
 from typing import Any
 
 from pull.errors import InvalidManifest, UsageError
+from run.capabilities import capability_set
+from run.mounts import Mount, sorted_for_mounting
 from run.network import PortMapping
 from run.rootfs import read_image_file
 from run.runtime import DEFAULT_RUNTIME, SUPPORTED_RUNTIMES
@@ -186,8 +188,27 @@ class RunOptions:
     """`-P`: every port the image exposes, each on a free host port."""
     network_container: str | None = None
     """With Network.CONTAINER: the container (id, prefix or name) whose network namespace is joined."""
+    mounts: tuple[Mount, ...] = ()
+    """`-v`, `--tmpfs`, `--mount` (run/mounts.py)."""
+    read_only: bool = False
+    """`--read-only`: the root filesystem is mounted read-only (mounts and /dev stay writable)."""
+    cap_add: tuple[str, ...] = ()
+    cap_drop: tuple[str, ...] = ()
+    entrypoint: tuple[str, ...] | None = None
+    """`--entrypoint`: replaces the image's Entrypoint, and drops its Cmd (as docker); () clears it."""
+    labels: tuple[tuple[str, str], ...] = ()
+    """`--label KEY=VALUE`: kept in the record and the bundle's annotations."""
+
+    @property
+    def capabilities(self) -> tuple[str, ...]:
+        return capability_set(CAPABILITIES, add=self.cap_add, drop=self.cap_drop)
 
     def __post_init__(self) -> None:
+        _ = self.capabilities  # an unknown name fails here, before anything is made
+        sorted_for_mounting(self.mounts)  # and two mounts on one destination
+        for key, _value in self.labels:
+            if not key or "\0" in key:
+                raise UsageError(f"invalid --label {key!r}: expected KEY=VALUE")
         if (self.publish or self.publish_all) and self.network is not Network.BRIDGE:
             raise UsageError(f"publishing ports needs --network bridge, not {self.network}")
         if (self.network is Network.CONTAINER) != (self.network_container is not None):
@@ -250,8 +271,11 @@ def resolve_process(
     section = image_config.get("config") or {}
     if not isinstance(section, Mapping):
         raise InvalidManifest("image config: 'config' must be an object")
-    entrypoint = _strings(section, "Entrypoint")
-    cmd = list(options.command) if options.command else _strings(section, "Cmd")
+    if options.entrypoint is not None:  # docker: a new Entrypoint does not take the image's Cmd
+        entrypoint, cmd = list(options.entrypoint), list(options.command)
+    else:
+        entrypoint = _strings(section, "Entrypoint")
+        cmd = list(options.command) if options.command else _strings(section, "Cmd")
     args = tuple(entrypoint + cmd)
     if not args:
         raise UsageError("the image has no Entrypoint or Cmd: give a command after the image")
@@ -463,13 +487,16 @@ def build_spec(
     annotations: Mapping[str, str] | None = None,
     seccomp: Mapping[str, Any] | None = None,
     netns: str | None = None,
+    capabilities: Sequence[str] = CAPABILITIES,
+    read_only: bool = False,
+    mounts: Sequence[Mount] = (),
 ) -> dict[str, Any]:
     """The runtime spec (`config.json`) as a dict.
 
     `netns`: the network namespace to join (bridge: the one run/network.py made; container:ID: the
     other container's); without it, `network` none gets a new namespace and host none.
     """
-    caps = list(CAPABILITIES)
+    caps = list(capabilities)
     # A non-root process gets no capabilities to use, only the bounding set (as Podman does).
     usable = caps if process.uid == 0 else []
     user: dict[str, Any] = {"uid": process.uid, "gid": process.gid}
@@ -504,9 +531,9 @@ def build_spec(
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": NOFILE, "soft": NOFILE}],
             "noNewPrivileges": True,
         },
-        "root": {"path": str(rootfs), "readonly": False},
+        "root": {"path": str(rootfs), "readonly": read_only},
         "hostname": hostname,
-        "mounts": _mounts(etc_files),
+        "mounts": _mounts(etc_files) + [m.to_spec() for m in sorted_for_mounting(mounts)],
         "linux": linux,
         "annotations": dict(annotations or {}),
     }

@@ -16,7 +16,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -71,6 +71,9 @@ class Container:
     pid_start: int | None = None
     monitor_pid: int | None = None
     monitor_start: int | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    mounts: tuple[Mapping[str, Any], ...] = ()
+    """`-v`, `--tmpfs`, `--mount` as given (run/mounts.py `Mount.to_json`)."""
 
     @property
     def short_id(self) -> str:
@@ -126,6 +129,8 @@ class Container:
             "cgroupsPath": self.cgroups_path,
             "autoRemove": self.auto_remove,
             "capturesLogs": self.captures_logs,
+            "labels": dict(self.labels),
+            "mounts": [dict(m) for m in self.mounts],
             "paths": {
                 "bundle": str(self.directory),
                 "rootfs": str(self.rootfs),
@@ -166,6 +171,8 @@ class Container:
             pid_start=optional_int("pidStartTime"),
             monitor_pid=optional_int("monitorPid"),
             monitor_start=optional_int("monitorStartTime"),
+            labels={str(k): str(v) for k, v in (doc.get("labels") or {}).items()},
+            mounts=tuple(dict(m) for m in doc.get("mounts") or ()),
         )
 
 

@@ -98,6 +98,50 @@ SecurityOption = Annotated[
         help="seccomp=unconfined or seccomp=PROFILE.json (default: trust's default-deny profile).",
     ),
 ]
+EnvFileOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--env-file", help="A file of KEY=VALUE lines (before --env); repeatable.", show_default=False
+    ),
+]
+EntrypointOption = Annotated[
+    str | None,
+    typer.Option("--entrypoint", help="Replace the image's Entrypoint (and drop its Cmd); '' clears it."),
+]
+LabelOption = Annotated[
+    list[str] | None,
+    typer.Option("--label", "-l", help="KEY=VALUE metadata; repeatable.", show_default=False),
+]
+VolumeOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--volume",
+        "-v",
+        help="Bind mount /HOST/PATH:/CONTAINER/PATH[:ro|rw]; repeatable.",
+        show_default=False,
+    ),
+]
+TmpfsOption = Annotated[
+    list[str] | None,
+    typer.Option("--tmpfs", help="A tmpfs at PATH[:size=64m,mode=1777,…]; repeatable.", show_default=False),
+]
+MountOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--mount",
+        help="type=bind,source=/HOST,target=/CTR[,readonly] or type=tmpfs,target=/CTR[,tmpfs-size=N]",
+        show_default=False,
+    ),
+]
+ReadOnlyOption = Annotated[bool, typer.Option("--read-only", help="Mount the root filesystem read-only.")]
+CapAddOption = Annotated[
+    list[str] | None,
+    typer.Option("--cap-add", help="Add a capability (NET_ADMIN, …, ALL).", show_default=False),
+]
+CapDropOption = Annotated[
+    list[str] | None,
+    typer.Option("--cap-drop", help="Drop a capability (CHOWN, …, ALL).", show_default=False),
+]
 _POSITIONAL_AFTER_IMAGE = {"allow_interspersed_args": False}  # `run IMG sh -c …`: -c is the command's
 
 
@@ -118,6 +162,7 @@ def register(app: typer.Typer) -> None:
         logs,
         inspect,
         port,
+        wait,
     )
     for function in others:
         app.command()(function)
@@ -131,12 +176,21 @@ def create(
     command: CommandArg = None,
     name: NameOption = None,
     env: EnvOption = None,
+    env_file: EnvFileOption = None,
     workdir: WorkdirOption = None,
     user: UserOption = None,
     hostname: HostnameOption = None,
+    entrypoint: EntrypointOption = None,
+    label: LabelOption = None,
     network: NetworkOption = "bridge",
     publish: PublishOption = None,
     publish_all: PublishAllOption = False,
+    volume: VolumeOption = None,
+    tmpfs: TmpfsOption = None,
+    mount: MountOption = None,
+    read_only: ReadOnlyOption = False,
+    cap_add: CapAddOption = None,
+    cap_drop: CapDropOption = None,
     memory: MemoryOption = None,
     pids_limit: PidsOption = None,
     cpus: CpusOption = None,
@@ -149,21 +203,30 @@ def create(
 ) -> None:
     """Admit an image and create a container from it (not started); print its id."""
     options = _options(
-        command,
-        name,
-        env,
-        workdir,
-        user,
-        hostname,
-        network,
-        publish or [],
-        publish_all,
-        memory,
-        pids_limit,
-        cpus,
-        runtime,
-        auto_remove,
-        security_opt,
+        command=command,
+        name=name,
+        env=env,
+        env_file=env_file,
+        workdir=workdir,
+        user=user,
+        hostname=hostname,
+        entrypoint=entrypoint,
+        label=label,
+        network=network,
+        publish=publish,
+        publish_all=publish_all,
+        volume=volume,
+        tmpfs=tmpfs,
+        mount=mount,
+        read_only=read_only,
+        cap_add=cap_add,
+        cap_drop=cap_drop,
+        memory=memory,
+        pids_limit=pids_limit,
+        cpus=cpus,
+        runtime=runtime,
+        auto_remove=auto_remove,
+        security_opt=security_opt,
     )
     content, admitted = _admit(image, policy, store, insecure_registry)
     emit_line(_containers(content).create(admitted, options).id)
@@ -180,12 +243,21 @@ def run(
     ] = False,
     name: NameOption = None,
     env: EnvOption = None,
+    env_file: EnvFileOption = None,
     workdir: WorkdirOption = None,
     user: UserOption = None,
     hostname: HostnameOption = None,
+    entrypoint: EntrypointOption = None,
+    label: LabelOption = None,
     network: NetworkOption = "bridge",
     publish: PublishOption = None,
     publish_all: PublishAllOption = False,
+    volume: VolumeOption = None,
+    tmpfs: TmpfsOption = None,
+    mount: MountOption = None,
+    read_only: ReadOnlyOption = False,
+    cap_add: CapAddOption = None,
+    cap_drop: CapDropOption = None,
     memory: MemoryOption = None,
     pids_limit: PidsOption = None,
     cpus: CpusOption = None,
@@ -198,25 +270,32 @@ def run(
 ) -> None:
     """Admit an image and run a container; exits with the container's exit code (unless -d)."""
     if detach and interactive:
-        from pull.errors import UsageError
-
         raise UsageError("--interactive needs a foreground container: drop --detach")
     options = _options(
-        command,
-        name,
-        env,
-        workdir,
-        user,
-        hostname,
-        network,
-        publish or [],
-        publish_all,
-        memory,
-        pids_limit,
-        cpus,
-        runtime,
-        auto_remove,
-        security_opt,
+        command=command,
+        name=name,
+        env=env,
+        env_file=env_file,
+        workdir=workdir,
+        user=user,
+        hostname=hostname,
+        entrypoint=entrypoint,
+        label=label,
+        network=network,
+        publish=publish,
+        publish_all=publish_all,
+        volume=volume,
+        tmpfs=tmpfs,
+        mount=mount,
+        read_only=read_only,
+        cap_add=cap_add,
+        cap_drop=cap_drop,
+        memory=memory,
+        pids_limit=pids_limit,
+        cpus=cpus,
+        runtime=runtime,
+        auto_remove=auto_remove,
+        security_opt=security_opt,
     )
     content, admitted = _admit(image, policy, store, insecure_registry)
     containers = _containers(content)
@@ -255,15 +334,25 @@ def exec_(
 
 
 def _options(
+    *,
     command: list[str] | None,
     name: str | None,
     env: list[str] | None,
+    env_file: list[Path] | None,
     workdir: str | None,
     user: str | None,
     hostname: str | None,
+    entrypoint: str | None,
+    label: list[str] | None,
     network: str,
-    publish: list[str],
+    publish: list[str] | None,
     publish_all: bool,
+    volume: list[str] | None,
+    tmpfs: list[str] | None,
+    mount: list[str] | None,
+    read_only: bool,
+    cap_add: list[str] | None,
+    cap_drop: list[str] | None,
     memory: str | None,
     pids_limit: int | None,
     cpus: str | None,
@@ -273,22 +362,34 @@ def _options(
 ) -> RunOptions:
     """Check every flag before admission, so a typo costs no network round trip."""
     from run.bundle import Limits, Network, RunOptions, parse_cpus, parse_memory
+    from run.mounts import parse_mount, parse_tmpfs, parse_volume
     from run.network import parse_publish
     from run.runtime import check_host_support
 
     mode, _, joined = network.partition(":")
     if mode not in {n.value for n in Network} or (mode == "container") != bool(joined):
         raise UsageError(f"invalid --network {network!r}: use bridge, none, host or container:ID")
+    mounts = [
+        *(parse_volume(item) for item in volume or ()),
+        *(parse_tmpfs(item) for item in tmpfs or ()),
+        *(parse_mount(item) for item in mount or ()),
+    ]
     options = RunOptions(
         command=tuple(command or ()),
-        env=tuple(env or ()),
+        env=(*_env_files(env_file or []), *(env or ())),
         workdir=workdir,
         user=user,
         hostname=hostname,
         network=Network(mode),
         network_container=joined or None,
-        publish=tuple(parse_publish(item) for item in publish),
+        publish=tuple(parse_publish(item) for item in publish or ()),
         publish_all=publish_all,
+        mounts=tuple(mounts),
+        read_only=read_only,
+        cap_add=tuple(cap_add or ()),
+        cap_drop=tuple(cap_drop or ()),
+        entrypoint=None if entrypoint is None else tuple(shlex.split(entrypoint)),
+        labels=tuple(_label(item) for item in label or ()),
         limits=Limits(
             memory=parse_memory(memory) if memory is not None else None,
             pids=pids_limit,
@@ -301,6 +402,33 @@ def _options(
     )
     check_host_support(options.runtime, wants_limits=options.limits.any)
     return options
+
+
+def _env_files(paths: list[Path]) -> list[str]:
+    """`--env-file`: KEY=VALUE lines (a bare KEY takes the caller's value); blank and # lines skipped."""
+    entries = []
+    for path in paths:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(
+                f"cannot read --env-file {path}: {getattr(exc, 'strerror', None) or exc}"
+            ) from None
+        for number, line in enumerate(text.splitlines(), 1):
+            stripped = line.lstrip()
+            if not stripped or stripped.startswith("#"):
+                continue
+            if stripped.partition("=")[0].strip() == "" or " " in stripped.partition("=")[0]:
+                raise UsageError(f"--env-file {path}, line {number}: expected KEY=VALUE")
+            entries.append(stripped)
+    return entries
+
+
+def _label(text: str) -> tuple[str, str]:
+    key, _, value = text.partition("=")
+    if not key:
+        raise UsageError(f"invalid --label {text!r}: expected KEY=VALUE")
+    return key, value
 
 
 def _seccomp(security_opt: list[str]) -> dict[str, Any] | None:
@@ -492,6 +620,23 @@ def inspect(containers: ContainersArg, store: StoreOption = None) -> None:
     finally:
         if documents:
             emit_json(documents[0] if len(containers) == 1 else documents)
+
+
+def wait(containers: ContainersArg, store: StoreOption = None) -> None:
+    """Wait until containers have exited (and been cleaned up); print each one's exit code."""
+    from run.errors import ContainerNotFound
+
+    found = _store_containers(store)
+
+    def one(ref: str) -> None:
+        exited = found.wait(ref)
+        if exited is None:
+            raise ContainerNotFound(
+                f"container {ref[:12]} was removed when it exited (--rm): its exit code is gone"
+            )
+        emit_line(str(exited.exit_code) if exited.exit_code is not None else "unknown")
+
+    _each(containers, one, echo=False)
 
 
 def port(

@@ -1,0 +1,231 @@
+"""Volumes, tmpfs, a read-only root, capabilities and the everyday flags (`--env-file`, `--entrypoint`,
+`--label`, `trust wait`) on real runc, through the CLI in-process. Containers use `--network none`.
+
+The image carries symlinks that try to point a bind mount at the host: `/evil -> /etc` and
+`/up -> ../../../../../../etc`. The runtime must resolve them inside the rootfs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from support.images import BUSYBOX_APPLETS, Layer, Symlink, build_image, busybox_layer, push_image
+from support.registry import Registry
+
+from trust.cli.app import main
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="containers need root")
+
+APPLETS = (*BUSYBOX_APPLETS, "touch", "chown", "ip", "grep", "env", "mount", "rm")
+
+
+@dataclass(frozen=True)
+class Setup:
+    store: Path
+    image: str
+
+    def trust(self, *args: str) -> int:
+        return main([args[0], "--store", str(self.store), *args[1:]])
+
+    def run(self, *args: str) -> int:
+        return self.trust("run", "--rm", "--network", "none", *args)
+
+
+@pytest.fixture(scope="module")
+def setup(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Setup:
+    folder = tmp_path_factory.mktemp("volumes")
+    links = Layer.from_files({"evil": Symlink("/etc"), "up": Symlink("../../../../../../etc")})
+    image = build_image(
+        [busybox_layer(applets=APPLETS), links],
+        entrypoint=["sh", "-c"],
+        cmd=["echo from the image"],
+        env=["PATH=/bin", "FROM_IMAGE=yes"],
+    )
+    pushed = push_image(registry, "t/volumes-busybox", image)
+    (folder / "store").mkdir()
+    (folder / "store" / "policy.yaml").write_text(
+        f"version: 1\nrules:\n  - scope: {registry.host}/t/volumes-busybox\n"
+        "    insecure-accept-anything: true\ndefault:\n  reject: true\n"
+    )
+    return Setup(folder / "store", pushed.by_digest)
+
+
+@pytest.fixture
+def box(setup: Setup) -> Iterator[Setup]:
+    containers = setup.store / "meta" / "containers"
+    before = set(containers.iterdir()) if containers.exists() else set()
+    yield setup
+    if containers.exists():
+        for leftover in set(containers.iterdir()) - before:
+            if not leftover.name.startswith("."):
+                assert setup.trust("rm", "--force", leftover.name) == 0
+    with open("/proc/self/mountinfo") as mountinfo:
+        assert str(setup.store) not in mountinfo.read()
+
+
+def out_of(capfd: pytest.CaptureFixture[str], code: int, expected: int = 0) -> str:
+    out, err = capfd.readouterr()
+    assert code == expected, err
+    return out
+
+
+# -- bind mounts --------------------------------------------------------------------------------
+
+
+def test_a_bind_mount_is_shared_with_the_host_and_read_only_refuses_writes(
+    box: Setup, capfd: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "in.txt").write_text("from the host\n")
+    out = out_of(
+        capfd, box.run("-v", f"{tmp_path}:/data", box.image, "cat /data/in.txt; echo made > /data/out")
+    )
+    assert out == "from the host\n"
+    assert (tmp_path / "out").read_text() == "made\n"
+
+    code = box.run("-v", f"{tmp_path}:/data:ro", box.image, "cat /data/in.txt && echo x > /data/other")
+    out, err = capfd.readouterr()
+    assert code != 0 and out == "from the host\n" and "Read-only file system" in err
+    assert not (tmp_path / "other").exists()
+
+    code = box.run("--mount", f"type=bind,source={tmp_path},target=/m,readonly", box.image, "touch /m/x")
+    assert code != 0 and not (tmp_path / "x").exists()
+    capfd.readouterr()
+
+
+@pytest.mark.parametrize("target", ["/evil", "/evil/breakout", "/up", "/up/breakout"])
+def test_a_symlink_in_the_image_cannot_send_a_bind_mount_to_the_host(
+    box: Setup, capfd: pytest.CaptureFixture[str], tmp_path: Path, target: str
+) -> None:
+    (tmp_path / "marker").write_text("mounted\n")
+    host_etc = sorted(os.listdir("/etc"))
+    script = f"cat {target}/marker; echo written > {target}/from-container"
+    out = out_of(capfd, box.run("-v", f"{tmp_path}:{target}", box.image, script))
+    assert out == "mounted\n"  # the mount happened, inside the container's own /etc
+    assert sorted(os.listdir("/etc")) == host_etc  # and the host's /etc did not change
+    assert not Path("/etc/from-container").exists() and not Path("/etc/breakout").exists()
+    assert (tmp_path / "from-container").read_text() == "written\n"
+
+
+@pytest.mark.parametrize(
+    "flag",
+    [
+        ("-v", "relative:/data"),
+        ("-v", "/no/such/host/path:/data"),
+        ("-v", "/tmp:relative"),
+        ("-v", "/tmp:/data:z"),
+        ("-v", "/tmp:/"),
+        ("-v", "/tmp:/proc"),
+        ("-v", "named-volume:/data"),
+        ("--tmpfs", "/t:size=1m,exec;rm"),
+        ("--tmpfs", "tmp"),
+        ("--mount", "type=volume,target=/x"),
+        ("--mount", "type=bind,target=/x"),
+        ("--mount", "type=tmpfs,target=/x,propagation=shared"),
+        ("--mount", "type=tmpfs"),
+        ("--cap-add", "NOT_A_CAP"),
+        ("--cap-drop", "CAP_BOGUS"),
+        ("--env-file", "/no/such/file"),
+        ("--label", "=value"),
+    ],
+)
+def test_bad_flags_are_one_line_usage_errors(
+    box: Setup, capfd: pytest.CaptureFixture[str], flag: tuple[str, str]
+) -> None:
+    capfd.readouterr()
+    assert box.run(*flag, box.image, "true") == 2
+    err = capfd.readouterr().err
+    assert err.startswith("trust: error:") and len(err.strip().splitlines()) == 1
+
+
+def test_two_mounts_on_one_destination_are_refused(box: Setup, tmp_path: Path) -> None:
+    assert box.run("-v", f"{tmp_path}:/data", "--tmpfs", "/data", box.image, "true") == 2
+
+
+# -- tmpfs and read-only root ---------------------------------------------------------------------
+
+
+def test_read_only_root_with_a_tmpfs(box: Setup, capfd: pytest.CaptureFixture[str]) -> None:
+    code = box.run("--read-only", box.image, "touch /made-here")
+    assert code != 0 and "Read-only file system" in capfd.readouterr().err
+    script = "touch /tmp/ok && grep ' /tmp ' /proc/mounts && grep ' /big ' /proc/mounts"
+    out = out_of(
+        capfd,
+        box.run(
+            "--read-only",
+            "--tmpfs",
+            "/tmp",
+            "--mount",
+            "type=tmpfs,target=/big,tmpfs-size=2m",
+            box.image,
+            script,
+        ),
+    )
+    tmp_line, big_line = out.splitlines()
+    assert tmp_line.startswith("tmpfs /tmp tmpfs rw,nosuid,nodev,noexec")
+    assert "size=2048k" in big_line
+    out = out_of(capfd, box.run("--tmpfs", "/t:size=1m,mode=700,exec", box.image, "grep ' /t ' /proc/mounts"))
+    assert "size=1024k" in out and "mode=700" in out and "noexec" not in out
+
+
+# -- capabilities ---------------------------------------------------------------------------------
+
+
+def test_cap_drop_all_makes_chown_fail_and_cap_add_net_admin_allows_ip_link(
+    box: Setup, capfd: pytest.CaptureFixture[str]
+) -> None:
+    assert box.run(box.image, "touch /f && chown 65534 /f") == 0
+    assert box.run("--cap-drop", "ALL", box.image, "touch /f && chown 65534 /f") != 0
+    assert box.run("--cap-drop", "chown", box.image, "touch /f && chown 65534 /f") != 0
+    capfd.readouterr()
+    assert box.run(box.image, "ip link set lo down") != 0
+    assert box.run("--cap-add", "NET_ADMIN", box.image, "ip link set lo down") == 0
+    assert box.run("--cap-drop", "ALL", "--cap-add", "net_admin", box.image, "ip link set lo down") == 0
+    capfd.readouterr()
+    out = out_of(
+        capfd,
+        box.run("--cap-drop", "ALL", "--cap-add", "NET_ADMIN", box.image, "grep CapEff /proc/self/status"),
+    )
+    assert out.split()[1] == f"{1 << 12:016x}"  # CAP_NET_ADMIN is capability 12, alone
+
+
+# -- everyday flags -------------------------------------------------------------------------------
+
+
+def test_env_file_entrypoint_and_labels(
+    box: Setup, capfd: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env_file = tmp_path / "env"
+    env_file.write_text("# settings\nONE=1\n\nTWO=two words\nPASSED\nOVERRIDDEN=file\n")
+    monkeypatch.setenv("PASSED", "from the caller")
+    script = 'echo "$ONE|$TWO|$PASSED|$OVERRIDDEN|$FROM_IMAGE"'
+    code = box.run("--env-file", str(env_file), "-e", "OVERRIDDEN=flag", box.image, script)
+    assert out_of(capfd, code) == "1|two words|from the caller|flag|yes\n"
+
+    assert out_of(capfd, box.run(box.image)) == "from the image\n"
+    assert out_of(capfd, box.run("--entrypoint", "echo", box.image, "hello")) == "hello\n"
+    assert out_of(capfd, box.run("--entrypoint", "echo", box.image)) == "\n"  # the image's Cmd is dropped
+    assert (
+        out_of(capfd, box.run("--entrypoint", "", box.image, "echo", "no", "entrypoint")) == "no entrypoint\n"
+    )
+
+    assert box.trust("create", "--network", "none", "--label", "team=web", "-l", "tier=", box.image) == 0
+    container_id = capfd.readouterr().out.strip()
+    doc = json.loads(out_of(capfd, box.trust("inspect", container_id)))
+    assert doc["labels"] == {"team": "web", "tier": ""}
+    config = json.loads((Path(doc["paths"]["bundle"]) / "config.json").read_text())
+    assert config["annotations"]["team"] == "web"
+
+
+def test_wait_prints_the_exit_code(box: Setup, capfd: pytest.CaptureFixture[str]) -> None:
+    assert (
+        box.trust("run", "-d", "--network", "none", "--name", "waited", box.image, "sleep 0.3; exit 3") == 0
+    )
+    capfd.readouterr()
+    assert out_of(capfd, box.trust("wait", "waited")) == "3\n"
+    assert out_of(capfd, box.trust("wait", "waited")) == "3\n"  # exited already: at once
+    assert box.trust("wait", "no-such-container") == 2
