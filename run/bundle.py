@@ -198,6 +198,8 @@ class RunOptions:
     """`--entrypoint`: replaces the image's Entrypoint, and drops its Cmd (as docker); () clears it."""
     labels: tuple[tuple[str, str], ...] = ()
     """`--label KEY=VALUE`: kept in the record and the bundle's annotations."""
+    tty: bool = False
+    """`-t`: the process gets a pseudo-terminal (run/terminal.py)."""
 
     @property
     def capabilities(self) -> tuple[str, ...]:
@@ -490,6 +492,8 @@ def build_spec(
     capabilities: Sequence[str] = CAPABILITIES,
     read_only: bool = False,
     mounts: Sequence[Mount] = (),
+    terminal: bool = False,
+    console_size: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """The runtime spec (`config.json`) as a dict.
 
@@ -519,18 +523,21 @@ def build_spec(
     }
     if seccomp is not None:
         linux["seccomp"] = dict(seccomp)
+    process_spec: dict[str, Any] = {
+        "terminal": terminal,
+        "user": user,
+        "args": list(process.args),
+        "env": list(process.env),
+        "cwd": process.cwd,
+        "capabilities": {"bounding": caps, "effective": usable, "permitted": usable},
+        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": NOFILE, "soft": NOFILE}],
+        "noNewPrivileges": True,
+    }
+    if terminal and console_size is not None:
+        process_spec["consoleSize"] = dict(console_size)
     return {
         "ociVersion": OCI_VERSION,
-        "process": {
-            "terminal": False,
-            "user": user,
-            "args": list(process.args),
-            "env": list(process.env),
-            "cwd": process.cwd,
-            "capabilities": {"bounding": caps, "effective": usable, "permitted": usable},
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": NOFILE, "soft": NOFILE}],
-            "noNewPrivileges": True,
-        },
+        "process": process_spec,
         "root": {"path": str(rootfs), "readonly": read_only},
         "hostname": hostname,
         "mounts": _mounts(etc_files) + [m.to_spec() for m in sorted_for_mounting(mounts)],

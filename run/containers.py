@@ -34,6 +34,7 @@ import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from pull.errors import TrustError, UsageError
@@ -79,6 +80,7 @@ from run.record import (
 )
 from run.rootfs import mount_rootfs, open_snapshots, prepare_layers
 from run.runtime import CgroupMode, Runtime, cgroup_mode, check_host_support
+from run.terminal import ConsoleSocket, console_size, relay
 
 if TYPE_CHECKING:
     from policy.admitted import AdmittedImage
@@ -197,10 +199,23 @@ class ContainerStore:
         `auto_remove`).
         """
         with contextlib.ExitStack() as signals:
+            console = signals.enter_context(ConsoleSocket()) if options.tty else None
             container, link = self._create(
-                image, options, attach=True, interactive=interactive, start=True, signals=signals
+                image,
+                options,
+                attach=True,
+                interactive=interactive,
+                start=True,
+                signals=signals,
+                console_socket=console.path if console is not None else None,
             )
             with contextlib.closing(link):
+                if console is not None:
+                    master = console.receive(alive=lambda: True, timeout=10.0)
+                    try:
+                        relay(master, interactive=interactive)
+                    finally:
+                        os.close(master)
                 event = link.wait_for("exited")
                 link.wait_closed()  # the monitor closes the pipe after unmounting (and removing)
         if event is None:
@@ -334,6 +349,7 @@ class ContainerStore:
         interactive: bool,
         start: bool,
         signals: contextlib.ExitStack | None = None,
+        console_socket: Path | None = None,
     ) -> tuple[Container, MonitorLink]:
         """With `signals` (a foreground run), signal forwarding is entered on it just before the
         runtime starts the container, and stays on until the caller closes it."""
@@ -376,7 +392,13 @@ class ContainerStore:
                 replay_signals = (
                     signals.enter_context(forward_signals(runtime, container_id)) if signals else None
                 )
-                link = spawn_monitor(container, attach=attach, interactive=interactive, start=start)
+                link = spawn_monitor(
+                    container,
+                    attach=attach,
+                    interactive=interactive,
+                    start=start,
+                    console_socket=console_socket,
+                )
                 event = link.wait_for("created", timeout=_CREATE_TIMEOUT)
                 if event is None:
                     raise RuntimeFailure(f"the monitor of container {container.short_id} died during create")
@@ -435,6 +457,7 @@ class ContainerStore:
                 network=network,
                 limits=options.limits.to_json(),
                 labels=dict(options.labels),
+                tty=options.tty,
                 mounts=tuple(m.to_json() for m in options.mounts),
                 cgroups_path=f"{options.cgroup_parent.rstrip('/')}/{container_id}",
                 auto_remove=options.auto_remove,
@@ -516,6 +539,8 @@ class ContainerStore:
             capabilities=options.capabilities,
             read_only=options.read_only,
             mounts=options.mounts,
+            terminal=options.tty,
+            console_size=console_size() if options.tty else None,
             annotations={
                 **dict(options.labels),
                 "dev.trust.image.repository": str(container.image.get("repository", "")),

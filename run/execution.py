@@ -20,16 +20,18 @@ returns once the process runs; its output is discarded (as `docker exec -d`).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import select
 import signal
 import subprocess
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 from pull.errors import UsageError
 from run.bundle import check_workdir, merge_env, resolve_user
@@ -37,7 +39,9 @@ from run.errors import ContainerStateError, RuntimeFailure, start_failure
 from run.record import Container
 from run.runtime import Runtime, last_logged_error
 from run.signals import FORWARDED_SIGNALS
+from run.terminal import ConsoleSocket, console_size, relay
 
+_PR_SET_CHILD_SUBREAPER = 36
 _RUNTIME_FAILED = 255
 """runc's and crun's exit status when `exec` itself failed (the error is in the log)."""
 _NOT_RUNNING = ("stopped", "not running", "cannot exec", "does not exist")
@@ -54,14 +58,16 @@ class ExecOptions:
     detach: bool = False
     interactive: bool = False
     """Pass stdin (otherwise /dev/null)."""
+    tty: bool = False
+    """A pseudo-terminal for the process (run/terminal.py)."""
 
     def __post_init__(self) -> None:
         if not self.command:
             raise UsageError("exec needs a command to run in the container")
         if any("\0" in arg for arg in self.command):
             raise UsageError("the command may not contain NUL characters")
-        if self.detach and self.interactive:
-            raise UsageError("--interactive needs a foreground exec: drop --detach")
+        if self.detach and (self.interactive or self.tty):
+            raise UsageError("--interactive and --tty need a foreground exec: drop --detach")
 
 
 def process_spec(config: Mapping[str, Any], options: ExecOptions, rootfs: Path) -> dict[str, Any]:
@@ -78,7 +84,7 @@ def process_spec(config: Mapping[str, Any], options: ExecOptions, rootfs: Path) 
     bounding = list((base.get("capabilities") or {}).get("bounding") or ())
     usable = bounding if user["uid"] == 0 else []
     spec: dict[str, Any] = {
-        "terminal": False,
+        "terminal": options.tty,
         "user": user,
         "args": list(options.command),
         "env": [f"{key}={value}" for key, value in env.items()],
@@ -87,6 +93,9 @@ def process_spec(config: Mapping[str, Any], options: ExecOptions, rootfs: Path) 
         "rlimits": list(base.get("rlimits") or ()),
         "noNewPrivileges": bool(base.get("noNewPrivileges", True)),
     }
+    size = console_size() if options.tty else None
+    if size is not None:
+        spec["consoleSize"] = size
     return spec
 
 
@@ -113,7 +122,18 @@ def exec_in(runtime: Runtime, container: Container, options: ExecOptions) -> int
             container.id, process_file, log_file, detach=options.detach, pid_file=pid_file
         )
         held = b""
-        if options.detach:
+        if options.tty:
+            with ConsoleSocket() as console:
+                argv = runtime.exec_argv(
+                    container.id,
+                    process_file,
+                    log_file,
+                    detach=True,
+                    pid_file=pid_file,
+                    console_socket=console.path,
+                )
+                code = _with_terminal(argv, console, pid_file, interactive=options.interactive)
+        elif options.detach:
             quiet = subprocess.DEVNULL
             code = subprocess.run(argv, stdin=quiet, stdout=quiet, stderr=quiet, check=False).returncode
         else:
@@ -163,6 +183,79 @@ def _foreground(
             else:
                 held += chunk
         return child.wait(), held
+
+
+def _with_terminal(argv: list[str], console: ConsoleSocket, pid_file: Path, *, interactive: bool) -> int:
+    """`exec -t`: the process's status, its pty relayed to our terminal meanwhile.
+
+    runc hands a console socket the pty only when it detaches (`exec --detach`), and a detached
+    process's status goes to whoever adopts it. So a forked helper marks itself a child subreaper
+    (as the container's monitor does), runs the runtime, adopts the process when the runtime exits,
+    waits for it and writes its status to a pipe; this process relays the terminal meanwhile.
+    """
+    read_end, write_end = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    helper = os.fork()
+    if helper == 0:
+        os.close(read_end)
+        _reap_exec(argv, pid_file, write_end)
+    os.close(write_end)
+    try:
+
+        def runtime_going() -> bool:
+            ready, _, _ = select.select([read_end], [], [], 0)
+            return not ready  # the helper ends once the runtime failed or the process ended
+
+        try:
+            master = console.receive(alive=runtime_going)
+        except RuntimeFailure:
+            master = None  # it gave up before sending the terminal: its log says why
+        if master is not None:
+            try:
+                target = int(pid_file.read_text())
+            except (OSError, ValueError):
+                target = None
+            try:
+                with _forwarding(target) if target is not None else contextlib.nullcontext():
+                    relay(master, interactive=interactive)
+            finally:
+                os.close(master)
+        report = b""
+        while chunk := os.read(read_end, 4096):
+            report += chunk
+    finally:
+        os.close(read_end)
+        os.waitpid(helper, 0)
+    try:
+        return int(json.loads(report)["exit"])
+    except (ValueError, KeyError, TypeError):
+        return _RUNTIME_FAILED
+
+
+def _reap_exec(argv: list[str], pid_file: Path, report_fd: int) -> NoReturn:
+    """The helper of `_with_terminal` (a fork): never returns."""
+    code = _RUNTIME_FAILED
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
+        for signum in FORWARDED_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)  # the caller forwards them to the process itself
+        quiet = subprocess.DEVNULL  # the runtime's own error is in its log
+        if subprocess.run(argv, stdin=quiet, stdout=quiet, stderr=quiet, check=False).returncode == 0:
+            target = int(pid_file.read_text())
+            while True:
+                reaped, status = os.waitpid(-1, 0)
+                if reaped == target:
+                    code = os.waitstatus_to_exitcode(status)
+                    code = 128 - code if code < 0 else code
+                    break
+        os.write(report_fd, json.dumps({"exit": code}).encode())
+    except BaseException:  # nothing may escape a fork into the caller's code
+        pass
+    finally:
+        os._exit(0)
 
 
 def _started(pid_file: Path, runtime_binary: str) -> bool:

@@ -45,6 +45,7 @@ from run.record import ACTIVE_STATES, Container, State, now, read_state, update_
 from run.rootfs import unmount_rootfs
 from run.runtime import Runtime, last_logged_error, oom_killed, remove_cgroups
 from run.signals import FORWARDED_SIGNALS
+from run.terminal import ConsoleSocket, copy_to_log
 
 _PR_SET_NAME = 15
 _PR_SET_CHILD_SUBREAPER = 36
@@ -53,10 +54,19 @@ _PR_SET_CHILD_SUBREAPER = 36
 # -- the CLI's side ---------------------------------------------------------------------------
 
 
-def spawn_monitor(container: Container, *, attach: bool, interactive: bool, start: bool) -> MonitorLink:
+def spawn_monitor(
+    container: Container,
+    *,
+    attach: bool,
+    interactive: bool,
+    start: bool,
+    console_socket: Path | None = None,
+) -> MonitorLink:
     """Fork the container's monitor (see the module doc); returns our end of its event pipe.
 
-    With `start`, the monitor has the runtime create and start the container in one call.
+    With `start`, the monitor has the runtime create and start the container in one call. A
+    container with a terminal (`container.tty`) gets its pty master sent to `console_socket` (the
+    caller relays it: run/terminal.py), or without one to the monitor, which logs what it writes.
 
     A double fork of this process, not a new interpreter: the monitor needs nothing that is not
     loaded already, and a fresh Python would add ~50 ms to every start. It is `multiprocessing`'s
@@ -75,7 +85,7 @@ def spawn_monitor(container: Container, *, attach: bool, interactive: bool, star
         sys.stderr.flush()  # nothing buffered may be written twice
         first = os.fork()
         if first == 0:
-            _run_monitor_child(container.directory, stdio, read_end, write_end, start)
+            _run_monitor_child(container.directory, stdio, read_end, write_end, start, console_socket)
     os.close(write_end)  # only the monitor holds it now: EOF means it is done
     os.waitpid(first, 0)  # the first child exits at once; the monitor is re-parented
     return MonitorLink(read_end)
@@ -177,7 +187,12 @@ def forward_signals(runtime: Runtime, container_id: str) -> Iterator[Callable[[]
 
 
 def _run_monitor_child(
-    directory: Path, stdio: list[int | None], read_end: int, write_end: int, start: bool
+    directory: Path,
+    stdio: list[int | None],
+    read_end: int,
+    write_end: int,
+    start: bool,
+    console_socket: Path | None,
 ) -> NoReturn:
     """In the first child of `spawn_monitor`: leave the session, fork the monitor, exit. Never returns."""
     code = 1
@@ -192,7 +207,7 @@ def _run_monitor_child(
             # flock held) for as long as the container runs.
             os.closerange(3, write_end)
             os.closerange(write_end + 1, os.sysconf("SC_OPEN_MAX"))
-            code = _Monitor(directory, write_end, start).run()
+            code = _Monitor(directory, write_end, start, console_socket).run()
         else:
             code = 0
     finally:
@@ -202,10 +217,11 @@ def _run_monitor_child(
 class _Monitor:
     """The monitor process: runs `runtime create`, waits for the container, records its exit, cleans up."""
 
-    def __init__(self, directory: Path, status_fd: int, start: bool) -> None:
+    def __init__(self, directory: Path, status_fd: int, start: bool, console_socket: Path | None) -> None:
         self.directory = directory
         self.status_fd: int | None = status_fd
         self.start = start
+        self.console_socket = console_socket
 
     def run(self) -> int:
         # Handlers inherited from the CLI (its signal forwarding) do not apply here. ^C and hang-ups
@@ -227,11 +243,24 @@ class _Monitor:
 
     def _supervise(self, container: Container, runtime: Runtime) -> int:
         pid_file = self.directory / "pid"
-        argv = runtime.create_argv(
-            container.id, self.directory, pid_file, container.runtime_log, start=self.start
-        )
-        # stdin/stdout/stderr are inherited: they are the container's (log files or the CLI's).
-        created = subprocess.run(argv, check=False)
+        with contextlib.ExitStack() as console:
+            socket_path = self.console_socket
+            own: ConsoleSocket | None = None
+            if container.tty and socket_path is None:  # detached: the terminal is ours to log
+                own = console.enter_context(ConsoleSocket())
+                socket_path = own.path
+            argv = runtime.create_argv(
+                container.id,
+                self.directory,
+                pid_file,
+                container.runtime_log,
+                start=self.start,
+                console_socket=socket_path,
+            )
+            # stdin/stdout/stderr are inherited: they are the container's (log files or the CLI's).
+            created = subprocess.run(argv, check=False)
+            if own is not None and created.returncode == 0:
+                copy_to_log(own.receive(alive=lambda: False, timeout=5.0), container.stdout_log)
         if created.returncode != 0:
             message = last_logged_error(container.runtime_log) or f"exit status {created.returncode}"
             prefix = f"{runtime.name} {'run' if self.start else 'create'} failed"

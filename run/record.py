@@ -72,6 +72,8 @@ class Container:
     monitor_pid: int | None = None
     monitor_start: int | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    tty: bool = False
+    """The process has a pseudo-terminal (`-t`): a detached one's output is its terminal's, in stdout.log."""
     mounts: tuple[Mapping[str, Any], ...] = ()
     """`-v`, `--tmpfs`, `--mount` as given (run/mounts.py `Mount.to_json`)."""
 
@@ -130,6 +132,7 @@ class Container:
             "autoRemove": self.auto_remove,
             "capturesLogs": self.captures_logs,
             "labels": dict(self.labels),
+            "tty": self.tty,
             "mounts": [dict(m) for m in self.mounts],
             "paths": {
                 "bundle": str(self.directory),
@@ -172,6 +175,7 @@ class Container:
             monitor_pid=optional_int("monitorPid"),
             monitor_start=optional_int("monitorStartTime"),
             labels={str(k): str(v) for k, v in (doc.get("labels") or {}).items()},
+            tty=bool(doc.get("tty")),
             mounts=tuple(dict(m) for m in doc.get("mounts") or ()),
         )
 

@@ -105,7 +105,14 @@ class Runtime:
     # -- commands --------------------------------------------------------------------------
 
     def create_argv(
-        self, container_id: str, bundle: Path, pid_file: Path, log_file: Path, *, start: bool = False
+        self,
+        container_id: str,
+        bundle: Path,
+        pid_file: Path,
+        log_file: Path,
+        *,
+        start: bool = False,
+        console_socket: Path | None = None,
     ) -> list[str]:
         """The `create` command line; with `start`, `run --detach`, which creates and starts in one
         runtime process (`trust run` saves a second one, ~5 ms). Without a terminal the runtime
@@ -121,6 +128,7 @@ class Runtime:
             str(bundle),
             "--pid-file",
             str(pid_file),
+            *(["--console-socket", str(console_socket)] if console_socket is not None else []),
             container_id,
         ]
 
@@ -148,7 +156,8 @@ class Runtime:
             str(process_file),
             *(["--detach"] if detach else []),
             *(["--pid-file", str(pid_file)] if pid_file is not None else []),
-            *(["--console-socket", str(console_socket)] if console_socket is not None else []),
+            # runc checks `--tty` on the command line, whatever `process.terminal` says.
+            *(["--tty", "--console-socket", str(console_socket)] if console_socket is not None else []),
             container_id,
         ]
 

@@ -133,6 +133,9 @@ MountOption = Annotated[
         show_default=False,
     ),
 ]
+TtyOption = Annotated[
+    bool, typer.Option("--tty", "-t", help="Give the process a pseudo-terminal (detached: logged).")
+]
 ReadOnlyOption = Annotated[bool, typer.Option("--read-only", help="Mount the root filesystem read-only.")]
 CapAddOption = Annotated[
     list[str] | None,
@@ -174,6 +177,7 @@ def register(app: typer.Typer) -> None:
 def create(
     image: ImageArg,
     command: CommandArg = None,
+    tty: TtyOption = False,
     name: NameOption = None,
     env: EnvOption = None,
     env_file: EnvFileOption = None,
@@ -227,6 +231,7 @@ def create(
         runtime=runtime,
         auto_remove=auto_remove,
         security_opt=security_opt,
+        tty=tty,
     )
     content, admitted = _admit(image, policy, store, insecure_registry)
     emit_line(_containers(content).create(admitted, options).id)
@@ -241,6 +246,7 @@ def run(
     interactive: Annotated[
         bool, typer.Option("--interactive", "-i", help="Pass stdin to the container.")
     ] = False,
+    tty: TtyOption = False,
     name: NameOption = None,
     env: EnvOption = None,
     env_file: EnvFileOption = None,
@@ -296,6 +302,7 @@ def run(
         runtime=runtime,
         auto_remove=auto_remove,
         security_opt=security_opt,
+        tty=tty,
     )
     content, admitted = _admit(image, policy, store, insecure_registry)
     containers = _containers(content)
@@ -313,6 +320,7 @@ def exec_(
     command: Annotated[list[str], typer.Argument(help="Command and arguments.", show_default=False)],
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background.")] = False,
     interactive: Annotated[bool, typer.Option("--interactive", "-i", help="Pass stdin.")] = False,
+    tty: TtyOption = False,
     env: EnvOption = None,
     user: UserOption = None,
     workdir: WorkdirOption = None,
@@ -329,6 +337,7 @@ def exec_(
         workdir=workdir,
         detach=detach,
         interactive=interactive,
+        tty=tty,
     )
     raise typer.Exit(_store_containers(store).exec(container, options))
 
@@ -359,6 +368,7 @@ def _options(
     runtime: RuntimeChoice,
     auto_remove: bool,
     security_opt: list[str] | None,
+    tty: bool,
 ) -> RunOptions:
     """Check every flag before admission, so a typo costs no network round trip."""
     from run.bundle import Limits, Network, RunOptions, parse_cpus, parse_memory
@@ -399,6 +409,7 @@ def _options(
         name=name,
         auto_remove=auto_remove,
         seccomp=_seccomp(security_opt or []),
+        tty=tty,
     )
     check_host_support(options.runtime, wants_limits=options.limits.any)
     return options
