@@ -97,6 +97,9 @@ READONLY_PATHS = (
     "/proc/sysrq-trigger",
 )
 _FORBIDDEN_WORKDIRS = ("/proc", "/sys")
+INIT_PATH = "/dev/init"
+"""Where `--init` puts tini: /dev is the runtime's tmpfs, so nothing is written into the image."""
+INIT_BINARIES = ("/usr/bin/tini-static", "/usr/bin/docker-init", "/usr/libexec/podman/catatonit")
 _NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}")
 _HOSTNAME = re.compile(
     r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*"
@@ -200,6 +203,10 @@ class RunOptions:
     """`--label KEY=VALUE`: kept in the record and the bundle's annotations."""
     tty: bool = False
     """`-t`: the process gets a pseudo-terminal (run/terminal.py)."""
+    stop_signal: int | None = None
+    """What `stop` sends first; None: the image's StopSignal, else SIGTERM."""
+    init: bool = False
+    """`--init`: tini as PID 1 (`INIT_PATH`), reaping zombies and passing signals on."""
 
     @property
     def capabilities(self) -> tuple[str, ...]:
@@ -494,6 +501,7 @@ def build_spec(
     mounts: Sequence[Mount] = (),
     terminal: bool = False,
     console_size: Mapping[str, int] | None = None,
+    init: Path | None = None,
 ) -> dict[str, Any]:
     """The runtime spec (`config.json`) as a dict.
 
@@ -526,7 +534,7 @@ def build_spec(
     process_spec: dict[str, Any] = {
         "terminal": terminal,
         "user": user,
-        "args": list(process.args),
+        "args": [INIT_PATH, "--", *process.args] if init is not None else list(process.args),
         "env": list(process.env),
         "cwd": process.cwd,
         "capabilities": {"bounding": caps, "effective": usable, "permitted": usable},
@@ -540,7 +548,7 @@ def build_spec(
         "process": process_spec,
         "root": {"path": str(rootfs), "readonly": read_only},
         "hostname": hostname,
-        "mounts": _mounts(etc_files) + [m.to_spec() for m in sorted_for_mounting(mounts)],
+        "mounts": _mounts(etc_files) + _init_mount(init) + [m.to_spec() for m in sorted_for_mounting(mounts)],
         "linux": linux,
         "annotations": dict(annotations or {}),
     }
@@ -596,6 +604,32 @@ def _mounts(etc_files: Mapping[str, Path]) -> list[dict[str, Any]]:
             }
         )
     return mounts
+
+
+def find_init() -> Path:
+    """The host's static tini, bind-mounted read-only at `INIT_PATH` for `--init` (as docker's
+    docker-init). Static: it must run whatever libc the image has, or none.
+
+    Raises:
+        UsageError: tini is not installed.
+    """
+    for candidate in INIT_BINARIES:
+        if os.access(candidate, os.X_OK):
+            return Path(candidate)
+    raise UsageError("--init needs tini's static binary (apt-get install tini)")
+
+
+def _init_mount(init: Path | None) -> list[dict[str, Any]]:
+    if init is None:
+        return []
+    return [
+        {
+            "destination": INIT_PATH,
+            "type": "bind",
+            "source": str(init),
+            "options": ["rbind", "ro", "nosuid", "nodev"],
+        }
+    ]
 
 
 def _resources(limits: Limits) -> dict[str, Any]:

@@ -43,6 +43,7 @@ from run.bundle import (
     ProcessSpec,
     RunOptions,
     build_spec,
+    find_init,
     resolve_process,
     write_bundle,
     write_etc_files,
@@ -80,6 +81,7 @@ from run.record import (
 )
 from run.rootfs import mount_rootfs, open_snapshots, prepare_layers
 from run.runtime import CgroupMode, Runtime, cgroup_mode, check_host_support
+from run.signals import parse_signal
 from run.terminal import ConsoleSocket, console_size, relay
 
 if TYPE_CHECKING:
@@ -246,7 +248,9 @@ class ContainerStore:
             self._wait_exit(container, KILL_WAIT)  # its monitor may still be cleaning up
             return self._settle(container)
         runtime = self.runtime(container.runtime)
-        first = signal.SIGKILL if container.state is State.CREATED else signal.SIGTERM
+        first = (
+            signal.SIGKILL if container.state is State.CREATED else container.stop_signal or signal.SIGTERM
+        )
         runtime.kill(container.id, first)
         if container.state is State.PAUSED:
             runtime.resume(container.id)  # a frozen process cannot act on the signal
@@ -458,6 +462,7 @@ class ContainerStore:
                 limits=options.limits.to_json(),
                 labels=dict(options.labels),
                 tty=options.tty,
+                stop_signal=options.stop_signal or _image_stop_signal(image),
                 mounts=tuple(m.to_json() for m in options.mounts),
                 cgroups_path=f"{options.cgroup_parent.rstrip('/')}/{container_id}",
                 auto_remove=options.auto_remove,
@@ -541,6 +546,7 @@ class ContainerStore:
             mounts=options.mounts,
             terminal=options.tty,
             console_size=console_size() if options.tty else None,
+            init=find_init() if options.init else None,
             annotations={
                 **dict(options.labels),
                 "dev.trust.image.repository": str(container.image.get("repository", "")),
@@ -721,6 +727,13 @@ class ContainerStore:
             return self._load(container.id)
         except ContainerNotFound:
             return container
+
+
+def _image_stop_signal(image: AdmittedImage) -> int | None:
+    """The image config's `StopSignal` ("SIGQUIT", "3"); an unusable one is ignored (docker warns)."""
+    section = image.config.raw.get("config") or {}
+    text = section.get("StopSignal") if isinstance(section, dict) else None
+    return parse_signal(text) if isinstance(text, str) else None
 
 
 def _released(container: Container) -> Container:

@@ -72,6 +72,8 @@ class Container:
     monitor_pid: int | None = None
     monitor_start: int | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    stop_signal: int | None = None
+    """What `stop` sends first (None: SIGTERM)."""
     tty: bool = False
     """The process has a pseudo-terminal (`-t`): a detached one's output is its terminal's, in stdout.log."""
     mounts: tuple[Mapping[str, Any], ...] = ()
@@ -133,6 +135,7 @@ class Container:
             "capturesLogs": self.captures_logs,
             "labels": dict(self.labels),
             "tty": self.tty,
+            "stopSignal": self.stop_signal,
             "mounts": [dict(m) for m in self.mounts],
             "paths": {
                 "bundle": str(self.directory),
@@ -176,6 +179,7 @@ class Container:
             monitor_start=optional_int("monitorStartTime"),
             labels={str(k): str(v) for k, v in (doc.get("labels") or {}).items()},
             tty=bool(doc.get("tty")),
+            stop_signal=optional_int("stopSignal"),
             mounts=tuple(dict(m) for m in doc.get("mounts") or ()),
         )
 

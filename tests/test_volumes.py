@@ -21,7 +21,7 @@ from trust.cli.app import main
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="containers need root")
 
-APPLETS = (*BUSYBOX_APPLETS, "touch", "chown", "ip", "grep", "env", "mount", "rm")
+APPLETS = (*BUSYBOX_APPLETS, "touch", "chown", "ip", "grep", "env", "mount", "rm", "tr")
 
 
 @dataclass(frozen=True)
@@ -229,3 +229,33 @@ def test_wait_prints_the_exit_code(box: Setup, capfd: pytest.CaptureFixture[str]
     assert out_of(capfd, box.trust("wait", "waited")) == "3\n"
     assert out_of(capfd, box.trust("wait", "waited")) == "3\n"  # exited already: at once
     assert box.trust("wait", "no-such-container") == 2
+
+
+def test_stop_signal_and_no_new_privileges(box: Setup, capfd: pytest.CaptureFixture[str]) -> None:
+    script = "trap 'exit 42' USR1; while true; do sleep 0.05; done"
+    code = box.trust(
+        "run", "-d", "--network", "none", "--name", "sig", "--stop-signal", "usr1", box.image, script
+    )
+    assert code == 0
+    assert box.trust("stop", "-t", "10", "sig") == 0
+    capfd.readouterr()
+    assert out_of(capfd, box.trust("wait", "sig")) == "42\n"  # USR1, not TERM then KILL (137)
+    assert box.run("--stop-signal", "NOPE", box.image, "true") == 2
+    assert box.run("--security-opt", "no-new-privileges", box.image, "true") == 0
+    assert box.run("--security-opt", "no-new-privileges:true", box.image, "true") == 0
+    assert box.run("--security-opt", "no-new-privileges=false", box.image, "true") == 2
+
+
+def test_init_is_pid_1_reaps_orphans_and_passes_the_exit_code(
+    box: Setup, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # The inner shell leaves a background sleep orphaned: it is re-parented to PID 1 when it ends.
+    script = (
+        "sh -c 'sleep 0.1 &'; sleep 0.6; tr '\\0' ' ' < /proc/1/cmdline; echo; "
+        "cat /proc/[0-9]*/stat 2>/dev/null | grep -c ') Z '; exit 4"
+    )
+    code = box.run("--init", box.image, script)
+    out = out_of(capfd, code, expected=4)
+    first, zombies = out.splitlines()
+    assert first.startswith("/dev/init -- sh -c")
+    assert zombies == "0"

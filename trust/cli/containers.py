@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from pull.store import ContentStore
     from run.bundle import RunOptions
     from run.containers import Container, ContainerStore
+    from run.stats import Usage
 
 
 class RuntimeChoice(StrEnum):
@@ -133,6 +134,15 @@ MountOption = Annotated[
         show_default=False,
     ),
 ]
+StopSignalOption = Annotated[
+    str | None,
+    typer.Option(
+        "--stop-signal", help="Signal `stop` sends first (default: the image's StopSignal, else TERM)."
+    ),
+]
+InitOption = Annotated[
+    bool, typer.Option("--init", help="Run tini as PID 1: it reaps zombies, passes signals on.")
+]
 TtyOption = Annotated[
     bool, typer.Option("--tty", "-t", help="Give the process a pseudo-terminal (detached: logged).")
 ]
@@ -166,6 +176,8 @@ def register(app: typer.Typer) -> None:
         inspect,
         port,
         wait,
+        stats,
+        top,
     )
     for function in others:
         app.command()(function)
@@ -195,6 +207,8 @@ def create(
     read_only: ReadOnlyOption = False,
     cap_add: CapAddOption = None,
     cap_drop: CapDropOption = None,
+    stop_signal: StopSignalOption = None,
+    init: InitOption = False,
     memory: MemoryOption = None,
     pids_limit: PidsOption = None,
     cpus: CpusOption = None,
@@ -225,6 +239,8 @@ def create(
         read_only=read_only,
         cap_add=cap_add,
         cap_drop=cap_drop,
+        stop_signal=stop_signal,
+        init=init,
         memory=memory,
         pids_limit=pids_limit,
         cpus=cpus,
@@ -264,6 +280,8 @@ def run(
     read_only: ReadOnlyOption = False,
     cap_add: CapAddOption = None,
     cap_drop: CapDropOption = None,
+    stop_signal: StopSignalOption = None,
+    init: InitOption = False,
     memory: MemoryOption = None,
     pids_limit: PidsOption = None,
     cpus: CpusOption = None,
@@ -296,6 +314,8 @@ def run(
         read_only=read_only,
         cap_add=cap_add,
         cap_drop=cap_drop,
+        stop_signal=stop_signal,
+        init=init,
         memory=memory,
         pids_limit=pids_limit,
         cpus=cpus,
@@ -362,6 +382,8 @@ def _options(
     read_only: bool,
     cap_add: list[str] | None,
     cap_drop: list[str] | None,
+    stop_signal: str | None,
+    init: bool,
     memory: str | None,
     pids_limit: int | None,
     cpus: str | None,
@@ -408,10 +430,16 @@ def _options(
         runtime=runtime.value,
         name=name,
         auto_remove=auto_remove,
-        seccomp=_seccomp(security_opt or []),
+        stop_signal=_signal(stop_signal) if stop_signal is not None else None,
+        init=init,
         tty=tty,
+        **_security_options(security_opt or []),
     )
     check_host_support(options.runtime, wants_limits=options.limits.any)
+    if init:
+        from run.bundle import find_init
+
+        find_init()  # missing: say so before admission
     return options
 
 
@@ -442,20 +470,25 @@ def _label(text: str) -> tuple[str, str]:
     return key, value
 
 
-def _seccomp(security_opt: list[str]) -> dict[str, Any] | None:
-    """The seccomp filter chosen with `--security-opt seccomp=…` (the last one wins, as in Podman)."""
-    from pull.errors import UsageError
+def _security_options(security_opt: list[str]) -> dict[str, Any]:
+    """`--security-opt seccomp=unconfined|PROFILE.json` (the last one wins, as in Podman) and
+    `no-new-privileges[=true]` (trust's default already; turning it off is refused)."""
     from run.seccomp import profile_for
 
     choice: str | None = None
     for item in security_opt:
+        if item.startswith("no-new-privileges"):
+            if item[len("no-new-privileges") :] in ("", "=true", ":true"):
+                continue
+            raise UsageError(f"--security-opt {item} is refused: trust always sets no-new-privileges")
         key, sep, value = item.partition("=")
         if key != "seccomp" or not sep or not value:
             raise UsageError(
-                f"unsupported --security-opt {item!r}: use seccomp=unconfined or seccomp=PROFILE.json"
+                f"unsupported --security-opt {item!r}: use seccomp=unconfined, seccomp=PROFILE.json "
+                "or no-new-privileges"
             )
         choice = value
-    return profile_for(choice)
+    return {"seccomp": profile_for(choice)}
 
 
 def _admit(
@@ -650,6 +683,82 @@ def wait(containers: ContainersArg, store: StoreOption = None) -> None:
     _each(containers, one, echo=False)
 
 
+def top(
+    container: Annotated[str, typer.Argument(help="Container id, id prefix or name.")],
+    store: StoreOption = None,
+) -> None:
+    """List the processes of a running container (host pids, from its cgroup)."""
+    from run.errors import ContainerStateError
+    from run.stats import processes
+
+    record = _store_containers(store).get(container)
+    if record.state.value not in ("running", "paused"):
+        raise ContainerStateError(f"container {record.short_id} is {record.state.value}, not running")
+    emit_table(
+        ["PID", "PPID", "UID", "COMMAND"], [[str(p), str(pp), str(u), c] for p, pp, u, c in processes(record)]
+    )
+
+
+def stats(
+    containers: Annotated[
+        list[str] | None, typer.Argument(help="Containers (default: every running one).", show_default=False)
+    ] = None,
+    no_stream: Annotated[bool, typer.Option("--no-stream", help="Print once and exit.")] = False,
+    store: StoreOption = None,
+    output: Annotated[
+        OutputFormat, typer.Option("--output", "-o", help="text or json (json: once).")
+    ] = OutputFormat.text,
+) -> None:
+    """CPU, memory, pids and network I/O of running containers, every second (or once)."""
+    import time
+
+    from run.stats import Usage, read_sample
+
+    found = _store_containers(store)
+    records = [found.get(ref) for ref in containers] if containers else found.list()
+    records = [r for r in records if r.state.value in ("running", "paused")]
+    first = {r.id: read_sample(r) for r in records}
+    while True:
+        time.sleep(0.5 if no_stream or output is OutputFormat.json else 1.0)
+        rows = []
+        for record in records:
+            sample = read_sample(record)
+            rows.append((record, Usage.between(first[record.id], sample)))
+            first[record.id] = sample
+        if output is OutputFormat.json:
+            emit_json([{"id": r.id, "name": r.name, **_usage_json(u)} for r, u in rows])
+            return
+        emit_table(
+            ["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "PIDS", "NET I/O"],
+            [[r.short_id, r.name or "", *_usage_cells(u)] for r, u in rows],
+        )
+        if no_stream:
+            return
+
+
+def _usage_json(usage: Usage) -> dict[str, Any]:
+    return {
+        "cpuPercent": None if usage.cpu_percent is None else round(usage.cpu_percent, 2),
+        "memory": usage.memory,
+        "memoryLimit": usage.memory_limit,
+        "pids": usage.pids,
+        "rxBytes": usage.rx_bytes,
+        "txBytes": usage.tx_bytes,
+    }
+
+
+def _usage_cells(usage: Usage) -> list[str]:
+    from trust.cli.output import human_size
+
+    def size(value: int | None) -> str:
+        return "-" if value is None else human_size(value)
+
+    cpu = "-" if usage.cpu_percent is None else f"{usage.cpu_percent:.2f}%"
+    limit = "-" if usage.memory_limit is None else size(usage.memory_limit)
+    net = "-" if usage.rx_bytes is None else f"{size(usage.rx_bytes)} / {size(usage.tx_bytes)}"
+    return [cpu, f"{size(usage.memory)} / {limit}", "-" if usage.pids is None else str(usage.pids), net]
+
+
 def port(
     container: Annotated[str, typer.Argument(help="Container id, id prefix or name.")],
     private_port: Annotated[
@@ -697,21 +806,12 @@ def _each(refs: list[str], action: Callable[[str], object], *, echo: bool = True
 
 
 def _signal(text: str) -> int:
-    import signal
+    from run.signals import parse_signal
 
-    from pull.errors import UsageError
-
-    if text.isdigit():
-        number = int(text)
-        if 0 < number < signal.NSIG:
-            return number
-    else:
-        name = text.upper()
-        name = name if name.startswith("SIG") else f"SIG{name}"
-        member = getattr(signal.Signals, name, None) if name.isidentifier() else None
-        if isinstance(member, signal.Signals):
-            return int(member)
-    raise UsageError(f"unknown signal {text!r}: use a name like TERM or KILL, or a number")
+    number = parse_signal(text)
+    if number is None:
+        raise UsageError(f"unknown signal {text!r}: use a name like TERM or KILL, or a number")
+    return number
 
 
 def _summary(container: Container) -> dict[str, Any]:
