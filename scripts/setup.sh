@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(python3 curl python3-venv python3-pip docker-registry runc crun umoci skopeo zstd busybox-static iproute2
-    containernetworking-plugins iptables
+    containernetworking-plugins iptables tini
     softhsm2 opensc openssl)
 
 missing=()
