@@ -207,12 +207,21 @@ class RunOptions:
     """What `stop` sends first; None: the image's StopSignal, else SIGTERM."""
     init: bool = False
     """`--init`: tini as PID 1 (`INIT_PATH`), reaping zombies and passing signals on."""
+    restart: str = "no"
+    """`--restart no|always|on-failure[:N]`: the monitor starts it again (run/monitor.py)."""
 
     @property
     def capabilities(self) -> tuple[str, ...]:
         return capability_set(CAPABILITIES, add=self.cap_add, drop=self.cap_drop)
 
     def __post_init__(self) -> None:
+        policy, sep, limit = self.restart.partition(":")
+        if policy not in ("no", "always", "on-failure") or (
+            sep and (policy != "on-failure" or not limit.isdigit() or int(limit) < 1)
+        ):
+            raise UsageError(f"invalid --restart {self.restart!r}: use no, always or on-failure[:N]")
+        if policy != "no" and self.auto_remove:
+            raise UsageError("--restart and --rm conflict: a restarted container is not removed")
         _ = self.capabilities  # an unknown name fails here, before anything is made
         sorted_for_mounting(self.mounts)  # and two mounts on one destination
         for key, _value in self.labels:

@@ -248,9 +248,11 @@ class ContainerStore:
             self._wait_exit(container, KILL_WAIT)  # its monitor may still be cleaning up
             return self._settle(container)
         runtime = self.runtime(container.runtime)
-        first = (
-            signal.SIGKILL if container.state is State.CREATED else container.stop_signal or signal.SIGTERM
-        )
+        with contextlib.suppress(ContainerNotFound):
+            update_state(container.directory, None, stopping=True)  # its monitor must not restart it
+        first = container.stop_signal or signal.SIGTERM
+        if container.state is State.CREATED:
+            first = signal.SIGKILL
         runtime.kill(container.id, first)
         if container.state is State.PAUSED:
             runtime.resume(container.id)  # a frozen process cannot act on the signal
@@ -463,6 +465,7 @@ class ContainerStore:
                 labels=dict(options.labels),
                 tty=options.tty,
                 stop_signal=options.stop_signal or _image_stop_signal(image),
+                restart_policy=options.restart,
                 mounts=tuple(m.to_json() for m in options.mounts),
                 cgroups_path=f"{options.cgroup_parent.rstrip('/')}/{container_id}",
                 auto_remove=options.auto_remove,
@@ -610,6 +613,8 @@ class ContainerStore:
     def _force_remove(self, container: Container) -> None:
         """Kill whatever is left, delete runtime state, unmount and remove the directory. Idempotent."""
         runtime = self.runtime(container.runtime)
+        with contextlib.suppress(ContainerNotFound, OSError, ValueError, KeyError, TypeError):
+            update_state(container.directory, None, stopping=True)  # no restart
         current = self._load_or(container)
         if current.state in ACTIVE_STATES or alive(current.monitor_pid, current.monitor_start):
             with contextlib.suppress(TrustError):

@@ -47,6 +47,9 @@ from run.runtime import Runtime, last_logged_error, oom_killed, remove_cgroups
 from run.signals import FORWARDED_SIGNALS
 from run.terminal import ConsoleSocket, copy_to_log
 
+_RESTART_BACKOFF = 0.1
+_RESTART_BACKOFF_MAX = 5.0
+"""Seconds before restart N: 0.1 s * 2^(N-1), at most 5 (docker starts at 0.1 s too)."""
 _PR_SET_NAME = 15
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -243,26 +246,9 @@ class _Monitor:
 
     def _supervise(self, container: Container, runtime: Runtime) -> int:
         pid_file = self.directory / "pid"
-        with contextlib.ExitStack() as console:
-            socket_path = self.console_socket
-            own: ConsoleSocket | None = None
-            if container.tty and socket_path is None:  # detached: the terminal is ours to log
-                own = console.enter_context(ConsoleSocket())
-                socket_path = own.path
-            argv = runtime.create_argv(
-                container.id,
-                self.directory,
-                pid_file,
-                container.runtime_log,
-                start=self.start,
-                console_socket=socket_path,
-            )
-            # stdin/stdout/stderr are inherited: they are the container's (log files or the CLI's).
-            created = subprocess.run(argv, check=False)
-            if own is not None and created.returncode == 0:
-                copy_to_log(own.receive(alive=lambda: False, timeout=5.0), container.stdout_log)
-        if created.returncode != 0:
-            message = last_logged_error(container.runtime_log) or f"exit status {created.returncode}"
+        returncode = self._create(container, runtime, pid_file, start=self.start)
+        if returncode != 0:
+            message = last_logged_error(container.runtime_log) or f"exit status {returncode}"
             prefix = f"{runtime.name} {'run' if self.start else 'create'} failed"
             text = message if message.startswith(prefix) else f"{prefix}: {message}"
             self._send({"event": "error", "message": text})
@@ -279,6 +265,35 @@ class _Monitor:
             }
         )
         exit_code = _wait_child(pid)
+        # --restart: the same bundle, rootfs and network again, until the policy says enough or
+        # `stop` / `rm -f` ended it (`stopping` in the record, or the record gone).
+        restarts = 0
+        while _restart_due(self.directory, exit_code, restarts):
+            restarts += 1
+            time.sleep(min(_RESTART_BACKOFF * 2 ** (restarts - 1), _RESTART_BACKOFF_MAX))
+            if not _restart_due(self.directory, exit_code, restarts - 1):
+                break  # stopped while we waited
+            with contextlib.suppress(TrustError):
+                runtime.delete(container.id, force=True)
+            if self._create(container, runtime, pid_file, start=True, restarted=True) != 0:
+                message = last_logged_error(container.runtime_log) or "the runtime failed"
+                with contextlib.suppress(ContainerNotFound):
+                    update_state(self.directory, None, error=f"restart {restarts} failed: {message}")
+                break
+            pid = int(pid_file.read_text().strip())
+            try:
+                update_state(
+                    self.directory,
+                    ACTIVE_STATES,
+                    pid=pid,
+                    pid_start=start_time(pid),
+                    restart_count=restarts,
+                    started=now(),
+                    state=State.RUNNING,
+                )
+            except ContainerNotFound:
+                break
+            exit_code = _wait_child(pid)
         oom = oom_killed(container.cgroups_path)  # before `delete` removes the cgroup
         with contextlib.suppress(ContainerNotFound):  # removed meanwhile (rm -f)
             container = update_state(
@@ -302,6 +317,31 @@ class _Monitor:
                 update_state(self.directory, None, error=str(err))
         return exit_code if exit_code is not None else 255
 
+    def _create(
+        self, container: Container, runtime: Runtime, pid_file: Path, *, start: bool, restarted: bool = False
+    ) -> int:
+        """`runtime create` (or `run --detach`); its exit status. A detached container's terminal
+        is received here and logged."""
+        with contextlib.ExitStack() as console:
+            socket_path = None if restarted else self.console_socket
+            own: ConsoleSocket | None = None
+            if container.tty and socket_path is None:
+                own = console.enter_context(ConsoleSocket())  # detached (or restarted): ours to log
+                socket_path = own.path
+            argv = runtime.create_argv(
+                container.id,
+                self.directory,
+                pid_file,
+                container.runtime_log,
+                start=start,
+                console_socket=socket_path,
+            )
+            # stdin/stdout/stderr are inherited: they are the container's (log files or the CLI's).
+            created = subprocess.run(argv, check=False)
+            if own is not None and created.returncode == 0:
+                copy_to_log(own.receive(alive=lambda: False, timeout=5.0), container.stdout_log)
+        return created.returncode
+
     def _send(self, event: dict[str, Any]) -> None:
         if self.status_fd is None:
             return
@@ -314,6 +354,21 @@ class _Monitor:
         if self.status_fd is not None:
             os.close(self.status_fd)
             self.status_fd = None
+
+
+def _restart_due(directory: Path, exit_code: int | None, restarts: int) -> bool:
+    """Whether the record's restart policy wants the container started again after this exit."""
+    try:
+        container = read_state(directory)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False  # removed (rm -f) or unreadable: never bring it back
+    policy, _, limit = container.restart_policy.partition(":")
+    if container.stopping or policy == "no":
+        return False
+    if policy == "always":
+        return True
+    failed = exit_code is None or exit_code != 0
+    return policy == "on-failure" and failed and (not limit or restarts < int(limit))
 
 
 def _wait_child(pid: int) -> int | None:

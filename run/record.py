@@ -74,6 +74,11 @@ class Container:
     labels: Mapping[str, str] = field(default_factory=dict)
     stop_signal: int | None = None
     """What `stop` sends first (None: SIGTERM)."""
+    restart_policy: str = "no"
+    """`no`, `always`, `on-failure` or `on-failure:N` (run/monitor.py restarts it)."""
+    restart_count: int = 0
+    stopping: bool = False
+    """`stop` or `kill` asked it to end: no restart."""
     tty: bool = False
     """The process has a pseudo-terminal (`-t`): a detached one's output is its terminal's, in stdout.log."""
     mounts: tuple[Mapping[str, Any], ...] = ()
@@ -136,6 +141,9 @@ class Container:
             "labels": dict(self.labels),
             "tty": self.tty,
             "stopSignal": self.stop_signal,
+            "restartPolicy": self.restart_policy,
+            "restartCount": self.restart_count,
+            "stopping": self.stopping,
             "mounts": [dict(m) for m in self.mounts],
             "paths": {
                 "bundle": str(self.directory),
@@ -180,6 +188,9 @@ class Container:
             labels={str(k): str(v) for k, v in (doc.get("labels") or {}).items()},
             tty=bool(doc.get("tty")),
             stop_signal=optional_int("stopSignal"),
+            restart_policy=str(doc.get("restartPolicy") or "no"),
+            restart_count=int(doc.get("restartCount") or 0),
+            stopping=bool(doc.get("stopping")),
             mounts=tuple(dict(m) for m in doc.get("mounts") or ()),
         )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -259,3 +260,65 @@ def test_init_is_pid_1_reaps_orphans_and_passes_the_exit_code(
     first, zombies = out.splitlines()
     assert first.startswith("/dev/init -- sh -c")
     assert zombies == "0"
+
+
+def test_restart_on_failure_2_restarts_twice_then_reports_exited(
+    box: Setup, capfd: pytest.CaptureFixture[str]
+) -> None:
+    code = box.trust(
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        "flaky",
+        "--restart",
+        "on-failure:2",
+        box.image,
+        "echo run; exit 3",
+    )
+    assert code == 0
+    capfd.readouterr()
+    assert out_of(capfd, box.trust("wait", "flaky")) == "3\n"
+    assert out_of(capfd, box.trust("logs", "flaky")) == "run\nrun\nrun\n"  # the first run and two restarts
+    doc = json.loads(out_of(capfd, box.trust("inspect", "flaky")))
+    assert (doc["state"], doc["restartCount"], doc["exitCode"]) == ("exited", 2, 3)
+
+
+def test_restart_always_until_stop(box: Setup, capfd: pytest.CaptureFixture[str]) -> None:
+    code = box.trust(
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        "again",
+        "--restart",
+        "always",
+        box.image,
+        "echo run; sleep 0.1",
+    )
+    assert code == 0
+    deadline = time.monotonic() + 20
+    while True:
+        capfd.readouterr()
+        assert box.trust("logs", "again") == 0
+        if capfd.readouterr().out.count("run") >= 3:
+            break  # exit 0 restarts too
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert box.trust("stop", "-t", "1", "again") == 0
+    capfd.readouterr()
+    doc = json.loads(out_of(capfd, box.trust("inspect", "again")))
+    assert doc["state"] == "exited" and doc["restartCount"] >= 2
+    time.sleep(0.5)
+    assert json.loads(out_of(capfd, box.trust("inspect", "again")))["state"] == "exited"  # stays stopped
+
+
+@pytest.mark.parametrize("policy", ["sometimes", "on-failure:0", "always:3", "on-failure:x"])
+def test_bad_restart_policies(box: Setup, policy: str) -> None:
+    assert box.trust("create", "--network", "none", "--restart", policy, box.image) == 2
+
+
+def test_restart_conflicts_with_rm(box: Setup) -> None:
+    assert box.trust("run", "-d", "--rm", "--network", "none", "--restart", "always", box.image) == 2

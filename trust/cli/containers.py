@@ -140,6 +140,9 @@ StopSignalOption = Annotated[
         "--stop-signal", help="Signal `stop` sends first (default: the image's StopSignal, else TERM)."
     ),
 ]
+RestartOption = Annotated[
+    str, typer.Option("--restart", help="no, always or on-failure[:N]: the monitor starts it again.")
+]
 InitOption = Annotated[
     bool, typer.Option("--init", help="Run tini as PID 1: it reaps zombies, passes signals on.")
 ]
@@ -209,6 +212,7 @@ def create(
     cap_drop: CapDropOption = None,
     stop_signal: StopSignalOption = None,
     init: InitOption = False,
+    restart: RestartOption = "no",
     memory: MemoryOption = None,
     pids_limit: PidsOption = None,
     cpus: CpusOption = None,
@@ -241,6 +245,7 @@ def create(
         cap_drop=cap_drop,
         stop_signal=stop_signal,
         init=init,
+        restart=restart,
         memory=memory,
         pids_limit=pids_limit,
         cpus=cpus,
@@ -282,6 +287,7 @@ def run(
     cap_drop: CapDropOption = None,
     stop_signal: StopSignalOption = None,
     init: InitOption = False,
+    restart: RestartOption = "no",
     memory: MemoryOption = None,
     pids_limit: PidsOption = None,
     cpus: CpusOption = None,
@@ -295,6 +301,8 @@ def run(
     """Admit an image and run a container; exits with the container's exit code (unless -d)."""
     if detach and interactive:
         raise UsageError("--interactive needs a foreground container: drop --detach")
+    if tty and not detach and restart != "no":
+        raise UsageError("--restart with a foreground --tty is not supported: add --detach")
     options = _options(
         command=command,
         name=name,
@@ -316,6 +324,7 @@ def run(
         cap_drop=cap_drop,
         stop_signal=stop_signal,
         init=init,
+        restart=restart,
         memory=memory,
         pids_limit=pids_limit,
         cpus=cpus,
@@ -384,6 +393,7 @@ def _options(
     cap_drop: list[str] | None,
     stop_signal: str | None,
     init: bool,
+    restart: str,
     memory: str | None,
     pids_limit: int | None,
     cpus: str | None,
@@ -432,6 +442,7 @@ def _options(
         auto_remove=auto_remove,
         stop_signal=_signal(stop_signal) if stop_signal is not None else None,
         init=init,
+        restart=restart,
         tty=tty,
         **_security_options(security_opt or []),
     )
