@@ -322,3 +322,82 @@ def test_bad_restart_policies(box: Setup, policy: str) -> None:
 
 def test_restart_conflicts_with_rm(box: Setup) -> None:
     assert box.trust("run", "-d", "--rm", "--network", "none", "--restart", "always", box.image) == 2
+
+
+# -- trust cp -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def running(box: Setup, capfd: pytest.CaptureFixture[str], tmp_path: Path) -> Iterator[Setup]:
+    """`cpbox`: running, with the host's tmp_path/vol mounted at /vol."""
+    (tmp_path / "vol").mkdir()
+    code = box.trust(
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        "cpbox",
+        "-v",
+        f"{tmp_path / 'vol'}:/vol",
+        box.image,
+        "sleep 60",
+    )
+    assert code == 0
+    capfd.readouterr()
+    yield box
+
+
+def test_cp_both_ways_files_and_directories(
+    running: Setup, capfd: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "in.txt").write_text("to the container\n")
+    assert running.trust("cp", str(tmp_path / "in.txt"), "cpbox:/tmp/in.txt") == 0
+    assert out_of(capfd, running.trust("exec", "cpbox", "cat", "/tmp/in.txt")) == "to the container\n"
+    assert running.trust("cp", "cpbox:/tmp/in.txt", str(tmp_path / "back.txt")) == 0
+    assert (tmp_path / "back.txt").read_text() == "to the container\n"
+
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "sub" / "f").write_text("nested\n")
+    (tree / "link").symlink_to("/etc/hostname")
+    assert running.trust("cp", str(tree), "cpbox:/tmp") == 0  # an existing directory: goes inside it
+    out = out_of(capfd, running.trust("exec", "cpbox", "cat", "/tmp/tree/sub/f", "/tmp/tree/link"))
+    assert out.startswith("nested\n")  # and the absolute symlink resolves in the container
+    assert running.trust("cp", "cpbox:/tmp/tree", str(tmp_path / "copy")) == 0  # new name: becomes it
+    assert (tmp_path / "copy" / "sub" / "f").read_text() == "nested\n"
+    assert os.readlink(tmp_path / "copy" / "link") == "/etc/hostname"
+
+    assert running.trust("cp", str(tmp_path / "in.txt"), "cpbox:/vol/through-the-mount") == 0
+    assert (tmp_path / "vol" / "through-the-mount").read_text() == "to the container\n"
+
+
+def test_cp_resolves_symlinks_inside_the_container(
+    running: Setup, capfd: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert running.trust("cp", "cpbox:/evil/passwd", str(tmp_path / "passwd")) == 0  # /evil -> /etc
+    assert (tmp_path / "passwd").read_text().startswith("root:x:0:0:root:/root:/bin/sh\nnobody:")
+    assert (tmp_path / "passwd").read_bytes() != Path("/etc/passwd").read_bytes()
+    (tmp_path / "planted").write_text("planted\n")
+    assert running.trust("cp", str(tmp_path / "planted"), "cpbox:/up/trust-cp-breakout") == 0
+    assert not Path("/etc/trust-cp-breakout").exists()  # the container's /etc got it, not the host's
+    assert out_of(capfd, running.trust("exec", "cpbox", "cat", "/etc/trust-cp-breakout")) == "planted\n"
+
+
+def test_cp_refusals(running: Setup, capfd: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    for source, destination in [
+        ("cpbox:/no/such/file", str(tmp_path / "x")),
+        ("cpbox:/dev/null", str(tmp_path / "null")),  # a device node never lands on the host
+        (str(tmp_path / "missing"), "cpbox:/tmp/x"),
+        (str(tmp_path), str(tmp_path / "y")),
+        ("cpbox:/tmp", "cpbox:/tmp"),
+        ("cpbox:relative", str(tmp_path / "z")),
+        ("no-such-container:/etc/passwd", str(tmp_path / "w")),
+    ]:
+        capfd.readouterr()
+        assert running.trust("cp", source, destination) == 2, (source, destination)
+        err = capfd.readouterr().err
+        assert err.startswith("trust: error:") and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "null").exists()
+    assert running.trust("stop", "-t", "0", "cpbox") == 0
+    assert running.trust("cp", "cpbox:/etc/passwd", str(tmp_path / "after")) == 2  # exited: not mounted

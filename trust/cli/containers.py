@@ -181,6 +181,7 @@ def register(app: typer.Typer) -> None:
         wait,
         stats,
         top,
+        cp,
     )
     for function in others:
         app.command()(function)
@@ -692,6 +693,33 @@ def wait(containers: ContainersArg, store: StoreOption = None) -> None:
         emit_line(str(exited.exit_code) if exited.exit_code is not None else "unknown")
 
     _each(containers, one, echo=False)
+
+
+def cp(
+    source: Annotated[str, typer.Argument(help="CONTAINER:PATH or a host path.")],
+    destination: Annotated[str, typer.Argument(help="A host path or CONTAINER:PATH.")],
+    store: StoreOption = None,
+) -> None:
+    """Copy files between a container and the host (container paths are resolved inside it)."""
+    from run.filecopy import copy_in, copy_out
+
+    src, dst = _container_side(source), _container_side(destination)
+    if (src is None) == (dst is None):
+        raise UsageError("cp copies between a container and the host: one side must be CONTAINER:PATH")
+    found = _store_containers(store)
+    if src is not None:
+        copy_out(found.get(src[0]), src[1], Path(destination))
+    else:
+        assert dst is not None
+        copy_in(found.get(dst[0]), Path(source), dst[1])
+
+
+def _container_side(text: str) -> tuple[str, str] | None:
+    """`CONTAINER:PATH` → (container, path); a host path (with a "/" before any ":") → None."""
+    ref, sep, path = text.partition(":")
+    if not sep or not ref or "/" in ref:
+        return None
+    return ref, path
 
 
 def top(
