@@ -75,12 +75,15 @@ def push_signed(registry: Registry, env: dict[str, str], name: str, image_layers
 
 
 def warm(registry: Registry, work: Path, env: dict[str, str], runs: int) -> None:
-    """Four commands, alternating: `trust run` as a new process and through `trust agent`; `runc
+    """Six commands, alternating: `trust run` as a new process and through `trust agent`, each with
+    `--network none` and with `--network bridge -p` (CNI bridge, host-local, portmap, firewall); `runc
     run` of umoci's bundle (umoci's default config: no seccomp filter, no cgroup path) and of a
     bundle with trust's own config.json (same rootfs; trust's seccomp filter, cgroups, /etc files)."""
     pinned = push_signed(registry, env, "warm", [busybox_layer()])
     store = work / "store-warm"
-    trust_run = [TRUST, "run", "--rm", "--store", str(store), "--policy", str(POLICY), pinned, "/bin/true"]
+    base = [TRUST, "run", "--rm", "--store", str(store), "--policy", str(POLICY)]
+    trust_run = [*base, "--network", "none", pinned, "/bin/true"]
+    bridge_run = [*base, "--network", "bridge", "-p", "127.0.0.1:0:80", pinned, "/bin/true"]
     timed(trust_run, env=env)  # pulls and unpacks once: the runs below are warm
 
     umoci_bundle = work / "runc-bundle"
@@ -105,6 +108,8 @@ def warm(registry: Registry, work: Path, env: dict[str, str], runs: int) -> None
         commands = {
             "trust": lambda: timed(trust_run, env=in_process_env),
             "agent": lambda: timed(trust_run, env=agent_env),
+            "bridge": lambda: timed(bridge_run, env=in_process_env),
+            "agent-bridge": lambda: timed(bridge_run, env=agent_env),
             "runc": lambda: runc_run(umoci_bundle),
             "runc-trust": lambda: runc_run(trust_bundle),
         }
@@ -123,8 +128,14 @@ def warm(registry: Registry, work: Path, env: dict[str, str], runs: int) -> None
     print(f"warm: {runs} alternating runs each, busybox image, /bin/true")
     print(f"  trust run --rm, a new process (admission + overlay + runc)  median {m['trust']:7.1f} ms")
     print(f"  trust run --rm, through `trust agent`                       median {m['agent']:7.1f} ms")
+    print(f"  trust run --rm --network bridge -p 127.0.0.1:0:80, new process median {m['bridge']:7.1f} ms")
+    print(f"  trust run --rm --network bridge -p 127.0.0.1:0:80, agent    median {m['agent-bridge']:7.1f} ms")
     print(f"  runc run, umoci's bundle (no seccomp filter)                median {m['runc']:7.1f} ms")
     print(f"  runc run, trust's config.json, same rootfs                  median {m['runc-trust']:7.1f} ms")
+    print(
+        f"  bridge -p against none (target <= 1.5): new process {m['bridge'] / m['trust']:.2f}, "
+        f"agent {m['agent-bridge'] / m['agent']:.2f}"
+    )
     print("  ratios (target <= 4):")
     for label, baseline in (("umoci's bundle", m["runc"]), ("trust's config", m["runc-trust"])):
         print(
@@ -145,7 +156,8 @@ def runc_run(bundle: Path) -> Run:
 
 def trust_config_bundle(store: Path, pinned: str, rootfs: Path, bundle: Path, env: dict[str, str]) -> Path:
     """A bundle with the config.json `trust create` writes, pointed at `rootfs` (the same image)."""
-    create = [TRUST, "create", "--store", str(store), "--policy", str(POLICY), pinned, "/bin/true"]
+    create = [TRUST, "create", "--store", str(store), "--policy", str(POLICY), "--network", "none", pinned]
+    create.append("/bin/true")
     container_id = subprocess.run(create, env=env, check=True, capture_output=True, text=True).stdout.strip()
     directory = store / "meta" / "containers" / container_id
     bundle.mkdir()
@@ -182,6 +194,8 @@ def cold(registry: Registry, work: Path, env: dict[str, str], args: argparse.Nam
                     str(dest),
                     "--policy",
                     str(POLICY),
+                    "--network",
+                    "none",
                     pinned,
                     "/bin/true",
                 ]

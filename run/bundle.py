@@ -42,6 +42,9 @@ from pathlib import Path
 from typing import Any
 
 from pull.errors import InvalidManifest, UsageError
+from run.capabilities import capability_set
+from run.mounts import Mount, sorted_for_mounting
+from run.network import PortMapping
 from run.rootfs import read_image_file
 from run.runtime import DEFAULT_RUNTIME, SUPPORTED_RUNTIMES
 from run.seccomp import default_profile
@@ -99,6 +102,9 @@ READONLY_PATHS = (
     "/sys/fs/cgroup",
 )
 _FORBIDDEN_WORKDIRS = ("/proc", "/sys")
+INIT_PATH = "/dev/init"
+"""Where `--init` puts tini: /dev is the runtime's tmpfs, so nothing is written into the image."""
+INIT_BINARIES = ("/usr/bin/tini-static", "/usr/bin/docker-init", "/usr/libexec/podman/catatonit")
 _NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}")
 _HOSTNAME = re.compile(
     r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*"
@@ -113,6 +119,10 @@ class Network(StrEnum):
     """A fresh network namespace: loopback only."""
     HOST = "host"
     """The host's network namespace (opt-in)."""
+    BRIDGE = "bridge"
+    """A namespace of its own on the host bridge `trust0` (run/network.py); the CLI's default."""
+    CONTAINER = "container"
+    """Another container's namespace (`--network container:ID`, `RunOptions.network_container`)."""
 
 
 @dataclass(frozen=True)
@@ -180,8 +190,52 @@ class RunOptions:
     cgroup_parent: str = DEFAULT_CGROUP_PARENT
     seccomp: Mapping[str, Any] | None = field(default_factory=default_profile)
     """The `linux.seccomp` filter (`run.seccomp`); None runs unconfined."""
+    publish: tuple[PortMapping, ...] = ()
+    """`-p`: host ports forwarded to the container (bridge network only)."""
+    publish_all: bool = False
+    """`-P`: every port the image exposes, each on a free host port."""
+    network_container: str | None = None
+    """With Network.CONTAINER: the container (id, prefix or name) whose network namespace is joined."""
+    mounts: tuple[Mount, ...] = ()
+    """`-v`, `--tmpfs`, `--mount` (run/mounts.py)."""
+    read_only: bool = False
+    """`--read-only`: the root filesystem is mounted read-only (mounts and /dev stay writable)."""
+    cap_add: tuple[str, ...] = ()
+    cap_drop: tuple[str, ...] = ()
+    entrypoint: tuple[str, ...] | None = None
+    """`--entrypoint`: replaces the image's Entrypoint, and drops its Cmd (as docker); () clears it."""
+    labels: tuple[tuple[str, str], ...] = ()
+    """`--label KEY=VALUE`: kept in the record and the bundle's annotations."""
+    tty: bool = False
+    """`-t`: the process gets a pseudo-terminal (run/terminal.py)."""
+    stop_signal: int | None = None
+    """What `stop` sends first; None: the image's StopSignal, else SIGTERM."""
+    init: bool = False
+    """`--init`: tini as PID 1 (`INIT_PATH`), reaping zombies and passing signals on."""
+    restart: str = "no"
+    """`--restart no|always|on-failure[:N]`: the monitor starts it again (run/monitor.py)."""
+
+    @property
+    def capabilities(self) -> tuple[str, ...]:
+        return capability_set(CAPABILITIES, add=self.cap_add, drop=self.cap_drop)
 
     def __post_init__(self) -> None:
+        policy, sep, limit = self.restart.partition(":")
+        if policy not in ("no", "always", "on-failure") or (
+            sep and (policy != "on-failure" or not limit.isdigit() or int(limit) < 1)
+        ):
+            raise UsageError(f"invalid --restart {self.restart!r}: use no, always or on-failure[:N]")
+        if policy != "no" and self.auto_remove:
+            raise UsageError("--restart and --rm conflict: a restarted container is not removed")
+        _ = self.capabilities  # an unknown name fails here, before anything is made
+        sorted_for_mounting(self.mounts)  # and two mounts on one destination
+        for key, _value in self.labels:
+            if not key or "\0" in key:
+                raise UsageError(f"invalid --label {key!r}: expected KEY=VALUE")
+        if (self.publish or self.publish_all) and self.network is not Network.BRIDGE:
+            raise UsageError(f"publishing ports needs --network bridge, not {self.network}")
+        if (self.network is Network.CONTAINER) != (self.network_container is not None):
+            raise UsageError("--network container:ID needs the container's id or name")
         if self.runtime not in SUPPORTED_RUNTIMES:
             raise UsageError(
                 f"unknown --runtime {self.runtime!r}: use one of {', '.join(SUPPORTED_RUNTIMES)}"
@@ -240,8 +294,11 @@ def resolve_process(
     section = image_config.get("config") or {}
     if not isinstance(section, Mapping):
         raise InvalidManifest("image config: 'config' must be an object")
-    entrypoint = _strings(section, "Entrypoint")
-    cmd = list(options.command) if options.command else _strings(section, "Cmd")
+    if options.entrypoint is not None:  # docker: a new Entrypoint does not take the image's Cmd
+        entrypoint, cmd = list(options.entrypoint), list(options.command)
+    else:
+        entrypoint = _strings(section, "Entrypoint")
+        cmd = list(options.command) if options.command else _strings(section, "Cmd")
     args = tuple(entrypoint + cmd)
     if not args:
         raise UsageError("the image has no Entrypoint or Cmd: give a command after the image")
@@ -252,7 +309,7 @@ def resolve_process(
     user_text = options.user if options.user is not None else _string(section, "User") or ""
     user = resolve_user(user_text, rootfs)
 
-    env = _merge_env(
+    env = merge_env(
         [("PATH", DEFAULT_PATH), ("HOSTNAME", hostname)],
         _strings(section, "Env"),
         options.env,
@@ -281,7 +338,7 @@ def check_workdir(workdir: str) -> str:
     return normal
 
 
-def _merge_env(
+def merge_env(
     defaults: Sequence[tuple[str, str]], image: Sequence[str], overrides: Sequence[str]
 ) -> dict[str, str]:
     env = dict(defaults)
@@ -405,13 +462,28 @@ def _table(rootfs: Path, path: str, *, needed: bool) -> list[list[str]]:
 # -- /etc files -------------------------------------------------------------------------------
 
 
-def write_etc_files(directory: Path, hostname: str, network: Network) -> dict[str, Path]:
-    """Write hostname, hosts and resolv.conf for the container; returns {container path: host file}."""
-    hosts = f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
-    resolv = "# trust: no network (loopback only); run with --network host for the host's DNS\n"
-    if network is Network.HOST:
-        with contextlib.suppress(OSError):
-            resolv = Path("/etc/resolv.conf").read_text()
+def write_etc_files(
+    directory: Path,
+    hostname: str,
+    network: Network,
+    *,
+    address: str | None = None,
+    resolv: str | None = None,
+    hosts: str | None = None,
+) -> dict[str, Path]:
+    """Write hostname, hosts and resolv.conf for the container; returns {container path: host file}.
+
+    `address`: the container's own address (bridge), mapped to its hostname in /etc/hosts.
+    `resolv` / `hosts`: given contents (a bridged container's resolvers; `container:ID`'s files).
+    """
+    if hosts is None:
+        hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+        hosts += f"{address}\t{hostname}\n" if address else f"127.0.1.1\t{hostname}\n"
+    if resolv is None:
+        resolv = "# trust: no network (loopback only); run with --network bridge or host for DNS\n"
+        if network is Network.HOST:
+            with contextlib.suppress(OSError):
+                resolv = Path("/etc/resolv.conf").read_text()
     files = {"/etc/hostname": f"{hostname}\n", "/etc/hosts": hosts, "/etc/resolv.conf": resolv}
     out = {}
     for target, content in files.items():
@@ -437,17 +509,30 @@ def build_spec(
     cgroup_namespace: bool = False,
     annotations: Mapping[str, str] | None = None,
     seccomp: Mapping[str, Any] | None = None,
+    netns: str | None = None,
+    capabilities: Sequence[str] = CAPABILITIES,
+    read_only: bool = False,
+    mounts: Sequence[Mount] = (),
+    terminal: bool = False,
+    console_size: Mapping[str, int] | None = None,
+    init: Path | None = None,
 ) -> dict[str, Any]:
-    """The runtime spec (`config.json`) as a dict."""
-    caps = list(CAPABILITIES)
+    """The runtime spec (`config.json`) as a dict.
+
+    `netns`: the network namespace to join (bridge: the one run/network.py made; container:ID: the
+    other container's); without it, `network` none gets a new namespace and host none.
+    """
+    caps = list(capabilities)
     # A non-root process gets no capabilities to use, only the bounding set (as Podman does).
     usable = caps if process.uid == 0 else []
     user: dict[str, Any] = {"uid": process.uid, "gid": process.gid}
     if process.additional_gids:
         user["additionalGids"] = list(process.additional_gids)
     assert NOFILE <= HOST_NOFILE_CEILING
-    namespaces = [{"type": kind} for kind in ("pid", "mount", "uts", "ipc")]
-    if network is Network.NONE:
+    namespaces: list[dict[str, str]] = [{"type": kind} for kind in ("pid", "mount", "uts", "ipc")]
+    if netns is not None:
+        namespaces.append({"type": "network", "path": netns})
+    elif network is not Network.HOST:
         namespaces.append({"type": "network"})
     if cgroup_namespace:
         namespaces.append({"type": "cgroup"})
@@ -460,21 +545,24 @@ def build_spec(
     }
     if seccomp is not None:
         linux["seccomp"] = dict(seccomp)
+    process_spec: dict[str, Any] = {
+        "terminal": terminal,
+        "user": user,
+        "args": [INIT_PATH, "--", *process.args] if init is not None else list(process.args),
+        "env": list(process.env),
+        "cwd": process.cwd,
+        "capabilities": {"bounding": caps, "effective": usable, "permitted": usable},
+        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": NOFILE, "soft": NOFILE}],
+        "noNewPrivileges": True,
+    }
+    if terminal and console_size is not None:
+        process_spec["consoleSize"] = dict(console_size)
     return {
         "ociVersion": OCI_VERSION,
-        "process": {
-            "terminal": False,
-            "user": user,
-            "args": list(process.args),
-            "env": list(process.env),
-            "cwd": process.cwd,
-            "capabilities": {"bounding": caps, "effective": usable, "permitted": usable},
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": NOFILE, "soft": NOFILE}],
-            "noNewPrivileges": True,
-        },
-        "root": {"path": str(rootfs), "readonly": False},
+        "process": process_spec,
+        "root": {"path": str(rootfs), "readonly": read_only},
         "hostname": hostname,
-        "mounts": _mounts(etc_files),
+        "mounts": _mounts(etc_files) + _init_mount(init) + [m.to_spec() for m in sorted_for_mounting(mounts)],
         "linux": linux,
         "annotations": dict(annotations or {}),
     }
@@ -530,6 +618,32 @@ def _mounts(etc_files: Mapping[str, Path]) -> list[dict[str, Any]]:
             }
         )
     return mounts
+
+
+def find_init() -> Path:
+    """The host's static tini, bind-mounted read-only at `INIT_PATH` for `--init` (as docker's
+    docker-init). Static: it must run whatever libc the image has, or none.
+
+    Raises:
+        UsageError: tini is not installed.
+    """
+    for candidate in INIT_BINARIES:
+        if os.access(candidate, os.X_OK):
+            return Path(candidate)
+    raise UsageError("--init needs tini's static binary (apt-get install tini)")
+
+
+def _init_mount(init: Path | None) -> list[dict[str, Any]]:
+    if init is None:
+        return []
+    return [
+        {
+            "destination": INIT_PATH,
+            "type": "bind",
+            "source": str(init),
+            "options": ["rbind", "ro", "nosuid", "nodev"],
+        }
+    ]
 
 
 def _resources(limits: Limits) -> dict[str, Any]:

@@ -33,20 +33,36 @@ import os
 import signal
 import time
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from pull.errors import TrustError, UsageError
 from run.bundle import (
+    Network,
     ProcessSpec,
     RunOptions,
     build_spec,
+    find_init,
     resolve_process,
     write_bundle,
     write_etc_files,
 )
 from run.errors import ContainerNotFound, ContainerStateError, RuntimeFailure
+from run.execution import ExecOptions, exec_in
 from run.monitor import MonitorLink, forward_signals, remove_directory, spawn_monitor, teardown
+from run.network import (
+    NETNS_FILE,
+    Attachment,
+    PortMapping,
+    assign_host_ports,
+    attach,
+    exposed_ports,
+    read_attachment,
+    release,
+    resolv_conf,
+    subnet,
+)
 from run.overlay import is_mountpoint
 from run.processes import KILL_WAIT, alive, kill_process, wait_gone
 from run.record import (
@@ -65,6 +81,8 @@ from run.record import (
 )
 from run.rootfs import mount_rootfs, open_snapshots, prepare_layers
 from run.runtime import CgroupMode, Runtime, cgroup_mode, check_host_support
+from run.signals import parse_signal
+from run.terminal import ConsoleSocket, console_size, relay
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -117,7 +135,38 @@ class ContainerStore:
     def inspect(self, ref: str) -> dict[str, Any]:
         """The record plus what the host shows now (`trust inspect`)."""
         container = self.get(ref)
-        return {**container.to_json(), "rootfsMounted": is_mountpoint(container.rootfs)}
+        attachment = read_attachment(container.directory)
+        network = None
+        if attachment is not None:
+            network = {
+                "bridge": attachment.config["plugins"][0].get("bridge"),
+                "address": attachment.address,
+                "gateway": attachment.gateway,
+                "ports": [p.to_json() for p in attachment.ports],
+            }
+        return {
+            **container.to_json(),
+            "rootfsMounted": is_mountpoint(container.rootfs),
+            "networkSettings": network,
+        }
+
+    def ports(self, ref: str) -> builtins.list[PortMapping]:
+        """The host ports a container publishes (`trust port`); empty if none or not running."""
+        attachment = read_attachment(self.get(ref).directory)
+        return list(attachment.ports) if attachment is not None else []
+
+    def release_networks(self) -> int:
+        """Release what containers that are over still hold of the network (a monitor killed before its
+        cleanup, an interrupted `rm`): `trust gc`. Returns how many were released."""
+        released = 0
+        for container in self.list(all=True):
+            over = container.state is State.EXITED and not alive(
+                container.monitor_pid, container.monitor_start
+            )
+            if over and read_attachment(container.directory) is not None:
+                release(container.directory, container.id)
+                released += 1
+        return released
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -155,10 +204,23 @@ class ContainerStore:
         `auto_remove`).
         """
         with contextlib.ExitStack() as signals:
+            console = signals.enter_context(ConsoleSocket()) if options.tty else None
             container, link = self._create(
-                image, options, attach=True, interactive=interactive, start=True, signals=signals
+                image,
+                options,
+                attach=True,
+                interactive=interactive,
+                start=True,
+                signals=signals,
+                console_socket=console.path if console is not None else None,
             )
             with contextlib.closing(link):
+                if console is not None:
+                    master = console.receive(alive=lambda: True, timeout=10.0)
+                    try:
+                        relay(master, interactive=interactive)
+                    finally:
+                        os.close(master)
                 event = link.wait_for("exited")
                 link.wait_closed()  # the monitor closes the pipe after unmounting (and removing)
         if event is None:
@@ -189,7 +251,11 @@ class ContainerStore:
             self._wait_exit(container, KILL_WAIT)  # its monitor may still be cleaning up
             return self._settle(container)
         runtime = self.runtime(container.runtime)
-        first = signal.SIGKILL if container.state is State.CREATED else signal.SIGTERM
+        with contextlib.suppress(ContainerNotFound):
+            update_state(container.directory, None, stopping=True)  # its monitor must not restart it
+        first = container.stop_signal or signal.SIGTERM
+        if container.state is State.CREATED:
+            first = signal.SIGKILL
         runtime.kill(container.id, first)
         if container.state is State.PAUSED:
             with contextlib.suppress(ContainerStateError):  # gone already: nothing left to thaw
@@ -199,6 +265,19 @@ class ContainerStore:
             if not self._wait_exit(container, KILL_WAIT):
                 raise RuntimeFailure(f"container {container.short_id} did not exit after SIGKILL")
         return self._settle(container)
+
+    def exec(self, ref: str, options: ExecOptions) -> int:
+        """`trust exec`: run a process in a running container; its exit status (0 when detached).
+
+        Raises:
+            ContainerStateError: the container is not running (created, paused, exited: exit 2).
+        """
+        container = self.get(ref)
+        if container.state is not State.RUNNING:
+            raise ContainerStateError(
+                f"container {container.short_id} is {container.state}: exec needs a running container"
+            )
+        return exec_in(self.runtime(container.runtime), container, options)
 
     def kill(self, ref: str, signum: int = signal.SIGKILL) -> None:
         """Send `signum` to the container's first process (it may take a moment to act on it)."""
@@ -281,6 +360,7 @@ class ContainerStore:
         interactive: bool,
         start: bool,
         signals: contextlib.ExitStack | None = None,
+        console_socket: Path | None = None,
     ) -> tuple[Container, MonitorLink]:
         """With `signals` (a foreground run), signal forwarding is entered on it just before the
         runtime starts the container, and stays on until the caller closes it."""
@@ -292,9 +372,16 @@ class ContainerStore:
 
         container_id = os.urandom(32).hex()  # what secrets.token_hex does, without importing it
         hostname = options.hostname or container_id[:12]
+        joined = self._joined_network(options)
         with contextlib.ExitStack() as creating:
             container = self._claim(
-                container_id, options, image, hostname=hostname, attach=attach, hold=creating
+                container_id,
+                options,
+                image,
+                hostname=hostname,
+                attach=attach,
+                hold=creating,
+                network=f"container:{joined.id}" if joined is not None else options.network.value,
             )
             link: MonitorLink | None = None
             try:
@@ -310,12 +397,19 @@ class ContainerStore:
                     image.config.raw, options, rootfs=container.rootfs, hostname=hostname
                 )
                 container = replace(container, command=process.args)
-                write_bundle(container.directory, self._spec(container, process, options))
+                network = self._connect(container, options, image, joined)
+                write_bundle(container.directory, self._spec(container, process, options, network))
                 write_state(container)
                 replay_signals = (
                     signals.enter_context(forward_signals(runtime, container_id)) if signals else None
                 )
-                link = spawn_monitor(container, attach=attach, interactive=interactive, start=start)
+                link = spawn_monitor(
+                    container,
+                    attach=attach,
+                    interactive=interactive,
+                    start=start,
+                    console_socket=console_socket,
+                )
                 event = link.wait_for("created", timeout=_CREATE_TIMEOUT)
                 if event is None:
                     raise RuntimeFailure(f"the monitor of container {container.short_id} died during create")
@@ -350,6 +444,7 @@ class ContainerStore:
         hostname: str,
         attach: bool,
         hold: contextlib.ExitStack,
+        network: str,
     ) -> Container:
         """Make the container's directory and record, refusing a name in use (checked and claimed
         under one lock); `hold` receives the container's lock."""
@@ -370,8 +465,13 @@ class ContainerStore:
                 state=State.CREATED,
                 runtime=options.runtime,
                 hostname=hostname,
-                network=options.network.value,
+                network=network,
                 limits=options.limits.to_json(),
+                labels=dict(options.labels),
+                tty=options.tty,
+                stop_signal=options.stop_signal or _image_stop_signal(image),
+                restart_policy=options.restart,
+                mounts=tuple(m.to_json() for m in options.mounts),
                 cgroups_path=f"{options.cgroup_parent.rstrip('/')}/{container_id}",
                 auto_remove=options.auto_remove,
                 captures_logs=not attach,
@@ -383,7 +483,54 @@ class ContainerStore:
             write_state(container)
         return container
 
-    def _spec(self, container: Container, process: ProcessSpec, options: RunOptions) -> dict[str, Any]:
+    def _joined_network(self, options: RunOptions) -> Container | None:
+        """`--network container:ID`: the running container whose network namespace is shared."""
+        if options.network_container is None:
+            return None
+        other = self.get(options.network_container)
+        if other.state is not State.RUNNING or other.pid is None:
+            raise ContainerStateError(
+                f"container {other.short_id} is {other.state}: --network container: needs a running one"
+            )
+        return other
+
+    def _connect(
+        self, container: Container, options: RunOptions, image: AdmittedImage, joined: Container | None
+    ) -> _Network:
+        """The container's network namespace and /etc files: made and attached for a bridge (the
+        store's lock is held while host ports are chosen and taken), borrowed for container:ID."""
+        if joined is not None:
+            netns = joined.directory / NETNS_FILE
+            return _Network(
+                netns=str(netns) if read_attachment(joined.directory) else f"/proc/{joined.pid}/ns/net",
+                hosts=(joined.directory / "hosts").read_text(),
+                resolv=(joined.directory / "resolv.conf").read_text(),
+            )
+        if options.network is not Network.BRIDGE:
+            return _Network()
+        wanted = list(options.publish)
+        if options.publish_all:
+            wanted += exposed_ports(image.config.raw)
+        subnet_text = subnet()
+        with flock(self.root / ".lock") if wanted else contextlib.nullcontext():
+            taken = [port for other in self._attachments() for port in other.ports]
+            ports = assign_host_ports(wanted, taken)
+            attachment = attach(container.directory, container.id, ports, subnet_text)
+        return _Network(netns=str(attachment.netns), address=attachment.address, resolv=resolv_conf())
+
+    def _attachments(self) -> builtins.list[Attachment]:
+        out = []
+        for entry in self.root.iterdir():
+            if _is_id(entry.name):
+                with contextlib.suppress(TrustError, OSError):
+                    found = read_attachment(entry)
+                    if found is not None:
+                        out.append(found)
+        return out
+
+    def _spec(
+        self, container: Container, process: ProcessSpec, options: RunOptions, network: _Network
+    ) -> dict[str, Any]:
         return build_spec(
             process,
             rootfs=container.rootfs,
@@ -391,10 +538,25 @@ class ContainerStore:
             network=options.network,
             limits=options.limits,
             cgroups_path=container.cgroups_path,
-            etc_files=write_etc_files(container.directory, container.hostname, options.network),
+            etc_files=write_etc_files(
+                container.directory,
+                container.hostname,
+                options.network,
+                address=network.address,
+                resolv=network.resolv,
+                hosts=network.hosts,
+            ),
             cgroup_namespace=cgroup_mode() is CgroupMode.UNIFIED,
             seccomp=options.seccomp,
+            netns=network.netns,
+            capabilities=options.capabilities,
+            read_only=options.read_only,
+            mounts=options.mounts,
+            terminal=options.tty,
+            console_size=console_size() if options.tty else None,
+            init=find_init() if options.init else None,
             annotations={
+                **dict(options.labels),
                 "dev.trust.image.repository": str(container.image.get("repository", "")),
                 "dev.trust.image.digest": str(container.image.get("digest", "")),
             },
@@ -456,6 +618,8 @@ class ContainerStore:
     def _force_remove(self, container: Container) -> None:
         """Kill whatever is left, delete runtime state, unmount and remove the directory. Idempotent."""
         runtime = self.runtime(container.runtime)
+        with contextlib.suppress(ContainerNotFound, OSError, ValueError, KeyError, TypeError):
+            update_state(container.directory, None, stopping=True)  # no restart
         current = self._load_or(container)
         if current.state in ACTIVE_STATES or alive(current.monitor_pid, current.monitor_start):
             with contextlib.suppress(TrustError):
@@ -479,12 +643,14 @@ class ContainerStore:
         if container.monitor_pid is None:
             if is_locked(container.directory / "lock"):
                 return container  # another process is creating it right now
-            return update_state(
-                container.directory,
-                ACTIVE_STATES,
-                state=State.EXITED,
-                finished=now(),
-                error="creation did not finish",
+            return _released(
+                update_state(
+                    container.directory,
+                    ACTIVE_STATES,
+                    state=State.EXITED,
+                    finished=now(),
+                    error="creation did not finish",
+                )
             )
         try:
             state = self.runtime(container.runtime).state(container.id)
@@ -500,12 +666,14 @@ class ContainerStore:
             current = self._load(container.id)
             if current.state is State.EXITED or alive(container.monitor_pid, container.monitor_start):
                 return current
-        return update_state(
-            container.directory,
-            ACTIVE_STATES,
-            state=State.EXITED,
-            finished=now(),
-            error="the container's monitor was gone: exit code unknown",
+        return _released(
+            update_state(
+                container.directory,
+                ACTIVE_STATES,
+                state=State.EXITED,
+                finished=now(),
+                error="the container's monitor was gone: exit code unknown",
+            )
         )
 
     def _resolve(self, ref: str) -> str:
@@ -570,6 +738,31 @@ class ContainerStore:
             return self._load(container.id)
         except ContainerNotFound:
             return container
+
+
+def _image_stop_signal(image: AdmittedImage) -> int | None:
+    """The image config's `StopSignal` ("SIGQUIT", "3"); an unusable one is ignored (docker warns)."""
+    section = image.config.raw.get("config") or {}
+    text = section.get("StopSignal") if isinstance(section, dict) else None
+    return parse_signal(text) if isinstance(text, str) else None
+
+
+def _released(container: Container) -> Container:
+    """A container found over without its monitor: nobody else will give back its address and ports."""
+    with contextlib.suppress(TrustError):
+        release(container.directory, container.id)
+    return container
+
+
+@dataclass(frozen=True)
+class _Network:
+    """How a new container is networked: the namespace to join (None: the runtime makes one, or the
+    host's), its address on the bridge, and given /etc file contents."""
+
+    netns: str | None = None
+    address: str | None = None
+    resolv: str | None = None
+    hosts: str | None = None
 
 
 def _is_id(text: str) -> bool:

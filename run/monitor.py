@@ -39,12 +39,17 @@ from typing import Any, NoReturn
 
 from pull.errors import TrustError
 from run.errors import ContainerNotFound, RuntimeFailure, start_failure
+from run.network import release as release_network
 from run.processes import alive, kill_process, start_time, wait_gone
 from run.record import ACTIVE_STATES, Container, State, now, read_state, update_state
 from run.rootfs import unmount_rootfs
 from run.runtime import Runtime, last_logged_error, oom_killed, remove_cgroups
 from run.signals import FORWARDED_SIGNALS
+from run.terminal import ConsoleSocket, copy_to_log
 
+_RESTART_BACKOFF = 0.1
+_RESTART_BACKOFF_MAX = 5.0
+"""Seconds before restart N: 0.1 s * 2^(N-1), at most 5 (docker starts at 0.1 s too)."""
 _PR_SET_NAME = 15
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -52,10 +57,19 @@ _PR_SET_CHILD_SUBREAPER = 36
 # -- the CLI's side ---------------------------------------------------------------------------
 
 
-def spawn_monitor(container: Container, *, attach: bool, interactive: bool, start: bool) -> MonitorLink:
+def spawn_monitor(
+    container: Container,
+    *,
+    attach: bool,
+    interactive: bool,
+    start: bool,
+    console_socket: Path | None = None,
+) -> MonitorLink:
     """Fork the container's monitor (see the module doc); returns our end of its event pipe.
 
-    With `start`, the monitor has the runtime create and start the container in one call.
+    With `start`, the monitor has the runtime create and start the container in one call. A
+    container with a terminal (`container.tty`) gets its pty master sent to `console_socket` (the
+    caller relays it: run/terminal.py), or without one to the monitor, which logs what it writes.
 
     A double fork of this process, not a new interpreter: the monitor needs nothing that is not
     loaded already, and a fresh Python would add ~50 ms to every start. It is `multiprocessing`'s
@@ -74,7 +88,7 @@ def spawn_monitor(container: Container, *, attach: bool, interactive: bool, star
         sys.stderr.flush()  # nothing buffered may be written twice
         first = os.fork()
         if first == 0:
-            _run_monitor_child(container.directory, stdio, read_end, write_end, start)
+            _run_monitor_child(container.directory, stdio, read_end, write_end, start, console_socket)
     os.close(write_end)  # only the monitor holds it now: EOF means it is done
     os.waitpid(first, 0)  # the first child exits at once; the monitor is re-parented
     return MonitorLink(read_end)
@@ -176,7 +190,12 @@ def forward_signals(runtime: Runtime, container_id: str) -> Iterator[Callable[[]
 
 
 def _run_monitor_child(
-    directory: Path, stdio: list[int | None], read_end: int, write_end: int, start: bool
+    directory: Path,
+    stdio: list[int | None],
+    read_end: int,
+    write_end: int,
+    start: bool,
+    console_socket: Path | None,
 ) -> NoReturn:
     """In the first child of `spawn_monitor`: leave the session, fork the monitor, exit. Never returns."""
     code = 1
@@ -191,7 +210,7 @@ def _run_monitor_child(
             # flock held) for as long as the container runs.
             os.closerange(3, write_end)
             os.closerange(write_end + 1, os.sysconf("SC_OPEN_MAX"))
-            code = _Monitor(directory, write_end, start).run()
+            code = _Monitor(directory, write_end, start, console_socket).run()
         else:
             code = 0
     finally:
@@ -201,10 +220,11 @@ def _run_monitor_child(
 class _Monitor:
     """The monitor process: runs `runtime create`, waits for the container, records its exit, cleans up."""
 
-    def __init__(self, directory: Path, status_fd: int, start: bool) -> None:
+    def __init__(self, directory: Path, status_fd: int, start: bool, console_socket: Path | None) -> None:
         self.directory = directory
         self.status_fd: int | None = status_fd
         self.start = start
+        self.console_socket = console_socket
 
     def run(self) -> int:
         # Handlers inherited from the CLI (its signal forwarding) do not apply here. ^C and hang-ups
@@ -226,13 +246,9 @@ class _Monitor:
 
     def _supervise(self, container: Container, runtime: Runtime) -> int:
         pid_file = self.directory / "pid"
-        argv = runtime.create_argv(
-            container.id, self.directory, pid_file, container.runtime_log, start=self.start
-        )
-        # stdin/stdout/stderr are inherited: they are the container's (log files or the CLI's).
-        created = subprocess.run(argv, check=False)
-        if created.returncode != 0:
-            message = last_logged_error(container.runtime_log) or f"exit status {created.returncode}"
+        returncode = self._create(container, runtime, pid_file, start=self.start)
+        if returncode != 0:
+            message = last_logged_error(container.runtime_log) or f"exit status {returncode}"
             prefix = f"{runtime.name} {'run' if self.start else 'create'} failed"
             text = message if message.startswith(prefix) else f"{prefix}: {message}"
             self._send({"event": "error", "message": text})
@@ -249,6 +265,35 @@ class _Monitor:
             }
         )
         exit_code = _wait_child(pid)
+        # --restart: the same bundle, rootfs and network again, until the policy says enough or
+        # `stop` / `rm -f` ended it (`stopping` in the record, or the record gone).
+        restarts = 0
+        while _restart_due(self.directory, exit_code, restarts):
+            restarts += 1
+            time.sleep(min(_RESTART_BACKOFF * 2 ** (restarts - 1), _RESTART_BACKOFF_MAX))
+            if not _restart_due(self.directory, exit_code, restarts - 1):
+                break  # stopped while we waited
+            with contextlib.suppress(TrustError):
+                runtime.delete(container.id, force=True)
+            if self._create(container, runtime, pid_file, start=True, restarted=True) != 0:
+                message = last_logged_error(container.runtime_log) or "the runtime failed"
+                with contextlib.suppress(ContainerNotFound):
+                    update_state(self.directory, None, error=f"restart {restarts} failed: {message}")
+                break
+            pid = int(pid_file.read_text().strip())
+            try:
+                update_state(
+                    self.directory,
+                    ACTIVE_STATES,
+                    pid=pid,
+                    pid_start=start_time(pid),
+                    restart_count=restarts,
+                    started=now(),
+                    state=State.RUNNING,
+                )
+            except ContainerNotFound:
+                break
+            exit_code = _wait_child(pid)
         oom = oom_killed(container.cgroups_path)  # before `delete` removes the cgroup
         with contextlib.suppress(ContainerNotFound):  # removed meanwhile (rm -f)
             container = update_state(
@@ -272,6 +317,31 @@ class _Monitor:
                 update_state(self.directory, None, error=str(err))
         return exit_code if exit_code is not None else 255
 
+    def _create(
+        self, container: Container, runtime: Runtime, pid_file: Path, *, start: bool, restarted: bool = False
+    ) -> int:
+        """`runtime create` (or `run --detach`); its exit status. A detached container's terminal
+        is received here and logged."""
+        with contextlib.ExitStack() as console:
+            socket_path = None if restarted else self.console_socket
+            own: ConsoleSocket | None = None
+            if container.tty and socket_path is None:
+                own = console.enter_context(ConsoleSocket())  # detached (or restarted): ours to log
+                socket_path = own.path
+            argv = runtime.create_argv(
+                container.id,
+                self.directory,
+                pid_file,
+                container.runtime_log,
+                start=start,
+                console_socket=socket_path,
+            )
+            # stdin/stdout/stderr are inherited: they are the container's (log files or the CLI's).
+            created = subprocess.run(argv, check=False)
+            if own is not None and created.returncode == 0:
+                copy_to_log(own.receive(alive=lambda: False, timeout=5.0), container.stdout_log)
+        return created.returncode
+
     def _send(self, event: dict[str, Any]) -> None:
         if self.status_fd is None:
             return
@@ -284,6 +354,21 @@ class _Monitor:
         if self.status_fd is not None:
             os.close(self.status_fd)
             self.status_fd = None
+
+
+def _restart_due(directory: Path, exit_code: int | None, restarts: int) -> bool:
+    """Whether the record's restart policy wants the container started again after this exit."""
+    try:
+        container = read_state(directory)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False  # removed (rm -f) or unreadable: never bring it back
+    policy, _, limit = container.restart_policy.partition(":")
+    if container.stopping or policy == "no":
+        return False
+    if policy == "always":
+        return True
+    failed = exit_code is None or exit_code != 0
+    return policy == "on-failure" and failed and (not limit or restarts < int(limit))
 
 
 def _wait_child(pid: int) -> int | None:
@@ -317,13 +402,19 @@ def teardown(container: Container, runtime: Runtime) -> None:
     """Delete runtime state, cgroups and the rootfs mount; works when the runtime crashed or is gone.
 
     Raises:
-        RuntimeFailure: the rootfs cannot be unmounted (the caller must keep the directory).
+        RuntimeFailure: the rootfs cannot be unmounted, or a network plugin failed to release the
+            container's address, ports or rules (the caller must keep the directory: `rm -f` retries).
     """
     with contextlib.suppress(TrustError):
         runtime.delete(container.id, force=True)
     if container.pid is not None and alive(container.pid, container.pid_start):
         # The runtime could not kill it (its state is gone?): init's death ends the pid namespace.
         kill_process(container.pid, container.pid_start)
+    failure: RuntimeFailure | None = None
+    try:
+        release_network(container.directory, container.id)
+    except RuntimeFailure as err:
+        failure = err
     shutil.rmtree(runtime.state_dir(container.id), ignore_errors=True)
     if container.cgroups_path:
         with contextlib.suppress(OSError):
@@ -332,6 +423,8 @@ def teardown(container: Container, runtime: Runtime) -> None:
         unmount_rootfs(container.rootfs)
     except OSError as exc:
         raise RuntimeFailure(f"cannot unmount {container.rootfs}: {exc.strerror or exc}") from None
+    if failure is not None:
+        raise failure
 
 
 def remove_directory(directory: Path) -> None:

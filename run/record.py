@@ -16,7 +16,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -71,6 +71,18 @@ class Container:
     pid_start: int | None = None
     monitor_pid: int | None = None
     monitor_start: int | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    stop_signal: int | None = None
+    """What `stop` sends first (None: SIGTERM)."""
+    restart_policy: str = "no"
+    """`no`, `always`, `on-failure` or `on-failure:N` (run/monitor.py restarts it)."""
+    restart_count: int = 0
+    stopping: bool = False
+    """`stop` or `kill` asked it to end: no restart."""
+    tty: bool = False
+    """The process has a pseudo-terminal (`-t`): a detached one's output is its terminal's, in stdout.log."""
+    mounts: tuple[Mapping[str, Any], ...] = ()
+    """`-v`, `--tmpfs`, `--mount` as given (run/mounts.py `Mount.to_json`)."""
 
     @property
     def short_id(self) -> str:
@@ -126,6 +138,13 @@ class Container:
             "cgroupsPath": self.cgroups_path,
             "autoRemove": self.auto_remove,
             "capturesLogs": self.captures_logs,
+            "labels": dict(self.labels),
+            "tty": self.tty,
+            "stopSignal": self.stop_signal,
+            "restartPolicy": self.restart_policy,
+            "restartCount": self.restart_count,
+            "stopping": self.stopping,
+            "mounts": [dict(m) for m in self.mounts],
             "paths": {
                 "bundle": str(self.directory),
                 "rootfs": str(self.rootfs),
@@ -166,6 +185,13 @@ class Container:
             pid_start=optional_int("pidStartTime"),
             monitor_pid=optional_int("monitorPid"),
             monitor_start=optional_int("monitorStartTime"),
+            labels={str(k): str(v) for k, v in (doc.get("labels") or {}).items()},
+            tty=bool(doc.get("tty")),
+            stop_signal=optional_int("stopSignal"),
+            restart_policy=str(doc.get("restartPolicy") or "no"),
+            restart_count=int(doc.get("restartCount") or 0),
+            stopping=bool(doc.get("stopping")),
+            mounts=tuple(dict(m) for m in doc.get("mounts") or ()),
         )
 
 

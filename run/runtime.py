@@ -108,7 +108,14 @@ class Runtime:
     # -- commands --------------------------------------------------------------------------
 
     def create_argv(
-        self, container_id: str, bundle: Path, pid_file: Path, log_file: Path, *, start: bool = False
+        self,
+        container_id: str,
+        bundle: Path,
+        pid_file: Path,
+        log_file: Path,
+        *,
+        start: bool = False,
+        console_socket: Path | None = None,
     ) -> list[str]:
         """The `create` command line; with `start`, `run --detach`, which creates and starts in one
         runtime process (`trust run` saves a second one, ~5 ms). Without a terminal the runtime
@@ -124,6 +131,36 @@ class Runtime:
             str(bundle),
             "--pid-file",
             str(pid_file),
+            *(["--console-socket", str(console_socket)] if console_socket is not None else []),
+            container_id,
+        ]
+
+    def exec_argv(
+        self,
+        container_id: str,
+        process_file: Path,
+        log_file: Path,
+        *,
+        detach: bool = False,
+        pid_file: Path | None = None,
+        console_socket: Path | None = None,
+    ) -> list[str]:
+        """The `exec` command line: a new process in the running container, described by an OCI
+        `process` object (`--process`), in its namespaces, cgroup, seccomp filter and capabilities.
+        Without `detach`, the runtime waits and exits with the process's status (128+N for signal N)."""
+        return [
+            *self._base(),
+            "--log",
+            str(log_file),
+            "--log-format",
+            "json",
+            "exec",
+            "--process",
+            str(process_file),
+            *(["--detach"] if detach else []),
+            *(["--pid-file", str(pid_file)] if pid_file is not None else []),
+            # runc checks `--tty` on the command line, whatever `process.terminal` says.
+            *(["--tty", "--console-socket", str(console_socket)] if console_socket is not None else []),
             container_id,
         ]
 

@@ -16,3 +16,14 @@ FORWARDED_SIGNALS = (
     signal.SIGUSR1,
     signal.SIGUSR2,
 )
+
+
+def parse_signal(text: str) -> int | None:
+    """A signal from a name (`TERM`, `SIGTERM`, any case) or a number; None if it is neither."""
+    if text.isdigit():
+        number = int(text)
+        return number if 0 < number < signal.NSIG else None
+    name = text.upper()
+    name = name if name.startswith("SIG") else f"SIG{name}"
+    member = getattr(signal.Signals, name, None) if name.isidentifier() else None
+    return int(member) if isinstance(member, signal.Signals) else None

@@ -127,6 +127,35 @@ expect_exit 3 trust run --rm --policy keys-example/policy.yaml "$unsigned"
 kill "$agent_pid"; wait "$agent_pid" 2>/dev/null || true
 unset TRUST_AGENT_SOCKET
 
+# --- issue 18: bridge networking, published ports, exec, volumes ---
+step "trust run -d -p: a verified web server on the trust0 bridge (CNI), published on 127.0.0.1"
+policy=keys-example/policy.yaml
+trust run -d --name web -p 127.0.0.1:0:80 --policy "$policy" "$pinned" httpd -f -p 80 -h /etc
+trust port web
+hostport=$(trust port web 80 | sed 's/.*://')
+python3 - "$hostport" <<'PY'
+import sys, time, urllib.request
+for _ in range(100):
+    try:
+        print("the host fetched:", urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/motd", timeout=1).read().decode().strip())
+        break
+    except OSError:
+        time.sleep(0.05)
+else:
+    sys.exit("demo: the published port did not answer")
+PY
+address=$(trust inspect web | python3 -c 'import json, sys; print(json.load(sys.stdin)["networkSettings"]["address"])')
+trust run --rm --policy "$policy" "$pinned" wget -q -O - "http://$address/motd" | sed 's/^/a second container fetched: /'
+step "trust exec: a process in the running container (its namespaces, cgroup, seccomp filter)"
+trust exec web ps
+expect_exit 7 trust exec web sh -c 'exit 7'
+step "volumes: a read-only bind, a tmpfs on a read-only root, no capabilities"
+echo "shared from the host" > "$work/shared.txt"
+trust run --rm --network none --read-only --tmpfs /tmp -v "$work:/data:ro" --cap-drop ALL --policy "$policy" \
+    "$pinned" sh -c 'cat /data/shared.txt; touch /tmp/ok && echo "/tmp is writable"; touch /x 2>/dev/null || echo "/ is read-only"'
+trust rm -f web
+# --- end issue 18 ---
+
 step "air-gapped: copy the signed image with its signatures into an OCI layout, verify it there"
 trust copy "$pinned" "oci:$work/usb:hello"
 trust verify --key keys-example/cosign.pub --ignore-reference "oci:$work/usb:hello"

@@ -21,7 +21,23 @@ from pull.digest import Digest
 from pull.reference import Reference
 from pull.registry import RegistryClient
 
-APPLETS = ["sh", "true", "false", "cat", "echo", "ls", "id", "hostname", "ps", "sleep", "mount", "env"]
+APPLETS = [
+    "sh",
+    "true",
+    "false",
+    "cat",
+    "echo",
+    "ls",
+    "id",
+    "hostname",
+    "ps",
+    "sleep",
+    "mount",
+    "env",
+    "httpd",
+    "wget",
+    "touch",
+]
 
 
 def build_layer(message: str) -> bytes:

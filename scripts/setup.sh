@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(python3 curl python3-venv python3-pip docker-registry runc crun umoci skopeo buildah zstd busybox-static iproute2
+    containernetworking-plugins iptables tini
     softhsm2 opensc openssl nodejs)
 
 missing=()

@@ -440,6 +440,7 @@ def build_image(
     working_dir: str | None = None,
     user: str | None = None,
     labels: Mapping[str, str] | None = None,
+    exposed_ports: Sequence[str] | None = None,
     platform: PlatformLike = "linux/amd64",
     manifest_type: ManifestType = OCI,
     annotations: Mapping[str, str] | None = None,
@@ -463,6 +464,8 @@ def build_image(
         container["User"] = user
     if labels:
         container["Labels"] = dict(labels)
+    if exposed_ports:
+        container["ExposedPorts"] = {port: {} for port in exposed_ports}
     config: dict[str, Any] = {"created": created, **parsed.to_json(), "config": container}
     config["rootfs"] = {
         "type": "layers",

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from pull.errors import DeniedError, TrustError
+from pull.errors import DeniedError, TrustError, UsageError
 from trust.cli.output import OutputFormat, emit_json, emit_line, emit_table, note
 
 if TYPE_CHECKING:
@@ -33,11 +33,7 @@ if TYPE_CHECKING:
     from pull.store import ContentStore
     from run.bundle import RunOptions
     from run.containers import Container, ContainerStore
-
-
-class NetworkChoice(StrEnum):
-    none = "none"
-    host = "host"
+    from run.stats import Usage
 
 
 class RuntimeChoice(StrEnum):
@@ -63,7 +59,25 @@ WorkdirOption = Annotated[str | None, typer.Option("--workdir", "-w", help="Abso
 UserOption = Annotated[str | None, typer.Option("--user", "-u", help="uid[:gid] or name[:group].")]
 HostnameOption = Annotated[str | None, typer.Option("--hostname", help="Default: the short container id.")]
 NetworkOption = Annotated[
-    NetworkChoice, typer.Option("--network", help="none: loopback only; host: the host's network.")
+    str,
+    typer.Option(
+        "--network",
+        "--net",
+        help="bridge (trust0, the default), none (loopback only), host, or container:ID (share its).",
+    ),
+]
+PublishOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--publish",
+        "-p",
+        help="[IP:]HOSTPORT:CONTAINERPORT[/tcp|udp], or CONTAINERPORT (a free host port); repeatable.",
+        show_default=False,
+    ),
+]
+PublishAllOption = Annotated[
+    bool,
+    typer.Option("--publish-all", "-P", help="Publish every port the image exposes on a free host port."),
 ]
 MemoryOption = Annotated[str | None, typer.Option("--memory", "-m", help="Memory limit, e.g. 64m or 1g.")]
 PidsOption = Annotated[int | None, typer.Option("--pids-limit", help="Maximum number of processes.")]
@@ -85,15 +99,90 @@ SecurityOption = Annotated[
         help="seccomp=unconfined or seccomp=PROFILE.json (default: trust's default-deny profile).",
     ),
 ]
+EnvFileOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--env-file", help="A file of KEY=VALUE lines (before --env); repeatable.", show_default=False
+    ),
+]
+EntrypointOption = Annotated[
+    str | None,
+    typer.Option("--entrypoint", help="Replace the image's Entrypoint (and drop its Cmd); '' clears it."),
+]
+LabelOption = Annotated[
+    list[str] | None,
+    typer.Option("--label", "-l", help="KEY=VALUE metadata; repeatable.", show_default=False),
+]
+VolumeOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--volume",
+        "-v",
+        help="Bind mount /HOST/PATH:/CONTAINER/PATH[:ro|rw]; repeatable.",
+        show_default=False,
+    ),
+]
+TmpfsOption = Annotated[
+    list[str] | None,
+    typer.Option("--tmpfs", help="A tmpfs at PATH[:size=64m,mode=1777,…]; repeatable.", show_default=False),
+]
+MountOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--mount",
+        help="type=bind,source=/HOST,target=/CTR[,readonly] or type=tmpfs,target=/CTR[,tmpfs-size=N]",
+        show_default=False,
+    ),
+]
+StopSignalOption = Annotated[
+    str | None,
+    typer.Option(
+        "--stop-signal", help="Signal `stop` sends first (default: the image's StopSignal, else TERM)."
+    ),
+]
+RestartOption = Annotated[
+    str, typer.Option("--restart", help="no, always or on-failure[:N]: the monitor starts it again.")
+]
+InitOption = Annotated[
+    bool, typer.Option("--init", help="Run tini as PID 1: it reaps zombies, passes signals on.")
+]
+TtyOption = Annotated[
+    bool, typer.Option("--tty", "-t", help="Give the process a pseudo-terminal (detached: logged).")
+]
+ReadOnlyOption = Annotated[bool, typer.Option("--read-only", help="Mount the root filesystem read-only.")]
+CapAddOption = Annotated[
+    list[str] | None,
+    typer.Option("--cap-add", help="Add a capability (NET_ADMIN, …, ALL).", show_default=False),
+]
+CapDropOption = Annotated[
+    list[str] | None,
+    typer.Option("--cap-drop", help="Drop a capability (CHOWN, …, ALL).", show_default=False),
+]
 _POSITIONAL_AFTER_IMAGE = {"allow_interspersed_args": False}  # `run IMG sh -c …`: -c is the command's
 
 
 def register(app: typer.Typer) -> None:
     """Add the container commands to `app` (called once by trust/cli.py)."""
-    takes_a_command: tuple[Callable[..., None], ...] = (create, run)
+    takes_a_command: tuple[Callable[..., None], ...] = (create, run, exec_)
     for function in takes_a_command:
-        app.command(context_settings=_POSITIONAL_AFTER_IMAGE)(function)
-    others: tuple[Callable[..., None], ...] = (start, stop, kill, pause, unpause, rm, ps, logs, inspect)
+        name = function.__name__.rstrip("_")  # exec_: a function named exec would shadow the builtin
+        app.command(name, context_settings=_POSITIONAL_AFTER_IMAGE)(function)
+    others: tuple[Callable[..., None], ...] = (
+        start,
+        stop,
+        kill,
+        pause,
+        unpause,
+        rm,
+        ps,
+        logs,
+        inspect,
+        port,
+        wait,
+        stats,
+        top,
+        cp,
+    )
     for function in others:
         app.command()(function)
 
@@ -104,12 +193,27 @@ def register(app: typer.Typer) -> None:
 def create(
     image: ImageArg,
     command: CommandArg = None,
+    tty: TtyOption = False,
     name: NameOption = None,
     env: EnvOption = None,
+    env_file: EnvFileOption = None,
     workdir: WorkdirOption = None,
     user: UserOption = None,
     hostname: HostnameOption = None,
-    network: NetworkOption = NetworkChoice.none,
+    entrypoint: EntrypointOption = None,
+    label: LabelOption = None,
+    network: NetworkOption = "bridge",
+    publish: PublishOption = None,
+    publish_all: PublishAllOption = False,
+    volume: VolumeOption = None,
+    tmpfs: TmpfsOption = None,
+    mount: MountOption = None,
+    read_only: ReadOnlyOption = False,
+    cap_add: CapAddOption = None,
+    cap_drop: CapDropOption = None,
+    stop_signal: StopSignalOption = None,
+    init: InitOption = False,
+    restart: RestartOption = "no",
     memory: MemoryOption = None,
     pids_limit: PidsOption = None,
     cpus: CpusOption = None,
@@ -122,19 +226,34 @@ def create(
 ) -> None:
     """Admit an image and create a container from it (not started); print its id."""
     options = _options(
-        command,
-        name,
-        env,
-        workdir,
-        user,
-        hostname,
-        network,
-        memory,
-        pids_limit,
-        cpus,
-        runtime,
-        auto_remove,
-        security_opt,
+        command=command,
+        name=name,
+        env=env,
+        env_file=env_file,
+        workdir=workdir,
+        user=user,
+        hostname=hostname,
+        entrypoint=entrypoint,
+        label=label,
+        network=network,
+        publish=publish,
+        publish_all=publish_all,
+        volume=volume,
+        tmpfs=tmpfs,
+        mount=mount,
+        read_only=read_only,
+        cap_add=cap_add,
+        cap_drop=cap_drop,
+        stop_signal=stop_signal,
+        init=init,
+        restart=restart,
+        memory=memory,
+        pids_limit=pids_limit,
+        cpus=cpus,
+        runtime=runtime,
+        auto_remove=auto_remove,
+        security_opt=security_opt,
+        tty=tty,
     )
     content, admitted = _admit(image, policy, store, insecure_registry)
     emit_line(_containers(content).create(admitted, options).id)
@@ -149,12 +268,27 @@ def run(
     interactive: Annotated[
         bool, typer.Option("--interactive", "-i", help="Pass stdin to the container.")
     ] = False,
+    tty: TtyOption = False,
     name: NameOption = None,
     env: EnvOption = None,
+    env_file: EnvFileOption = None,
     workdir: WorkdirOption = None,
     user: UserOption = None,
     hostname: HostnameOption = None,
-    network: NetworkOption = NetworkChoice.none,
+    entrypoint: EntrypointOption = None,
+    label: LabelOption = None,
+    network: NetworkOption = "bridge",
+    publish: PublishOption = None,
+    publish_all: PublishAllOption = False,
+    volume: VolumeOption = None,
+    tmpfs: TmpfsOption = None,
+    mount: MountOption = None,
+    read_only: ReadOnlyOption = False,
+    cap_add: CapAddOption = None,
+    cap_drop: CapDropOption = None,
+    stop_signal: StopSignalOption = None,
+    init: InitOption = False,
+    restart: RestartOption = "no",
     memory: MemoryOption = None,
     pids_limit: PidsOption = None,
     cpus: CpusOption = None,
@@ -167,23 +301,38 @@ def run(
 ) -> None:
     """Admit an image and run a container; exits with the container's exit code (unless -d)."""
     if detach and interactive:
-        from pull.errors import UsageError
-
         raise UsageError("--interactive needs a foreground container: drop --detach")
+    if tty and not detach and restart != "no":
+        raise UsageError("--restart with a foreground --tty is not supported: add --detach")
     options = _options(
-        command,
-        name,
-        env,
-        workdir,
-        user,
-        hostname,
-        network,
-        memory,
-        pids_limit,
-        cpus,
-        runtime,
-        auto_remove,
-        security_opt,
+        command=command,
+        name=name,
+        env=env,
+        env_file=env_file,
+        workdir=workdir,
+        user=user,
+        hostname=hostname,
+        entrypoint=entrypoint,
+        label=label,
+        network=network,
+        publish=publish,
+        publish_all=publish_all,
+        volume=volume,
+        tmpfs=tmpfs,
+        mount=mount,
+        read_only=read_only,
+        cap_add=cap_add,
+        cap_drop=cap_drop,
+        stop_signal=stop_signal,
+        init=init,
+        restart=restart,
+        memory=memory,
+        pids_limit=pids_limit,
+        cpus=cpus,
+        runtime=runtime,
+        auto_remove=auto_remove,
+        security_opt=security_opt,
+        tty=tty,
     )
     content, admitted = _admit(image, policy, store, insecure_registry)
     containers = _containers(content)
@@ -196,32 +345,94 @@ def run(
     raise typer.Exit(exited.exit_code)
 
 
+def exec_(
+    container: Annotated[str, typer.Argument(help="Container id, id prefix or name.")],
+    command: Annotated[list[str], typer.Argument(help="Command and arguments.", show_default=False)],
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background.")] = False,
+    interactive: Annotated[bool, typer.Option("--interactive", "-i", help="Pass stdin.")] = False,
+    tty: TtyOption = False,
+    env: EnvOption = None,
+    user: UserOption = None,
+    workdir: WorkdirOption = None,
+    store: StoreOption = None,
+) -> None:
+    """Run a command in a running container (its namespaces, cgroup, seccomp filter and
+    capabilities); exits with the command's exit code."""
+    from run.execution import ExecOptions
+
+    options = ExecOptions(
+        command=tuple(command),
+        env=tuple(env or ()),
+        user=user,
+        workdir=workdir,
+        detach=detach,
+        interactive=interactive,
+        tty=tty,
+    )
+    raise typer.Exit(_store_containers(store).exec(container, options))
+
+
 def _options(
+    *,
     command: list[str] | None,
     name: str | None,
     env: list[str] | None,
+    env_file: list[Path] | None,
     workdir: str | None,
     user: str | None,
     hostname: str | None,
-    network: NetworkChoice,
+    entrypoint: str | None,
+    label: list[str] | None,
+    network: str,
+    publish: list[str] | None,
+    publish_all: bool,
+    volume: list[str] | None,
+    tmpfs: list[str] | None,
+    mount: list[str] | None,
+    read_only: bool,
+    cap_add: list[str] | None,
+    cap_drop: list[str] | None,
+    stop_signal: str | None,
+    init: bool,
+    restart: str,
     memory: str | None,
     pids_limit: int | None,
     cpus: str | None,
     runtime: RuntimeChoice,
     auto_remove: bool,
     security_opt: list[str] | None,
+    tty: bool,
 ) -> RunOptions:
     """Check every flag before admission, so a typo costs no network round trip."""
     from run.bundle import Limits, Network, RunOptions, parse_cpus, parse_memory
+    from run.mounts import parse_mount, parse_tmpfs, parse_volume
+    from run.network import parse_publish
     from run.runtime import check_host_support
 
+    mode, _, joined = network.partition(":")
+    if mode not in {n.value for n in Network} or (mode == "container") != bool(joined):
+        raise UsageError(f"invalid --network {network!r}: use bridge, none, host or container:ID")
+    mounts = [
+        *(parse_volume(item) for item in volume or ()),
+        *(parse_tmpfs(item) for item in tmpfs or ()),
+        *(parse_mount(item) for item in mount or ()),
+    ]
     options = RunOptions(
         command=tuple(command or ()),
-        env=tuple(env or ()),
+        env=(*_env_files(env_file or []), *(env or ())),
         workdir=workdir,
         user=user,
         hostname=hostname,
-        network=Network(network.value),
+        network=Network(mode),
+        network_container=joined or None,
+        publish=tuple(parse_publish(item) for item in publish or ()),
+        publish_all=publish_all,
+        mounts=tuple(mounts),
+        read_only=read_only,
+        cap_add=tuple(cap_add or ()),
+        cap_drop=tuple(cap_drop or ()),
+        entrypoint=None if entrypoint is None else tuple(shlex.split(entrypoint)),
+        labels=tuple(_label(item) for item in label or ()),
         limits=Limits(
             memory=parse_memory(memory) if memory is not None else None,
             pids=pids_limit,
@@ -230,26 +441,66 @@ def _options(
         runtime=runtime.value,
         name=name,
         auto_remove=auto_remove,
-        seccomp=_seccomp(security_opt or []),
+        stop_signal=_signal(stop_signal) if stop_signal is not None else None,
+        init=init,
+        restart=restart,
+        tty=tty,
+        **_security_options(security_opt or []),
     )
     check_host_support(options.runtime, wants_limits=options.limits.any)
+    if init:
+        from run.bundle import find_init
+
+        find_init()  # missing: say so before admission
     return options
 
 
-def _seccomp(security_opt: list[str]) -> dict[str, Any] | None:
-    """The seccomp filter chosen with `--security-opt seccomp=…` (the last one wins, as in Podman)."""
-    from pull.errors import UsageError
+def _env_files(paths: list[Path]) -> list[str]:
+    """`--env-file`: KEY=VALUE lines (a bare KEY takes the caller's value); blank and # lines skipped."""
+    entries = []
+    for path in paths:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(
+                f"cannot read --env-file {path}: {getattr(exc, 'strerror', None) or exc}"
+            ) from None
+        for number, line in enumerate(text.splitlines(), 1):
+            stripped = line.lstrip()
+            if not stripped or stripped.startswith("#"):
+                continue
+            if stripped.partition("=")[0].strip() == "" or " " in stripped.partition("=")[0]:
+                raise UsageError(f"--env-file {path}, line {number}: expected KEY=VALUE")
+            entries.append(stripped)
+    return entries
+
+
+def _label(text: str) -> tuple[str, str]:
+    key, _, value = text.partition("=")
+    if not key:
+        raise UsageError(f"invalid --label {text!r}: expected KEY=VALUE")
+    return key, value
+
+
+def _security_options(security_opt: list[str]) -> dict[str, Any]:
+    """`--security-opt seccomp=unconfined|PROFILE.json` (the last one wins, as in Podman) and
+    `no-new-privileges[=true]` (trust's default already; turning it off is refused)."""
     from run.seccomp import profile_for
 
     choice: str | None = None
     for item in security_opt:
+        if item.startswith("no-new-privileges"):
+            if item[len("no-new-privileges") :] in ("", "=true", ":true"):
+                continue
+            raise UsageError(f"--security-opt {item} is refused: trust always sets no-new-privileges")
         key, sep, value = item.partition("=")
         if key != "seccomp" or not sep or not value:
             raise UsageError(
-                f"unsupported --security-opt {item!r}: use seccomp=unconfined or seccomp=PROFILE.json"
+                f"unsupported --security-opt {item!r}: use seccomp=unconfined, seccomp=PROFILE.json "
+                "or no-new-privileges"
             )
         choice = value
-    return profile_for(choice)
+    return {"seccomp": profile_for(choice)}
 
 
 def _admit(
@@ -428,6 +679,148 @@ def inspect(containers: ContainersArg, store: StoreOption = None) -> None:
             emit_json(documents[0] if len(containers) == 1 else documents)
 
 
+def wait(containers: ContainersArg, store: StoreOption = None) -> None:
+    """Wait until containers have exited (and been cleaned up); print each one's exit code."""
+    from run.errors import ContainerNotFound
+
+    found = _store_containers(store)
+
+    def one(ref: str) -> None:
+        exited = found.wait(ref)
+        if exited is None:
+            raise ContainerNotFound(
+                f"container {ref[:12]} was removed when it exited (--rm): its exit code is gone"
+            )
+        emit_line(str(exited.exit_code) if exited.exit_code is not None else "unknown")
+
+    _each(containers, one, echo=False)
+
+
+def cp(
+    source: Annotated[str, typer.Argument(help="CONTAINER:PATH or a host path.")],
+    destination: Annotated[str, typer.Argument(help="A host path or CONTAINER:PATH.")],
+    store: StoreOption = None,
+) -> None:
+    """Copy files between a container and the host (container paths are resolved inside it)."""
+    from run.filecopy import copy_in, copy_out
+
+    src, dst = _container_side(source), _container_side(destination)
+    if (src is None) == (dst is None):
+        raise UsageError("cp copies between a container and the host: one side must be CONTAINER:PATH")
+    found = _store_containers(store)
+    if src is not None:
+        copy_out(found.get(src[0]), src[1], Path(destination))
+    else:
+        assert dst is not None
+        copy_in(found.get(dst[0]), Path(source), dst[1])
+
+
+def _container_side(text: str) -> tuple[str, str] | None:
+    """`CONTAINER:PATH` → (container, path); a host path (with a "/" before any ":") → None."""
+    ref, sep, path = text.partition(":")
+    if not sep or not ref or "/" in ref:
+        return None
+    return ref, path
+
+
+def top(
+    container: Annotated[str, typer.Argument(help="Container id, id prefix or name.")],
+    store: StoreOption = None,
+) -> None:
+    """List the processes of a running container (host pids, from its cgroup)."""
+    from run.errors import ContainerStateError
+    from run.stats import processes
+
+    record = _store_containers(store).get(container)
+    if record.state.value not in ("running", "paused"):
+        raise ContainerStateError(f"container {record.short_id} is {record.state.value}, not running")
+    emit_table(
+        ["PID", "PPID", "UID", "COMMAND"], [[str(p), str(pp), str(u), c] for p, pp, u, c in processes(record)]
+    )
+
+
+def stats(
+    containers: Annotated[
+        list[str] | None, typer.Argument(help="Containers (default: every running one).", show_default=False)
+    ] = None,
+    no_stream: Annotated[bool, typer.Option("--no-stream", help="Print once and exit.")] = False,
+    store: StoreOption = None,
+    output: Annotated[
+        OutputFormat, typer.Option("--output", "-o", help="text or json (json: once).")
+    ] = OutputFormat.text,
+) -> None:
+    """CPU, memory, pids and network I/O of running containers, every second (or once)."""
+    import time
+
+    from run.stats import Usage, read_sample
+
+    found = _store_containers(store)
+    records = [found.get(ref) for ref in containers] if containers else found.list()
+    records = [r for r in records if r.state.value in ("running", "paused")]
+    first = {r.id: read_sample(r) for r in records}
+    while True:
+        time.sleep(0.5 if no_stream or output is OutputFormat.json else 1.0)
+        rows = []
+        for record in records:
+            sample = read_sample(record)
+            rows.append((record, Usage.between(first[record.id], sample)))
+            first[record.id] = sample
+        if output is OutputFormat.json:
+            emit_json([{"id": r.id, "name": r.name, **_usage_json(u)} for r, u in rows])
+            return
+        emit_table(
+            ["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "PIDS", "NET I/O"],
+            [[r.short_id, r.name or "", *_usage_cells(u)] for r, u in rows],
+        )
+        if no_stream:
+            return
+
+
+def _usage_json(usage: Usage) -> dict[str, Any]:
+    return {
+        "cpuPercent": None if usage.cpu_percent is None else round(usage.cpu_percent, 2),
+        "memory": usage.memory,
+        "memoryLimit": usage.memory_limit,
+        "pids": usage.pids,
+        "rxBytes": usage.rx_bytes,
+        "txBytes": usage.tx_bytes,
+    }
+
+
+def _usage_cells(usage: Usage) -> list[str]:
+    from trust.cli.output import human_size
+
+    def size(value: int | None) -> str:
+        return "-" if value is None else human_size(value)
+
+    cpu = "-" if usage.cpu_percent is None else f"{usage.cpu_percent:.2f}%"
+    limit = "-" if usage.memory_limit is None else size(usage.memory_limit)
+    net = "-" if usage.rx_bytes is None else f"{size(usage.rx_bytes)} / {size(usage.tx_bytes)}"
+    return [cpu, f"{size(usage.memory)} / {limit}", "-" if usage.pids is None else str(usage.pids), net]
+
+
+def port(
+    container: Annotated[str, typer.Argument(help="Container id, id prefix or name.")],
+    private_port: Annotated[
+        str | None, typer.Argument(help="Only this container port: PORT[/tcp|udp].", show_default=False)
+    ] = None,
+    store: StoreOption = None,
+) -> None:
+    """List a container's published ports: `80/tcp -> 127.0.0.1:8080` (docker port's format)."""
+    mappings = _store_containers(store).ports(container)
+    if private_port is not None:
+        number, _, protocol = private_port.partition("/")
+        if not number.isdigit() or protocol not in ("", "tcp", "udp"):
+            raise UsageError(f"invalid port {private_port!r}: use PORT or PORT/tcp|udp")
+        mappings = [
+            m for m in mappings if m.container_port == int(number) and m.protocol == (protocol or "tcp")
+        ]
+        if not mappings:
+            raise UsageError(f"no public port {private_port} published for container {container}")
+    for mapping in mappings:
+        emit_line(str(mapping))
+
+
 # -- helpers -----------------------------------------------------------------------------------
 
 
@@ -453,21 +846,12 @@ def _each(refs: list[str], action: Callable[[str], object], *, echo: bool = True
 
 
 def _signal(text: str) -> int:
-    import signal
+    from run.signals import parse_signal
 
-    from pull.errors import UsageError
-
-    if text.isdigit():
-        number = int(text)
-        if 0 < number < signal.NSIG:
-            return number
-    else:
-        name = text.upper()
-        name = name if name.startswith("SIG") else f"SIG{name}"
-        member = getattr(signal.Signals, name, None) if name.isidentifier() else None
-        if isinstance(member, signal.Signals):
-            return int(member)
-    raise UsageError(f"unknown signal {text!r}: use a name like TERM or KILL, or a number")
+    number = parse_signal(text)
+    if number is None:
+        raise UsageError(f"unknown signal {text!r}: use a name like TERM or KILL, or a number")
+    return number
 
 
 def _summary(container: Container) -> dict[str, Any]:

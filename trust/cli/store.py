@@ -340,9 +340,15 @@ def gc(
     stale = 0 if dry_run else snapshots.remove_stale()
     # Lock files pile up, one per blob and per chain ID ever handled; those nobody holds can go.
     locks = 0 if dry_run else content.remove_stale_locks() + snapshots.remove_stale_locks()
+    # Addresses, ports and rules still held by containers that are over (a monitor killed early).
+    networks = 0 if dry_run or containers is None else containers.release_networks()
     if output is OutputFormat.json:
-        emit_json({**report.to_json(), "staleExtractions": stale, "staleLocks": locks})
+        emit_json(
+            {**report.to_json(), "staleExtractions": stale, "staleLocks": locks, "releasedNetworks": networks}
+        )
         return
+    if networks:
+        note(f"released the network of {networks} exited container(s)")
     if stale:
         note(f"removed {stale} unfinished snapshot extraction(s) left by crashed unpacks")
     if locks:

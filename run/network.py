@@ -1,0 +1,529 @@
+"""Bridge networking for containers, built from the CNI reference plugins that Debian ships.
+
+    ports = [parse_publish("127.0.0.1:8080:80"), parse_publish("53/udp")]
+    attachment = attach(container.directory, container.id, ports)      # before `runtime create`
+    spec["linux"]["namespaces"] += [{"type": "network", "path": str(attachment.netns)}]
+    ...
+    release(container.directory, container.id)                         # exit, stop, rm, gc
+
+Why CNI: `containernetworking-plugins` is in Debian 12 (netavark, podman's newer stack, is not), the
+plugins are the ones podman 3/4 and containerd use, and the CNI spec fixes how to call them: one
+executable per plugin, the config on stdin, `CNI_*` variables, a JSON result on stdout. trust writes
+the network configuration list itself (`network_config`) and calls the plugins in order:
+
+- `bridge`: the host bridge `trust0` (created on first use), a veth pair into the container's network
+  namespace as `eth0`, the bridge as the default gateway, masquerading of traffic leaving the subnet,
+  hairpin mode (a container reaches its own published port);
+- `host-local` (IPAM, called by `bridge`): an address from a private /16 (`10.89.0.0/16`,
+  `$TRUST_BRIDGE_SUBNET` to change it), its leases under `/run/trust/networks/` (host-wide because
+  the bridge is; on tmpfs because veths and rules do not survive a reboot either);
+- `portmap` (only with published ports): DNAT from `[IP:]HOSTPORT` to the container, SNAT so that
+  the host reaches it through 127.0.0.1 too;
+- `firewall`: accepts forwarded traffic from and to the container even when FORWARD's policy drops
+  (a host with docker installed).
+
+The container's network namespace is made here (`unshare --net=FILE`, loopback up) and bind-mounted
+on `netns` in the container directory: the runtime joins it by path, the plugins configure it by
+path, and `remove_directory` never deletes a directory with it still mounted. `network.json` in the
+container directory records the configuration list and the plugins' result *before* the first plugin
+runs, so `release` (CNI DEL, in reverse order, with the same configuration) can undo a half-made
+attachment after a crash; DEL of something already gone succeeds, as the spec requires.
+
+Host ports: `-p HOSTPORT:…` is refused when another of the store's containers publishes it or a host
+process listens on it (DNAT would silently steal its traffic); `-p CONTAINERPORT` and `-P` take a port
+the kernel picks from its ephemeral range.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pull.errors import InvalidManifest, UsageError
+from run.errors import RuntimeFailure
+from run.overlay import is_mountpoint, unmount
+
+CNI_VERSION = "1.0.0"
+NETWORK_NAME = "trust"
+BRIDGE = "trust0"
+DEFAULT_SUBNET = "10.89.0.0/16"
+"""Private and unused by docker (172.17/16) and podman (10.88/16) defaults."""
+SUBNET_ENV = "TRUST_BRIDGE_SUBNET"
+STATE_DIR = Path("/run/trust/networks")
+IFNAME = "eth0"
+ATTACHMENT_FILE = "network.json"
+NETNS_FILE = "netns"
+CNI_PATHS = ("/usr/lib/cni", "/usr/libexec/cni", "/opt/cni/bin")
+_PLUGIN_TIMEOUT = 60.0
+_PUBLISH = re.compile(
+    r"(?:(?P<ip>\[[0-9a-fA-F:.]+\]|\d+\.\d+\.\d+\.\d+):)?(?:(?P<host>\d*):)?(?P<container>\d+)(?:/(?P<proto>tcp|udp))?"
+)
+_FALLBACK_RESOLVERS = ("8.8.8.8", "8.8.4.4")
+"""podman's answer when the host has only loopback resolvers the container cannot reach."""
+_SYSTEMD_RESOLVED = Path("/run/systemd/resolve/resolv.conf")
+
+
+class NetworkFailure(RuntimeFailure):
+    """A CNI plugin failed, or the network namespace could not be made (exit 1: the host's problem)."""
+
+    def diagnostics(self) -> str:
+        return "Is containernetworking-plugins installed (apt-get install containernetworking-plugins)?"
+
+
+# -- published ports ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PortMapping:
+    """One `-p`: traffic to host_ip:host_port (host_ip "" = every address) goes to container_port."""
+
+    container_port: int
+    protocol: str = "tcp"
+    host_port: int = 0
+    """0: a free port, picked at creation."""
+    host_ip: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """The portmap plugin's `portMappings` entry (its field names, also network.json's)."""
+        return {
+            "hostPort": self.host_port,
+            "containerPort": self.container_port,
+            "protocol": self.protocol,
+            "hostIP": self.host_ip,
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> PortMapping:
+        return cls(
+            container_port=int(doc["containerPort"]),
+            protocol=str(doc.get("protocol") or "tcp"),
+            host_port=int(doc.get("hostPort") or 0),
+            host_ip=str(doc.get("hostIP") or ""),
+        )
+
+    def __str__(self) -> str:
+        """docker port's format: `80/tcp -> 127.0.0.1:8080`."""
+        host = self.host_ip or "0.0.0.0"
+        host = f"[{host}]" if ":" in host else host
+        return f"{self.container_port}/{self.protocol} -> {host}:{self.host_port}"
+
+
+def parse_publish(text: str) -> PortMapping:
+    """`-p [IP:][HOSTPORT:]CONTAINERPORT[/tcp|udp]` (docker's forms, without port ranges)."""
+    match = _PUBLISH.fullmatch(text.strip())
+    if match is None:
+        raise UsageError(
+            f"invalid --publish {text!r}: use [IP:]HOSTPORT:CONTAINERPORT[/tcp|udp] or CONTAINERPORT"
+        )
+    host_ip = (match.group("ip") or "").strip("[]")
+    if host_ip:
+        try:
+            address = ipaddress.ip_address(host_ip)
+        except ValueError:
+            raise UsageError(f"invalid --publish {text!r}: {host_ip!r} is not an IP address") from None
+        if address.version != 4:
+            raise UsageError(f"invalid --publish {text!r}: only IPv4 host addresses are published")
+        host_ip = "" if address.is_unspecified else str(address)
+    host_port = int(match.group("host") or 0)
+    container_port = int(match.group("container"))
+    if not 1 <= container_port <= 65535 or not 0 <= host_port <= 65535:
+        raise UsageError(f"invalid --publish {text!r}: ports are 1 to 65535")
+    return PortMapping(container_port, match.group("proto") or "tcp", host_port, host_ip)
+
+
+def exposed_ports(image_config: Mapping[str, Any]) -> list[PortMapping]:
+    """`-P`: every `ExposedPorts` entry of the image ("80/tcp": {}) on a free host port."""
+    section = image_config.get("config") or {}
+    exposed = section.get("ExposedPorts") if isinstance(section, Mapping) else None
+    if exposed is None:
+        return []
+    if not isinstance(exposed, Mapping):
+        raise InvalidManifest("image config: ExposedPorts must be an object")
+    out = []
+    for key in exposed:
+        port, _, protocol = str(key).partition("/")
+        protocol = protocol or "tcp"
+        if not port.isdigit() or not 1 <= int(port) <= 65535 or protocol not in ("tcp", "udp"):
+            continue  # sctp and ranges: not published (portmap's iptables backend has no sctp here)
+        out.append(PortMapping(int(port), protocol))
+    return out
+
+
+def assign_host_ports(wanted: Sequence[PortMapping], taken: Iterable[PortMapping]) -> list[PortMapping]:
+    """Fill in free host ports and refuse conflicts (see the module doc).
+
+    Raises:
+        UsageError: the same host port twice, a port another container publishes or a host process uses.
+    """
+    used = {(m.protocol, m.host_port): m for m in taken}
+    out: list[PortMapping] = []
+    for mapping in wanted:
+        if mapping.host_port == 0:
+            port = _free_port(mapping.protocol, mapping.host_ip, {p for (_, p) in used})
+            mapping = PortMapping(mapping.container_port, mapping.protocol, port, mapping.host_ip)
+        else:
+            other = used.get((mapping.protocol, mapping.host_port))
+            if other is not None and (
+                not other.host_ip or not mapping.host_ip or other.host_ip == mapping.host_ip
+            ):
+                raise UsageError(
+                    f"host port {mapping.host_port}/{mapping.protocol} is already published "
+                    "by another container"
+                )
+            if not _bindable(mapping.protocol, mapping.host_ip, mapping.host_port):
+                raise UsageError(
+                    f"host port {mapping.host_port}/{mapping.protocol} is in use by a process on the host"
+                )
+        used[(mapping.protocol, mapping.host_port)] = mapping
+        out.append(mapping)
+    return out
+
+
+def _socket(protocol: str) -> socket.socket:
+    kind = socket.SOCK_STREAM if protocol == "tcp" else socket.SOCK_DGRAM
+    sock = socket.socket(socket.AF_INET, kind)
+    # Not fooled by connections in TIME_WAIT; a listening socket still makes bind() fail.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    return sock
+
+
+def _bindable(protocol: str, host_ip: str, port: int) -> bool:
+    with _socket(protocol) as sock:
+        try:
+            sock.bind((host_ip or "0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port(protocol: str, host_ip: str, avoid: set[int]) -> int:
+    for _ in range(100):
+        with _socket(protocol) as sock:
+            sock.bind((host_ip or "0.0.0.0", 0))
+            port = int(sock.getsockname()[1])
+        if port not in avoid:
+            return port
+    raise UsageError("no free host port found to publish on")
+
+
+# -- the configuration -------------------------------------------------------------------------
+
+
+def subnet() -> str:
+    """The bridge's subnet: `$TRUST_BRIDGE_SUBNET` (a private IPv4 network, /8 to /28), else 10.89.0.0/16."""
+    text = os.environ.get(SUBNET_ENV) or DEFAULT_SUBNET
+    try:
+        network = ipaddress.ip_network(text)
+    except ValueError:
+        raise UsageError(
+            f"invalid ${SUBNET_ENV} {text!r}: use a private IPv4 network such as 10.89.0.0/16"
+        ) from None
+    if network.version != 4 or not network.is_private or not 8 <= network.prefixlen <= 28:
+        raise UsageError(f"invalid ${SUBNET_ENV} {text!r}: use a private IPv4 network, /8 to /28")
+    return str(network)
+
+
+def network_config(subnet_text: str, *, publish: bool) -> dict[str, Any]:
+    """The CNI network configuration list trust uses (also stored in network.json for DEL)."""
+    plugins: list[dict[str, Any]] = [
+        {
+            "type": "bridge",
+            "bridge": BRIDGE,
+            "isGateway": True,
+            "ipMasq": True,
+            "hairpinMode": True,
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{"subnet": subnet_text}]],
+                "routes": [{"dst": "0.0.0.0/0"}],
+                "dataDir": str(STATE_DIR),
+            },
+        },
+    ]
+    if publish:
+        plugins.append({"type": "portmap", "capabilities": {"portMappings": True}, "snat": True})
+    plugins.append({"type": "firewall", "backend": "iptables"})
+    return {"cniVersion": CNI_VERSION, "name": NETWORK_NAME, "plugins": plugins}
+
+
+# -- attachments -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """What a container got from the network (network.json)."""
+
+    netns: Path
+    config: Mapping[str, Any]
+    ports: tuple[PortMapping, ...]
+    result: Mapping[str, Any] | None = None
+
+    @property
+    def address(self) -> str | None:
+        """The container's IPv4 address (no prefix length), once attached."""
+        for entry in (self.result or {}).get("ips") or ():
+            with contextlib.suppress(ValueError, TypeError, KeyError):
+                interface = ipaddress.ip_interface(entry["address"])
+                if interface.version == 4:
+                    return str(interface.ip)
+        return None
+
+    @property
+    def gateway(self) -> str | None:
+        for entry in (self.result or {}).get("ips") or ():
+            if entry.get("gateway"):
+                return str(entry["gateway"])
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "netns": str(self.netns),
+            "config": dict(self.config),
+            "ports": [p.to_json() for p in self.ports],
+            "result": dict(self.result) if self.result is not None else None,
+            "address": self.address,
+            "gateway": self.gateway,
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> Attachment:
+        return cls(
+            netns=Path(doc["netns"]),
+            config=dict(doc["config"]),
+            ports=tuple(PortMapping.from_json(p) for p in doc.get("ports") or ()),
+            result=doc.get("result"),
+        )
+
+
+def read_attachment(directory: Path) -> Attachment | None:
+    """The container's attachment, None if it has none (no bridge network, or released)."""
+    try:
+        doc = json.loads((directory / ATTACHMENT_FILE).read_bytes())
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        raise RuntimeFailure(f"{directory / ATTACHMENT_FILE} is unreadable") from None
+    return Attachment.from_json(doc)
+
+
+def attach(directory: Path, container_id: str, ports: Sequence[PortMapping], subnet_text: str) -> Attachment:
+    """Make the container's network namespace and connect it to the bridge (CNI ADD).
+
+    On failure, whatever was done is undone before raising.
+
+    Raises:
+        NetworkFailure: a plugin (or the namespace) failed.
+    """
+    netns = directory / NETNS_FILE
+    attachment = Attachment(netns, network_config(subnet_text, publish=bool(ports)), tuple(ports))
+    _write(directory, attachment)  # first: a crash from here on is undone by `release`
+    try:
+        _make_netns(netns)
+        result: dict[str, Any] | None = None
+        for plugin in attachment.config["plugins"]:
+            result = _call_plugin("ADD", plugin, attachment, container_id, result)
+        attachment = Attachment(netns, attachment.config, attachment.ports, result)
+        _write(directory, attachment)
+    except BaseException:
+        with contextlib.suppress(RuntimeFailure):
+            release(directory, container_id)
+        raise
+    return attachment
+
+
+def release(directory: Path, container_id: str) -> None:
+    """Undo `attach`: CNI DEL (reverse order), unmount and remove the namespace, drop network.json.
+
+    Idempotent; works on a half-made attachment and when the namespace is gone already.
+
+    Raises:
+        NetworkFailure: a plugin's DEL failed (network.json is kept, so a later `rm -f` or `gc` retries).
+    """
+    attachment = read_attachment(directory)
+    if attachment is None:
+        return
+    errors = []
+    for plugin in reversed(attachment.config.get("plugins") or ()):
+        try:
+            _call_plugin("DEL", plugin, attachment, container_id, attachment.result)
+        except NetworkFailure as err:
+            errors.append(str(err))
+    if is_mountpoint(attachment.netns):
+        try:
+            unmount(attachment.netns, detach=True)
+        except OSError as exc:
+            errors.append(f"cannot unmount {attachment.netns}: {exc.strerror or exc}")
+    if errors:
+        raise NetworkFailure("; ".join(errors))
+    with contextlib.suppress(FileNotFoundError):
+        attachment.netns.unlink()
+    with contextlib.suppress(FileNotFoundError):
+        (directory / ATTACHMENT_FILE).unlink()
+
+
+def _write(directory: Path, attachment: Attachment) -> None:
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{ATTACHMENT_FILE}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(attachment.to_json(), f, indent=2)
+        os.replace(tmp, directory / ATTACHMENT_FILE)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _make_netns(path: Path) -> None:
+    """A new network namespace bind-mounted on `path`, its loopback up (runc does that only for the
+    namespaces it makes itself)."""
+    path.touch(mode=0o600)
+    unshare = shutil.which("unshare") or "/usr/bin/unshare"
+    ip = shutil.which("ip") or "/usr/sbin/ip"
+    try:
+        done = subprocess.run(
+            [unshare, f"--net={path}", ip, "link", "set", "lo", "up"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=_PLUGIN_TIMEOUT,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise NetworkFailure(f"cannot make a network namespace: {exc}") from None
+    if done.returncode != 0:
+        raise NetworkFailure(f"cannot make a network namespace: {done.stderr.strip() or done.returncode}")
+
+
+def plugin_path() -> str:
+    return os.pathsep.join(p for p in CNI_PATHS if os.path.isdir(p))
+
+
+def _call_plugin(
+    command: str,
+    plugin: Mapping[str, Any],
+    attachment: Attachment,
+    container_id: str,
+    previous: Mapping[str, Any] | None,
+) -> dict[str, Any] | None:
+    """Run one plugin per the CNI spec; its result (ADD), None (DEL)."""
+    kind = str(plugin["type"])
+    executable = next((Path(d) / kind for d in CNI_PATHS if (Path(d) / kind).is_file()), None)
+    if executable is None:
+        if command == "DEL":
+            return None  # nothing it could have made
+        raise NetworkFailure(
+            f"the CNI plugin {kind!r} is not installed (apt-get install containernetworking-plugins)"
+        )
+    config: dict[str, Any] = {
+        "cniVersion": attachment.config["cniVersion"],
+        "name": attachment.config["name"],
+    }
+    config.update(plugin)
+    if (plugin.get("capabilities") or {}).get("portMappings"):
+        config["runtimeConfig"] = {"portMappings": [p.to_json() for p in attachment.ports]}
+    if previous is not None:
+        config["prevResult"] = dict(previous)
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+        "CNI_COMMAND": command,
+        "CNI_CONTAINERID": container_id,
+        "CNI_NETNS": str(attachment.netns),
+        "CNI_IFNAME": IFNAME,
+        "CNI_PATH": plugin_path(),
+    }
+    try:
+        done = subprocess.run(
+            [str(executable)],
+            input=json.dumps(config),
+            env=env,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=_PLUGIN_TIMEOUT,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise NetworkFailure(f"CNI {kind} {command}: {exc}") from None
+    if done.returncode != 0:
+        raise NetworkFailure(f"CNI {kind} {command}: {_plugin_error(done.stdout, done.stderr)}")
+    if command != "ADD":
+        return None
+    try:
+        result: dict[str, Any] = json.loads(done.stdout)
+    except ValueError:
+        raise NetworkFailure(f"CNI {kind} ADD: unreadable result {done.stdout[:200]!r}") from None
+    return result
+
+
+def _plugin_error(stdout: str, stderr: str) -> str:
+    with contextlib.suppress(ValueError, AttributeError):
+        doc = json.loads(stdout)
+        message = str(doc.get("msg") or "")
+        if doc.get("details"):
+            message += f": {doc['details']}"
+        if message:
+            return " ".join(message.split())
+    return " ".join((stderr or stdout).split())[:500] or "failed without a message"
+
+
+# -- /etc files --------------------------------------------------------------------------------
+
+
+def resolv_conf(host_file: Path = Path("/etc/resolv.conf")) -> str:
+    """The host's resolvers for a bridged container, as podman does for loopback resolvers.
+
+    A resolver on the host's loopback (systemd-resolved's 127.0.0.53, dnsmasq) is unreachable from
+    the container's namespace: with systemd-resolved the real upstream list is used
+    (/run/systemd/resolve/resolv.conf); loopback entries are dropped; if none is left, public
+    resolvers are used, said in a comment.
+    """
+    text = _read(host_file)
+    if _nameservers(text) and all(_loopback(ns) for ns in _nameservers(text)):
+        upstream = _read(_SYSTEMD_RESOLVED)
+        if upstream and not all(_loopback(ns) for ns in _nameservers(upstream)):
+            text = upstream
+    lines = [
+        line
+        for line in text.splitlines()
+        if not (
+            line.split()[:1] == ["nameserver"] and _loopback(line.split()[1] if len(line.split()) > 1 else "")
+        )
+    ]
+    if not any(line.split()[:1] == ["nameserver"] for line in lines):
+        lines.append("# trust: the host has no resolver a container can reach; public ones are used")
+        lines.extend(f"nameserver {server}" for server in _FALLBACK_RESOLVERS)
+    return "\n".join(lines) + "\n"
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _nameservers(text: str) -> list[str]:
+    return [
+        line.split()[1]
+        for line in text.splitlines()
+        if line.split()[:1] == ["nameserver"] and len(line.split()) > 1
+    ]
+
+
+def _loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address.split("%")[0]).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,158 @@
+"""`-t`: a pseudo-terminal through the runtime's console socket, with real runc. The `trust` process
+itself runs on a pty of ours (python `pty`), as it would in a terminal emulator."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import select
+import struct
+import sys
+import termios
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from support.images import BUSYBOX_APPLETS, build_image, busybox_layer, push_image
+from support.registry import Registry
+
+from trust.cli.app import main
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="containers need root")
+
+
+@dataclass(frozen=True)
+class Setup:
+    store: Path
+    image: str
+
+    def trust(self, *args: str) -> int:
+        return main([args[0], "--store", str(self.store), *args[1:]])
+
+
+@pytest.fixture(scope="module")
+def setup(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Setup:
+    folder = tmp_path_factory.mktemp("tty")
+    image = build_image(
+        [busybox_layer(applets=(*BUSYBOX_APPLETS, "tty", "stty"))], cmd=["sleep", "300"], env=["PATH=/bin"]
+    )
+    pushed = push_image(registry, "t/tty-busybox", image)
+    (folder / "store").mkdir()
+    (folder / "store" / "policy.yaml").write_text(
+        f"version: 1\nrules:\n  - scope: {registry.host}/t/tty-busybox\n"
+        "    insecure-accept-anything: true\ndefault:\n  reject: true\n"
+    )
+    return Setup(folder / "store", pushed.by_digest)
+
+
+class Terminal:
+    """`trust …` running on a pty whose master we hold."""
+
+    def __init__(self, setup: Setup, *args: str, rows: int = 24, columns: int = 80) -> None:
+        self.pid, self.master = pty.fork()
+        if self.pid == 0:  # the child: a session of its own, the pty as its controlling terminal
+            os.environ["TRUST_NO_AGENT"] = "1"
+            argv = [sys.executable, "-m", "trust", args[0], "--store", str(setup.store), *args[1:]]
+            os.execv(sys.executable, argv)
+        self.resize(rows, columns)
+        self.output = b""
+
+    def resize(self, rows: int, columns: int) -> None:
+        fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+
+    def expect(self, text: bytes, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.output:
+            assert time.monotonic() < deadline, f"{text!r} not in {self.output!r}"
+            ready, _, _ = select.select([self.master], [], [], 0.1)
+            if ready:
+                try:
+                    self.output += os.read(self.master, 4096)
+                except OSError:  # EIO: the child has gone
+                    assert text in self.output, f"{text!r} not in {self.output!r}"
+
+    def send(self, data: bytes) -> None:
+        os.write(self.master, data)
+
+    def exit_code(self, timeout: float = 20.0) -> int:
+        deadline = time.monotonic() + timeout
+        while True:
+            with _suppress_eio():
+                ready, _, _ = select.select([self.master], [], [], 0.05)
+                if ready:
+                    self.output += os.read(self.master, 4096)
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                os.close(self.master)
+                return os.waitstatus_to_exitcode(status)
+            assert time.monotonic() < deadline, self.output
+
+
+class _suppress_eio:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+        return isinstance(exc, OSError)
+
+
+@pytest.fixture
+def box(setup: Setup, capfd: pytest.CaptureFixture[str]) -> Iterator[Setup]:
+    containers = setup.store / "meta" / "containers"
+    before = set(containers.iterdir()) if containers.exists() else set()
+    yield setup
+    if containers.exists():
+        for leftover in set(containers.iterdir()) - before:
+            if not leftover.name.startswith("."):
+                assert setup.trust("rm", "--force", leftover.name) == 0
+
+
+def test_run_t_gives_the_process_a_terminal(box: Setup) -> None:
+    script = "tty; stty size; exit 3"
+    terminal = Terminal(box, "run", "--rm", "-t", "--network", "none", box.image, "sh", "-c", script, rows=33)
+    terminal.expect(b"/dev/pts/")
+    terminal.expect(b"33 80")
+    assert terminal.exit_code() == 3
+
+
+def test_run_it_forwards_input_and_window_size_changes(box: Setup) -> None:
+    script = "stty size; read line; echo got $line; stty size"
+    terminal = Terminal(box, "run", "--rm", "-it", "--network", "none", box.image, "sh", "-c", script)
+    terminal.expect(b"24 80")
+    terminal.resize(40, 100)  # the kernel sends SIGWINCH to trust, which passes the size on
+    time.sleep(0.3)
+    terminal.send(b"hello\r")
+    terminal.expect(b"got hello")
+    terminal.expect(b"40 100")
+    assert terminal.exit_code() == 0
+
+
+def test_exec_t_and_a_detached_terminal(box: Setup, capfd: pytest.CaptureFixture[str]) -> None:
+    assert (
+        box.trust(
+            "run", "-d", "-t", "--network", "none", "--name", "tbox", box.image, "sh", "-c", "tty; sleep 60"
+        )
+        == 0
+    )
+    capfd.readouterr()
+    deadline = time.monotonic() + 10
+    while True:
+        assert box.trust("logs", "tbox") == 0
+        if "/dev/pts/0" in capfd.readouterr().out:
+            break  # the monitor logs what the detached container writes to its terminal
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    terminal = Terminal(box, "exec", "-t", "tbox", "sh", "-c", "tty; stty size; exit 5", rows=30, columns=90)
+    terminal.expect(b"/dev/pts/")
+    terminal.expect(b"30 90")  # sized before the process started
+    assert terminal.exit_code() == 5
+    assert box.trust("exec", "-d", "-t", "tbox", "true") == 2
+
+
+def test_t_without_a_terminal_of_our_own_still_relays(box: Setup, capfd: pytest.CaptureFixture[str]) -> None:
+    capfd.readouterr()
+    assert box.trust("run", "--rm", "-t", "--network", "none", box.image, "sh", "-c", "tty; echo done") == 0
+    assert capfd.readouterr().out == "/dev/pts/0\r\ndone\r\n"  # the pty's line discipline adds \r
