@@ -22,6 +22,8 @@ import pytest
 from conftest import OCI11Registry, Peers
 from interop_support import TRUST, run
 from support.images import push_image, simple_image
+from support.sigstore_mock import SigstoreMock
+from support.vectors import VECTORS
 
 COSIGN_REGISTRY_FLAGS = ["--allow-http-registry", "--allow-insecure-registry"]
 NO_TLOG = ["--use-signing-config=false", "--tlog-upload=false"]
@@ -218,3 +220,34 @@ def test_crane_layout_verifies_with_trust(
         ok=False,
     )
     assert wrong.returncode == 3
+
+
+def test_trust_signs_with_the_log_cosign_verifies_the_log(
+    peers: Peers,
+    oci11_registry: OCI11Registry,
+    tool_env: dict[str, str],
+    tmp_path: Path,
+    sigstore_mock: SigstoreMock,
+) -> None:
+    # trust logs the signature to Rekor (the local Sigstore stand-in); cosign checks the entry
+    # against the stand-in's trusted root, without --insecure-ignore-tlog.
+    key, pub = cosign_keys(peers, tool_env, tmp_path / "keys")
+    ref = image(oci11_registry, "interop/trust-logged", b"signed by trust, logged")
+    run([TRUST, "sign", "--key", str(key), "--trust-config", str(sigstore_mock.trust_config), ref], tool_env)
+    check = ["verify", "--trusted-root", str(sigstore_mock.trusted_root), *COSIGN_REGISTRY_FLAGS]
+    verified = run([peers.cosign, *check, "--key", str(pub), ref], tool_env, ok=False)
+    assert verified.returncode == 0, verified.stderr
+    assert "transparency log was verified" in verified.stderr
+    _, other = cosign_keys(peers, tool_env, tmp_path / "other")
+    assert run([peers.cosign, *check, "--key", str(other), ref], tool_env, ok=False).returncode != 0
+    production = VECTORS / "sigstore-bundles" / "production_trusted_root.json"
+    wrong_root = ["verify", "--trusted-root", str(production), *COSIGN_REGISTRY_FLAGS, "--key", str(pub), ref]
+    assert run([peers.cosign, *wrong_root], tool_env, ok=False).returncode != 0
+    # and trust checks the same log entries against the same root
+    assert (
+        run(
+            [TRUST, "verify", "--key", str(pub), "--trusted-root", str(sigstore_mock.trusted_root), ref],
+            tool_env,
+        ).returncode
+        == 0
+    )
