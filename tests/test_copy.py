@@ -396,3 +396,81 @@ def _is_manifest(data: bytes) -> bool:
     except (ValueError, UnicodeDecodeError):
         return False
     return isinstance(document, dict) and ("layers" in document or "manifests" in document)
+
+
+def _referrer_of(subject: str, size: int) -> bytes:
+    """An artifact manifest whose subject is `subject` (an image manifest of `size` bytes)."""
+    empty = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+    return json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "artifactType": "application/vnd.example.sbom",
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
+            "layers": [{"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2}],
+            "subject": {
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": subject,
+                "size": size,
+            },
+        },
+        sort_keys=True,
+    ).encode()
+
+
+def test_a_referrers_listing_naming_another_images_referrer_is_not_followed(
+    registry: Registry, repo_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The source lists, under image A, a referrer whose subject is image B: it is not A's, so it
+    is neither copied nor recorded as A's at the destination (the subject filter)."""
+    with HostileRegistry() as source:
+        source.add_blob_content(b"{}")
+        first = source.add_image("team/app", "a", layers=[b"image a"])
+        second = source.add_image("team/app", "b", layers=[b"image b"])
+        foreign = source.add_manifest("team/app", "ref", _referrer_of(second.digest, len(second.manifest)))
+        listing = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [
+                {
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": foreign,
+                    "size": len(_referrer_of(second.digest, len(second.manifest))),
+                    "artifactType": "application/vnd.example.sbom",
+                }
+            ],
+        }
+        source.add_route(
+            "GET",
+            f"/v2/team/app/referrers/{first.digest}",
+            lambda _: Reply(
+                200, json.dumps(listing).encode(), {"Content-Type": "application/vnd.oci.image.index.v1+json"}
+            ),
+        )
+        capsys.readouterr()
+        assert (
+            run("copy", "--output", "json", f"{source.host}/team/app:a", f"{registry.host}/{repo_name}:a")
+            == 0
+        )
+    copied = json.loads(capsys.readouterr().out)
+    assert copied["referrers"] == []
+    with RegistryClient(registry.host) as client:
+        assert client.head_manifest(repo_name, foreign) is None
+        pages = client.referrers(repo_name, Digest.parse(first.digest)) or []
+        assert all(json.loads(page)["manifests"] == [] for page in pages)
+
+
+def test_a_same_size_tampered_blob_between_two_registries_is_refused_by_the_copy_itself(
+    registry: Registry, repo_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 4 naming the digest, from trust's own check: not the destination's refusal (exit 5)."""
+    with HostileRegistry() as source:
+        image = source.add_image("team/app", "v1", layers=[b"the real layer bytes"])
+        source.add_blob(image.layers[0], b"the fake layer bytes")  # the same size
+        capsys.readouterr()
+        assert run("copy", f"{source.host}/team/app:v1", f"{registry.host}/{repo_name}:v1") == 4
+        err = capsys.readouterr().err
+        assert f"blob {image.layers[0]} from {source.host} hashes to sha256:" in err
+    with RegistryClient(registry.host) as client:
+        assert not client.blob_exists(repo_name, Digest.parse(image.layers[0]))
+        assert client.head_manifest(repo_name, "v1") is None
