@@ -4,6 +4,7 @@ itself runs on a pty of ours (python `pty`), as it would in a terminal emulator.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import pty
 import select
@@ -156,3 +157,60 @@ def test_t_without_a_terminal_of_our_own_still_relays(box: Setup, capfd: pytest.
     capfd.readouterr()
     assert box.trust("run", "--rm", "-t", "--network", "none", box.image, "sh", "-c", "tty; echo done") == 0
     assert capfd.readouterr().out == "/dev/pts/0\r\ndone\r\n"  # the pty's line discipline adds \r
+
+
+def state_of(setup: Setup, capfd: pytest.CaptureFixture[str], ref: str) -> str:
+    capfd.readouterr()
+    assert setup.trust("inspect", ref) == 0
+    return str(json.loads(capfd.readouterr().out)["state"])
+
+
+ECHO = 'while read line; do echo "got $line"; [ "$line" = quit ] && exit 7; done'
+"""Reads lines from its terminal (no interactive shell: busybox's line editor queries the terminal)."""
+
+
+def test_attach_and_detach_keys(box: Setup, capfd: pytest.CaptureFixture[str]) -> None:
+    assert box.trust("run", "-dit", "--network", "none", "--name", "shell", box.image, "sh", "-c", ECHO) == 0
+    capfd.readouterr()
+    terminal = Terminal(box, "attach", "shell")
+    time.sleep(0.3)  # raw mode on: what we type is no longer echoed by our own pty
+    terminal.send(b"first\r")
+    terminal.expect(b"got first")
+    terminal.send(b"\x10\x11")  # ctrl-p ctrl-q: detach, the container goes on
+    assert terminal.exit_code() == 0
+    assert state_of(box, capfd, "shell") == "running"
+
+    terminal = Terminal(box, "attach", "shell")
+    time.sleep(0.3)
+    terminal.send(b"quit\r")
+    terminal.expect(b"got quit")
+    assert terminal.exit_code() == 7  # the container's exit code, once it ended
+    assert state_of(box, capfd, "shell") == "exited"
+    assert box.trust("logs", "shell") == 0
+    assert "got first" in capfd.readouterr().out  # the terminal's output is logged too
+
+
+def test_detach_from_a_foreground_run_and_attach_again(box: Setup, capfd: pytest.CaptureFixture[str]) -> None:
+    terminal = Terminal(box, "run", "-it", "--network", "none", "--name", "fg", box.image, "sh", "-c", ECHO)
+    time.sleep(0.5)
+    terminal.send(b"up\r")
+    terminal.expect(b"got up")
+    terminal.send(b"\x10")
+    time.sleep(0.2)
+    terminal.send(b"\x11")  # the two keys may come in separate reads
+    assert terminal.exit_code() == 0
+    assert state_of(box, capfd, "fg") == "running"
+    terminal = Terminal(box, "attach", "fg")
+    time.sleep(0.3)
+    terminal.send(b"quit\r")
+    assert terminal.exit_code() == 7
+
+
+def test_attach_needs_a_running_container_with_a_terminal(
+    box: Setup, capfd: pytest.CaptureFixture[str]
+) -> None:
+    assert box.trust("run", "-d", "--network", "none", "--name", "plain", box.image) == 0
+    assert box.trust("attach", "plain") == 2
+    assert box.trust("stop", "-t", "0", "plain") == 0
+    assert box.trust("attach", "plain") == 2
+    assert box.trust("attach", "no-such-container") == 2

@@ -182,6 +182,7 @@ def register(app: typer.Typer) -> None:
         stats,
         top,
         cp,
+        attach,
     )
     for function in others:
         app.command()(function)
@@ -300,8 +301,8 @@ def run(
     insecure_registry: InsecureOption = None,
 ) -> None:
     """Admit an image and run a container; exits with the container's exit code (unless -d)."""
-    if detach and interactive:
-        raise UsageError("--interactive needs a foreground container: drop --detach")
+    if detach and interactive and not tty:
+        raise UsageError("--interactive needs a foreground container (or a terminal: -dit, then attach)")
     if tty and not detach and restart != "no":
         raise UsageError("--restart with a foreground --tty is not supported: add --detach")
     options = _options(
@@ -340,6 +341,8 @@ def run(
         emit_line(containers.run_detached(admitted, options).id)
         return
     exited = containers.run(admitted, options, interactive=interactive)
+    if exited.detached:
+        return  # ctrl-p ctrl-q: the container goes on (`trust attach` to come back)
     if exited.oom_killed:
         note(f"trust: container {exited.container_id[:12]} was killed for using more memory than its limit")
     raise typer.Exit(exited.exit_code)
@@ -693,6 +696,18 @@ def wait(containers: ContainersArg, store: StoreOption = None) -> None:
         emit_line(str(exited.exit_code) if exited.exit_code is not None else "unknown")
 
     _each(containers, one, echo=False)
+
+
+def attach(
+    container: Annotated[str, typer.Argument(help="Container id, id prefix or name.")],
+    no_stdin: Annotated[bool, typer.Option("--no-stdin", help="Do not pass stdin.")] = False,
+    store: StoreOption = None,
+) -> None:
+    """Attach this terminal to a running container's terminal (-t); ctrl-p ctrl-q detaches.
+    Exits with the container's exit code when it ends."""
+    exited = _store_containers(store).attach(container, interactive=not no_stdin)
+    if not exited.detached:
+        raise typer.Exit(exited.exit_code)
 
 
 def cp(
