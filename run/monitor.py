@@ -273,7 +273,7 @@ class _Monitor:
                 break  # stopped while we waited
             with contextlib.suppress(TrustError):
                 runtime.delete(container.id, force=True)
-            if self._create(container, runtime, pid_file, start=True, restarted=True) != 0:
+            if self._create(container, runtime, pid_file, start=True) != 0:
                 message = last_logged_error(container.runtime_log) or "the runtime failed"
                 with contextlib.suppress(ContainerNotFound):
                     update_state(self.directory, None, error=f"restart {restarts} failed: {message}")
@@ -315,9 +315,7 @@ class _Monitor:
                 update_state(self.directory, None, error=str(err))
         return exit_code if exit_code is not None else 255
 
-    def _create(
-        self, container: Container, runtime: Runtime, pid_file: Path, *, start: bool, restarted: bool = False
-    ) -> int:
+    def _create(self, container: Container, runtime: Runtime, pid_file: Path, *, start: bool) -> int:
         """`runtime create` (or `run --detach`); its exit status. A container with a terminal has
         its pty master sent here: an `AttachServer` logs it and serves `trust attach` (and the
         foreground `trust run -t` that started it)."""
