@@ -9,6 +9,7 @@ import os
 import pty
 import select
 import struct
+import subprocess
 import sys
 import termios
 import time
@@ -52,10 +53,15 @@ def setup(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Setup
 class Terminal:
     """`trust …` running on a pty whose master we hold."""
 
-    def __init__(self, setup: Setup, *args: str, rows: int = 24, columns: int = 80) -> None:
+    def __init__(
+        self, setup: Setup, *args: str, rows: int = 24, columns: int = 80, agent: Path | None = None
+    ) -> None:
         self.pid, self.master = pty.fork()
         if self.pid == 0:  # the child: a session of its own, the pty as its controlling terminal
-            os.environ["TRUST_NO_AGENT"] = "1"
+            if agent is None:
+                os.environ["TRUST_NO_AGENT"] = "1"
+            else:
+                os.environ["TRUST_AGENT_SOCKET"] = str(agent)
             argv = [sys.executable, "-m", "trust", args[0], "--store", str(setup.store), *args[1:]]
             os.execv(sys.executable, argv)
         self.resize(rows, columns)
@@ -214,3 +220,39 @@ def test_attach_needs_a_running_container_with_a_terminal(
     assert box.trust("stop", "-t", "0", "plain") == 0
     assert box.trust("attach", "plain") == 2
     assert box.trust("attach", "no-such-container") == 2
+
+
+def test_window_size_changes_reach_a_run_t_the_agent_runs(box: Setup, tmp_path: Path) -> None:
+    socket_path = tmp_path / "agent" / "agent.sock"
+    argv = [sys.executable, "-m", "trust", "agent", "--socket", str(socket_path)]
+    with subprocess.Popen(argv, stderr=subprocess.DEVNULL) as agent:
+        try:
+            deadline = time.monotonic() + 20
+            while not socket_path.exists():
+                assert time.monotonic() < deadline and agent.poll() is None
+                time.sleep(0.05)
+            script = "stty size; read line; stty size"
+            terminal = Terminal(
+                box,
+                "run",
+                "--rm",
+                "-it",
+                "--network",
+                "none",
+                box.image,
+                "sh",
+                "-c",
+                script,
+                agent=socket_path,
+            )
+            terminal.expect(b"24 80")
+            children = Path(f"/proc/{agent.pid}/task/{agent.pid}/children").read_text().split()
+            assert children  # the agent runs the command (a fork of it), not the client itself
+            terminal.resize(50, 120)  # SIGWINCH to the client, passed to the agent's child
+            time.sleep(0.3)
+            terminal.send(b"\r")
+            terminal.expect(b"50 120")
+            assert terminal.exit_code() == 0
+        finally:
+            agent.terminate()
+            agent.wait(timeout=20)
