@@ -12,17 +12,21 @@ One directory per container, `STORE/meta/containers/<id>/`:
     config.json     the OCI bundle's spec; this directory is the bundle
     rootfs/         the overlay mount point: snapshots below, `upper/` on top (`work/` is overlay's)
     hostname, hosts, resolv.conf        bind-mounted over the image's /etc files
-    stdout.log, stderr.log              the output of a detached container
+    stdout.log, stderr.log              the output of a detached container (or of any with -t)
     runtime.log, pid                    the runtime's log (its errors) and the init's pid
+    network.json, netns                 a bridged container's network (run/network.py)
 
 Every container has a monitor process, which runs `runtime create`, waits for the container's init,
-records its exit code and cleans up: see run/monitor.py.
+records its exit code, restarts it (`--restart`), holds its terminal (`-t`) and cleans up: see
+run/monitor.py. Networking is run/network.py, `exec` run/execution.py, terminals run/terminal.py,
+mounts run/mounts.py, `cp` run/filecopy.py, `stats`/`top` run/stats.py.
 
 The runtime is the source of truth for created/running/paused; the monitor's record for "exited" and
 the exit code. `list`/`get` refresh a container from both, so state survives CLI restarts, and a
 monitor that died (or a runtime that crashed) shows as "exited" with no exit code. `remove(force=True)`
-always cleans up: it kills, deletes runtime state (or removes it by hand if the runtime cannot), removes
-the cgroups, unmounts and checks /proc/self/mountinfo before deleting the directory.
+always cleans up: it kills, deletes runtime state (or removes it by hand if the runtime cannot), gives
+back the network (CNI DEL), removes the cgroups, unmounts and checks /proc/self/mountinfo before
+deleting the directory.
 """
 
 from __future__ import annotations
@@ -214,7 +218,11 @@ class ContainerStore:
             with contextlib.closing(link):
                 if options.tty:
                     with self._connect_terminal(container) as connection:
-                        self._start(container)
+                        try:
+                            self._start(container)
+                        except BaseException:
+                            self._force_remove(container)  # created, never started: nothing to keep
+                            raise
                         if relay_attached(connection, interactive=interactive):
                             return Exited(container.id, 0, detached=True)  # ctrl-p ctrl-q: it goes on
                 event = link.wait_for("exited")
