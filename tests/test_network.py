@@ -359,3 +359,15 @@ def test_stats_and_top_read_the_cgroup_and_the_veth(net: Setup, capfd: pytest.Ca
     assert net.trust("stop", "-t", "0", "busy") == 0
     capfd.readouterr()
     assert net.trust("top", "busy") == 2
+
+
+def test_bridge_and_published_ports_with_crun(net: Setup, capfd: pytest.CaptureFixture[str]) -> None:
+    assert (
+        net.trust("run", "-d", "--runtime", "crun", "--name", "cweb", "-p", "127.0.0.1:0:80", net.image) == 0
+    )
+    capfd.readouterr()
+    _, port = published_port(net, capfd, "cweb", "80")
+    assert fetch(f"http://127.0.0.1:{port}/") == PAGE
+    web = held(net, capfd, "cweb")
+    assert net.trust("rm", "-f", "cweb") == 0
+    assert leftovers(web) == []

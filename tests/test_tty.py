@@ -256,3 +256,35 @@ def test_window_size_changes_reach_a_run_t_the_agent_runs(box: Setup, tmp_path: 
         finally:
             agent.terminate()
             agent.wait(timeout=20)
+
+
+def test_run_t_with_crun(box: Setup) -> None:
+    script = "tty; stty size; exit 3"
+    terminal = Terminal(
+        box,
+        "run",
+        "--rm",
+        "-t",
+        "--runtime",
+        "crun",
+        "--network",
+        "none",
+        box.image,
+        "sh",
+        "-c",
+        script,
+        rows=31,
+    )
+    terminal.expect(b"/dev/pts/")
+    terminal.expect(b"31 80")
+    assert terminal.exit_code() == 3
+
+
+def test_exec_t_with_crun(box: Setup, capfd: pytest.CaptureFixture[str]) -> None:
+    code = box.trust("run", "-d", "--runtime", "crun", "--network", "none", "--name", "ctbox", box.image)
+    assert code == 0
+    capfd.readouterr()
+    terminal = Terminal(box, "exec", "-t", "ctbox", "sh", "-c", "tty; stty size; exit 6", rows=29, columns=91)
+    terminal.expect(b"/dev/pts/")
+    terminal.expect(b"29 91")
+    assert terminal.exit_code() == 6
