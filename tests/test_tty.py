@@ -284,7 +284,10 @@ def test_exec_t_with_crun(box: Setup, capfd: pytest.CaptureFixture[str]) -> None
     code = box.trust("run", "-d", "--runtime", "crun", "--network", "none", "--name", "ctbox", box.image)
     assert code == 0
     capfd.readouterr()
-    terminal = Terminal(box, "exec", "-t", "ctbox", "sh", "-c", "tty; stty size; exit 6", rows=29, columns=91)
+    # crun 1.8 does not size an exec'd process's pty before it starts (runc does, from consoleSize):
+    # trust sizes it as soon as it gets the terminal, a moment later.
+    script = "tty; sleep 0.5; stty size; exit 6"
+    terminal = Terminal(box, "exec", "-t", "ctbox", "sh", "-c", script, rows=29, columns=91)
     terminal.expect(b"/dev/pts/")
     terminal.expect(b"29 91")
     assert terminal.exit_code() == 6
