@@ -86,7 +86,7 @@ from run.record import (
 from run.rootfs import mount_rootfs, open_snapshots, prepare_layers
 from run.runtime import CgroupMode, Runtime, cgroup_mode, check_host_support
 from run.signals import parse_signal
-from run.terminal import attach_path, console_size, relay_attached
+from run.terminal import DETACH_KEYS, attach_path, console_size, relay_attached
 
 if TYPE_CHECKING:
     from policy.admitted import AdmittedImage
@@ -197,7 +197,14 @@ class ContainerStore:
         link.close()
         return container
 
-    def run(self, image: AdmittedImage, options: RunOptions, *, interactive: bool = False) -> Exited:
+    def run(
+        self,
+        image: AdmittedImage,
+        options: RunOptions,
+        *,
+        interactive: bool = False,
+        detach_keys: bytes = DETACH_KEYS,
+    ) -> Exited:
         """`trust run`: create, start and wait, the container using this process's stdout and stderr
         (and stdin, if `interactive`). Signals this process receives are forwarded to the container.
 
@@ -223,7 +230,7 @@ class ContainerStore:
                         except BaseException:
                             self._force_remove(container)  # created, never started: nothing to keep
                             raise
-                        if relay_attached(connection, interactive=interactive):
+                        if relay_attached(connection, interactive=interactive, detach_keys=detach_keys):
                             return Exited(container.id, 0, detached=True)  # ctrl-p ctrl-q: it goes on
                 event = link.wait_for("exited")
                 link.wait_closed()  # the monitor closes the pipe after unmounting (and removing)
@@ -231,7 +238,7 @@ class ContainerStore:
             raise RuntimeFailure(f"the monitor of container {container.short_id} died before it exited")
         return Exited(container.id, int(event["exitCode"]), bool(event.get("oomKilled")))
 
-    def attach(self, ref: str, *, interactive: bool = True) -> Exited:
+    def attach(self, ref: str, *, interactive: bool = True, detach_keys: bytes = DETACH_KEYS) -> Exited:
         """`trust attach`: relay this process's terminal to a running container's terminal until it
         exits (its exit code) or the user detaches with ctrl-p ctrl-q (`detached`, exit code 0).
 
@@ -245,16 +252,12 @@ class ContainerStore:
             raise ContainerStateError(
                 f"container {container.short_id} has no terminal (-t): follow its output with `trust logs -f`"
             )
-        if self._attach(container, interactive=interactive):
-            return Exited(container.id, 0, detached=True)
+        with self._connect_terminal(container) as connection:
+            if relay_attached(connection, interactive=interactive, detach_keys=detach_keys):
+                return Exited(container.id, 0, detached=True)
         exited = self.wait(container.id)
         code = exited.exit_code if exited is not None and exited.exit_code is not None else 0
         return Exited(container.id, code, exited.oom_killed if exited is not None else False)
-
-    def _attach(self, container: Container, *, interactive: bool) -> bool:
-        """Relay to the container's monitor's attach socket; True if the user detached."""
-        with self._connect_terminal(container) as connection:
-            return relay_attached(connection, interactive=interactive)
 
     @contextlib.contextmanager
     def _connect_terminal(self, container: Container) -> Iterator[socket.socket]:

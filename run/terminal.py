@@ -38,6 +38,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from pull.errors import UsageError
 from run.errors import RuntimeFailure
 
 _RECEIVE_TIMEOUT = 120.0
@@ -88,6 +89,35 @@ class ConsoleSocket:
 
 DETACH_KEYS = b"\x10\x11"
 """ctrl-p ctrl-q, docker's and podman's default."""
+_CTRL = {
+    **{chr(c): c - 0x60 for c in range(0x61, 0x7B)},
+    "@": 0,
+    "[": 27,
+    "\\": 28,
+    "]": 29,
+    "^": 30,
+    "_": 31,
+}
+
+
+def parse_detach_keys(text: str) -> bytes:
+    """`--detach-keys` in docker's format: comma-separated `ctrl-<a-z@[\\]^_>` or single characters,
+    e.g. `ctrl-p,ctrl-q` or `ctrl-a,d`; "" disables detaching.
+
+    Raises:
+        UsageError: anything else.
+    """
+    out = bytearray()
+    for key in filter(None, text.split(",")):
+        if key.startswith("ctrl-") and len(key) == 6 and key[5].lower() in _CTRL:
+            out.append(_CTRL[key[5].lower()])
+        elif len(key) == 1 and key.isascii() and key.isprintable():
+            out.append(ord(key))
+        else:
+            raise UsageError(f"invalid --detach-keys {text!r}: use e.g. ctrl-p,ctrl-q or ctrl-a,d")
+    return bytes(out)
+
+
 _FRAME = struct.Struct("!cI")
 """Client → monitor frames on the attach socket: kind (b"d" data, b"w" window size), length."""
 ATTACH_DIR = Path("/run/trust/attach")
@@ -127,20 +157,20 @@ class _Endpoint:
 def relay(master: int, *, interactive: bool) -> None:
     """Copy between this process's terminal (or stdio) and a pty master until the container's side
     is closed; stdin only if `interactive`. Raw mode and window size as the module doc says."""
-    _relay(_Endpoint(master, framed=False), interactive=interactive, detach=False)
+    _relay(_Endpoint(master, framed=False), interactive=interactive, detach=b"")
 
 
-def relay_attached(connection: socket.socket, *, interactive: bool) -> bool:
+def relay_attached(connection: socket.socket, *, interactive: bool, detach_keys: bytes = DETACH_KEYS) -> bool:
     """Copy between this process's terminal and a container's monitor (its attach socket) until
-    the container's terminal closes (False) or the user types ctrl-p ctrl-q (True: detached, the
+    the container's terminal closes (False) or the user types the detach keys (True: detached, the
     container goes on)."""
-    return _relay(_Endpoint(connection.fileno(), framed=True), interactive=interactive, detach=True)
+    return _relay(_Endpoint(connection.fileno(), framed=True), interactive=interactive, detach=detach_keys)
 
 
-def _relay(endpoint: _Endpoint, *, interactive: bool, detach: bool) -> bool:
+def _relay(endpoint: _Endpoint, *, interactive: bool, detach: bytes) -> bool:
     stdin, stdout = 0, 1  # the descriptors themselves: sys.stdin may be replaced (pytest, the agent)
     sys.stdout.flush()
-    held = b""  # a ctrl-p that may start the detach sequence
+    held = b""  # keys typed so far that may start the detach sequence
     with _raw(stdin if interactive else None), _window_size(endpoint, stdin if os.isatty(stdin) else stdout):
         watched = [endpoint.fd, stdin] if interactive else [endpoint.fd]
         while True:
@@ -160,11 +190,14 @@ def _relay(endpoint: _Endpoint, *, interactive: bool, detach: bool) -> bool:
                 if detach:
                     data = held + data
                     held = b""
-                    if DETACH_KEYS in data:
-                        endpoint.write(data[: data.index(DETACH_KEYS)])
+                    if detach in data:
+                        endpoint.write(data[: data.index(detach)])
                         return True
-                    if data.endswith(DETACH_KEYS[:1]):
-                        data, held = data[:-1], DETACH_KEYS[:1]
+                    # Hold back the longest tail that could still become the sequence.
+                    for size in range(min(len(detach) - 1, len(data)), 0, -1):
+                        if data.endswith(detach[:size]):
+                            data, held = data[:-size], data[-size:]
+                            break
                 if data:
                     endpoint.write(data)
 

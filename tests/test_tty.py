@@ -21,6 +21,8 @@ import pytest
 from support.images import BUSYBOX_APPLETS, build_image, busybox_layer, push_image
 from support.registry import Registry
 
+from pull.errors import UsageError
+from run.terminal import parse_detach_keys
 from trust.cli.app import main
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="containers need root")
@@ -291,3 +293,25 @@ def test_exec_t_with_crun(box: Setup, capfd: pytest.CaptureFixture[str]) -> None
     terminal.expect(b"/dev/pts/")
     terminal.expect(b"29 91")
     assert terminal.exit_code() == 6
+
+
+def test_detach_keys_are_configurable(box: Setup, capfd: pytest.CaptureFixture[str]) -> None:
+    assert parse_detach_keys("ctrl-p,ctrl-q") == b"\x10\x11"
+    assert parse_detach_keys("ctrl-a,d") == b"\x01d"
+    assert parse_detach_keys("ctrl-@,ctrl-_,x") == b"\x00\x1fx"
+    assert parse_detach_keys("") == b""
+    for bad in ("ctrl-1", "foo", "ctrl-", "é"):
+        with pytest.raises(UsageError):
+            parse_detach_keys(bad)
+    assert box.trust("run", "-dit", "--network", "none", "--name", "keys", box.image, "sh", "-c", ECHO) == 0
+    capfd.readouterr()
+    terminal = Terminal(box, "attach", "--detach-keys", "ctrl-a,d", "keys")
+    time.sleep(0.3)
+    terminal.send(b"\x10\x11one\r")  # docker's default keys mean nothing here: they reach the container
+    terminal.expect(b"got ")
+    terminal.send(b"\x01")
+    time.sleep(0.2)
+    terminal.send(b"d")
+    assert terminal.exit_code() == 0
+    assert state_of(box, capfd, "keys") == "running"
+    assert box.trust("attach", "--detach-keys", "ctrl-1", "keys") == 2

@@ -146,6 +146,9 @@ RestartOption = Annotated[
 InitOption = Annotated[
     bool, typer.Option("--init", help="Run tini as PID 1: it reaps zombies, passes signals on.")
 ]
+DetachKeysOption = Annotated[
+    str, typer.Option("--detach-keys", help="Keys that detach from a terminal, e.g. ctrl-a,d ('' : none).")
+]
 TtyOption = Annotated[
     bool, typer.Option("--tty", "-t", help="Give the process a pseudo-terminal (detached: logged).")
 ]
@@ -270,6 +273,7 @@ def run(
         bool, typer.Option("--interactive", "-i", help="Pass stdin to the container.")
     ] = False,
     tty: TtyOption = False,
+    detach_keys: DetachKeysOption = "ctrl-p,ctrl-q",
     name: NameOption = None,
     env: EnvOption = None,
     env_file: EnvFileOption = None,
@@ -305,6 +309,9 @@ def run(
         raise UsageError("--interactive needs a foreground container (or a terminal: -dit, then attach)")
     if tty and not detach and restart != "no":
         raise UsageError("--restart with a foreground --tty is not supported: add --detach")
+    from run.terminal import parse_detach_keys
+
+    keys = parse_detach_keys(detach_keys)
     options = _options(
         command=command,
         name=name,
@@ -340,7 +347,7 @@ def run(
     if detach:
         emit_line(containers.run_detached(admitted, options).id)
         return
-    exited = containers.run(admitted, options, interactive=interactive)
+    exited = containers.run(admitted, options, interactive=interactive, detach_keys=keys)
     if exited.detached:
         return  # ctrl-p ctrl-q: the container goes on (`trust attach` to come back)
     if exited.oom_killed:
@@ -701,11 +708,15 @@ def wait(containers: ContainersArg, store: StoreOption = None) -> None:
 def attach(
     container: Annotated[str, typer.Argument(help="Container id, id prefix or name.")],
     no_stdin: Annotated[bool, typer.Option("--no-stdin", help="Do not pass stdin.")] = False,
+    detach_keys: DetachKeysOption = "ctrl-p,ctrl-q",
     store: StoreOption = None,
 ) -> None:
     """Attach this terminal to a running container's terminal (-t); ctrl-p ctrl-q detaches.
     Exits with the container's exit code when it ends."""
-    exited = _store_containers(store).attach(container, interactive=not no_stdin)
+    from run.terminal import parse_detach_keys
+
+    keys = parse_detach_keys(detach_keys)
+    exited = _store_containers(store).attach(container, interactive=not no_stdin, detach_keys=keys)
     if not exited.detached:
         raise typer.Exit(exited.exit_code)
 
