@@ -12,17 +12,21 @@ One directory per container, `STORE/meta/containers/<id>/`:
     config.json     the OCI bundle's spec; this directory is the bundle
     rootfs/         the overlay mount point: snapshots below, `upper/` on top (`work/` is overlay's)
     hostname, hosts, resolv.conf        bind-mounted over the image's /etc files
-    stdout.log, stderr.log              the output of a detached container
+    stdout.log, stderr.log              the output of a detached container (or of any with -t)
     runtime.log, pid                    the runtime's log (its errors) and the init's pid
+    network.json, netns                 a bridged container's network (run/network.py)
 
 Every container has a monitor process, which runs `runtime create`, waits for the container's init,
-records its exit code and cleans up: see run/monitor.py.
+records its exit code, restarts it (`--restart`), holds its terminal (`-t`) and cleans up: see
+run/monitor.py. Networking is run/network.py, `exec` run/execution.py, terminals run/terminal.py,
+mounts run/mounts.py, `cp` run/filecopy.py, `stats`/`top` run/stats.py.
 
 The runtime is the source of truth for created/running/paused; the monitor's record for "exited" and
 the exit code. `list`/`get` refresh a container from both, so state survives CLI restarts, and a
 monitor that died (or a runtime that crashed) shows as "exited" with no exit code. `remove(force=True)`
-always cleans up: it kills, deletes runtime state (or removes it by hand if the runtime cannot), removes
-the cgroups, unmounts and checks /proc/self/mountinfo before deleting the directory.
+always cleans up: it kills, deletes runtime state (or removes it by hand if the runtime cannot), gives
+back the network (CNI DEL), removes the cgroups, unmounts and checks /proc/self/mountinfo before
+deleting the directory.
 """
 
 from __future__ import annotations
@@ -31,10 +35,10 @@ import builtins
 import contextlib
 import os
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from pull.errors import TrustError, UsageError
@@ -82,7 +86,7 @@ from run.record import (
 from run.rootfs import mount_rootfs, open_snapshots, prepare_layers
 from run.runtime import CgroupMode, Runtime, cgroup_mode, check_host_support
 from run.signals import parse_signal
-from run.terminal import ConsoleSocket, console_size, relay
+from run.terminal import DETACH_KEYS, attach_path, console_size, relay_attached
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -196,7 +200,14 @@ class ContainerStore:
         link.close()
         return container
 
-    def run(self, image: AdmittedImage, options: RunOptions, *, interactive: bool = False) -> Exited:
+    def run(
+        self,
+        image: AdmittedImage,
+        options: RunOptions,
+        *,
+        interactive: bool = False,
+        detach_keys: bytes = DETACH_KEYS,
+    ) -> Exited:
         """`trust run`: create, start and wait, the container using this process's stdout and stderr
         (and stdin, if `interactive`). Signals this process receives are forwarded to the container.
 
@@ -204,28 +215,64 @@ class ContainerStore:
         `auto_remove`).
         """
         with contextlib.ExitStack() as signals:
-            console = signals.enter_context(ConsoleSocket()) if options.tty else None
+            # With a terminal, output goes through the monitor (and is logged): created, attached
+            # to, then started, as docker does, so that nothing the process writes is missed.
             container, link = self._create(
                 image,
                 options,
-                attach=True,
+                attach=not options.tty,
                 interactive=interactive,
-                start=True,
+                start=not options.tty,
                 signals=signals,
-                console_socket=console.path if console is not None else None,
             )
             with contextlib.closing(link):
-                if console is not None:
-                    master = console.receive(alive=lambda: True, timeout=10.0)
-                    try:
-                        relay(master, interactive=interactive)
-                    finally:
-                        os.close(master)
+                if options.tty:
+                    with self._connect_terminal(container) as connection:
+                        try:
+                            self._start(container)
+                        except BaseException:
+                            self._force_remove(container)  # created, never started: nothing to keep
+                            raise
+                        if relay_attached(connection, interactive=interactive, detach_keys=detach_keys):
+                            return Exited(container.id, 0, detached=True)  # ctrl-p ctrl-q: it goes on
                 event = link.wait_for("exited")
                 link.wait_closed()  # the monitor closes the pipe after unmounting (and removing)
         if event is None:
             raise RuntimeFailure(f"the monitor of container {container.short_id} died before it exited")
         return Exited(container.id, int(event["exitCode"]), bool(event.get("oomKilled")))
+
+    def attach(self, ref: str, *, interactive: bool = True, detach_keys: bytes = DETACH_KEYS) -> Exited:
+        """`trust attach`: relay this process's terminal to a running container's terminal until it
+        exits (its exit code) or the user detaches with ctrl-p ctrl-q (`detached`, exit code 0).
+
+        Raises:
+            ContainerStateError: not running, or started without a terminal (`-t`).
+        """
+        container = self.get(ref)
+        if container.state is not State.RUNNING:
+            raise ContainerStateError(f"container {container.short_id} is {container.state}, not running")
+        if not container.tty:
+            raise ContainerStateError(
+                f"container {container.short_id} has no terminal (-t): follow its output with `trust logs -f`"
+            )
+        with self._connect_terminal(container) as connection:
+            if relay_attached(connection, interactive=interactive, detach_keys=detach_keys):
+                return Exited(container.id, 0, detached=True)
+        exited = self.wait(container.id)
+        code = exited.exit_code if exited is not None and exited.exit_code is not None else 0
+        return Exited(container.id, code, exited.oom_killed if exited is not None else False)
+
+    @contextlib.contextmanager
+    def _connect_terminal(self, container: Container) -> Iterator[socket.socket]:
+        connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with connection:
+            try:
+                connection.connect(str(attach_path(container.id)))
+            except OSError as exc:
+                raise ContainerStateError(
+                    f"cannot attach to container {container.short_id}: {exc.strerror or exc}"
+                ) from None
+            yield connection
 
     def wait(self, ref: str, timeout: float | None = None) -> Container | None:
         """Wait until the container has exited and been cleaned up; None if it was removed (--rm).
@@ -360,7 +407,6 @@ class ContainerStore:
         interactive: bool,
         start: bool,
         signals: contextlib.ExitStack | None = None,
-        console_socket: Path | None = None,
     ) -> tuple[Container, MonitorLink]:
         """With `signals` (a foreground run), signal forwarding is entered on it just before the
         runtime starts the container, and stays on until the caller closes it."""
@@ -403,13 +449,7 @@ class ContainerStore:
                 replay_signals = (
                     signals.enter_context(forward_signals(runtime, container_id)) if signals else None
                 )
-                link = spawn_monitor(
-                    container,
-                    attach=attach,
-                    interactive=interactive,
-                    start=start,
-                    console_socket=console_socket,
-                )
+                link = spawn_monitor(container, attach=attach, interactive=interactive, start=start)
                 event = link.wait_for("created", timeout=_CREATE_TIMEOUT)
                 if event is None:
                     raise RuntimeFailure(f"the monitor of container {container.short_id} died during create")

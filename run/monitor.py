@@ -45,7 +45,7 @@ from run.record import ACTIVE_STATES, Container, State, now, read_state, update_
 from run.rootfs import unmount_rootfs
 from run.runtime import Runtime, last_logged_error, oom_killed, remove_cgroups
 from run.signals import FORWARDED_SIGNALS
-from run.terminal import ConsoleSocket, copy_to_log
+from run.terminal import AttachServer, ConsoleSocket, attach_path
 
 _RESTART_BACKOFF = 0.1
 _RESTART_BACKOFF_MAX = 5.0
@@ -63,13 +63,12 @@ def spawn_monitor(
     attach: bool,
     interactive: bool,
     start: bool,
-    console_socket: Path | None = None,
 ) -> MonitorLink:
     """Fork the container's monitor (see the module doc); returns our end of its event pipe.
 
     With `start`, the monitor has the runtime create and start the container in one call. A
-    container with a terminal (`container.tty`) gets its pty master sent to `console_socket` (the
-    caller relays it: run/terminal.py), or without one to the monitor, which logs what it writes.
+    container with a terminal (`container.tty`) has its pty master held by the monitor, which logs
+    it and serves its attach socket (run/terminal.py `AttachServer`).
 
     A double fork of this process, not a new interpreter: the monitor needs nothing that is not
     loaded already, and a fresh Python would add ~50 ms to every start. It is `multiprocessing`'s
@@ -88,7 +87,7 @@ def spawn_monitor(
         sys.stderr.flush()  # nothing buffered may be written twice
         first = os.fork()
         if first == 0:
-            _run_monitor_child(container.directory, stdio, read_end, write_end, start, console_socket)
+            _run_monitor_child(container.directory, stdio, read_end, write_end, start)
     os.close(write_end)  # only the monitor holds it now: EOF means it is done
     os.waitpid(first, 0)  # the first child exits at once; the monitor is re-parented
     return MonitorLink(read_end)
@@ -195,7 +194,6 @@ def _run_monitor_child(
     read_end: int,
     write_end: int,
     start: bool,
-    console_socket: Path | None,
 ) -> NoReturn:
     """In the first child of `spawn_monitor`: leave the session, fork the monitor, exit. Never returns."""
     code = 1
@@ -210,7 +208,7 @@ def _run_monitor_child(
             # flock held) for as long as the container runs.
             os.closerange(3, write_end)
             os.closerange(write_end + 1, os.sysconf("SC_OPEN_MAX"))
-            code = _Monitor(directory, write_end, start, console_socket).run()
+            code = _Monitor(directory, write_end, start).run()
         else:
             code = 0
     finally:
@@ -220,11 +218,11 @@ def _run_monitor_child(
 class _Monitor:
     """The monitor process: runs `runtime create`, waits for the container, records its exit, cleans up."""
 
-    def __init__(self, directory: Path, status_fd: int, start: bool, console_socket: Path | None) -> None:
+    def __init__(self, directory: Path, status_fd: int, start: bool) -> None:
         self.directory = directory
         self.status_fd: int | None = status_fd
         self.start = start
-        self.console_socket = console_socket
+        self.attach_server: AttachServer | None = None
 
     def run(self) -> int:
         # Handlers inherited from the CLI (its signal forwarding) do not apply here. ^C and hang-ups
@@ -275,7 +273,7 @@ class _Monitor:
                 break  # stopped while we waited
             with contextlib.suppress(TrustError):
                 runtime.delete(container.id, force=True)
-            if self._create(container, runtime, pid_file, start=True, restarted=True) != 0:
+            if self._create(container, runtime, pid_file, start=True) != 0:
                 message = last_logged_error(container.runtime_log) or "the runtime failed"
                 with contextlib.suppress(ContainerNotFound):
                     update_state(self.directory, None, error=f"restart {restarts} failed: {message}")
@@ -317,29 +315,30 @@ class _Monitor:
                 update_state(self.directory, None, error=str(err))
         return exit_code if exit_code is not None else 255
 
-    def _create(
-        self, container: Container, runtime: Runtime, pid_file: Path, *, start: bool, restarted: bool = False
-    ) -> int:
-        """`runtime create` (or `run --detach`); its exit status. A detached container's terminal
-        is received here and logged."""
+    def _create(self, container: Container, runtime: Runtime, pid_file: Path, *, start: bool) -> int:
+        """`runtime create` (or `run --detach`); its exit status. A container with a terminal has
+        its pty master sent here: an `AttachServer` logs it and serves `trust attach` (and the
+        foreground `trust run -t` that started it)."""
         with contextlib.ExitStack() as console:
-            socket_path = None if restarted else self.console_socket
-            own: ConsoleSocket | None = None
-            if container.tty and socket_path is None:
-                own = console.enter_context(ConsoleSocket())  # detached (or restarted): ours to log
-                socket_path = own.path
+            console_socket: ConsoleSocket | None = None
+            if container.tty:
+                if self.attach_server is not None:  # a restart: the old terminal is closed
+                    self.attach_server.thread.join(timeout=2.0)
+                    self.attach_server = None
+                console_socket = console.enter_context(ConsoleSocket())
             argv = runtime.create_argv(
                 container.id,
                 self.directory,
                 pid_file,
                 container.runtime_log,
                 start=start,
-                console_socket=socket_path,
+                console_socket=console_socket.path if console_socket is not None else None,
             )
             # stdin/stdout/stderr are inherited: they are the container's (log files or the CLI's).
             created = subprocess.run(argv, check=False)
-            if own is not None and created.returncode == 0:
-                copy_to_log(own.receive(alive=lambda: False, timeout=5.0), container.stdout_log)
+            if console_socket is not None and created.returncode == 0:
+                master = console_socket.receive(alive=lambda: False, timeout=5.0)
+                self.attach_server = AttachServer(master, container.stdout_log, attach_path(container.id))
         return created.returncode
 
     def _send(self, event: dict[str, Any]) -> None:
@@ -410,6 +409,8 @@ def teardown(container: Container, runtime: Runtime) -> None:
     if container.pid is not None and alive(container.pid, container.pid_start):
         # The runtime could not kill it (its state is gone?): init's death ends the pid namespace.
         kill_process(container.pid, container.pid_start)
+    with contextlib.suppress(OSError):
+        attach_path(container.id).unlink()
     failure: RuntimeFailure | None = None
     try:
         release_network(container.directory, container.id)

@@ -203,6 +203,8 @@ class Exited:
     exit_code: int
     """The process's exit status; 128+N if signal N killed it (137: SIGKILL, e.g. the OOM killer)."""
     oom_killed: bool = False
+    detached: bool = False
+    """The user detached (ctrl-p ctrl-q): the container goes on, `exit_code` means nothing."""
 
 
 # -- state files ------------------------------------------------------------------------------

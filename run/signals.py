@@ -16,6 +16,10 @@ FORWARDED_SIGNALS = (
     signal.SIGUSR1,
     signal.SIGUSR2,
 )
+DELEGATED_SIGNALS = (*FORWARDED_SIGNALS, signal.SIGWINCH)
+"""What the `trust` executable passes on to the agent running its command (trust/cli/console.py,
+trust/cli/agent.py): the forwarded signals, and SIGWINCH so that a `run -t` or `attach` there
+learns that the caller's terminal changed size. SIGWINCH's default action is to be ignored."""
 
 
 def parse_signal(text: str) -> int | None:

@@ -146,9 +146,11 @@ else:
 PY
 address=$(trust inspect web | python3 -c 'import json, sys; print(json.load(sys.stdin)["networkSettings"]["address"])')
 trust run --rm --policy "$policy" "$pinned" wget -q -O - "http://$address/motd" | sed 's/^/a second container fetched: /'
-step "trust exec: a process in the running container (its namespaces, cgroup, seccomp filter)"
+step "trust exec, cp, stats: into the running container (its namespaces, cgroup, seccomp filter)"
 trust exec web ps
 expect_exit 7 trust exec web sh -c 'exit 7'
+trust cp web:/etc/motd "$work/motd" && sed 's/^/trust cp brought out: /' "$work/motd"
+trust stats --no-stream web
 step "volumes: a read-only bind, a tmpfs on a read-only root, no capabilities"
 echo "shared from the host" > "$work/shared.txt"
 trust run --rm --network none --read-only --tmpfs /tmp -v "$work:/data:ro" --cap-drop ALL --policy "$policy" \

@@ -188,3 +188,16 @@ def test_exec_of_a_container_that_is_not_running_is_exit_2(
     assert setup.trust("rm", "idle") == 0
     info = json.dumps(os.listdir(setup.store / "meta" / "containers"))
     assert "idle" not in info
+
+
+def test_exec_with_crun(setup: Setup, capfd: pytest.CaptureFixture[str]) -> None:
+    code = setup.trust("run", "-d", "--runtime", "crun", "--network", "none", "--name", "cbox", setup.image)
+    assert code == 0
+    try:
+        assert setup.trust("exec", "cbox", "sh", "-c", "exit 7") == 7
+        capfd.readouterr()
+        status = out_of(capfd, setup.trust("exec", "cbox", "grep", "Seccomp:", "/proc/self/status"))
+        assert status.split() == ["Seccomp:", "2"]
+        assert setup.trust("exec", "cbox", "no-such-command") == 127
+    finally:
+        assert setup.trust("rm", "-f", "cbox") == 0

@@ -359,3 +359,29 @@ def test_stats_and_top_read_the_cgroup_and_the_veth(net: Setup, capfd: pytest.Ca
     assert net.trust("stop", "-t", "0", "busy") == 0
     capfd.readouterr()
     assert net.trust("top", "busy") == 2
+
+
+def test_bridge_and_published_ports_with_crun(net: Setup, capfd: pytest.CaptureFixture[str]) -> None:
+    assert (
+        net.trust("run", "-d", "--runtime", "crun", "--name", "cweb", "-p", "127.0.0.1:0:80", net.image) == 0
+    )
+    capfd.readouterr()
+    _, port = published_port(net, capfd, "cweb", "80")
+    assert fetch(f"http://127.0.0.1:{port}/") == PAGE
+    web = held(net, capfd, "cweb")
+    assert net.trust("rm", "-f", "cweb") == 0
+    assert leftovers(web) == []
+
+
+def test_run_rm_releases_everything_before_it_returns(net: Setup, capfd: pytest.CaptureFixture[str]) -> None:
+    script = "hostname; ip -4 -o addr show eth0"
+    out = out_of(capfd, net.trust("run", "--rm", "-p", "127.0.0.1:0:80", net.image, "sh", "-c", script))
+    short_id, line = out.splitlines()
+    address = line.split(" inet ")[1].split("/")[0]
+    rules = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
+    assert short_id not in rules and f"{address}/32" not in rules and f"{address}:" not in rules
+    leases = STATE_DIR / "trust"
+    assert not (leases / address).exists()
+    assert not [p for p in leases.iterdir() if p.read_text(errors="replace").startswith(short_id)]
+    with open("/proc/self/mountinfo") as mountinfo:
+        assert short_id not in mountinfo.read()

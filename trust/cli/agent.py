@@ -58,7 +58,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
-from run.signals import FORWARDED_SIGNALS
+from run.signals import DELEGATED_SIGNALS
 from trust import __version__
 from trust.cli.console import DELEGATED, MAX_MESSAGE_BYTES, encode
 
@@ -71,7 +71,7 @@ _ACCEPT_PAUSE = 0.1
 _MAX_SIGNAL_LINE = 4096
 """A client's unfinished line longer than this is dropped: signal messages are a few bytes."""
 _SO_PEERPIDFD = getattr(socket, "SO_PEERPIDFD", 77)  # Linux ≥ 6.5; Python ≥ 3.13 names it
-_CHILD_SIGNALS = {signal.SIGCHLD, *FORWARDED_SIGNALS}
+_CHILD_SIGNALS = {signal.SIGCHLD, *DELEGATED_SIGNALS}
 """Blocked across fork(): a signal sent to a new child before it resets its handlers waits for it."""
 _STATUS_FIELDS = {
     "CapEff": "effective capabilities",
@@ -389,7 +389,7 @@ class _Agent:
         for line in lines:
             with contextlib.suppress(ValueError, KeyError, TypeError, RecursionError):
                 signum = int(json.loads(line)["signal"])
-                if signum in FORWARDED_SIGNALS:
+                if signum in DELEGATED_SIGNALS:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signum)
         return True

@@ -15,7 +15,7 @@ import socket
 import struct
 import sys
 
-from run.signals import FORWARDED_SIGNALS
+from run.signals import DELEGATED_SIGNALS
 from trust import __version__
 
 TYPE_CHECKING = False  # typing costs ~8 ms to import; mypy reads these imports all the same
@@ -116,7 +116,7 @@ class _Handover:
         self.previous: dict[int, Any] = {}
 
     def run(self, request: bytes) -> int | None:
-        for signum in FORWARDED_SIGNALS:
+        for signum in DELEGATED_SIGNALS:
             self.previous[signum] = signal.signal(signum, self.forward)
         try:
             sent = socket.send_fds(self.client, [request], [0, 1, 2])

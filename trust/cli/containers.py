@@ -146,6 +146,9 @@ RestartOption = Annotated[
 InitOption = Annotated[
     bool, typer.Option("--init", help="Run tini as PID 1: it reaps zombies, passes signals on.")
 ]
+DetachKeysOption = Annotated[
+    str, typer.Option("--detach-keys", help="Keys that detach from a terminal, e.g. ctrl-a,d ('' : none).")
+]
 TtyOption = Annotated[
     bool, typer.Option("--tty", "-t", help="Give the process a pseudo-terminal (detached: logged).")
 ]
@@ -182,6 +185,7 @@ def register(app: typer.Typer) -> None:
         stats,
         top,
         cp,
+        attach,
     )
     for function in others:
         app.command()(function)
@@ -269,6 +273,7 @@ def run(
         bool, typer.Option("--interactive", "-i", help="Pass stdin to the container.")
     ] = False,
     tty: TtyOption = False,
+    detach_keys: DetachKeysOption = "ctrl-p,ctrl-q",
     name: NameOption = None,
     env: EnvOption = None,
     env_file: EnvFileOption = None,
@@ -300,10 +305,13 @@ def run(
     insecure_registry: InsecureOption = None,
 ) -> None:
     """Admit an image and run a container; exits with the container's exit code (unless -d)."""
-    if detach and interactive:
-        raise UsageError("--interactive needs a foreground container: drop --detach")
+    if detach and interactive and not tty:
+        raise UsageError("--interactive needs a foreground container (or a terminal: -dit, then attach)")
     if tty and not detach and restart != "no":
         raise UsageError("--restart with a foreground --tty is not supported: add --detach")
+    from run.terminal import parse_detach_keys
+
+    keys = parse_detach_keys(detach_keys)
     options = _options(
         command=command,
         name=name,
@@ -339,7 +347,9 @@ def run(
     if detach:
         emit_line(containers.run_detached(admitted, options).id)
         return
-    exited = containers.run(admitted, options, interactive=interactive)
+    exited = containers.run(admitted, options, interactive=interactive, detach_keys=keys)
+    if exited.detached:
+        return  # ctrl-p ctrl-q: the container goes on (`trust attach` to come back)
     if exited.oom_killed:
         note(f"trust: container {exited.container_id[:12]} was killed for using more memory than its limit")
     raise typer.Exit(exited.exit_code)
@@ -694,6 +704,22 @@ def wait(containers: ContainersArg, store: StoreOption = None) -> None:
         emit_line(str(exited.exit_code) if exited.exit_code is not None else "unknown")
 
     _each(containers, one, echo=False)
+
+
+def attach(
+    container: Annotated[str, typer.Argument(help="Container id, id prefix or name.")],
+    no_stdin: Annotated[bool, typer.Option("--no-stdin", help="Do not pass stdin.")] = False,
+    detach_keys: DetachKeysOption = "ctrl-p,ctrl-q",
+    store: StoreOption = None,
+) -> None:
+    """Attach this terminal to a running container's terminal (-t); ctrl-p ctrl-q detaches.
+    Exits with the container's exit code when it ends."""
+    from run.terminal import parse_detach_keys
+
+    keys = parse_detach_keys(detach_keys)
+    exited = _store_containers(store).attach(container, interactive=not no_stdin, detach_keys=keys)
+    if not exited.detached:
+        raise typer.Exit(exited.exit_code)
 
 
 def cp(
