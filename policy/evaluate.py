@@ -27,6 +27,7 @@ from trust.cosign import Reason, SignatureOutcome
 from trust.verifiers import verifier_for
 
 if TYPE_CHECKING:
+    from policy.conditions import Condition
     from trust.attest import Attestation, AttestationOutcome
 
 SignatureSource = Callable[[Digest], AttachedSignatures]
@@ -247,24 +248,12 @@ def check_attestation(
 ) -> AttestationResult:
     """Met when one attestation, signed by one of the requirement's authorities, is a statement of
     its predicate type about `digest` for which its condition holds."""
-    from trust.attest import verify_attestation
-
     outcomes: list[AttestationOutcome] = []
     for index, attestation in enumerate(found):
         for authority in required.authorities:
-            outcome = verify_attestation(index, attestation, authority, digest, required.predicate_type)
-            if outcome.ok and required.condition is not None and outcome.statement is not None:
-                subject = next(
-                    (
-                        {"name": s.name, "digest": s.digests}
-                        for s in outcome.statement.subjects
-                        if s.digests.get(digest.algorithm) == digest.hex
-                    ),
-                    {},
-                )
-                holds, why = required.condition.holds(outcome.statement.document, subject)
-                if not holds:
-                    outcome = replace(outcome, reason=Reason.CONDITION_FALSE, detail=why)
+            outcome = judge_attestation(
+                index, attestation, authority, digest, required.predicate_type, required.condition
+            )
             outcomes.append(outcome)
             if outcome.ok:
                 return AttestationResult(
@@ -283,14 +272,33 @@ def check_attestation(
     elif not outcomes:
         reason = "no attestation verified"
     else:
-        best = _most_telling(outcomes)
+        best = most_telling(outcomes)
         reason = f"{len(found)} attestation(s), none met it: {best.reason.value} ({best.detail})"
     return AttestationResult(
         required.name, required.predicate_type, digest, False, reason, tuple(outcomes), required.line
     )
 
 
-def _most_telling(outcomes: Sequence[AttestationOutcome]) -> AttestationOutcome:
+def judge_attestation(
+    index: int,
+    attestation: Attestation,
+    authority: object,
+    digest: Digest | None,
+    predicate_type: str,
+    condition: Condition | None,
+) -> AttestationOutcome:
+    """`trust.attest.verify_attestation`, then `condition` on the verified statement (CEL sees the
+    subject entry naming `digest`, or the first one when no digest is checked)."""
+    from trust.attest import verify_attestation
+
+    outcome = verify_attestation(index, attestation, authority, digest, predicate_type)
+    if not outcome.ok or condition is None or outcome.statement is None:
+        return outcome
+    holds, why = condition.holds(outcome.statement.document, outcome.statement.subject_for(digest))
+    return outcome if holds else replace(outcome, reason=Reason.CONDITION_FALSE, detail=why)
+
+
+def most_telling(outcomes: Sequence[AttestationOutcome]) -> AttestationOutcome:
     """The failure that says most: a false condition over a wrong type over a key we do not know."""
     order = [
         Reason.CONDITION_FALSE,

@@ -149,14 +149,14 @@ def _bundle_referrers(
                 found.append(Attestation("bundle", layer.digest, None, claimed, problem="bundle too large"))
                 continue
             data = client.get_blob(repository, layer.digest, max_bytes=layer.size)
-            envelope, problem = _bundle_envelope(data)
+            envelope, problem = bundle_envelope(data)
             if envelope is None and problem == "":
                 continue  # a message-signature bundle: a signature, not an attestation
             found.append(Attestation("bundle", layer.digest, envelope, claimed, data, {}, problem))
     return found
 
 
-def _bundle_envelope(data: bytes) -> tuple[Envelope | None, str]:
+def bundle_envelope(data: bytes) -> tuple[Envelope | None, str]:
     """The DSSE envelope of a bundle; (None, "") for a message-signature bundle; (None, why) if bad."""
     try:
         document = strict_json(data, "the bundle")

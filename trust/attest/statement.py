@@ -79,6 +79,14 @@ class Statement:
         """Whether `digest` is one of the subjects (the only link between a statement and an image)."""
         return any(s.digests.get(digest.algorithm) == digest.hex for s in self.subjects)
 
+    def subject_for(self, digest: Digest | None) -> dict[str, Any]:
+        """The subject entry naming `digest` as JSON (`{"name", "digest"}`; {} if none does); the
+        first entry when `digest` is None."""
+        for s in self.subjects:
+            if digest is None or s.digests.get(digest.algorithm) == digest.hex:
+                return {"name": s.name, "digest": s.digests}
+        return {}
+
     def subject_text(self) -> str:
         return ", ".join(
             f"{s.name or '?'}@{alg}:{hex_[:12]}…" for s in self.subjects for alg, hex_ in s.digests.items()

@@ -250,28 +250,12 @@ def _check_image(
 def _judge(
     found: Any, authority: object, digest: Digest | None, predicate_type: str, condition: Condition | None
 ) -> list[AttestationOutcome]:
-    from dataclasses import replace
+    from policy.evaluate import judge_attestation
 
-    from trust.attest import verify_attestation as judge
-    from trust.cosign.simple_signing import Reason
-
-    outcomes = []
-    for index, attestation in enumerate(found):
-        outcome = judge(index, attestation, authority, digest, predicate_type)
-        if outcome.ok and condition is not None and outcome.statement is not None:
-            subject = next(
-                (
-                    {"name": s.name, "digest": s.digests}
-                    for s in outcome.statement.subjects
-                    if digest is None or s.digests.get(digest.algorithm) == digest.hex
-                ),
-                {},
-            )
-            holds, why = condition.holds(outcome.statement.document, subject)
-            if not holds:
-                outcome = replace(outcome, reason=Reason.CONDITION_FALSE, detail=why)
-        outcomes.append(outcome)
-    return outcomes
+    return [
+        judge_attestation(index, attestation, authority, digest, predicate_type, condition)
+        for index, attestation in enumerate(found)
+    ]
 
 
 def _render(
@@ -299,19 +283,14 @@ def _render(
 
 
 def _failure(subject: str, predicate_type: str, outcomes: list[AttestationOutcome]) -> Exception:
+    from policy.evaluate import most_telling
     from trust.cosign.simple_signing import Reason
 
     if not outcomes:
         return AttestationNotVerified(f"{subject}: no attestations of type {predicate_type} found")
     if all(o.reason is Reason.MALFORMED for o in outcomes):
         return AttestationMalformed(f"{subject}: every attestation is malformed: {outcomes[0].detail}")
-    order = [
-        Reason.CONDITION_FALSE,
-        Reason.DIGEST_MISMATCH,
-        Reason.WRONG_PREDICATE_TYPE,
-        Reason.WRONG_IDENTITY,
-    ]
-    best = next((o for r in order for o in outcomes if o.reason is r), outcomes[0])
+    best = most_telling(outcomes)
     return AttestationNotVerified(
         f"{subject}: {len(outcomes)} attestation(s), none verified: {best.reason.value}: {best.detail}"
     )
@@ -417,7 +396,7 @@ def verify_blob_attestation(
     file's SHA-256 among the subjects, the predicate type, --condition. Prints the statement."""
     from pull.digest import Digest
     from trust.attest import Attestation, predicate_type_for
-    from trust.attest.attached import _bundle_envelope
+    from trust.attest.attached import bundle_envelope
     from trust.cli.keyless import IdentityFlags, keyless_authority
     from trust.cosign import CosignKeyAuthority
     from trust.keys.keyfiles import TrustedKey
@@ -451,7 +430,7 @@ def verify_blob_attestation(
     )
     data = _read(bundle, 48 * 1024 * 1024, "bundle")
     digest = Digest("sha256", _sha256_file(artifact))
-    envelope, problem = _bundle_envelope(data)
+    envelope, problem = bundle_envelope(data)
     if envelope is None:
         raise IntegrityError(f"{bundle}: {problem or 'a message-signature bundle, not an attestation'}")
     found = [Attestation("bundle", Digest.of_bytes(data), envelope, None, data)]
