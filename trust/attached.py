@@ -41,9 +41,10 @@ if TYPE_CHECKING:  # the Notation modules load cryptography's X.509; imported wh
 
 _BUNDLE_PREDICATE = "dev.sigstore.bundle.predicateType"
 _COSIGN_SIGN = "https://sigstore.dev/cosign/sign/v1"
-_ACCEPT_IMAGE_MANIFEST = (
+ACCEPT_IMAGE_MANIFEST = (
     "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"
 )
+"""What a `.sig`/`.att` manifest or a referrer manifest is asked for as."""
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ class SignatureLocation:
 def read_signature_manifest(client: RegistryClient, location: SignatureLocation) -> bytes | None:
     """The `.sig` manifest bytes, or None when the tag does not exist."""
     try:
-        fetched = client.get_manifest(location.repository, location.tag, accept=_ACCEPT_IMAGE_MANIFEST)
+        fetched = client.get_manifest(location.repository, location.tag, accept=ACCEPT_IMAGE_MANIFEST)
     except NotFound:
         return None
     if len(fetched.data) > MAX_SIGNATURE_MANIFEST_BYTES:  # the client caps too; keep the rule local
@@ -168,7 +169,7 @@ def fetch_bundles(
 
     bundles = []
     for entry in entries[:MAX_REFERRERS]:
-        fetched = client.get_manifest(repository, str(entry.digest), accept=_ACCEPT_IMAGE_MANIFEST)
+        fetched = client.get_manifest(repository, str(entry.digest), accept=ACCEPT_IMAGE_MANIFEST)
         document = verify_document(
             fetched.data, content_type=fetched.content_type, expected=entry.digest
         ).document
@@ -213,7 +214,7 @@ def fetch_notation(
 
     found = []
     for entry in entries[:MAX_REFERRERS]:
-        raw = client.get_manifest(repository, str(entry.digest), accept=_ACCEPT_IMAGE_MANIFEST)
+        raw = client.get_manifest(repository, str(entry.digest), accept=ACCEPT_IMAGE_MANIFEST)
         signature = read_signature(raw.data, raw.content_type, entry.digest, target, load)
         if signature is not None:
             found.append(signature)

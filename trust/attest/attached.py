@@ -22,12 +22,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from pull.digest import Digest
-from pull.errors import NotFound
 from pull.manifest import Descriptor
 from pull.mediatypes import SIGSTORE_BUNDLE, SIGSTORE_BUNDLE_TYPES
 from pull.registry import RegistryClient
 from pull.strictjson import loads as strict_json
-from trust.attached import MAX_REFERRERS, SignatureLocation, attach_signature
+from trust.attached import (
+    ACCEPT_IMAGE_MANIFEST,
+    MAX_REFERRERS,
+    SignatureLocation,
+    attach_signature,
+    read_signature_manifest,
+)
 from trust.attest.envelope import DSSE_MEDIA_TYPE, Envelope, EnvelopeError, envelope_from_json, parse_envelope
 from trust.attest.statement import COSIGN_SIGN_PREDICATE, MAX_STATEMENT_BYTES
 from trust.cosign.simple_signing import (
@@ -42,9 +47,6 @@ PREDICATE_TYPE_ANNOTATION = "predicateType"
 BUNDLE_PREDICATE_ANNOTATION = "dev.sigstore.bundle.predicateType"
 MAX_ENVELOPE_BYTES = MAX_STATEMENT_BYTES * 4 // 3 + 64 * 1024
 """A statement of MAX_STATEMENT_BYTES, base64-encoded, plus the envelope (or bundle) around it."""
-_ACCEPT_IMAGE_MANIFEST = (
-    "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"
-)
 
 
 @dataclass(frozen=True)
@@ -90,11 +92,10 @@ def discover_attestations(
 
 
 def _att_layers(client: RegistryClient, location: SignatureLocation, wanted: str | None) -> list[Attestation]:
-    try:
-        fetched = client.get_manifest(location.repository, location.tag, accept=_ACCEPT_IMAGE_MANIFEST)
-    except NotFound:
+    raw = read_signature_manifest(client, location)
+    if raw is None:
         return []
-    layers = [layer for layer in manifest_layers(fetched.data) if layer.media_type == DSSE_MEDIA_TYPE]
+    layers = [layer for layer in manifest_layers(raw) if layer.media_type == DSSE_MEDIA_TYPE]
     found = []
     for layer in layers[:MAX_SIGNATURE_LAYERS]:
         claimed = layer.annotations.get(PREDICATE_TYPE_ANNOTATION)
@@ -132,7 +133,7 @@ def _bundle_referrers(
             wanted is not None and claimed is not None and claimed != wanted
         ):
             continue  # a signature, or another type: not fetched
-        fetched = client.get_manifest(repository, str(entry.digest), accept=_ACCEPT_IMAGE_MANIFEST)
+        fetched = client.get_manifest(repository, str(entry.digest), accept=ACCEPT_IMAGE_MANIFEST)
         document = verify_document(
             fetched.data, content_type=fetched.content_type, expected=entry.digest
         ).document

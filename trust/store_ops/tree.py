@@ -12,16 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pull.digest import Digest
-from pull.errors import NotFound
 from pull.reference import Reference
 from pull.registry import RegistryClient
-from trust.attached import SignatureLocation
+from trust.attached import SignatureLocation, read_signature_manifest
 from trust.attest.attached import BUNDLE_PREDICATE_ANNOTATION, PREDICATE_TYPE_ANNOTATION, attestation_location
 from trust.cosign.simple_signing import manifest_layers
-
-_ACCEPT_IMAGE_MANIFEST = (
-    "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"
-)
 
 
 @dataclass(frozen=True)
@@ -93,8 +88,5 @@ def attached_tree(client_for: Callable[[str], RegistryClient], reference: Refere
 
 
 def _layers(client: RegistryClient, location: SignatureLocation) -> list[Any]:
-    try:
-        fetched = client.get_manifest(location.repository, location.tag, accept=_ACCEPT_IMAGE_MANIFEST)
-    except NotFound:
-        return []
-    return manifest_layers(fetched.data)
+    raw = read_signature_manifest(client, location)
+    return [] if raw is None else manifest_layers(raw)
