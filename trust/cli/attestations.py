@@ -7,7 +7,6 @@ the decoded statements on stdout one JSON per line (for `jq`), `--output json` a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -341,13 +340,13 @@ def attest_blob(
     trust_config: TrustConfigOption = None,
 ) -> None:
     """Make a Sigstore bundle (DSSE, in-toto statement) about a file, as `cosign attest-blob`."""
-    from pull.digest import Digest
     from trust.attest.create import attest_blob as make_bundle
     from trust.attest.create import sign_statement_keyless
     from trust.attest.statement import build_statement
+    from trust.cli.keyless import file_digest
 
     predicate_type, content = _predicate(predicate, type_)
-    digest = Digest("sha256", _sha256_file(artifact))
+    digest = file_digest(artifact)
     if keyless:
         if key or public_key:
             raise UsageError("--keyless takes no --key or --public-key")
@@ -397,7 +396,7 @@ def verify_blob_attestation(
     from pull.digest import Digest
     from trust.attest import Attestation, predicate_type_for
     from trust.attest.attached import bundle_envelope
-    from trust.cli.keyless import IdentityFlags, keyless_authority
+    from trust.cli.keyless import IdentityFlags, file_digest, keyless_authority
     from trust.cosign import CosignKeyAuthority
     from trust.keys.keyfiles import TrustedKey
     from trust.keys.references import public_key_for
@@ -429,7 +428,7 @@ def verify_blob_attestation(
         else CosignKeyAuthority("--key", (TrustedKey(_key_name(key or ""), public_key_for(key or "")),))
     )
     data = _read(bundle, 48 * 1024 * 1024, "bundle")
-    digest = Digest("sha256", _sha256_file(artifact))
+    digest = file_digest(artifact)
     envelope, problem = bundle_envelope(data)
     if envelope is None:
         raise IntegrityError(f"{bundle}: {problem or 'a message-signature bundle, not an attestation'}")
@@ -492,17 +491,6 @@ def _read(path: Path, limit: int, what: str) -> bytes:
     if len(data) > limit:
         raise UsageError(f"{what} {path} is larger than {limit} bytes")
     return data
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    try:
-        with open_regular_file(path) as handle:
-            while chunk := handle.read(1024 * 1024):
-                digest.update(chunk)
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
-    return digest.hexdigest()
 
 
 def _key_name(reference: str) -> str:
