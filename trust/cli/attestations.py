@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from policy.conditions import Condition
     from pull.digest import Digest
     from trust.attest import AttestationOutcome
+    from trust.cli.keyless import IdentityFlags
 
 MAX_PREDICATE_BYTES = 32 * 1024 * 1024
 
@@ -171,11 +172,7 @@ def verify_attestation(
     --condition), 3 when not, 4 when everything found was malformed, 5 when it could not check."""
     from pull.clients import RegistryClients
     from pull.reference import Reference
-    from trust.attest import predicate_type_for
-    from trust.cli.keyless import IdentityFlags, keyless_authority
-    from trust.cosign import CosignKeyAuthority
-    from trust.keys.keyfiles import TrustedKey
-    from trust.keys.references import public_key_for
+    from trust.cli.keyless import IdentityFlags
 
     flags = IdentityFlags(
         certificate_identity,
@@ -199,17 +196,9 @@ def verify_attestation(
             raise UsageError("--condition belongs in the policy file (the attestation's 'condition')")
         _gate(references, policy, store, output, insecure_registry)
         return
-    try:
-        predicate_type = predicate_type_for(type_)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    predicate_type = _predicate_type(type_)
     compiled = _condition(condition)
-    authority: object
-    if keyless:
-        authority = keyless_authority(flags, trusted_root)
-    else:
-        keys = tuple(TrustedKey(_key_name(text), public_key_for(text)) for text in key or [])
-        authority = CosignKeyAuthority("--key", keys)
+    authority = _authority(key or [], flags if keyless else None, trusted_root)
     records = []
     failure: Exception | None = None
     with RegistryClients.insecure(insecure_registry) as clients:
@@ -394,12 +383,9 @@ def verify_blob_attestation(
     """Verify a DSSE Sigstore bundle about a file (`cosign verify-blob-attestation`): signer, the
     file's SHA-256 among the subjects, the predicate type, --condition. Prints the statement."""
     from pull.digest import Digest
-    from trust.attest import Attestation, predicate_type_for
+    from trust.attest import Attestation
     from trust.attest.attached import bundle_envelope
-    from trust.cli.keyless import IdentityFlags, file_digest, keyless_authority
-    from trust.cosign import CosignKeyAuthority
-    from trust.keys.keyfiles import TrustedKey
-    from trust.keys.references import public_key_for
+    from trust.cli.keyless import IdentityFlags, file_digest
 
     flags = IdentityFlags(
         certificate_identity,
@@ -415,18 +401,11 @@ def verify_blob_attestation(
     keyless = flags.given or trusted_root is not None
     if (key is not None) == keyless:
         raise UsageError("give either --key PUB or --certificate-identity with --certificate-oidc-issuer")
-    try:
-        predicate_type = predicate_type_for(type_)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    predicate_type = _predicate_type(type_)
     if check_claims not in ("true", "false"):
         raise UsageError(f"--check-claims={check_claims[:20]}: write true or false")
     compiled = _condition(condition)
-    authority: object = (
-        keyless_authority(flags, trusted_root)
-        if keyless
-        else CosignKeyAuthority("--key", (TrustedKey(_key_name(key or ""), public_key_for(key or "")),))
-    )
+    authority = _authority([key] if key else [], flags if keyless else None, trusted_root)
     data = _read(bundle, 48 * 1024 * 1024, "bundle")
     digest = file_digest(artifact)
     envelope, problem = bundle_envelope(data)
@@ -467,14 +446,33 @@ def tree(
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def _predicate(path: Path, type_name: str) -> tuple[str, Any]:
+def _predicate_type(name: str) -> str:
     from trust.attest import predicate_type_for
-    from trust.attest.statement import read_predicate
 
     try:
-        predicate_type = predicate_type_for(type_name)
+        return predicate_type_for(name)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+
+
+def _authority(keys: list[str], flags: IdentityFlags | None, trusted_root: Path | None) -> object:
+    """Who must have signed: the keyless identity of `flags`, else the public keys `keys`."""
+    from trust.cli.keyless import keyless_authority
+    from trust.cosign import CosignKeyAuthority
+    from trust.keys.keyfiles import TrustedKey
+    from trust.keys.references import public_key_for
+
+    if flags is not None:
+        return keyless_authority(flags, trusted_root)
+    return CosignKeyAuthority(
+        "--key", tuple(TrustedKey(_key_name(text), public_key_for(text)) for text in keys)
+    )
+
+
+def _predicate(path: Path, type_name: str) -> tuple[str, Any]:
+    from trust.attest.statement import read_predicate
+
+    predicate_type = _predicate_type(type_name)
     data = _read(path, MAX_PREDICATE_BYTES, "predicate")
     try:
         return predicate_type, read_predicate(data, predicate_type)
