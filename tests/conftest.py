@@ -12,6 +12,9 @@
   certs.d) is hidden from every test: `TRUST_CONFIG_ROOT` points at an empty directory (a test that
   wants one writes it below its own root, see tests/test_registries_conf.py).
 
+The bridge, CNI chains and /run/trust folder a run creates are removed after it
+(`support.hostnet`); what the host had before stays.
+
 Every registry process is stopped at teardown, whatever the outcome of the test (see
 `support.registry` for the safety nets when pytest itself is interrupted or killed).
 """
@@ -26,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import hostnet
 from support.registry import Registry, RegistryFactory, start_registry
 from support.sigstore_mock import SigstoreMock, start_sigstore_mock
 
@@ -107,7 +111,19 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     )
 
 
+_HOST_NETWORK: hostnet.HostNetwork | None = None
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    global _HOST_NETWORK
+    if not hasattr(session.config, "workerinput") and os.geteuid() == 0:  # the controller, before workers
+        _HOST_NETWORK = hostnet.snapshot()
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # The controller, after every worker: the bridge, CNI chains and lease folder the run added go.
+    if not hasattr(session.config, "workerinput") and _HOST_NETWORK is not None:
+        hostnet.restore(_HOST_NETWORK)
     # Only the controller decides (xdist workers have `workerinput`); a failing run stays failing.
     if hasattr(session.config, "workerinput") or os.geteuid() == 0 or os.environ.get(NON_ROOT_OK) == "1":
         return

@@ -1,0 +1,65 @@
+"""Put the host's network back as the test run found it.
+
+Containers release their own veth, lease and port rules (the tests check that). What stays is
+shared plumbing the CNI plugins create on first use: the `trust0` bridge, the `CNI-*` iptables
+chains of the firewall and portmap plugins with their jumps from the built-in chains, and the
+lease folder under /run/trust. A user's host keeps those from `trust run` as it keeps `docker0`;
+a test run must not, so `conftest.py` snapshots them before the run and removes what the run
+added after it (only what was not there before: a host that already runs trust or podman keeps
+its own).
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+BRIDGE = "trust0"
+RUN_DIR = Path("/run/trust")
+TABLES = ("filter", "nat")
+
+
+@dataclass(frozen=True)
+class HostNetwork:
+    bridge: bool
+    chains: frozenset[tuple[str, str]]
+    """(table, chain) of every CNI-* chain."""
+    run_dir: bool
+
+
+def _cni_chains(table: str) -> set[str]:
+    done = subprocess.run(["iptables", "-t", table, "-S"], capture_output=True, text=True)
+    if done.returncode != 0:
+        return set()
+    return {line.split()[1] for line in done.stdout.splitlines() if line.startswith("-N CNI-")}
+
+
+def snapshot() -> HostNetwork:
+    bridge = Path("/sys/class/net", BRIDGE).exists()
+    chains = frozenset((table, chain) for table in TABLES for chain in _cni_chains(table))
+    return HostNetwork(bridge, chains, RUN_DIR.exists())
+
+
+def restore(before: HostNetwork) -> None:
+    """Remove the bridge, chains and run folder the run created; leave everything else alone."""
+    if not before.bridge and Path("/sys/class/net", BRIDGE).exists():
+        subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True)
+    for table in TABLES:
+        added = _cni_chains(table) - {chain for t, chain in before.chains if t == table}
+        if not added:
+            continue
+        rules = subprocess.run(["iptables", "-t", table, "-S"], capture_output=True, text=True).stdout
+        for rule in rules.splitlines():
+            words = shlex.split(rule)  # comments are quoted
+            target = words[words.index("-j") + 1] if "-j" in words else None
+            if words[:1] == ["-A"] and words[1] not in added and target in added:  # a jump into one
+                subprocess.run(["iptables", "-t", table, "-D", *words[1:]], capture_output=True)
+        for chain in added:
+            subprocess.run(["iptables", "-t", table, "-F", chain], capture_output=True)
+        for chain in added:
+            subprocess.run(["iptables", "-t", table, "-X", chain], capture_output=True)
+    if not before.run_dir and RUN_DIR.exists():
+        shutil.rmtree(RUN_DIR, ignore_errors=True)
