@@ -7,3 +7,10 @@ that holds only verified blobs) and `pipeline` (pull = all of the above, in orde
 Nothing is re-exported here on purpose: `trust run` imports `pull.digest` and must not pay for
 importing httpx.
 """
+
+import sys as _sys
+
+# httpx imports its optional command-line tool (click, pygments and rich's console, progress,
+# syntax and table: ~70 ms) whenever click happens to be installed, and uvicorn brings click.
+# A None entry makes that optional import fail the way httpx expects when click is absent.
+_sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]

@@ -214,11 +214,20 @@ class Runtime:
         try:
             self._run(action, container_id)
         except RuntimeFailure as err:
-            if _MISSING.search(str(err)) or _NOT_RUNNING.search(str(err)):
+            # The runtime's words for losing this race vary (a freezer file gone with the cgroup,
+            # a state file half removed), so when they are not the known ones, ask it again.
+            if _MISSING.search(str(err)) or _NOT_RUNNING.search(str(err)) or not self._alive(container_id):
                 raise ContainerStateError(
                     f"container {container_id[:12]} is no longer running (it exited or was removed)"
                 ) from None
             raise
+
+    def _alive(self, container_id: str) -> bool:
+        try:
+            state = self.state(container_id)
+        except RuntimeFailure:
+            return False  # its state cannot even be read: it is being removed
+        return state is not None and state.status in ("running", "paused", "pausing")
 
     def delete(self, container_id: str, *, force: bool = False) -> None:
         """Remove the runtime's state (and cgroup) of a container; a missing container is not an error."""

@@ -82,3 +82,19 @@ def test_a_command_built_alone_behaves_as_in_the_whole_app(
     assert [a[1:] for a in alone] == [w[1:] for w in whole]
     assert alone[0][2] == 0 and alone[0][3].startswith("Usage: ")
     assert alone[1][2] == 2 and "No such option: --no-such-flag" in alone[1][4]
+
+
+def test_the_quick_top_level_help_lists_exactly_what_the_full_app_would() -> None:
+    """`trust --help` builds each command as a stub (name and help only): the same text as the app."""
+    import typer
+
+    from trust.cli.app import _listing, app
+
+    def help_text(built: typer.Typer) -> str:
+        command = typer.main.get_command(built)
+        with command.make_context("trust", [], resilient_parsing=True) as ctx:
+            return command.get_help(ctx)
+
+    full, quick = help_text(app), help_text(_listing(app))
+    assert quick == full
+    assert "verify-attestation" in quick and "webhook" in quick

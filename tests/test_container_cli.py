@@ -583,3 +583,29 @@ def test_the_runtime_acting_on_a_container_gone_meanwhile_is_a_state_error(name:
         with pytest.raises(ContainerStateError, match="is no longer running") as raised:
             action("gone-container")
         assert exit_code_for(raised.value) == 2
+
+
+def test_a_pause_that_fails_in_unknown_words_on_a_container_gone_meanwhile_is_a_state_error(
+    tmp_path: Path,
+) -> None:
+    """The racers' losing messages vary (runc: a freezer file removed with the cgroup); when the
+    runtime then says the container is gone, that is exit 2. Fault injection: a stand-in runtime."""
+    from run.errors import ContainerStateError, RuntimeFailure
+    from run.runtime import Runtime
+
+    fake = tmp_path / "runtime"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'case " $* " in\n'
+        '  *" pause "*) echo \'level=error msg="unable to freeze: no such file"\' >&2; exit 1;;\n'
+        '  *" state "*) if [ -e "$0.alive" ]; then echo \'{"status":"running","pid":1}\'; exit 0; fi;'
+        " echo 'level=error msg=\"container does not exist\"' >&2; exit 1;;\n"
+        "esac\n"
+    )
+    fake.chmod(0o755)
+    runtime = Runtime("runc", tmp_path / "root", binary=str(fake))
+    with pytest.raises(ContainerStateError, match="is no longer running"):
+        runtime.pause("gone-container")
+    (tmp_path / "runtime.alive").touch()  # still running: the failure is the runtime's, exit 1
+    with pytest.raises(RuntimeFailure, match="unable to freeze"):
+        runtime.pause("live-container")
