@@ -44,7 +44,7 @@ from typing import Any
 from pull.errors import InvalidManifest, UsageError
 from run.capabilities import capability_set
 from run.mounts import Mount, sorted_for_mounting
-from run.network import PortMapping
+from run.network import DnsSettings, PortMapping
 from run.rootfs import read_image_file
 from run.runtime import DEFAULT_RUNTIME, SUPPORTED_RUNTIMES
 from run.seccomp import default_profile
@@ -194,6 +194,10 @@ class RunOptions:
     """`-p`: host ports forwarded to the container (bridge network only)."""
     publish_all: bool = False
     """`-P`: every port the image exposes, each on a free host port."""
+    dns: DnsSettings = field(default_factory=DnsSettings)
+    """`--dns`, `--dns-search`, `--dns-option`: replace those parts of the container's resolv.conf."""
+    extra_hosts: tuple[tuple[str, str], ...] = ()
+    """`--add-host NAME:IP`: lines added to /etc/hosts (IP `host-gateway`: the bridge's address)."""
     network_container: str | None = None
     """With Network.CONTAINER: the container (id, prefix or name) whose network namespace is joined."""
     mounts: tuple[Mount, ...] = ()
@@ -470,11 +474,14 @@ def write_etc_files(
     address: str | None = None,
     resolv: str | None = None,
     hosts: str | None = None,
+    dns: DnsSettings = DnsSettings(),
+    extra_hosts: Sequence[tuple[str, str]] = (),
 ) -> dict[str, Path]:
     """Write hostname, hosts and resolv.conf for the container; returns {container path: host file}.
 
     `address`: the container's own address (bridge), mapped to its hostname in /etc/hosts.
     `resolv` / `hosts`: given contents (a bridged container's resolvers; `container:ID`'s files).
+    `dns` / `extra_hosts`: `--dns…` and `--add-host` (checked by their parsers: one line each).
     """
     if hosts is None:
         hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
@@ -484,6 +491,9 @@ def write_etc_files(
         if network is Network.HOST:
             with contextlib.suppress(OSError):
                 resolv = Path("/etc/resolv.conf").read_text()
+    if dns.any:
+        resolv = dns.apply("" if network is Network.NONE else resolv)
+    hosts += "".join(f"{address}\t{name}\n" for name, address in extra_hosts)
     files = {"/etc/hostname": f"{hostname}\n", "/etc/hosts": hosts, "/etc/resolv.conf": resolv}
     out = {}
     for target, content in files.items():

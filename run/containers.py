@@ -56,6 +56,7 @@ from run.errors import ContainerNotFound, ContainerStateError, RuntimeFailure
 from run.execution import ExecOptions, exec_in
 from run.monitor import MonitorLink, forward_signals, remove_directory, spawn_monitor, teardown
 from run.network import (
+    HOST_GATEWAY,
     NETNS_FILE,
     Attachment,
     PortMapping,
@@ -556,7 +557,12 @@ class ContainerStore:
             taken = [port for other in self._attachments() for port in other.ports]
             ports = assign_host_ports(wanted, taken)
             attachment = attach(container.directory, container.id, ports, subnet_text)
-        return _Network(netns=str(attachment.netns), address=attachment.address, resolv=resolv_conf())
+        return _Network(
+            netns=str(attachment.netns),
+            address=attachment.address,
+            gateway=attachment.gateway,
+            resolv=resolv_conf(),
+        )
 
     def _attachments(self) -> builtins.list[Attachment]:
         out = []
@@ -585,6 +591,11 @@ class ContainerStore:
                 address=network.address,
                 resolv=network.resolv,
                 hosts=network.hosts,
+                dns=options.dns,
+                extra_hosts=[
+                    (name, network.gateway if address == HOST_GATEWAY and network.gateway else address)
+                    for name, address in options.extra_hosts
+                ],
             ),
             cgroup_namespace=cgroup_mode() is CgroupMode.UNIFIED,
             seccomp=options.seccomp,
@@ -801,6 +812,7 @@ class _Network:
 
     netns: str | None = None
     address: str | None = None
+    gateway: str | None = None
     resolv: str | None = None
     hosts: str | None = None
 

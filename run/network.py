@@ -1,6 +1,6 @@
 """Bridge networking for containers, built from the CNI reference plugins that Debian ships.
 
-    ports = [parse_publish("127.0.0.1:8080:80"), parse_publish("53/udp")]
+    ports = [*parse_publish("127.0.0.1:8080:80"), *parse_publish("53/udp")]
     attachment = attach(container.directory, container.id, ports)      # before `runtime create`
     spec["linux"]["namespaces"] += [{"type": "network", "path": str(attachment.netns)}]
     ...
@@ -67,8 +67,11 @@ NETNS_FILE = "netns"
 CNI_PATHS = ("/usr/lib/cni", "/usr/libexec/cni", "/opt/cni/bin")
 _PLUGIN_TIMEOUT = 60.0
 _PUBLISH = re.compile(
-    r"(?:(?P<ip>\[[0-9a-fA-F:.]+\]|\d+\.\d+\.\d+\.\d+):)?(?:(?P<host>\d*):)?(?P<container>\d+)(?:/(?P<proto>tcp|udp))?"
+    r"(?:(?P<ip>\[[0-9a-fA-F:.]+\]|\d+\.\d+\.\d+\.\d+):)?(?:(?P<host>(?:\d+(?:-\d+)?)?):)?"
+    r"(?P<container>\d+(?:-\d+)?)(?:/(?P<proto>tcp|udp))?"
 )
+_MAX_PORT_RANGE = 1024
+"""Ports one `-p` range may publish: each is a DNAT rule, and a typo like 1-65535 should not be."""
 _FALLBACK_RESOLVERS = ("8.8.8.8", "8.8.4.4")
 """podman's answer when the host has only loopback resolvers the container cannot reach."""
 _SYSTEMD_RESOLVED = Path("/run/systemd/resolve/resolv.conf")
@@ -119,8 +122,13 @@ class PortMapping:
         return f"{self.container_port}/{self.protocol} -> {host}:{self.host_port}"
 
 
-def parse_publish(text: str) -> PortMapping:
-    """`-p [IP:][HOSTPORT:]CONTAINERPORT[/tcp|udp]` (docker's forms, without port ranges)."""
+def parse_publish(text: str) -> list[PortMapping]:
+    """`-p [IP:][HOSTPORT[-END]:]CONTAINERPORT[-END][/tcp|udp]`: docker's forms, ranges included.
+
+    A host range maps one to one onto a container range of the same length; a container range
+    alone takes a free host port for each. (docker's host range with one container port, "any
+    free port of these", is refused: say the port.)
+    """
     match = _PUBLISH.fullmatch(text.strip())
     if match is None:
         raise UsageError(
@@ -135,11 +143,28 @@ def parse_publish(text: str) -> PortMapping:
         if address.version != 4:
             raise UsageError(f"invalid --publish {text!r}: only IPv4 host addresses are published")
         host_ip = "" if address.is_unspecified else str(address)
-    host_port = int(match.group("host") or 0)
-    container_port = int(match.group("container"))
-    if not 1 <= container_port <= 65535 or not 0 <= host_port <= 65535:
+    containers = _port_range(text, match.group("container"), lowest=1)
+    hosts = _port_range(text, match.group("host") or "0", lowest=0)
+    if hosts == [0]:
+        hosts = [0] * len(containers)
+    elif len(hosts) != len(containers):
+        raise UsageError(
+            f"invalid --publish {text!r}: the host range and the container range differ in length"
+        )
+    protocol = match.group("proto") or "tcp"
+    return [PortMapping(ctr, protocol, host, host_ip) for host, ctr in zip(hosts, containers, strict=True)]
+
+
+def _port_range(text: str, spec: str, *, lowest: int) -> list[int]:
+    first, _, last = spec.partition("-")
+    start, end = int(first), int(last or first)
+    if not lowest <= start <= 65535 or not lowest <= end <= 65535:
         raise UsageError(f"invalid --publish {text!r}: ports are 1 to 65535")
-    return PortMapping(container_port, match.group("proto") or "tcp", host_port, host_ip)
+    if end < start:
+        raise UsageError(f"invalid --publish {text!r}: the range {spec} ends before it starts")
+    if end - start >= _MAX_PORT_RANGE:
+        raise UsageError(f"invalid --publish {text!r}: at most {_MAX_PORT_RANGE} ports in one range")
+    return list(range(start, end + 1))
 
 
 def exposed_ports(image_config: Mapping[str, Any]) -> list[PortMapping]:
@@ -505,6 +530,76 @@ def resolv_conf(host_file: Path = Path("/etc/resolv.conf")) -> str:
         lines.append("# trust: the host has no resolver a container can reach; public ones are used")
         lines.extend(f"nameserver {server}" for server in _FALLBACK_RESOLVERS)
     return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class DnsSettings:
+    """`--dns`, `--dns-search`, `--dns-option`: each given list replaces that part of resolv.conf."""
+
+    servers: tuple[str, ...] = ()
+    search: tuple[str, ...] = ()
+    options: tuple[str, ...] = ()
+
+    @property
+    def any(self) -> bool:
+        return bool(self.servers or self.search or self.options)
+
+    @classmethod
+    def parse(cls, servers: Iterable[str], search: Iterable[str], options: Iterable[str]) -> DnsSettings:
+        """Checked before admission: resolv.conf is a line format, so nothing may carry a newline."""
+        for server in servers:
+            try:
+                ipaddress.ip_address(server)
+            except ValueError:
+                raise UsageError(f"invalid --dns {server!r}: not an IP address") from None
+        for domain in search:
+            if not _DNS_NAME.fullmatch(domain):
+                raise UsageError(f"invalid --dns-search {domain!r}: not a domain name")
+        for option in options:
+            if not _DNS_OPTION.fullmatch(option):
+                raise UsageError(f"invalid --dns-option {option!r}: use an option like ndots:2 or edns0")
+        return cls(tuple(servers), tuple(search), tuple(options))
+
+    def apply(self, resolv: str) -> str:
+        """`resolv` with the given parts replaced (docker: `--dns-search .` means no search list)."""
+        kept = [
+            line
+            for line in resolv.splitlines()
+            if not (self.servers and line.split()[:1] == ["nameserver"])
+            and not (self.search and line.split()[:1] in (["search"], ["domain"]))
+            and not (self.options and line.split()[:1] == ["options"])
+        ]
+        if self.search and self.search != (".",):
+            kept.append("search " + " ".join(d for d in self.search if d != "."))
+        if self.options:
+            kept.append("options " + " ".join(self.options))
+        kept.extend(f"nameserver {server}" for server in self.servers)
+        return "\n".join(kept) + "\n"
+
+
+_DNS_NAME = re.compile(r"\.|(?=.{1,253}\Z)[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?")
+_DNS_OPTION = re.compile(r"[A-Za-z][A-Za-z0-9_-]*(?::[0-9]{1,4})?")
+_HOST_NAME = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?")
+HOST_GATEWAY = "host-gateway"
+"""docker's `--add-host NAME:host-gateway`: the bridge's address on the host."""
+
+
+def parse_add_host(text: str) -> tuple[str, str]:
+    """`--add-host NAME:IP` (or `NAME=IP`, docker 25's spelling; `[v6]` brackets allowed)."""
+    name, sep, address = text.partition("=")
+    if not sep:
+        name, sep, address = text.partition(":")
+    address = address.strip()
+    if address.startswith("[") and address.endswith("]"):
+        address = address[1:-1]
+    if not sep or not _HOST_NAME.fullmatch(name):
+        raise UsageError(f"invalid --add-host {text!r}: use NAME:IP")
+    if address != HOST_GATEWAY:
+        try:
+            address = str(ipaddress.ip_address(address))
+        except ValueError:
+            raise UsageError(f"invalid --add-host {text!r}: {address!r} is not an IP address") from None
+    return name, address
 
 
 def _read(path: Path) -> str:

@@ -180,6 +180,53 @@ def test_a_bridged_container_has_an_address_a_default_route_and_resolvers(
     assert f"{address}\t" in out  # /etc/hosts maps the hostname to the container's address
 
 
+def test_dns_flags_and_add_host_write_the_containers_etc_files(
+    net: Setup, capfd: pytest.CaptureFixture[str]
+) -> None:
+    flags = ("--dns", "192.0.2.53", "--dns", "2001:db8::53", "--dns-search", "corp.example")
+    flags += ("--dns-option", "ndots:2", "--add-host", "db:192.0.2.7", "--add-host", "gw:host-gateway")
+    out = out_of(capfd, net.trust("run", "--rm", *flags, net.image, "cat", "/etc/resolv.conf", "/etc/hosts"))
+    lines = out.splitlines()
+    assert [line for line in lines if line.startswith("nameserver")] == [
+        "nameserver 192.0.2.53",
+        "nameserver 2001:db8::53",
+    ]  # the host's resolvers are replaced, not added to
+    assert "search corp.example" in lines and "options ndots:2" in lines
+    assert "192.0.2.7\tdb" in lines and "10.89.0.1\tgw" in lines  # host-gateway: the bridge
+
+    out = out_of(
+        capfd,
+        net.trust(
+            "run", "--rm", "--network", "none", "--dns", "192.0.2.1", net.image, "cat", "/etc/resolv.conf"
+        ),
+    )
+    assert out == "nameserver 192.0.2.1\n"
+
+
+def test_a_published_port_range_maps_one_to_one(net: Setup, capfd: pytest.CaptureFixture[str]) -> None:
+    from run.network import parse_publish
+
+    assert [(m.host_port, m.container_port) for m in parse_publish("127.0.0.1:8000-8002:80-82/udp")] == [
+        (8000, 80),
+        (8001, 81),
+        (8002, 82),
+    ]
+    assert [m.host_port for m in parse_publish("80-81")] == [0, 0]
+    for _ in range(5):  # three free ports in a row: another process may take one meanwhile
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        mapping = f"127.0.0.1:{base}-{base + 2}:79-81"
+        code = net.trust("run", "-d", "--name", "ranged", "-p", mapping, net.image)
+        if code != 2 or "in use" not in capfd.readouterr().err:
+            break
+    assert code == 0
+    capfd.readouterr()
+    ports = sorted(out_of(capfd, net.trust("port", "ranged")).splitlines())
+    assert ports == [f"{p}/tcp -> 127.0.0.1:{base + p - 79}" for p in (79, 80, 81)]
+    assert fetch(f"http://127.0.0.1:{base + 1}/") == PAGE  # 80 is the middle one
+
+
 def test_loopback_resolvers_are_replaced_as_podman_does(tmp_path: Path) -> None:
     host = tmp_path / "resolv.conf"
     host.write_text("nameserver 127.0.0.53\noptions edns0\nsearch example.org\n")
@@ -255,6 +302,16 @@ def test_none_and_host_stay(net: Setup, capfd: pytest.CaptureFixture[str]) -> No
         ("-p", "70000:80"),
         ("-p", "::1:8080:80"),
         ("-p", "80/sctp"),
+        ("-p", "8000-8002:80-81"),
+        ("-p", "90-80"),
+        ("-p", "1-2000"),
+        ("--dns", "not-an-ip"),
+        ("--dns-search", "bad domain"),
+        ("--dns-option", "ndots:2\nnameserver 1.1.1.1"),
+        ("--add-host", "db"),
+        ("--add-host", "db:not-an-ip"),
+        ("--add-host", "bad name:192.0.2.1"),
+        ("--network", "none", "--add-host", "gw:host-gateway"),
         ("--network", "none", "-p", "80"),
         ("--network", "host", "-P"),
         ("--network", "bogus"),

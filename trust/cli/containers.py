@@ -75,6 +75,32 @@ PublishOption = Annotated[
         show_default=False,
     ),
 ]
+DnsOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--dns",
+        help="A DNS server for the container's resolv.conf (repeatable; replaces the host's).",
+        show_default=False,
+    ),
+]
+DnsSearchOption = Annotated[
+    list[str] | None,
+    typer.Option("--dns-search", help="A DNS search domain (repeatable; `.` for none).", show_default=False),
+]
+DnsOptionOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--dns-option", help="A resolv.conf option such as ndots:2 (repeatable).", show_default=False
+    ),
+]
+AddHostOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--add-host",
+        help="NAME:IP added to /etc/hosts (repeatable; IP `host-gateway`: the host's bridge address).",
+        show_default=False,
+    ),
+]
 PublishAllOption = Annotated[
     bool,
     typer.Option("--publish-all", "-P", help="Publish every port the image exposes on a free host port."),
@@ -209,6 +235,10 @@ def create(
     network: NetworkOption = "bridge",
     publish: PublishOption = None,
     publish_all: PublishAllOption = False,
+    dns: DnsOption = None,
+    dns_search: DnsSearchOption = None,
+    dns_option: DnsOptionOption = None,
+    add_host: AddHostOption = None,
     volume: VolumeOption = None,
     tmpfs: TmpfsOption = None,
     mount: MountOption = None,
@@ -242,6 +272,10 @@ def create(
         network=network,
         publish=publish,
         publish_all=publish_all,
+        dns=dns,
+        dns_search=dns_search,
+        dns_option=dns_option,
+        add_host=add_host,
         volume=volume,
         tmpfs=tmpfs,
         mount=mount,
@@ -285,6 +319,10 @@ def run(
     network: NetworkOption = "bridge",
     publish: PublishOption = None,
     publish_all: PublishAllOption = False,
+    dns: DnsOption = None,
+    dns_search: DnsSearchOption = None,
+    dns_option: DnsOptionOption = None,
+    add_host: AddHostOption = None,
     volume: VolumeOption = None,
     tmpfs: TmpfsOption = None,
     mount: MountOption = None,
@@ -325,6 +363,10 @@ def run(
         network=network,
         publish=publish,
         publish_all=publish_all,
+        dns=dns,
+        dns_search=dns_search,
+        dns_option=dns_option,
+        add_host=add_host,
         volume=volume,
         tmpfs=tmpfs,
         mount=mount,
@@ -396,6 +438,10 @@ def _options(
     network: str,
     publish: list[str] | None,
     publish_all: bool,
+    dns: list[str] | None,
+    dns_search: list[str] | None,
+    dns_option: list[str] | None,
+    add_host: list[str] | None,
     volume: list[str] | None,
     tmpfs: list[str] | None,
     mount: list[str] | None,
@@ -416,12 +462,18 @@ def _options(
     """Check every flag before admission, so a typo costs no network round trip."""
     from run.bundle import Limits, Network, RunOptions, parse_cpus, parse_memory
     from run.mounts import parse_mount, parse_tmpfs, parse_volume
-    from run.network import parse_publish
+    from run.network import HOST_GATEWAY, DnsSettings, parse_add_host, parse_publish
     from run.runtime import check_host_support
 
     mode, _, joined = network.partition(":")
     if mode not in {n.value for n in Network} or (mode == "container") != bool(joined):
         raise UsageError(f"invalid --network {network!r}: use bridge, none, host or container:ID")
+    dns_settings = DnsSettings.parse(dns or (), dns_search or (), dns_option or ())
+    extra_hosts = tuple(parse_add_host(item) for item in add_host or ())
+    if joined and (dns_settings.any or extra_hosts):
+        raise UsageError("--dns… and --add-host conflict with --network container: (its files are shared)")
+    if mode != Network.BRIDGE.value and any(address == HOST_GATEWAY for _, address in extra_hosts):
+        raise UsageError("--add-host NAME:host-gateway needs --network bridge (the gateway is the bridge)")
     mounts = [
         *(parse_volume(item) for item in volume or ()),
         *(parse_tmpfs(item) for item in tmpfs or ()),
@@ -435,8 +487,10 @@ def _options(
         hostname=hostname,
         network=Network(mode),
         network_container=joined or None,
-        publish=tuple(parse_publish(item) for item in publish or ()),
+        publish=tuple(mapping for item in publish or () for mapping in parse_publish(item)),
         publish_all=publish_all,
+        dns=dns_settings,
+        extra_hosts=extra_hosts,
         mounts=tuple(mounts),
         read_only=read_only,
         cap_add=tuple(cap_add or ()),
