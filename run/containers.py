@@ -39,6 +39,7 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from pull.errors import TrustError, UsageError
@@ -55,6 +56,7 @@ from run.bundle import (
 from run.errors import ContainerNotFound, ContainerStateError, RuntimeFailure
 from run.execution import ExecOptions, exec_in
 from run.monitor import MonitorLink, forward_signals, remove_directory, spawn_monitor, teardown
+from run.mounts import Mount
 from run.network import (
     HOST_GATEWAY,
     NETNS_FILE,
@@ -88,10 +90,9 @@ from run.rootfs import mount_rootfs, open_snapshots, prepare_layers
 from run.runtime import CgroupMode, Runtime, cgroup_mode, check_host_support
 from run.signals import parse_signal
 from run.terminal import DETACH_KEYS, attach_path, console_size, relay_attached
+from run.volumes import Volumes
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from policy.admitted import AdmittedImage
     from pull.store import ContentStore
 
@@ -107,6 +108,7 @@ class ContainerStore:
     def __init__(self, content: ContentStore) -> None:
         self.content = content
         self.root = content.meta / CONTAINERS_DIR
+        self.volumes = Volumes(content.meta)
         if not content.read_only:  # a read-only store can still be listed: it simply has none
             self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._runtimes: dict[str, Runtime] = {}
@@ -421,7 +423,7 @@ class ContainerStore:
         hostname = options.hostname or container_id[:12]
         joined = self._joined_network(options)
         with contextlib.ExitStack() as creating:
-            container = self._claim(
+            container, mounts, fresh_volumes = self._claim(
                 container_id,
                 options,
                 image,
@@ -440,6 +442,12 @@ class ContainerStore:
                     sub.mkdir(mode=mode)
                     os.chmod(sub, mode)  # the upper dir's mode is the container's "/" mode: not umasked
                 mount_rootfs(container.rootfs, lowers, upper=container.upper, work=container.work)
+                options = replace(options, mounts=mounts)
+                if fresh_volumes:
+                    from run.filecopy import copy_up  # tarfile: only for a volume's first use
+
+                    for mount in fresh_volumes:
+                        copy_up(container.rootfs, mount.destination, Path(mount.source))
                 process = resolve_process(
                     image.config.raw, options, rootfs=container.rootfs, hostname=hostname
                 )
@@ -486,15 +494,26 @@ class ContainerStore:
         attach: bool,
         hold: contextlib.ExitStack,
         network: str,
-    ) -> Container:
+    ) -> tuple[Container, tuple[Mount, ...], tuple[Mount, ...]]:
         """Make the container's directory and record, refusing a name in use (checked and claimed
-        under one lock); `hold` receives the container's lock."""
+        under one lock); `hold` receives the container's lock. Returns the record, the mounts with
+        named volumes resolved (made if new: under this lock, which `volume rm` takes too), and the
+        mounts of the volumes made now that want the image's files copied up."""
         directory = self.root / container_id
         with flock(self.root / ".lock"):
             if options.name is not None and any(c.name == options.name for c in self._all_records()):
                 raise UsageError(
                     f"the name {options.name!r} is in use: remove that container or pick another"
                 )
+            mounts: list[Mount] = []
+            fresh: list[Mount] = []
+            for mount in options.mounts:
+                if mount.volume:
+                    volume, made = self.volumes.ensure(mount.volume)
+                    mount = replace(mount, source=str(volume.data))
+                    if made and mount.copy_up:
+                        fresh.append(mount)
+                mounts.append(mount)
             directory.mkdir(mode=0o700)
             container = Container(
                 id=container_id,
@@ -512,7 +531,7 @@ class ContainerStore:
                 tty=options.tty,
                 stop_signal=options.stop_signal or _image_stop_signal(image),
                 restart_policy=options.restart,
-                mounts=tuple(m.to_json() for m in options.mounts),
+                mounts=tuple(m.to_json() for m in mounts),
                 cgroups_path=f"{options.cgroup_parent.rstrip('/')}/{container_id}",
                 auto_remove=options.auto_remove,
                 captures_logs=not attach,
@@ -522,7 +541,17 @@ class ContainerStore:
             # created, not abandoned.
             hold.enter_context(flock(directory / "lock"))
             write_state(container)
-        return container
+        return container, tuple(mounts), tuple(fresh)
+
+    def remove_volume(self, name: str) -> None:
+        """`trust volume rm`: refused while any container (whatever its state) names the volume."""
+        with flock(self.root / ".lock"):
+            users = [
+                c.id
+                for c in self._all_records()
+                if any(m.get("type") == "volume" and m.get("source") == name for m in c.mounts)
+            ]
+            self.volumes.remove(name, users)
 
     def _joined_network(self, options: RunOptions) -> Container | None:
         """`--network container:ID`: the running container whose network namespace is shared."""

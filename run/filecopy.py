@@ -99,6 +99,34 @@ def copy_in(container: Container, source: Path, path: str) -> None:
         done.read()
 
 
+def copy_up(rootfs: Path, path: str, volume: Path) -> None:
+    """Fill a new, empty volume with what the image has at `path` (docker's and podman's copy-up):
+    the directory's contents and its mode and owner. Nothing if the image has no directory there.
+
+    `rootfs` is the container's root file system, mounted but not yet running; `path` is resolved
+    inside it (a chrooted helper), so an image's symlink cannot point the copy at the host.
+    """
+    source = _container_path(path)
+
+    def pack(out: IO[bytes]) -> None:
+        with tarfile.open(fileobj=out, mode="w|") as archive:
+            if os.path.isdir(source):
+                archive.add(source, arcname=".")
+
+    root = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        with _forked(root, None, pack) as stream, tarfile.open(fileobj=stream, mode="r|") as archive:
+            archive.extractall(volume, filter=_image_filter)
+    except tarfile.FilterError as err:
+        raise UsageError(f"refused to copy {path} of the image into its volume: {err}") from None
+
+
+def _image_filter(member: tarfile.TarInfo, destination: str) -> tarfile.TarInfo:
+    """`safe_filter`'s checks, keeping the image's modes (its /tmp stays 1777, its setuid files
+    stay setuid as they were in the image; the volumes directory is the store's, mode 0700)."""
+    return safe_filter(member, destination).replace(mode=member.mode, deep=False)
+
+
 def safe_filter(member: tarfile.TarInfo, destination: str) -> tarfile.TarInfo:
     """tarfile's `tar` filter (nothing lands outside the destination, even through a symlink that
     was just extracted; no setuid, setgid or sticky bits), and no device nodes or FIFOs. Symlinks,
@@ -142,6 +170,16 @@ def _helper(
         )
     root = os.open(f"/proc/{container.pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     namespace = os.open(f"/proc/{container.pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    with _forked(root, namespace, work, close_in_parent) as stream:
+        yield stream
+
+
+@contextlib.contextmanager
+def _forked(
+    root: int, namespace: int | None, work: Callable[[IO[bytes]], None], close_in_parent: int | None = None
+) -> Iterator[IO[bytes]]:
+    """Fork a helper chrooted at `root` (after joining the mount `namespace`, if given) that runs
+    `work(pipe)`; takes ownership of the descriptors."""
     data_read, data_write = os.pipe()
     error_read, error_write = os.pipe()
     try:
@@ -152,7 +190,8 @@ def _helper(
             _run_helper(root, namespace, work, data_write, error_write)
     finally:
         os.close(root)
-        os.close(namespace)
+        if namespace is not None:
+            os.close(namespace)
         os.close(data_write)
         os.close(error_write)
         if close_in_parent is not None:
@@ -176,12 +215,12 @@ def _helper(
 
 
 def _run_helper(
-    root: int, namespace: int, work: Callable[[IO[bytes]], None], data: int, errors: int
+    root: int, namespace: int | None, work: Callable[[IO[bytes]], None], data: int, errors: int
 ) -> NoReturn:
     code = 1
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        if libc.setns(namespace, _CLONE_NEWNS) != 0:
+        if namespace is not None and libc.setns(namespace, _CLONE_NEWNS) != 0:
             raise OSError(ctypes.get_errno(), "setns into the container's mount namespace failed")
         os.fchdir(root)
         os.chroot(".")

@@ -9,7 +9,9 @@ The destination is a path *inside the container*. trust never resolves it on the
 does, inside the rootfs (runc's and crun's secure join: a symlink in the image, even `/data ->
 /etc` or `../../..`, is followed as if the rootfs were `/`), so an image cannot point a bind mount
 at a host directory. The source of a bind is a host path, which must exist and be absolute (no
-named volumes, no auto-created directories: a typo must not become an empty directory).
+auto-created directories: a typo must not become an empty directory). A source that is a name, not
+a path, is a named volume (`run/volumes.py`): `Mount.volume` holds the name until the container's
+creation resolves it to the volume's directory.
 """
 
 from __future__ import annotations
@@ -43,15 +45,29 @@ class Mount:
     read_only: bool = False
     options: tuple[str, ...] = ()
     """tmpfs options (size=64m, mode=1777, …)."""
+    volume: str = ""
+    """A named volume's name (then `source` is its directory, once resolved)."""
+    copy_up: bool = True
+    """A volume made by this mount is filled with the image's files at the destination (not `nocopy`)."""
 
     def to_spec(self) -> dict[str, Any]:
         if self.kind == "tmpfs":
             options = [*_TMPFS_DEFAULTS, *self.options, *(["ro"] if self.read_only else [])]
             return {"destination": self.destination, "type": "tmpfs", "source": "tmpfs", "options": options}
+        if not self.source:
+            raise ValueError(f"volume {self.volume} mounted before it was resolved")
         options = ["rbind", "rprivate", "ro" if self.read_only else "rw"]
         return {"destination": self.destination, "type": "bind", "source": self.source, "options": options}
 
     def to_json(self) -> dict[str, Any]:
+        if self.volume:
+            return {
+                "type": "volume",
+                "source": self.volume,
+                "destination": self.destination,
+                "readOnly": self.read_only,
+                "options": [] if self.copy_up else ["nocopy"],
+            }
         return {
             "type": self.kind,
             "source": self.source or None,
@@ -62,14 +78,20 @@ class Mount:
 
 
 def parse_volume(text: str) -> Mount:
-    """`-v HOST:CTR[:ro|rw]`."""
+    """`-v HOST:CTR[:OPTIONS]` or `-v NAME:CTR[:OPTIONS]`; OPTIONS: ro or rw, and nocopy for a volume."""
     parts = text.split(":")
     if len(parts) not in (2, 3) or not all(parts[:2]):
-        raise UsageError(f"invalid --volume {text!r}: use /HOST/PATH:/CONTAINER/PATH[:ro|rw]")
-    mode = parts[2] if len(parts) == 3 else "rw"
-    if mode not in ("ro", "rw"):
-        raise UsageError(f"invalid --volume {text!r}: the only options are ro and rw (not {mode!r})")
-    return _bind(parts[0], parts[1], read_only=mode == "ro", flag="--volume")
+        raise UsageError(f"invalid --volume {text!r}: use /HOST/PATH:/CONTAINER/PATH[:ro|rw] or NAME:/PATH")
+    options = parts[2].split(",") if len(parts) == 3 else []
+    for option in options:
+        if option not in ("ro", "rw", "nocopy") or (option == "nocopy" and parts[0].startswith("/")):
+            raise UsageError(f"invalid --volume {text!r}: the options are ro, rw and (for a volume) nocopy")
+    read_only = "ro" in options
+    if not parts[0].startswith("/"):
+        return _volume(
+            parts[0], parts[1], read_only=read_only, copy_up="nocopy" not in options, flag="--volume"
+        )
+    return _bind(parts[0], parts[1], read_only=read_only, flag="--volume")
 
 
 def parse_tmpfs(text: str) -> Mount:
@@ -103,6 +125,13 @@ def parse_mount(text: str) -> Mount:
         source = fields.pop("source", "")
         _no_more(fields, text)
         return _bind(source, target, read_only=read_only, flag="--mount")
+    if kind == "volume":
+        source = fields.pop("source", "")
+        nocopy = fields.pop("volume-nocopy", "false").lower() in ("true", "1")
+        _no_more(fields, text)
+        if not source:
+            raise UsageError(f"invalid --mount {text!r}: a volume needs source=NAME (no anonymous volumes)")
+        return _volume(source, target, read_only=read_only, copy_up=not nocopy, flag="--mount")
     if kind == "tmpfs":
         options = []
         if "tmpfs-size" in fields:
@@ -116,7 +145,7 @@ def parse_mount(text: str) -> Mount:
             read_only=read_only,
             options=_tmpfs_options(",".join(options), text),
         )
-    raise UsageError(f"invalid --mount {text!r}: type must be bind or tmpfs")
+    raise UsageError(f"invalid --mount {text!r}: type must be bind, volume or tmpfs")
 
 
 def sorted_for_mounting(mounts: Iterable[Mount]) -> list[Mount]:
@@ -146,12 +175,22 @@ def destination(path: str, flag: str) -> str:
 
 def _bind(source: str, target: str, *, read_only: bool, flag: str) -> Mount:
     if not source.startswith("/"):
-        raise UsageError(
-            f"invalid {flag} source {source!r}: an absolute host path (named volumes are not supported)"
-        )
+        raise UsageError(f"invalid {flag} source {source!r}: an absolute host path")
     if not Path(source).exists():
         raise UsageError(f"invalid {flag}: the host path {source} does not exist")
     return Mount("bind", destination(target, flag), source=posixpath.normpath(source), read_only=read_only)
+
+
+def _volume(name: str, target: str, *, read_only: bool, copy_up: bool, flag: str) -> Mount:
+    from run.volumes import check_name
+
+    return Mount(
+        "bind",
+        destination(target, flag),
+        read_only=read_only,
+        volume=check_name(name, f"{flag} volume"),
+        copy_up=copy_up,
+    )
 
 
 def _tmpfs_options(options: str, text: str) -> tuple[str, ...]:

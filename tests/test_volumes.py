@@ -36,11 +36,20 @@ class Setup:
     def run(self, *args: str) -> int:
         return self.trust("run", "--rm", "--network", "none", *args)
 
+    def volume(self, *args: str) -> int:
+        return main(["volume", args[0], "--store", str(self.store), *args[1:]])
+
 
 @pytest.fixture(scope="module")
 def setup(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Setup:
     folder = tmp_path_factory.mktemp("volumes")
-    links = Layer.from_files({"evil": Symlink("/etc"), "up": Symlink("../../../../../../etc")})
+    links = Layer.from_files(
+        {
+            "evil": Symlink("/etc"),
+            "up": Symlink("../../../../../../etc"),
+            "srv/app/hello": b"from the image\n",
+        }
+    )
     image = build_image(
         [busybox_layer(applets=APPLETS), links],
         entrypoint=["sh", "-c"],
@@ -115,13 +124,16 @@ def test_a_symlink_in_the_image_cannot_send_a_bind_mount_to_the_host(
 @pytest.mark.parametrize(
     "flag",
     [
-        ("-v", "relative:/data"),
+        ("-v", "../relative:/data"),
+        ("-v", "bad name:/data"),
+        ("-v", "/tmp:/data:nocopy"),
+        ("-v", "data:/data:rx"),
+        ("--mount", "type=volume,source=a/b,target=/x"),
         ("-v", "/no/such/host/path:/data"),
         ("-v", "/tmp:relative"),
         ("-v", "/tmp:/data:z"),
         ("-v", "/tmp:/"),
         ("-v", "/tmp:/proc"),
-        ("-v", "named-volume:/data"),
         ("--tmpfs", "/t:size=1m,exec;rm"),
         ("--tmpfs", "tmp"),
         ("--mount", "type=volume,target=/x"),
@@ -141,6 +153,61 @@ def test_bad_flags_are_one_line_usage_errors(
     assert box.run(*flag, box.image, "true") == 2
     err = capfd.readouterr().err
     assert err.startswith("trust: error:") and len(err.strip().splitlines()) == 1
+
+
+# -- named volumes --------------------------------------------------------------------------------
+
+
+def test_a_named_volume_is_made_on_first_use_filled_from_the_image_and_outlives_the_container(
+    box: Setup, capfd: pytest.CaptureFixture[str]
+) -> None:
+    script = "cat /srv/app/hello; echo kept > /srv/app/written"
+    assert out_of(capfd, box.run("-v", "appdata:/srv/app", box.image, script)) == "from the image\n"
+    (volume,) = json.loads(out_of(capfd, box.volume("inspect", "appdata")))
+    data = Path(volume["mountpoint"])
+    assert sorted(os.listdir(data)) == ["hello", "written"]  # copied up, then written by the container
+    assert "appdata" in out_of(capfd, box.volume("ls"))
+
+    script = "cat /srv/app/written; echo no > /srv/app/other"
+    out = out_of(
+        capfd, box.run("--mount", "type=volume,src=appdata,dst=/srv/app,readonly", box.image, script), 1
+    )
+    assert out == "kept\n" and not (data / "other").exists()  # read-only mount: the write failed
+
+    # A volume is kept while any container names it, even one that never started.
+    assert box.trust("create", "--name", "holder", "--network", "none", "-v", "appdata:/x", box.image) == 0
+    capfd.readouterr()
+    assert box.volume("rm", "appdata") == 2
+    assert "in use by container" in capfd.readouterr().err and data.is_dir()
+    assert box.volume("prune") == 0 and "appdata" not in capfd.readouterr().out
+    assert box.trust("rm", "holder") == 0
+    capfd.readouterr()
+    assert out_of(capfd, box.volume("rm", "appdata")) == "appdata\n"
+    assert not data.parent.exists()
+    assert box.volume("inspect", "appdata") == 2
+
+
+def test_nocopy_and_an_existing_volume_are_not_filled_from_the_image(
+    box: Setup, capfd: pytest.CaptureFixture[str]
+) -> None:
+    assert out_of(capfd, box.run("-v", "empty:/srv/app:nocopy", box.image, "ls -A /srv/app")) == ""
+    assert out_of(capfd, box.volume("create", "made", "--label", "team=db")) == "made\n"
+    assert out_of(capfd, box.run("-v", "made:/srv/app", box.image, "ls -A /srv/app")) == ""
+    (volume,) = json.loads(out_of(capfd, box.volume("inspect", "made")))
+    assert volume["labels"] == {"team": "db"}
+    assert sorted(out_of(capfd, box.volume("prune")).split()) == ["empty", "made"]
+
+
+@pytest.mark.parametrize("target", ["/evil", "/up"])
+def test_copy_up_follows_the_images_symlinks_inside_the_image(
+    box: Setup, capfd: pytest.CaptureFixture[str], target: str
+) -> None:
+    """`/evil -> /etc`: the volume is filled from the image's /etc (it has none), never the host's."""
+    name = f"breakout{target.strip('/')}"
+    assert box.run("-v", f"{name}:{target}", box.image, "true") == 0
+    (volume,) = json.loads(out_of(capfd, box.volume("inspect", name)))
+    assert os.listdir(volume["mountpoint"]) == []
+    assert box.volume("rm", name) == 0
 
 
 def test_two_mounts_on_one_destination_are_refused(box: Setup, tmp_path: Path) -> None:

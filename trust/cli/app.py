@@ -126,6 +126,9 @@ def _register_subcommands() -> None:
     except ImportError:  # the runtime commands are optional while they are being built
         return
     container_cli.register(app)
+    from trust.cli import volumes as volumes_cli
+
+    volumes_cli.register(app)
 
 
 _register_subcommands()
