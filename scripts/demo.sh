@@ -155,6 +155,13 @@ step "volumes: a read-only bind, a tmpfs on a read-only root, no capabilities"
 echo "shared from the host" > "$work/shared.txt"
 trust run --rm --network none --read-only --tmpfs /tmp -v "$work:/data:ro" --cap-drop ALL --policy "$policy" \
     "$pinned" sh -c 'cat /data/shared.txt; touch /tmp/ok && echo "/tmp is writable"; touch /x 2>/dev/null || echo "/ is read-only"'
+step "a named volume outlives its container; --dns and --add-host write the container's /etc files"
+trust run --rm --network none -v demo-data:/data --policy "$policy" "$pinned" sh -c 'echo "written by the first container" > /data/note'
+trust run --rm --network none -v demo-data:/data:ro --policy "$policy" "$pinned" cat /data/note
+trust volume ls
+trust volume rm demo-data
+trust run --rm --dns 192.0.2.53 --add-host db:192.0.2.7 --add-host gateway:host-gateway --policy "$policy" "$pinned" \
+    sh -c 'grep nameserver /etc/resolv.conf; grep -E "db|gateway" /etc/hosts'
 trust rm -f web
 # --- end issue 18 ---
 
