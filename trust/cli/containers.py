@@ -144,7 +144,8 @@ VolumeOption = Annotated[
     typer.Option(
         "--volume",
         "-v",
-        help="Bind mount /HOST/PATH:/CONTAINER/PATH[:ro|rw]; repeatable.",
+        help="Bind mount /HOST/PATH:/CONTAINER/PATH[:ro|rw], or a named volume NAME:/PATH[:ro][,nocopy]; "
+        "repeatable.",
         show_default=False,
     ),
 ]
@@ -156,7 +157,8 @@ MountOption = Annotated[
     list[str] | None,
     typer.Option(
         "--mount",
-        help="type=bind,source=/HOST,target=/CTR[,readonly] or type=tmpfs,target=/CTR[,tmpfs-size=N]",
+        help="type=bind,source=/HOST,target=/CTR[,readonly], type=volume,source=NAME,target=/CTR or "
+        "type=tmpfs,target=/CTR[,tmpfs-size=N]",
         show_default=False,
     ),
 ]
