@@ -306,7 +306,7 @@ def gc(
     from pull.errors import HostFault
     from pull.gc import collect
     from run.rootfs import open_snapshots
-    from run.snapshots import chain_ids
+    from run.snapshots import snapshot_chain_ids
     from trust.cli.common import open_store
 
     content = open_store(store)
@@ -327,7 +327,7 @@ def gc(
         return roots
 
     def live_snapshots(closure: Closure) -> set[Digest]:
-        return {chain for config in closure.configs.values() for chain in chain_ids(config.diff_ids)}
+        return {chain for config in closure.configs.values() for chain in snapshot_chain_ids(config.diff_ids)}
 
     report = collect(
         content,
@@ -371,7 +371,7 @@ def with_unpacked_sizes(content: ContentStore, rows: list[ImageRow]) -> list[Ima
 
     from pull.gc import reach
     from run.rootfs import SNAPSHOTS_DIR
-    from run.snapshots import SnapshotNotFound, SnapshotStore, chain_ids
+    from run.snapshots import SnapshotNotFound, SnapshotStore, snapshot_chain_ids
 
     if not (content.meta / SNAPSHOTS_DIR).is_dir():
         return rows
@@ -380,7 +380,7 @@ def with_unpacked_sizes(content: ContentStore, rows: list[ImageRow]) -> list[Ima
     for row in rows:
         total = 0
         for config in reach(content, [row.digest]).configs.values():
-            for chain_id in chain_ids(config.diff_ids):
+            for chain_id in snapshot_chain_ids(config.diff_ids):
                 try:
                     total += snapshots.info(chain_id).content_size or 0
                 except (SnapshotNotFound, TrustError):
