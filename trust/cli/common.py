@@ -164,10 +164,12 @@ def open_store(path: Path | None) -> ContentStore:
 
 
 def pull_config(insecure: list[str] | None, cert_dir: Path | None = None) -> PullConfig:
-    from pull.config import PullConfig
+    from pull.config import PullConfig, with_pace
 
-    return PullConfig(
-        insecure_registries=frozenset(insecure or ()), cert_dir=str(cert_dir) if cert_dir else None
+    return with_pace(
+        PullConfig(
+            insecure_registries=frozenset(insecure or ()), cert_dir=str(cert_dir) if cert_dir else None
+        )
     )
 
 
