@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import subprocess
 import sys
 import time
@@ -275,3 +276,76 @@ def test_a_missing_store_that_can_be_made_is_made(seed: Seed, tmp_path: Path) ->
     assert trust("images", "--store", str(store)).code == 0
     assert (store / "index.json").is_file() and (store / "oci-layout").is_file()
     assert trust("ps", "--all", "--store", str(tmp_path / "other")).code == 0
+
+
+# -- commands that write elsewhere: credentials (login, logout), key files (keygen), a layout (copy) --
+
+
+# What each command says, by fault. Writing content on a sick host is exit 5 (HostFault); a place
+# that cannot be made at all (a layout or store directory, as `cannot open store`) is exit 2, as
+# is a key's directory that does not exist (keygen makes none; login makes DOCKER_CONFIG's).
+OUTSIDE_EXPECTED = {
+    "full": {
+        "login": (5, "cannot save the credentials in {where}/docker/config.json: No space left on device"),
+        "keygen": (5, "cannot write key pair {where}/cosign.key: No space left on device"),
+        "copy": (5, "No space left on device"),
+    },
+    "read-only": {
+        "login": (5, "cannot save the credentials in {where}/docker/config.json: Read-only file system"),
+        "keygen": (5, "cannot write key pair {where}/cosign.key: Read-only file system"),
+        "copy": (2, "cannot create the layout {where}/layout: Read-only file system"),
+    },
+    "missing": {
+        "login": (5, "cannot save the credentials in {where}/docker/config.json: Read-only file system"),
+        "keygen": (2, "cannot write key pair {where}/cosign.key: No such file or directory"),
+        "copy": (2, "cannot create the layout {where}/layout: Read-only file system"),
+    },
+}
+
+
+@pytest.mark.parametrize("fault", list(OUTSIDE_EXPECTED))
+def test_commands_writing_outside_the_store_under_each_fault(
+    fault: str, seed: Seed, registry: Registry, tmp_path: Path
+) -> None:
+    """login (credentials), keygen (key files) and copy (into an OCI layout) write outside the store:
+    on a full disk, a read-only file system, or under a directory that cannot be made, each is one
+    line with the code of OUTSIDE_EXPECTED, and nothing half-written is left."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    options = {"full": "size=4m", "read-only": "ro,size=1m", "missing": "ro,size=1m"}[fault]
+    with mounted("-t", "tmpfs", "-o", options, "tmpfs", str(disk)):
+        where = disk / "sub" / "dir" if fault == "missing" else disk
+        if fault == "full":
+            # The layout exists (an empty one): the copy fails writing the image, not making the place.
+            (disk / "layout").mkdir()
+            (disk / "layout" / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+            (disk / "layout" / "index.json").write_text('{"schemaVersion": 2, "manifests": []}')
+            with open(disk / "filler", "wb") as filler, contextlib.suppress(OSError):
+                while True:
+                    filler.write(bytes(1 << 16))
+                    filler.flush()
+        before = tree(disk)
+        env = {**os.environ, "DOCKER_CONFIG": str(where / "docker"), "REGISTRY_AUTH_FILE": ""}
+        env["COSIGN_PASSWORD"] = "secret"
+        runs = {
+            "login": [TRUST, "login", registry.host, "-u", "alice", "--password-stdin"],
+            "keygen": [TRUST, "keygen", "--output-prefix", str(where / "cosign")],
+            "copy": [TRUST, "copy", "--no-signatures", seed.image, f"oci:{where / 'layout'}:v1"],
+        }
+        for name, args in runs.items():
+            try:
+                done = subprocess.run(
+                    args, input="s3cret\n", capture_output=True, text=True, timeout=BOUND, env=env
+                )
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"{name} did not finish within {BOUND:g} s")
+            assert "Traceback" not in done.stderr, f"{name}: {done.stderr}"
+            errors = [line for line in done.stderr.splitlines() if line.startswith("trust: error: ")]
+            assert len(errors) == 1, f"{name}: {done.stderr}"
+            code, message = OUTSIDE_EXPECTED[fault][name]
+            assert done.returncode == code, f"{name}: {done.stderr}"
+            assert message.format(where=where) in errors[0], f"{name}: {done.stderr}"
+        after = tree(disk)
+        # Directories may have been made on the way (DOCKER_CONFIG, the layout's blobs/): no file was.
+        added = [entry for entry in after if entry not in before and "filler" not in entry[0]]
+        assert [(name, mode) for name, mode, _ in added if not stat.S_ISDIR(mode)] == [], added
