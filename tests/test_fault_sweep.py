@@ -289,16 +289,25 @@ OUTSIDE_EXPECTED = {
         "login": (5, "cannot save the credentials in {where}/docker/config.json: No space left on device"),
         "keygen": (5, "cannot write key pair {where}/cosign.key: No space left on device"),
         "copy": (5, "No space left on device"),
+        "public-key": (5, "cannot write {where}/key.pub: No space left on device"),
+        "sign-blob": (5, "cannot write {where}/blob.sigstore.json: No space left on device"),
+        "attest-blob": (5, "cannot write {where}/blob.att.json: No space left on device"),
     },
     "read-only": {
         "login": (5, "cannot save the credentials in {where}/docker/config.json: Read-only file system"),
         "keygen": (5, "cannot write key pair {where}/cosign.key: Read-only file system"),
         "copy": (2, "cannot create the layout {where}/layout: Read-only file system"),
+        "public-key": (5, "cannot write {where}/key.pub: Read-only file system"),
+        "sign-blob": (5, "cannot write {where}/blob.sigstore.json: Read-only file system"),
+        "attest-blob": (5, "cannot write {where}/blob.att.json: Read-only file system"),
     },
     "missing": {
         "login": (5, "cannot save the credentials in {where}/docker/config.json: Read-only file system"),
         "keygen": (2, "cannot write key pair {where}/cosign.key: No such file or directory"),
         "copy": (2, "cannot create the layout {where}/layout: Read-only file system"),
+        "public-key": (2, "cannot write {where}/key.pub: No such file or directory"),
+        "sign-blob": (2, "cannot write {where}/blob.sigstore.json: No such file or directory"),
+        "attest-blob": (2, "cannot write {where}/blob.att.json: No such file or directory"),
     },
 }
 
@@ -307,7 +316,8 @@ OUTSIDE_EXPECTED = {
 def test_commands_writing_outside_the_store_under_each_fault(
     fault: str, seed: Seed, registry: Registry, tmp_path: Path
 ) -> None:
-    """login (credentials), keygen (key files) and copy (into an OCI layout) write outside the store:
+    """login (credentials), keygen (key files), copy (into an OCI layout), and public-key, sign-blob
+    and attest-blob (their output files) write outside the store:
     on a full disk, a read-only file system, or under a directory that cannot be made, each is one
     line with the code of OUTSIDE_EXPECTED, and nothing half-written is left."""
     disk = tmp_path / "disk"
@@ -325,13 +335,26 @@ def test_commands_writing_outside_the_store_under_each_fault(
                     filler.write(bytes(1 << 16))
                     filler.flush()
         before = tree(disk)
+        keys = tmp_path / "keys"  # on a healthy disk: the fault is where the output goes
+        keys.mkdir()
+        blob, predicate = keys / "blob", keys / "predicate.json"
+        blob.write_bytes(b"an artifact")
+        predicate.write_text("{}")
+        healthy = {**os.environ, "COSIGN_PASSWORD": "secret"}
+        subprocess.run([TRUST, "keygen", "--output-prefix", str(keys / "k")], env=healthy, check=True)
+        key = str(keys / "k.key")
         env = {**os.environ, "DOCKER_CONFIG": str(where / "docker"), "REGISTRY_AUTH_FILE": ""}
         env["COSIGN_PASSWORD"] = "secret"
         runs = {
             "login": [TRUST, "login", registry.host, "-u", "alice", "--password-stdin"],
             "keygen": [TRUST, "keygen", "--output-prefix", str(where / "cosign")],
             "copy": [TRUST, "copy", "--no-signatures", seed.image, f"oci:{where / 'layout'}:v1"],
-        }
+            "public-key": [TRUST, "public-key", "--key", key, "--outfile", str(where / "key.pub")],
+            "sign-blob": [TRUST, "sign-blob", "--key", key, "--tlog-upload=false", "--bundle",
+                          str(where / "blob.sigstore.json"), str(blob)],
+            "attest-blob": [TRUST, "attest-blob", "--key", key, "--predicate", str(predicate), "--type",
+                            "https://example.com/t", "--bundle", str(where / "blob.att.json"), str(blob)],
+        }  # fmt: skip
         for name, args in runs.items():
             try:
                 done = subprocess.run(
