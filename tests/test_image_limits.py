@@ -15,7 +15,8 @@ import zlib
 from pathlib import Path
 
 import pytest
-from support.images import Layer
+from support.images import Layer, build_image, busybox_layer, push_image
+from support.registry import Registry
 from support.tars import MEDIA_TYPES, file, tar, whiteout
 
 from policy.admitted import AdmittedImage, Decision, ImageLimits
@@ -28,6 +29,7 @@ from pull.store import ContentStore
 from run.rootfs import mount_rootfs, prepare_layers, unmount_rootfs
 from run.snapshots import SnapshotStore, chain_ids
 from run.unpack import LayerLimitExceeded, unpack_layers
+from trust.cli.app import main
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="unpacking layers and tmpfs need root")
 
@@ -263,3 +265,28 @@ def test_limits_on_a_reject_rule_are_refused_as_a_no_op() -> None:
     )
     with pytest.raises(PolicyError, match="'limits' has no effect"):
         load_policy_text(text, Path("."), "p.yaml")
+
+
+@needs_root
+def test_an_image_repeating_a_layer_runs_audits_and_keeps_its_snapshots_through_gc(
+    registry: Registry, repo_name: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """End to end: run, gc and audit agree on which snapshots an A, B, A image uses."""
+    a = Layer.from_files({"f": b"from A\n"})
+    b = Layer.from_files({"f": b"from B\n", "g": b"only B\n"})
+    image = build_image([busybox_layer(), a, b, a], cmd=["cat", "/f", "/g"])
+    pushed = push_image(registry, repo_name, image, tag="v1")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("version: 1\ndefault: {insecure-accept-anything: true}\n")
+    store = tmp_path / "store"
+    capfd.readouterr()
+    assert main(["run", "--rm", "--store", str(store), "--policy", str(policy), pushed.by_digest]) == 0
+    assert capfd.readouterr().out == "from A\nonly B\n"
+    snapshots = store / "meta" / "snapshots" / "snapshots"
+    assert len(list(snapshots.iterdir())) == 3  # busybox, B, A: the first A is not unpacked
+    assert main(["gc", "--store", str(store)]) == 0
+    assert len(list(snapshots.iterdir())) == 3  # all in use: gc computes the same stack
+    capfd.readouterr()
+    assert main(["audit", "--store", str(store), "--policy", str(policy)]) == 0
+    audited = capfd.readouterr()
+    assert "snapshot" not in audited.out + audited.err  # none missing, none unexpected
