@@ -268,7 +268,10 @@ def test_every_store_command_on_a_missing_store_that_cannot_be_made(seed: Seed, 
         results = sweep(store, seed, None, tmp_path / "outside")
     for name, result in results.items():
         assert result.code == 2, f"{name}: {result.err}"
-        assert result.line == f"trust: error: cannot open store {store}: Read-only file system", name
+        if name.startswith("audit"):  # audit never makes a store: there is nothing to audit
+            assert result.line == f"trust: error: no store at {store}: nothing to audit", name
+        else:
+            assert result.line == f"trust: error: cannot open store {store}: Read-only file system", name
 
 
 def test_a_missing_store_that_can_be_made_is_made(seed: Seed, tmp_path: Path) -> None:
@@ -276,6 +279,11 @@ def test_a_missing_store_that_can_be_made_is_made(seed: Seed, tmp_path: Path) ->
     assert trust("images", "--store", str(store)).code == 0
     assert (store / "index.json").is_file() and (store / "oci-layout").is_file()
     assert trust("ps", "--all", "--store", str(tmp_path / "other")).code == 0
+    # But not to audit it: a mistyped path must not come back "audited 0 images", clean.
+    typo = tmp_path / "typo"
+    audited = trust("audit", "--store", str(typo), "--policy", str(seed.policy))
+    assert (audited.code, audited.line) == (2, f"trust: error: no store at {typo}: nothing to audit")
+    assert not typo.exists()
 
 
 # -- commands that write elsewhere: credentials (login, logout), key files (keygen), a layout (copy) --

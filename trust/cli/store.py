@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 
-from pull.errors import TrustError
+from pull.errors import TrustError, UsageError
 from trust.cli.output import OutputFormat, emit_json, emit_line, emit_table, human_size, note
 
 if TYPE_CHECKING:
@@ -85,9 +85,13 @@ def audit(
     from policy.admission import load
     from pull.clients import RegistryClients
     from run.rootfs import open_snapshots
-    from trust.cli.common import open_store
+    from trust.cli.common import default_store_path, open_store
     from trust.store_ops.audit import audit as run_audit
 
+    root = (store or default_store_path()).absolute()
+    if not root.exists():
+        # Never make a store to audit: a mistyped path would come back "audited 0 images", clean.
+        raise UsageError(f"no store at {root}: nothing to audit")
     content = open_store(store)
     if content.read_only:
         note(
