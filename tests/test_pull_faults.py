@@ -513,3 +513,49 @@ def test_pace_settings_parse_durations_and_decimal_rates() -> None:
     config = with_pace(PullConfig(), {"TRUST_REQUEST_DEADLINE": "10m", "TRUST_MIN_RATE": "1k"})
     assert (config.request_deadline, config.min_bytes_per_second) == (600, 1000)
     assert with_pace(PullConfig(), {}) == PullConfig()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["pull", "--store", "STORE", "PINNED"],
+        ["copy", "--no-signatures", "PINNED", "oci:LAYOUT:v1"],
+        ["verify", "--pull", "--store", "STORE", "--policy", "POLICY", "PINNED"],
+        ["policy", "explain", "--store", "STORE", "--policy", "POLICY", "PINNED"],
+        ["run", "--rm", "--store", "STORE", "--policy", "POLICY", "PINNED", "true"],
+    ],
+    ids=lambda command: command[0] if command[0] != "policy" else "policy-explain",
+)
+def test_every_command_that_fetches_keeps_the_request_deadline(
+    command: list[str],
+    hostile: HostileRegistry,
+    release: threading.Event,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """The global --request-deadline reaches every command that talks to a registry."""
+    image = hostile.add_image("team/app", "v1", [LAYER], layer_media_type=OCI_LAYER_GZIP)
+
+    def silent(_request: object) -> Reply:
+        release.wait(60)
+        return Reply(500)
+
+    hostile.add_route("GET", re.compile(r"/v2/team/app/manifests/.*"), silent)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("version: 1\ndefault: {insecure-accept-anything: true}\n")
+    values = {
+        "STORE": str(tmp_path / "store"),
+        "PINNED": f"{hostile.host}/team/app@{image.digest}",
+        "POLICY": str(policy),
+        "LAYOUT": str(tmp_path / "layout"),
+    }
+    args = [values.get(arg, arg).replace("LAYOUT", values["LAYOUT"]) for arg in command]
+    capfd.readouterr()
+    started = time.monotonic()
+    code = main(["--request-deadline", "1.5", *args])
+    elapsed = time.monotonic() - started
+    err = capfd.readouterr().err
+    assert code == 5, err
+    assert "Traceback" not in err and f"cannot reach {hostile.host}/team/app" in err, err
+    assert "took longer than 1.5 s" in err, err
+    assert elapsed < 6, f"{elapsed:.1f} s"
