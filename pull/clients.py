@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 
-from pull.config import PullConfig
+from pull.config import PullConfig, with_pace
 from pull.credentials import CredentialStore
 from pull.mirrors import ConfiguredClient
 from pull.reference import LAYOUT_PREFIX
@@ -107,8 +107,10 @@ def open_client(
 
 
 def with_registries(config: PullConfig) -> PullConfig:
-    """`config` with registries.conf loaded (unless it has one) and its insecure hosts allowed."""
+    """`config` with registries.conf loaded (unless it has one), its insecure hosts allowed, and the
+    request deadline and minimum rate of the environment (`pull.config.with_pace`)."""
     conf = config.registries if config.registries is not None else load_registries_conf()
+    config = with_pace(config)  # the environment's request deadline and minimum rate, if set
     return replace(
         config, registries=conf, insecure_registries=config.insecure_registries | conf.insecure_hosts()
     )

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pull.errors import AuthError, UsageError
+from pull.errors import HOST_FAULT_ERRNOS, AuthError, HostFault, UsageError
 
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"
 """The `auths` key and helper server URL Docker uses for Docker Hub."""
@@ -337,7 +337,20 @@ def _from_auths(document: Mapping[str, Any], registry: str, path: Path) -> Crede
 
 
 def _write_config(path: Path, document: Mapping[str, Any]) -> None:
-    """Replace `path` atomically with `document`, readable by its owner only."""
+    """Replace `path` atomically with `document`, readable by its owner only.
+
+    Raises:
+        HostFault: the disk is full, the file system read-only, … (exit 5; the old file is kept).
+    """
+    try:
+        _replace_config(path, document)
+    except OSError as exc:
+        if exc.errno not in HOST_FAULT_ERRNOS:
+            raise
+        raise HostFault(f"cannot save the credentials in {path}: {exc.strerror or exc}") from None
+
+
+def _replace_config(path: Path, document: Mapping[str, Any]) -> None:
     if path.is_symlink():
         path = path.resolve()  # keep a symlinked config (dotfile managers) a symlink
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

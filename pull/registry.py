@@ -55,6 +55,7 @@ from pull.errors import (
     UsageError,
 )
 from pull.mediatypes import ACCEPT, OCI_INDEX
+from pull.pacing import Pace, active, paced
 from pull.strictjson import loads as strict_json
 from pull.tlsconfig import context_for, host_tls, system_context
 
@@ -176,9 +177,9 @@ class RegistryClient:
         """
         where = self._where(repository)
         url = self._url(repository, "manifests", _checked_identifier(identifier))
-        pace = _Pace(self._config, where, f"manifest {identifier}")
+        pace = Pace(self._config, where, f"manifest {identifier}")
         response = self._send(
-            "GET", url, where=where, scope=repository_scope(repository), headers={"Accept": accept}
+            "GET", url, where=where, scope=repository_scope(repository), headers={"Accept": accept}, pace=pace
         )
         with contextlib.closing(response):
             self._expect(response, (200,), f"manifest {identifier}", where)
@@ -234,9 +235,9 @@ class RegistryClient:
         """
         where = self._where(repository)
         url = self._url(repository, "blobs", str(digest))
-        pace = _Pace(self._config, where, f"blob {digest}")
+        pace = Pace(self._config, where, f"blob {digest}")
         response = self._send(
-            "GET", url, where=where, scope=repository_scope(repository), follow_redirects=True
+            "GET", url, where=where, scope=repository_scope(repository), follow_redirects=True, pace=pace
         )
         try:
             self._expect(response, (200,), f"blob {digest}", where)
@@ -257,8 +258,8 @@ class RegistryClient:
         refusal = self._refusal(target)
         if refusal is not None:
             raise RegistryError(f"{where}: refusing {refusal}")
-        pace = _Pace(self._config, target.host, f"layer {digest}")
-        response = self._send("GET", target, where=where, scope=None, follow_redirects=True)
+        pace = Pace(self._config, target.host, f"layer {digest}")
+        response = self._send("GET", target, where=where, scope=None, follow_redirects=True, pace=pace)
         try:
             self._expect(response, (200,), f"layer {digest}", where)
             yield self._chunks(response, where, pace)
@@ -274,9 +275,9 @@ class RegistryClient:
         """
         where = self._where(repository)
         url = self._url(repository, "blobs", str(digest))
-        pace = _Pace(self._config, where, f"blob {digest}")
+        pace = Pace(self._config, where, f"blob {digest}")
         response = self._send(
-            "GET", url, where=where, scope=repository_scope(repository), follow_redirects=True
+            "GET", url, where=where, scope=repository_scope(repository), follow_redirects=True, pace=pace
         )
         with contextlib.closing(response):
             self._expect(response, (200,), f"blob {digest}", where)
@@ -460,24 +461,32 @@ class RegistryClient:
         headers: Mapping[str, str] | None = None,
         body: bytes | Iterable[bytes] | None = None,
         follow_redirects: bool = False,
+        pace: Pace | None = None,
     ) -> httpx.Response:
         """Send a request; return the final response open for streaming (the caller closes it).
+
+        `pace` bounds the whole exchange, retries and redirects included (default: a new one).
 
         Answers one authentication challenge from the registry and follows redirects when asked.
         The final status is not judged here (see `_expect`).
         """
         answered = False
+        pace = pace or Pace(self._config, where, f"{method} {url.path}"[:200])
         for _ in range(self._config.max_redirects + 1):
             url = self._current_scheme(url)
             at = where if self._is_registry(url) else f"{where} (via {url.host})"
-            response = self._attempt(method, url, where=at, scope=scope, headers=headers, body=body)
+            response = self._attempt(
+                method, url, where=at, scope=scope, headers=headers, body=body, pace=pace
+            )
             url = self._current_scheme(url)  # the attempt may have found that the host has no TLS
             if response.status_code == 401 and not answered and self._is_registry(url) and _replayable(body):
                 challenges = response.headers.get_list("www-authenticate")
                 response.close()
                 self._auth.challenged(challenges, scope, where)
                 answered = True
-                response = self._attempt(method, url, where=at, scope=scope, headers=headers, body=body)
+                response = self._attempt(
+                    method, url, where=at, scope=scope, headers=headers, body=body, pace=pace
+                )
             if not (follow_redirects and response.status_code in _REDIRECT_STATUSES):
                 return response
             location = response.headers.get("location")
@@ -497,6 +506,7 @@ class RegistryClient:
         headers: Mapping[str, str] | None,
         body: bytes | Iterable[bytes] | None,
         authorize: bool = True,
+        pace: Pace | None = None,
     ) -> httpx.Response:
         """One request, retried on 429/502/503/504 and dropped connections when its body is replayable."""
         attempts = 1 + max(0, self._config.retries) if _replayable(body) else 1
@@ -510,7 +520,8 @@ class RegistryClient:
                     request_headers["Authorization"] = authorization
             request = self._http.build_request(method, url, headers=request_headers, content=body)
             try:
-                response = self._http.send(request, stream=True)
+                with active(pace):  # each socket read waits no longer than the pace allows
+                    response = self._http.send(request, stream=True)
             except httpx.HTTPError as exc:
                 plain = self._plain_http_fallback(url, exc)
                 if plain is not None:
@@ -522,7 +533,10 @@ class RegistryClient:
                         headers=headers,
                         body=body,
                         authorize=authorize,
+                        pace=pace,
                     )
+                if pace is not None and (abandoned := pace.failure()) is not None:
+                    raise abandoned from None
                 if final or not _is_transient(exc):
                     raise _unreachable(exc, where) from None
                 _sleep(self._backoff(attempt))
@@ -633,13 +647,13 @@ class RegistryClient:
         raise RegistryError(f"{where} answered {status} {phrase} for {what}{suffix}", status_code=status)
 
     def _read_at_most(
-        self, response: httpx.Response, limit: int, where: str, pace: _Pace | None = None
+        self, response: httpx.Response, limit: int, where: str, pace: Pace | None = None
     ) -> tuple[bytes, bool]:
         """Up to `limit` bytes of the body, and whether there was more (which is left unread)."""
-        pace = pace or _Pace(self._config, where, "the response")
+        pace = pace or Pace(self._config, where, "the response")
         buffer = bytearray()
         try:
-            for chunk in _body(response):
+            for chunk in _body(response, pace=pace):
                 pace.arrived(len(chunk))
                 room = limit - len(buffer)
                 if len(chunk) > room:
@@ -647,16 +661,16 @@ class RegistryClient:
                     return bytes(buffer), True
                 buffer += chunk
         except httpx.HTTPError as exc:
-            raise _unreachable(exc, where) from None
+            raise pace.failure() or _unreachable(exc, where) from None
         return bytes(buffer), False
 
-    def _chunks(self, response: httpx.Response, where: str, pace: _Pace) -> Iterator[bytes]:
+    def _chunks(self, response: httpx.Response, where: str, pace: Pace) -> Iterator[bytes]:
         try:
-            for chunk in _body(response):
+            for chunk in _body(response, pace=pace):
                 pace.arrived(len(chunk))
                 yield chunk
         except httpx.HTTPError as exc:
-            raise _unreachable(exc, where) from None
+            raise pace.failure() or _unreachable(exc, where) from None
 
     # -- URLs -------------------------------------------------------------------------------------
 
@@ -744,23 +758,23 @@ def _lazy_tls_mounts(config: PullConfig, host: str | None = None) -> dict[str, h
     """
     if urllib.request.getproxies():
         return None
-    plain: httpx.BaseTransport = httpx.HTTPTransport(verify=False)  # no certificate to check
+    plain: httpx.BaseTransport = paced(httpx.HTTPTransport(verify=False))  # no certificate to check
     if config.ca_bundle is not None:  # the user's own CA file: load it now, so a bad path fails early
         verify = _tls_verification(config)
         mounts: dict[str, httpx.BaseTransport] = {
             "http://": plain,
-            "https://": httpx.HTTPTransport(verify=verify),
+            "https://": paced(httpx.HTTPTransport(verify=verify)),
         }
     else:
         mounts = {
             "http://": plain,
-            "https://": _LazyTransport(lambda: httpx.HTTPTransport(verify=_tls_verification(config))),
+            "https://": _LazyTransport(lambda: paced(httpx.HTTPTransport(verify=_tls_verification(config)))),
         }
     if host is not None and config.verify_tls:
         own = host_tls(host, config.cert_dir)  # read now: a broken directory is reported at once
         if own is not None:
             mounts[f"https://{host}"] = _LazyTransport(
-                lambda: httpx.HTTPTransport(verify=context_for(own, config.ca_bundle))
+                lambda: paced(httpx.HTTPTransport(verify=context_for(own, config.ca_bundle)))
             )
     return mounts
 
@@ -788,54 +802,27 @@ def _authority(url: httpx.URL) -> str:
     return f"{host}:{url.port}" if url.port else host
 
 
-class _Pace:
-    """The clock of one request: a total deadline, and a minimum rate over each window.
-
-    httpx's read timeout bounds one socket read only, so a server trickling a byte just inside it
-    could hold a pull forever. Checked as each piece arrives (a blocked read still ends at the read
-    timeout), so a trickle is abandoned within `throughput_window` + `read_timeout` seconds.
-    """
-
-    def __init__(self, config: PullConfig, where: str, what: str) -> None:
-        self._config = config
-        self._where = where
-        self._what = what
-        self._started = self._window_started = time.monotonic()
-        self._window_bytes = 0
-
-    def arrived(self, count: int) -> None:
-        config = self._config
-        now = time.monotonic()
-        if now - self._started > config.request_deadline:
-            raise RegistryUnreachable(
-                f"cannot reach {self._where}: {self._what} took longer than {config.request_deadline:g} s "
-                "(PullConfig.request_deadline)"
-            )
-        self._window_bytes += count
-        elapsed = now - self._window_started
-        if elapsed >= config.throughput_window:
-            rate = self._window_bytes / elapsed
-            if rate < config.min_bytes_per_second:
-                raise RegistryUnreachable(
-                    f"cannot reach {self._where}: {self._what} arrived at {rate:.0f} bytes/s over "
-                    f"{elapsed:.0f} s, below the minimum of {config.min_bytes_per_second} bytes/s "
-                    "(PullConfig.min_bytes_per_second)"
-                )
-            self._window_started, self._window_bytes = now, 0
-
-
 class _Absent(Exception):
     """A listing endpoint answered 404 on its first page (the registry does not offer it)."""
 
 
-def _body(response: httpx.Response, chunk_size: int | None = None) -> Iterator[bytes]:
+def _body(
+    response: httpx.Response, chunk_size: int | None = None, *, pace: Pace | None = None
+) -> Iterator[bytes]:
     """The body exactly as sent (`Accept-Encoding: identity`; a content coding is never undone).
 
+    Each socket read waits no longer than `pace` allows (`pull.pacing`), and under that pace only:
+    the caller may read other responses between two pieces of this one.
     Responses built in memory, as `httpx.MockTransport` handlers usually build them, arrive already read.
     """
     if not response.is_stream_consumed:
-        yield from response.iter_raw(chunk_size)
-        return
+        pieces = response.iter_raw(chunk_size)
+        while True:
+            with active(pace):
+                piece = next(pieces, None)
+            if piece is None:
+                return
+            yield piece
     content = response.content
     step = chunk_size or max(1, len(content))
     for start in range(0, len(content), step):

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import errno
 import os
 import signal
 import socket
@@ -654,6 +655,11 @@ class ContainerStore:
                 current = update_state(container.directory, None, started=started)
         except ContainerNotFound:  # --rm, and it is over already: its monitor removed it
             return replace(container, state=State.EXITED, started=started)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            # It runs: a full disk only keeps its record behind (the next command refreshes it).
+            return replace(container, state=State.RUNNING, started=started)
         return current
 
     # -- ending ----------------------------------------------------------------------------
@@ -724,9 +730,8 @@ class ContainerStore:
             if is_locked(container.directory / "lock"):
                 return container  # another process is creating it right now
             return _released(
-                update_state(
-                    container.directory,
-                    ACTIVE_STATES,
+                _noted(
+                    container,
                     state=State.EXITED,
                     finished=now(),
                     error="creation did not finish",
@@ -738,7 +743,7 @@ class ContainerStore:
             return container  # the runtime cannot tell us; keep what we know
         if state is not None and state.status in ("created", "running", "paused"):
             if state.status != container.state.value:
-                return update_state(container.directory, ACTIVE_STATES, state=State(state.status))
+                return _noted(container, state=State(state.status))
             return container
         # The runtime has no live container. Its monitor records the exit in a moment, if alive.
         if alive(container.monitor_pid, container.monitor_start):
@@ -747,9 +752,8 @@ class ContainerStore:
             if current.state is State.EXITED or alive(container.monitor_pid, container.monitor_start):
                 return current
         return _released(
-            update_state(
-                container.directory,
-                ACTIVE_STATES,
+            _noted(
+                container,
                 state=State.EXITED,
                 finished=now(),
                 error="the container's monitor was gone: exit code unknown",
@@ -825,6 +829,18 @@ def _image_stop_signal(image: AdmittedImage) -> int | None:
     section = image.config.raw.get("config") or {}
     text = section.get("StopSignal") if isinstance(section, dict) else None
     return parse_signal(text) if isinstance(text, str) else None
+
+
+def _noted(container: Container, **changes: Any) -> Container:
+    """`container` brought up to date: recorded in its state.json, or, when the store cannot take the
+    write (a full disk, a read-only store), only shown so: `ps`, `rm -f`, `rmi` and `gc` must still
+    work there, and a record that cannot be refreshed is refreshed again by the next command."""
+    try:
+        return update_state(container.directory, ACTIVE_STATES, **changes)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            raise
+        return replace(container, **changes)
 
 
 def _released(container: Container) -> Container:

@@ -56,7 +56,7 @@ def prepare_layers(
         LayerLimitExceeded: the image exceeds its policy `limits:` (layers, bytes, files; exit 4).
         CouldNotCheck: a layer blob is missing from the store (exit 5).
     """
-    from run.snapshots import SnapshotNotFound, chain_ids
+    from run.snapshots import SnapshotNotFound, snapshot_chain_ids
 
     if len(image.layers) > image.limits.max_layers:  # also when every snapshot exists already
         from run.unpack import check_layer_count
@@ -65,7 +65,7 @@ def prepare_layers(
     if len(image.diff_ids) == len(image.layers):
         # A warm start: every snapshot exists, so there is nothing to unpack and no unpacker to load.
         with contextlib.suppress(SnapshotNotFound):
-            return snapshots.lowerdirs(chain_ids(image.diff_ids))
+            return snapshots.lowerdirs(snapshot_chain_ids(image.diff_ids))
     # Imported here: unmounting and reading /etc/passwd (the monitor, `trust rm`) need no unpacker.
     from run.tarsafe import DEVICES_SKIPPED_PREFIX
     from run.unpack import unpack_layers

@@ -76,6 +76,28 @@ def chain_ids(diff_ids: Sequence[Digest]) -> list[Digest]:
     return result
 
 
+def stack_positions(diff_ids: Sequence[Digest]) -> list[int]:
+    """Which layers of an image make its root filesystem: the last occurrence of each diff_id.
+
+    A layer listed again higher up (A, B, A) shadows its earlier occurrence completely: every path
+    it adds, changes, deletes (whiteout) or makes opaque, it does again above, and what it reads
+    from below (implicit directories' metadata, hard links to lower files) it never found in
+    itself. So the earlier occurrence can go, and the stack B, A mounts exactly what A, B, A
+    describes, with A's files winning over B's. A small layer listed 500 times is then one
+    snapshot, unpacked once and counted once against the image's limits.
+    """
+    last = {diff_id: i for i, diff_id in enumerate(diff_ids)}
+    return [i for i, diff_id in enumerate(diff_ids) if last[diff_id] == i]
+
+
+def snapshot_chain_ids(diff_ids: Sequence[Digest]) -> list[Digest]:
+    """The chain IDs of the snapshots an image with these diff_ids uses, bottom first.
+
+    The OCI chain IDs of its layer stack, repeated layers taken once (`stack_positions`).
+    """
+    return chain_ids([diff_ids[i] for i in stack_positions(diff_ids)])
+
+
 @dataclass(frozen=True)
 class SnapshotInfo:
     """What `snapshot.json` records about a committed snapshot."""

@@ -46,7 +46,7 @@ from pull.errors import CouldNotCheck, DigestMismatch, InvalidManifest
 from pull.manifest import Descriptor
 from pull.mediatypes import LAYER_COMPRESSION
 from pull.store import ContentStore
-from run.snapshots import SnapshotStore, chain_ids
+from run.snapshots import SnapshotStore, chain_ids, stack_positions
 from run.tarsafe import (
     LayerLimitExceeded,
     LayerWriter,
@@ -289,6 +289,8 @@ def unpack_layers(
     """Make sure every layer of an image has a committed snapshot; returns them bottom first.
 
     `layers` are the manifest's layer descriptors and `diff_ids` the config's `rootfs.diff_ids`.
+    A layer listed more than once is unpacked once, where it last occurs (`snapshots.stack_positions`),
+    so the result has one entry per distinct layer, and the image's limits count it once.
     Layers already unpacked (by any image) are reused; the others are unpacked `workers` at a time.
     If one fails, layers not yet started are cancelled and the first error (bottom-most) is raised.
     `image_limits` bound the image as a whole (see the module doc): LayerLimitExceeded, exit 4.
@@ -298,11 +300,17 @@ def unpack_layers(
         raise InvalidManifest(
             f"the manifest lists {len(layers)} layers but the config has {len(diff_ids)} diff_ids"
         )
-    chain = chain_ids(diff_ids)
-    jobs = [
-        _Job(layer, diff_id, chain[: i + 1])
-        for i, (layer, diff_id) in enumerate(zip(layers, diff_ids, strict=True))
-    ]
+    positions = stack_positions(diff_ids)
+    kept_for = {diff_ids[i]: layers[i] for i in positions}
+    for layer, diff_id in zip(layers, diff_ids, strict=True):
+        kept = kept_for[diff_id]
+        if (layer.digest, layer.media_type) != (kept.digest, kept.media_type):
+            # Only the kept occurrence is unpacked and checked against the diff_id: another blob
+            # claiming the same diff_id would go unchecked, so it is refused instead.
+            raise InvalidManifest(f"layers {layer.digest} and {kept.digest} claim the same diff_id {diff_id}")
+    stacked = [(layers[i], diff_ids[i]) for i in positions]
+    chain = chain_ids([diff_id for _, diff_id in stacked])
+    jobs = [_Job(layer, diff_id, chain[: i + 1]) for i, (layer, diff_id) in enumerate(stacked)]
     budget = ImageBudget(image_limits)
     if workers <= 1 or len(jobs) <= 1:
         return [_unpack_one(content, snapshots, job, limits, budget, sync, lambda: None) for job in jobs]

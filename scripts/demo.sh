@@ -265,6 +265,7 @@ YAML
 expect_exit 4 trust run --rm --store "$work/store-limits" --policy "$work/limits.yaml" "$pinned" true
 expect_exit 2 trust pull --store "$work/a:b" "$pinned"   # overlay could never mount it: refused first
 trust gc -o json | python3 -c 'import json,sys; print("lock files gc removed:", json.load(sys.stdin)["staleLocks"])'
+trust --request-deadline 10m --min-rate 50k pull "$pinned"   # a slow registry: stop at 10 min or below 50 kB/s
 # --- end issue 20 ---
 
 step "a malformed reference is a usage error"

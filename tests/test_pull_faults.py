@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -382,3 +383,179 @@ def test_a_slow_but_steady_blob_still_pulls(
     _small_pace(monkeypatch, request_deadline=10.0, min_bytes_per_second=10_000, throughput_window=0.3)
     assert pull(tmp_path, f"{hostile.host}/team/app:v1") == 0
     assert image.layers[0] in stored_blobs(tmp_path)
+
+
+# -- the bounds hold within bounded time, whatever one read waits (issue 20, class 1) ---------------
+
+
+@pytest.fixture
+def release() -> Iterator[threading.Event]:
+    """Set at the end of the test: the hostile server's stalled handlers then finish."""
+    event = threading.Event()
+    yield event
+    event.set()
+
+
+def _stalling(data: bytes, release: threading.Event) -> Iterator[bytes]:
+    """The first 1000 bytes of `data`, then nothing until `release` (or 60 s): a server gone silent."""
+    yield data[:1000]
+    release.wait(60)
+
+
+def test_a_registry_silent_mid_blob_is_abandoned_at_the_deadline_not_a_read_timeout_later(
+    hostile: HostileRegistry, release: threading.Event, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = hostile.add_image("team/app", "v1", [LAYER], layer_media_type=OCI_LAYER_GZIP)
+    hostile.add_route(
+        "GET",
+        f"/v2/team/app/blobs/{image.layers[0]}",
+        lambda _r: Reply(200, _stalling(LAYER, release), headers={"Content-Length": str(len(LAYER))}),
+    )
+    started = time.monotonic()
+    # The per-read timeout stays at its 60 s default; the floor is off: only the deadline can stop it.
+    pace = ["--request-deadline", "2s", "--min-rate", "0"]
+    code = main([*pace, "pull", "--store", str(tmp_path), f"{hostile.host}/team/app:v1"])
+    elapsed = time.monotonic() - started
+    err = capsys.readouterr().err
+    assert code == 5, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"cannot reach {hostile.host}/team/app: blob {image.layers[0]} took longer than 2 s" in err
+    assert "--request-deadline" in err
+    assert elapsed < 5, f"the deadline was overrun by a read timeout: {elapsed:.1f} s"
+    assert image.layers[0] not in stored_blobs(tmp_path)
+    assert_nothing_unverified(tmp_path)
+
+
+def test_a_registry_silent_mid_blob_is_abandoned_when_the_floor_window_ends(
+    hostile: HostileRegistry,
+    release: threading.Event,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    image = hostile.add_image("team/app", "v1", [LAYER], layer_media_type=OCI_LAYER_GZIP)
+    hostile.add_route(
+        "GET",
+        f"/v2/team/app/blobs/{image.layers[0]}",
+        lambda _r: Reply(200, _stalling(LAYER, release), headers={"Content-Length": str(len(LAYER))}),
+    )
+    _small_pace(monkeypatch, throughput_window=1.5)  # read timeout 60 s, deadline 1 h: as shipped
+    monkeypatch.setenv("TRUST_MIN_RATE", "50kB")
+    started = time.monotonic()
+    assert pull(tmp_path, f"{hostile.host}/team/app:v1") == 5
+    elapsed = time.monotonic() - started
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"cannot reach {hostile.host}/team/app: blob {image.layers[0]} arrived at" in err
+    assert "below the minimum of 50000 bytes/s" in err
+    assert elapsed < 4.5, f"abandoned a read timeout after the window: {elapsed:.1f} s"
+    assert_nothing_unverified(tmp_path)
+
+
+def test_a_registry_that_never_answers_is_abandoned_at_the_deadline(
+    hostile: HostileRegistry,
+    release: threading.Event,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hostile.add_image("team/app", "v1", [LAYER], layer_media_type=OCI_LAYER_GZIP)
+
+    def silent(_request: object) -> Reply:  # not even the status line
+        release.wait(60)
+        return Reply(500)
+
+    hostile.add_route("GET", "/v2/team/app/manifests/v1", silent)
+    monkeypatch.setenv("TRUST_REQUEST_DEADLINE", "1.5")
+    started = time.monotonic()
+    assert pull(tmp_path, f"{hostile.host}/team/app:v1") == 5
+    elapsed = time.monotonic() - started
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"cannot reach {hostile.host}/team/app: manifest v1 took longer than 1.5 s" in err
+    assert elapsed < 4, f"{elapsed:.1f} s"
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--request-deadline", "0"], {}, "--request-deadline: '0' is not a duration"),
+        (["--request-deadline", "soon"], {}, "--request-deadline: 'soon' is not a duration"),
+        (["--min-rate", "fast"], {}, "--min-rate: 'fast' is not a rate"),
+        ([], {"TRUST_MIN_RATE": "9" * 5000}, "TRUST_MIN_RATE: '9999"),
+        ([], {"TRUST_REQUEST_DEADLINE": "-1"}, "TRUST_REQUEST_DEADLINE: '-1' is not a duration"),
+    ],
+)
+def test_a_bad_pace_setting_is_exit_2_before_any_request(
+    args: list[str],
+    env: dict[str, str],
+    message: str,
+    hostile: HostileRegistry,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert main([*args, "pull", "--store", str(tmp_path), f"{hostile.host}/team/app:v1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert hostile.requests == []
+
+
+def test_pace_settings_parse_durations_and_decimal_rates() -> None:
+    from pull.config import PullConfig, parse_deadline, parse_rate, with_pace
+
+    assert [parse_deadline(t) for t in ("600", "90s", "15m", "2h", "0.5")] == [600, 90, 900, 7200, 0.5]
+    assert [parse_rate(t) for t in ("0", "10000", "10k", "10kB", "2M", "2MB/s")] == [
+        0, 10_000, 10_000, 10_000, 2_000_000, 2_000_000,
+    ]  # fmt: skip
+    config = with_pace(PullConfig(), {"TRUST_REQUEST_DEADLINE": "10m", "TRUST_MIN_RATE": "1k"})
+    assert (config.request_deadline, config.min_bytes_per_second) == (600, 1000)
+    assert with_pace(PullConfig(), {}) == PullConfig()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["pull", "--store", "STORE", "PINNED"],
+        ["copy", "--no-signatures", "PINNED", "oci:LAYOUT:v1"],
+        ["verify", "--pull", "--store", "STORE", "--policy", "POLICY", "PINNED"],
+        ["policy", "explain", "--store", "STORE", "--policy", "POLICY", "PINNED"],
+        ["run", "--rm", "--store", "STORE", "--policy", "POLICY", "PINNED", "true"],
+    ],
+    ids=lambda command: command[0] if command[0] != "policy" else "policy-explain",
+)
+def test_every_command_that_fetches_keeps_the_request_deadline(
+    command: list[str],
+    hostile: HostileRegistry,
+    release: threading.Event,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """The global --request-deadline reaches every command that talks to a registry."""
+    image = hostile.add_image("team/app", "v1", [LAYER], layer_media_type=OCI_LAYER_GZIP)
+
+    def silent(_request: object) -> Reply:
+        release.wait(60)
+        return Reply(500)
+
+    hostile.add_route("GET", re.compile(r"/v2/team/app/manifests/.*"), silent)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("version: 1\ndefault: {insecure-accept-anything: true}\n")
+    values = {
+        "STORE": str(tmp_path / "store"),
+        "PINNED": f"{hostile.host}/team/app@{image.digest}",
+        "POLICY": str(policy),
+        "LAYOUT": str(tmp_path / "layout"),
+    }
+    args = [values.get(arg, arg).replace("LAYOUT", values["LAYOUT"]) for arg in command]
+    capfd.readouterr()
+    started = time.monotonic()
+    code = main(["--request-deadline", "1.5", *args])
+    elapsed = time.monotonic() - started
+    err = capfd.readouterr().err
+    assert code == 5, err
+    assert "Traceback" not in err and f"cannot reach {hostile.host}/team/app" in err, err
+    assert "took longer than 1.5 s" in err, err
+    assert elapsed < 6, f"{elapsed:.1f} s"

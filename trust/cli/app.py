@@ -69,6 +69,26 @@ def _options(
             show_default=False,
         ),
     ] = None,
+    request_deadline: Annotated[
+        str | None,
+        typer.Option(
+            "--request-deadline",
+            metavar="DURATION",
+            help="Longest any one request to a registry may take, e.g. 600, 90s, 15m, 2h (default 1h; "
+            "env TRUST_REQUEST_DEADLINE). Beyond it the command stops, exit 5.",
+            show_default=False,
+        ),
+    ] = None,
+    min_rate: Annotated[
+        str | None,
+        typer.Option(
+            "--min-rate",
+            metavar="BYTES/S",
+            help="Slowest transfer accepted, averaged over 30 s, e.g. 10k, 2MB (default 10k; 0: none; "
+            "env TRUST_MIN_RATE). A slower registry is abandoned, exit 5.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Verified pulls, signatures, policy admission and a namespaced runtime for OCI images."""
     # Every command (and the agent and webhook it may hand work to) reads these through the
@@ -77,6 +97,13 @@ def _options(
         os.environ["CONTAINERS_REGISTRIES_CONF"] = str(registries_conf.absolute())
     if cert_dir is not None:
         os.environ["TRUST_CERT_DIR"] = str(cert_dir.absolute())
+    if request_deadline is not None or min_rate is not None:
+        from pull.config import DEADLINE_ENV, MIN_RATE_ENV, parse_deadline, parse_rate
+
+        if request_deadline is not None:
+            os.environ[DEADLINE_ENV] = str(parse_deadline(request_deadline))  # checked now: exit 2
+        if min_rate is not None:
+            os.environ[MIN_RATE_ENV] = str(parse_rate(min_rate))
 
 
 def agent(
@@ -173,8 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     return result if isinstance(result, int) else 0
 
 
-_GLOBAL_ENV = ("CONTAINERS_REGISTRIES_CONF", "TRUST_CERT_DIR")
-"""Set by the global `--registries-conf` and `--cert-dir` for the command's duration."""
+_GLOBAL_ENV = ("CONTAINERS_REGISTRIES_CONF", "TRUST_CERT_DIR", "TRUST_REQUEST_DEADLINE", "TRUST_MIN_RATE")
+"""Set by the global `--registries-conf`, `--cert-dir`, `--request-deadline` and `--min-rate` for
+the command's duration."""
 
 
 def _narrowed(full: typer.Typer, args: list[str]) -> typer.Typer:

@@ -33,6 +33,7 @@ from trust.cli.common import (
     TrustedRootOption,
     load_signer,
     qualified,
+    write_file,
 )
 from trust.cli.output import OutputFormat, emit_json, emit_line, note
 
@@ -348,10 +349,7 @@ def attest_blob(
         if key is None:
             raise UsageError("give --key, or --keyless")
         data = make_bundle(digest, artifact.name, load_signer(key, public_key), predicate_type, content)
-    try:
-        bundle.write_bytes(data)
-    except OSError as exc:
-        raise UsageError(f"cannot write {bundle}: {exc.strerror or exc}") from None
+    write_file(bundle, data)
     note(f"attested {artifact} ({predicate_type}): bundle written to {bundle}")
 
 

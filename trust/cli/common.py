@@ -164,10 +164,12 @@ def open_store(path: Path | None) -> ContentStore:
 
 
 def pull_config(insecure: list[str] | None, cert_dir: Path | None = None) -> PullConfig:
-    from pull.config import PullConfig
+    from pull.config import PullConfig, with_pace
 
-    return PullConfig(
-        insecure_registries=frozenset(insecure or ()), cert_dir=str(cert_dir) if cert_dir else None
+    return with_pace(
+        PullConfig(
+            insecure_registries=frozenset(insecure or ()), cert_dir=str(cert_dir) if cert_dir else None
+        )
     )
 
 
@@ -198,6 +200,29 @@ CertDirOption = Annotated[
 
 MAX_ERROR_CHARS = 1000
 """An error line is cut here: a hostile 100 KB reference or registry message is not echoed whole."""
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """Write an output file the user named (a bundle, a public key) through a temporary file beside
+    it: never half a file. A sick host (full disk, read-only file system) is exit 5, a path that
+    cannot be written (no such directory, a directory) exit 2; one line either way."""
+    import tempfile
+
+    from pull.errors import HOST_FAULT_ERRNOS, HostFault
+
+    temporary: str | None = None
+    try:
+        handle, temporary = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=".trust-")
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except OSError as exc:
+        if temporary is not None:
+            Path(temporary).unlink(missing_ok=True)
+        message = f"cannot write {path}: {exc.strerror or exc}"
+        raise (HostFault if exc.errno in HOST_FAULT_ERRNOS else UsageError)(message) from None
 
 
 def error_line(error: BaseException) -> str:

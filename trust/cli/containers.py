@@ -423,7 +423,7 @@ def exec_(
         interactive=interactive,
         tty=tty,
     )
-    raise typer.Exit(_store_containers(store).exec(container, options))
+    raise typer.Exit(_store_containers(store, changing="exec in").exec(container, options))
 
 
 def _options(
@@ -625,10 +625,21 @@ def _containers(content: ContentStore) -> ContainerStore:
     return ContainerStore(content)
 
 
-def _store_containers(store: Path | None) -> ContainerStore:
+def _store_containers(store: Path | None, *, changing: str | None = None) -> ContainerStore:
+    """The containers of the store. `changing` (what the command does, "start", "stop", …): the
+    store must be writable, checked before anything is done, so that a read-only store is one
+    clear line (exit 5), not the runtime failing half-way with its own words."""
     from trust.cli.common import open_store
 
-    return _containers(open_store(store))
+    content = open_store(store)
+    if changing is not None and content.read_only:
+        from pull.errors import HostFault
+
+        raise HostFault(
+            f"the store {content.root} is read-only: cannot {changing} its containers (their state lives "
+            "there); `trust ps`, `inspect` and `logs` still read it"
+        )
+    return _containers(content)
 
 
 # -- lifecycle of existing containers ----------------------------------------------------------
@@ -636,7 +647,7 @@ def _store_containers(store: Path | None) -> ContainerStore:
 
 def start(containers: ContainersArg, store: StoreOption = None) -> None:
     """Start created containers (their output goes to `trust logs`)."""
-    _each(containers, _store_containers(store).start)
+    _each(containers, _store_containers(store, changing="start").start)
 
 
 def stop(
@@ -651,7 +662,7 @@ def stop(
         from pull.errors import UsageError
 
         raise UsageError("--time must be 0 or more seconds")
-    found = _store_containers(store)
+    found = _store_containers(store, changing="stop")
     _each(containers, lambda ref: found.stop(ref, timeout=float(time)))
 
 
@@ -662,18 +673,18 @@ def kill(
 ) -> None:
     """Send a signal to running containers."""
     signum = _signal(signal_name)
-    found = _store_containers(store)
+    found = _store_containers(store, changing="kill")
     _each(containers, lambda ref: found.kill(ref, signum))
 
 
 def pause(containers: ContainersArg, store: StoreOption = None) -> None:
     """Freeze every process of running containers (cgroup freezer)."""
-    _each(containers, _store_containers(store).pause)
+    _each(containers, _store_containers(store, changing="pause").pause)
 
 
 def unpause(containers: ContainersArg, store: StoreOption = None) -> None:
     """Thaw paused containers."""
-    _each(containers, _store_containers(store).unpause)
+    _each(containers, _store_containers(store, changing="unpause").unpause)
 
 
 def rm(
@@ -682,7 +693,7 @@ def rm(
     store: StoreOption = None,
 ) -> None:
     """Remove containers: runtime state, mounts, upper layer and logs. Running ones need -f."""
-    found = _store_containers(store)
+    found = _store_containers(store, changing="remove")
     _each(containers, lambda ref: found.remove(ref, force=force))
 
 

@@ -50,6 +50,7 @@ from trust.cli.common import (
     load_signer,
     open_store,
     qualified,
+    write_file,
 )
 
 
@@ -113,10 +114,7 @@ def public_key_command(
     if outfile is None:
         sys.stdout.write(pem.decode())
         return
-    try:
-        outfile.write_bytes(pem)
-    except OSError as exc:
-        raise UsageError(f"cannot write {outfile}: {exc.strerror or exc}") from None
+    write_file(outfile, pem)
     note(f"public key written to {outfile}")
 
 
@@ -812,24 +810,10 @@ def sign_blob(
             timestamp_url=instance.timestamp_authority(),
         )
         signer_name = _key_name(key)
-    _write_atomically(bundle, data)
+    write_file(bundle, data)
     if output is OutputFormat.json:
         emit_json(
             {"artifact": str(artifact), "digest": str(digest), "bundle": str(bundle), "signer": signer_name}
         )
         return
     note(f"signed {artifact} ({digest}) as {signer_name}: bundle written to {bundle}")
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file beside it: never half a bundle."""
-    import os
-    import tempfile
-
-    try:
-        handle, temporary = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=".trust-")
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.replace(temporary, path)
-    except OSError as exc:
-        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 
-from pull.errors import TrustError
+from pull.errors import TrustError, UsageError
 from trust.cli.output import OutputFormat, emit_json, emit_line, emit_table, human_size, note
 
 if TYPE_CHECKING:
@@ -85,9 +85,13 @@ def audit(
     from policy.admission import load
     from pull.clients import RegistryClients
     from run.rootfs import open_snapshots
-    from trust.cli.common import open_store
+    from trust.cli.common import default_store_path, open_store
     from trust.store_ops.audit import audit as run_audit
 
+    root = (store or default_store_path()).absolute()
+    if not root.exists():
+        # Never make a store to audit: a mistyped path would come back "audited 0 images", clean.
+        raise UsageError(f"no store at {root}: nothing to audit")
     content = open_store(store)
     if content.read_only:
         note(
@@ -306,7 +310,7 @@ def gc(
     from pull.errors import HostFault
     from pull.gc import collect
     from run.rootfs import open_snapshots
-    from run.snapshots import chain_ids
+    from run.snapshots import snapshot_chain_ids
     from trust.cli.common import open_store
 
     content = open_store(store)
@@ -327,7 +331,7 @@ def gc(
         return roots
 
     def live_snapshots(closure: Closure) -> set[Digest]:
-        return {chain for config in closure.configs.values() for chain in chain_ids(config.diff_ids)}
+        return {chain for config in closure.configs.values() for chain in snapshot_chain_ids(config.diff_ids)}
 
     report = collect(
         content,
@@ -371,7 +375,7 @@ def with_unpacked_sizes(content: ContentStore, rows: list[ImageRow]) -> list[Ima
 
     from pull.gc import reach
     from run.rootfs import SNAPSHOTS_DIR
-    from run.snapshots import SnapshotNotFound, SnapshotStore, chain_ids
+    from run.snapshots import SnapshotNotFound, SnapshotStore, snapshot_chain_ids
 
     if not (content.meta / SNAPSHOTS_DIR).is_dir():
         return rows
@@ -380,7 +384,7 @@ def with_unpacked_sizes(content: ContentStore, rows: list[ImageRow]) -> list[Ima
     for row in rows:
         total = 0
         for config in reach(content, [row.digest]).configs.values():
-            for chain_id in chain_ids(config.diff_ids):
+            for chain_id in snapshot_chain_ids(config.diff_ids):
                 try:
                     total += snapshots.info(chain_id).content_size or 0
                 except (SnapshotNotFound, TrustError):

@@ -40,7 +40,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
-from pull.errors import UsageError
+from pull.errors import HOST_FAULT_ERRNOS, HostFault, UsageError
 from pull.strictjson import loads as strict_json
 from pull.userfile import open_regular_file
 from trust.errors import KeyLoadError, WrongPassword
@@ -147,18 +147,31 @@ def write_keypair(prefix: Path, private_pem: bytes, public_pem: bytes) -> tuple[
     for path in (key_path, pub_path):
         if path.exists():
             raise UsageError(f"{path} already exists; remove it or choose another --output-prefix")
+    written: list[Path] = []
     try:
-        _write_new(key_path, private_pem, 0o600)
-        _write_new(pub_path, public_pem, 0o644)
+        for path, data, mode in ((key_path, private_pem, 0o600), (pub_path, public_pem, 0o644)):
+            _write_new(path, data, mode)
+            written.append(path)
     except OSError as exc:
-        raise UsageError(f"cannot write key pair: {exc.strerror or exc}") from None
+        for path in written:  # never half a pair (a full disk may take the key and refuse the .pub)
+            path.unlink(missing_ok=True)
+        message = f"cannot write key pair {key_path}: {exc.strerror or exc}"
+        if exc.errno in HOST_FAULT_ERRNOS:  # the host's doing (full, read-only), not the path's
+            raise HostFault(message) from None
+        raise UsageError(message) from None
     return key_path, pub_path
 
 
 def _write_new(path: Path, data: bytes, mode: int) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())  # a full disk says so here, not after we reported success
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
 
 
 # --- loading -----------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ from pull.gc import is_signature_ref, reach, signature_refs
 from pull.manifest import ImageIndex, ImageManifest
 from pull.reference import Reference
 from pull.store import ContentStore, StoredRef
-from run.snapshots import SnapshotNotFound, SnapshotStore, TreeEntry, chain_ids, hash_file, scan_tree
+from run.snapshots import SnapshotNotFound, SnapshotStore, TreeEntry, hash_file, scan_tree, snapshot_chain_ids
 from run.tarsafe import DEVICES_SKIPPED_PREFIX
 
 READ_CHUNK = 1 << 20
@@ -270,7 +270,9 @@ def _audit(
             TamperedBlob(d, f"missing from the store (required by {parent})")
             for d, parent in closure.missing.items()
         ]
-        entry.snapshots = [c for config in closure.configs.values() for c in chain_ids(config.diff_ids)]
+        entry.snapshots = [
+            c for config in closure.configs.values() for c in snapshot_chain_ids(config.diff_ids)
+        ]
         for chain_id in entry.snapshots:
             with contextlib.suppress(SnapshotNotFound, IntegrityError):  # absent, or reported below
                 info = snapshots.info(chain_id)
