@@ -1,9 +1,13 @@
 """Fixtures of the interop suite: the real peers (built by scripts/peers.sh), an OCI 1.1 registry.
 
-- `peers` (session): paths of cosign, notation, crane and olareg. The suite fails, never skips,
-  when they are missing: README's test command builds them (scripts/test.sh runs peers.sh).
+- `peers` (session): paths of cosign, notation, crane, olareg and the Sigstore servers. The suite
+  fails, never skips, when they are missing: README's test command builds them (scripts/test.sh
+  runs peers.sh).
 - `oci11_registry` (session): olareg on 127.0.0.1, serving the OCI 1.1 referrers API that Debian's
   registry (distribution 2.8) lacks; the suite's images live there.
+- `local_sigstore` (session): Sigstore's own Fulcio, Rekor v2, timestamp authority and a CT log on
+  127.0.0.1, with the trusted root and signing config that describe them
+  (tests/support/sigstore_services.py).
 - `tool_env` (function): an environment with HOME, DOCKER_CONFIG and XDG_CONFIG_HOME of the test's
   own, so cosign and notation read no configuration of the machine and leave none behind.
 """
@@ -20,6 +24,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from support.sigstore_services import LocalSigstore, SigstoreBinaries, start_local_sigstore
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,6 +35,7 @@ class Peers:
     notation: str
     crane: str
     olareg: str
+    sigstore: SigstoreBinaries
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +48,19 @@ def peers() -> Peers:
     for folder in out.stdout.split():
         for tool in Path(folder).iterdir():
             found[tool.name] = str(tool)
-    return Peers(found["cosign"], found["notation"], found["crane"], found["olareg"])
+    return Peers(
+        found["cosign"],
+        found["notation"],
+        found["crane"],
+        found["olareg"],
+        SigstoreBinaries.from_folders(out.stdout.split()),
+    )
+
+
+@pytest.fixture(scope="session")
+def local_sigstore(peers: Peers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSigstore]:
+    with start_local_sigstore(peers.sigstore, tmp_path_factory.mktemp("sigstore")) as sigstore:
+        yield sigstore
 
 
 @dataclass(frozen=True)
