@@ -1,4 +1,4 @@
-"""cosign signing against Sigstore's own services on 127.0.0.1, trust checking what it wrote.
+"""Signing against Sigstore's own services on 127.0.0.1: cosign signs and trust checks, and back.
 
 The services are the real servers (`local_sigstore`: Fulcio with an ephemeral CA and the tests'
 OIDC issuers, Rekor v2 `rekor-tiles`, the timestamp authority, a TesseraCT certificate
@@ -10,6 +10,7 @@ transparency log), described to cosign v3 by a signing config and a trusted root
 | cosign sign keyless (Fulcio, SCT, Rekor v2, RFC 3161) | trust verify (identity, issuer, --trusted-root) |
 | cosign sign --key with the log (Rekor v2, RFC 3161)   | trust verify --key --trusted-root (log checked) |
 | cosign attest keyless                                 | trust verify-attestation (identity, issuer) |
+| trust sign --keyless (the same services)              | cosign verify (identity, issuer, --trusted-root) |
 
 cosign checks each signature too (`cosign verify`), and every cell has negative twins that both
 tools refuse: another identity, another issuer, a signature moved onto another image, a log
@@ -303,3 +304,48 @@ def test_cosign_attests_keyless_trust_verifies(
         local_sigstore.other_issuer.url,
     ]
     both_refuse(peers, tool_env, [*check, *elsewhere, *COSIGN_REGISTRY_FLAGS, ref], [*check, *elsewhere, ref])
+
+
+def test_trust_signs_keyless_cosign_verifies(
+    peers: Peers,
+    oci11_registry: OCI11Registry,
+    tool_env: dict[str, str],
+    local_sigstore: LocalSigstore,
+) -> None:
+    # trust signs through the same services, read from the ClientTrustConfig (its signing config
+    # names Rekor v2, which sigstore-python logs to); cosign checks the certificate, SCT, log
+    # entry and timestamp against the trusted root.
+    ref = image(oci11_registry, "interop/trust-keyless", b"signed keyless by trust")
+    token = local_sigstore.issuer.token(ALICE)
+    trust_sign = [TRUST, "sign", "--keyless", "--trust-config", str(local_sigstore.trust_config)]
+    run([*trust_sign, "--identity-token", token, "--insecure-registry", oci11_registry.host, ref], tool_env)
+    root = ["--trusted-root", str(local_sigstore.trusted_root)]
+    identity = ["--certificate-identity", ALICE, "--certificate-oidc-issuer", local_sigstore.issuer.url]
+    verified = run([peers.cosign, "verify", *root, *identity, *COSIGN_REGISTRY_FLAGS, ref], tool_env)
+    assert "transparency log was verified" in verified.stderr
+    _, bundle = bundle_referrer(ref)
+    [entry] = bundle["verificationMaterial"]["tlogEntries"]
+    assert entry["kindVersion"]["version"] == "0.0.2"  # logged to Rekor v2
+    record = trust_record([TRUST, "verify", *root, *identity, ref], tool_env)
+    assert record["verified"]
+
+    cosign_verify = ["verify", *COSIGN_REGISTRY_FLAGS]
+    bob = [
+        "--certificate-identity",
+        "bob@example.test",
+        "--certificate-oidc-issuer",
+        local_sigstore.issuer.url,
+    ]
+    both_refuse(peers, tool_env, [*cosign_verify, *root, *bob, ref], ["verify", *root, *bob, ref])
+    elsewhere = [
+        "--certificate-identity",
+        ALICE,
+        "--certificate-oidc-issuer",
+        local_sigstore.other_issuer.url,
+    ]
+    both_refuse(peers, tool_env, [*cosign_verify, *root, *elsewhere, ref], ["verify", *root, *elsewhere, ref])
+    moved = image(oci11_registry, "interop/trust-keyless", b"never signed by trust")
+    push_referrer(moved, *bundle_referrer(ref))
+    both_refuse(
+        peers, tool_env, [*cosign_verify, *root, *identity, moved], ["verify", *root, *identity, moved]
+    )
