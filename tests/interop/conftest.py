@@ -5,9 +5,10 @@
   runs peers.sh).
 - `oci11_registry` (session): olareg on 127.0.0.1, serving the OCI 1.1 referrers API that Debian's
   registry (distribution 2.8) lacks; the suite's images live there.
-- `local_sigstore` (session): Sigstore's own Fulcio, Rekor v2, timestamp authority and a CT log on
-  127.0.0.1, with the trusted root and signing config that describe them
-  (tests/support/sigstore_services.py).
+- `local_sigstore` (function: the timestamp authority's fixed metrics port lets one run at a time
+  on the machine, see tests/support/sigstore_services.py; a start takes under a second):
+  Sigstore's own Fulcio, Rekor v2, timestamp authority and a CT log on 127.0.0.1, with the
+  trusted root and signing config that describe them.
 - `tool_env` (function): an environment with HOME, DOCKER_CONFIG and XDG_CONFIG_HOME of the test's
   own, so cosign and notation read no configuration of the machine and leave none behind.
 """
@@ -57,9 +58,9 @@ def peers() -> Peers:
     )
 
 
-@pytest.fixture(scope="session")
-def local_sigstore(peers: Peers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSigstore]:
-    with start_local_sigstore(peers.sigstore, tmp_path_factory.mktemp("sigstore")) as sigstore:
+@pytest.fixture
+def local_sigstore(peers: Peers, tmp_path: Path) -> Iterator[LocalSigstore]:
+    with start_local_sigstore(peers.sigstore, tmp_path / "sigstore") as sigstore:
         yield sigstore
 
 

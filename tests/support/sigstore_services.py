@@ -19,6 +19,11 @@ public-good instance. Each runs on a loopback port with state in a folder of the
 Rekor v1 (`github.com/sigstore/rekor` cmd/rekor-server) is not here: it needs Trillian's log server
 and signer with MySQL, and redis; Rekor v2 is what the public instance writes to from 2025 on.
 
+The timestamp authority (v2.1.3) serves its metrics on `:2112`, a port written in its code, so
+two can't run on one machine at once: a set of services holds an exclusive lock on
+`TSA_LOCK` from start to stop, and another test (another xdist worker, another checkout's run)
+waits for it. Tests start the services per test (under a second) so the lock is held briefly.
+
 As `support.registry`, every process dies with the test process (`setpriv --pdeathsig KILL`).
 """
 
@@ -26,8 +31,10 @@ from __future__ import annotations
 
 import atexit
 import base64
+import fcntl
 import hashlib
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -47,6 +54,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 START_TIMEOUT = 30.0
+TSA_LOCK = Path("/tmp/trust-tests-timestamp-authority-2112.lock")
+"""Held while a timestamp authority of these tests runs (its metrics port is fixed: :2112)."""
+LOCK_TIMEOUT = 300.0
 SERVICE_NAME = "trust-tests"
 
 _LIVE: dict[int, subprocess.Popen[bytes]] = {}
@@ -176,12 +186,30 @@ class LocalSigstore:
         """The timestamp endpoint itself (`…/api/v1/timestamp`)."""
         self.ct_url = ""
         self._processes: list[subprocess.Popen[bytes]] = []
+        self._lock: int | None = None
 
     def stop(self) -> None:
         for process in self._processes:
             _terminate(process)
         self.issuer.stop()
         self.other_issuer.stop()
+        if self._lock is not None:
+            os.close(self._lock)  # releases the flock
+            self._lock = None
+
+    def _take_tsa_port(self) -> None:
+        self._lock = os.open(TSA_LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+        deadline = time.monotonic() + LOCK_TIMEOUT
+        while True:
+            try:
+                fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise SigstoreServicesError(
+                        f"another timestamp authority held {TSA_LOCK} for {LOCK_TIMEOUT:.0f} s"
+                    ) from None
+                time.sleep(0.1)
 
     def __enter__(self) -> LocalSigstore:
         return self
@@ -230,6 +258,7 @@ def _start_all(sigstore: LocalSigstore, binaries: SigstoreBinaries) -> None:
     start = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     # The timestamp authority: an in-memory signer, whose chain the server hands out.
+    sigstore._take_tsa_port()
     tsa_port = _free_port()
     tsa_base = f"http://127.0.0.1:{tsa_port}"
     sigstore.tsa_url = f"{tsa_base}/api/v1/timestamp"
