@@ -24,6 +24,9 @@ FULCIO=v1.8.8        # certificate authority (--ca=ephemeralca), OIDC tokens fro
 REKOR_TILES=v2.3.0   # Rekor v2 on Tessera's POSIX backend: a plain folder, no database
 TSA=v2.1.3           # sigstore timestamp-authority, in-memory signer
 TESSERACT=v0.1.1     # a static-ct-api certificate transparency log (POSIX), so Fulcio embeds real SCTs
+# A Kubernetes API server for the admission webhook (tests/support/kube.py):
+KUBERNETES=v1.36.3   # kube-apiserver; its staging modules (k8s.io/api, …) are the matching v0.36.3
+ETCD=v3.6.16
 
 build() {  # build NAME VERSION PACKAGE: go install into a staging folder, then one rename
     local bin="$PEERS_DIR/$1-$2/bin" stage built
@@ -53,6 +56,37 @@ build_unlisted() {  # build_unlisted NAME VERSION PACKAGE: a module whose versio
     place "$1" "$2" "$stage"
 }
 
+build_kube_apiserver() {  # build_kube_apiserver VERSION
+    # `go install k8s.io/kubernetes/cmd/kube-apiserver@V` is refused: k8s.io/kubernetes' go.mod
+    # replaces its staging modules with folders of its own tree. A throwaway module requires it
+    # and replaces each of those with the published staging module of the same release.
+    local bin="$PEERS_DIR/kube-apiserver-$1/bin" module stage
+    [ -x "$bin/kube-apiserver" ] && return 0
+    echo "peers: building kube-apiserver $1" >&2
+    stage=$(mktemp -d "$PEERS_DIR/.stage-kube-apiserver.XXXXXX")
+    mkdir "$stage/bin"
+    module=$(mktemp -d)
+    (
+        cd "$module"
+        gomod=$(go mod download -json "k8s.io/kubernetes@$1" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')
+        staging="v0.${1#v1.}"
+        {
+            printf 'module example.invalid/trust-peers\n\ngo 1.26.0\n\nrequire k8s.io/kubernetes %s\n\nreplace (\n' "$1"
+            awk -v v="$staging" '/^replace \(/ {f = 1; next} f && /^\)/ {f = 0} f && /=> \.\/staging/ {print "\t" $1 " => " $1 " " v}' "$gomod"
+            printf ')\n'
+        } >go.mod
+        printf '//go:build tools\n\npackage tools\n\nimport _ "k8s.io/kubernetes/cmd/kube-apiserver"\n' >tools.go
+        go mod tidy
+        GOBIN="$stage/bin" GOFLAGS=-trimpath nice go install k8s.io/kubernetes/cmd/kube-apiserver
+    ) >"$PEERS_DIR/kube-apiserver-$1.log" 2>&1 || {
+        cat "$PEERS_DIR/kube-apiserver-$1.log" >&2
+        rm -rf "$module" "$stage"
+        return 1
+    }
+    rm -rf "$module"
+    place kube-apiserver "$1" "$stage"
+}
+
 place() {  # place NAME VERSION STAGE: name the one built binary NAME, move the folder into place
     local built
     built=$(ls "$3/bin")
@@ -72,10 +106,13 @@ build fulcio "$FULCIO" github.com/sigstore/fulcio &
 build rekor-tiles "$REKOR_TILES" github.com/sigstore/rekor-tiles/v2/cmd/rekor-server/posix &
 build timestamp-server "$TSA" github.com/sigstore/timestamp-authority/v2/cmd/timestamp-server &
 build tesseract "$TESSERACT" github.com/transparency-dev/tesseract/cmd/tesseract/posix &
+build_unlisted etcd "$ETCD" go.etcd.io/etcd/server/v3 &  # its go.mod has replace directives too
+build_kube_apiserver "$KUBERNETES" &
 failed=0
 for job in $(jobs -p); do wait "$job" || failed=1; done
 [ "$failed" = 0 ] || { echo "peers: a build failed" >&2; exit 1; }
 for tool in cosign:$COSIGN notation:$NOTATION crane:$CRANE olareg:$OLAREG fulcio:$FULCIO \
-    rekor-tiles:$REKOR_TILES timestamp-server:$TSA tesseract:$TESSERACT; do
+    rekor-tiles:$REKOR_TILES timestamp-server:$TSA tesseract:$TESSERACT etcd:$ETCD \
+    kube-apiserver:$KUBERNETES; do
     echo "$PEERS_DIR/${tool%%:*}-${tool#*:}/bin"
 done

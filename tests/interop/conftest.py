@@ -1,6 +1,7 @@
 """Fixtures of the interop suite: the real peers (built by scripts/peers.sh), an OCI 1.1 registry.
 
-- `peers` (session): paths of cosign, notation, crane, olareg and the Sigstore servers. The suite
+- `peers` (session): paths of cosign, notation, crane, olareg, the Sigstore servers, etcd and
+  kube-apiserver. The suite
   fails, never skips, when they are missing: README's test command builds them (scripts/test.sh
   runs peers.sh).
 - `oci11_registry` (session): olareg on 127.0.0.1, serving the OCI 1.1 referrers API that Debian's
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from support.kube import KubeBinaries
 from support.sigstore_services import LocalSigstore, SigstoreBinaries, start_local_sigstore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,6 +39,7 @@ class Peers:
     crane: str
     olareg: str
     sigstore: SigstoreBinaries
+    kube: KubeBinaries
 
 
 @pytest.fixture(scope="session")
@@ -55,6 +58,7 @@ def peers() -> Peers:
         found["crane"],
         found["olareg"],
         SigstoreBinaries.from_folders(out.stdout.split()),
+        KubeBinaries.from_folders(out.stdout.split()),
     )
 
 
