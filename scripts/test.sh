@@ -2,7 +2,8 @@
 # The test command: install what is missing, lint, type-check, run the whole suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The real peers of the interop tests (cosign, notation, crane, an OCI 1.1 registry) build with
+# The real peers of the interop tests (cosign, notation, crane, an OCI 1.1 registry, Sigstore's
+# Fulcio, Rekor v2, timestamp authority and a CT log) build with
 # Go in the background while Debian's and Python's packages install (minutes the first time on a
 # machine, nothing after: they are cached outside the checkout).
 peers_log=$(mktemp)

@@ -405,6 +405,32 @@ def test_rekor_v2_dsse_vector_verifies_and_returns_its_slsa_statement() -> None:
         verify_dsse_bundle(json.dumps(document).encode(), identity=who)
 
 
+@pytest.mark.parametrize("omitted", ["logIndex", "hashes"])
+def test_log_entry_fields_at_their_proto3_default_may_be_omitted(omitted: str) -> None:
+    # proto3's JSON mapping leaves out a field at its default: cosign writes the first entry of a
+    # Rekor v2 log without `logIndex` (0) and a one-entry tree's proof without `hashes` (found
+    # against a real rekor-tiles, tests/interop/test_interop_sigstore.py). An absent field is
+    # read as its default, so here the proof is checked (and fails, at index 0 / with no hashes)
+    # instead of the bundle being refused as malformed for a missing field.
+    document = json.loads((BUNDLES / "a.dsse.staging-rekor-v2.txt.sigstore.json").read_bytes())
+    [entry] = document["verificationMaterial"]["tlogEntries"]
+    if omitted == "logIndex":
+        del entry["logIndex"], entry["inclusionProof"]["logIndex"]
+    else:
+        del entry["inclusionProof"]["hashes"]
+    who = KeylessAuthority(
+        "beacon",
+        "https://token.actions.githubusercontent.com",
+        None,
+        None,
+        __import__("re").compile(r"https://github\.com/sigstore-conformance/.*"),
+        trusted_root=BUNDLES / "staging_trusted_root_rekor_v2.json",
+    )
+    with pytest.raises(SignatureInvalid) as refused:
+        verify_dsse_bundle(json.dumps(document).encode(), identity=who)
+    assert refused.value.reason == Reason.BAD_SET and "inclusion proof" in str(refused.value)
+
+
 def test_a_timestamp_at_the_end_of_the_authority_validity_is_accepted(
     sigstore_mock: SigstoreMock, tmp_path: Path
 ) -> None:

@@ -2,8 +2,9 @@
 
 Objects come from kubectl (`--dry-run=client -o json`) where it can make them without a cluster,
 are wrapped as the API server wraps them, and are POSTed to `trust webhook serve` started on
-127.0.0.1 against the test registry. No API server runs here (none can be installed); the
-requests are the documented `admission.k8s.io/v1` shape the API server sends.
+127.0.0.1 against the test registry. The requests are the documented `admission.k8s.io/v1`
+shape the API server sends; tests/interop/test_interop_kube.py registers the webhook with a real
+kube-apiserver and lets it send them.
 """
 
 from __future__ import annotations

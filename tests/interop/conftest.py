@@ -1,9 +1,15 @@
 """Fixtures of the interop suite: the real peers (built by scripts/peers.sh), an OCI 1.1 registry.
 
-- `peers` (session): paths of cosign, notation, crane and olareg. The suite fails, never skips,
-  when they are missing: README's test command builds them (scripts/test.sh runs peers.sh).
+- `peers` (session): paths of cosign, notation, crane, olareg, the Sigstore servers, etcd and
+  kube-apiserver. The suite
+  fails, never skips, when they are missing: README's test command builds them (scripts/test.sh
+  runs peers.sh).
 - `oci11_registry` (session): olareg on 127.0.0.1, serving the OCI 1.1 referrers API that Debian's
   registry (distribution 2.8) lacks; the suite's images live there.
+- `local_sigstore` (function: the timestamp authority's fixed metrics port lets one run at a time
+  on the machine, see tests/support/sigstore_services.py; a start takes under a second):
+  Sigstore's own Fulcio, Rekor v2, timestamp authority and a CT log on 127.0.0.1, with the
+  trusted root and signing config that describe them.
 - `tool_env` (function): an environment with HOME, DOCKER_CONFIG and XDG_CONFIG_HOME of the test's
   own, so cosign and notation read no configuration of the machine and leave none behind.
 """
@@ -20,6 +26,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from support.kube import KubeBinaries
+from support.sigstore_services import LocalSigstore, SigstoreBinaries, start_local_sigstore
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,6 +38,8 @@ class Peers:
     notation: str
     crane: str
     olareg: str
+    sigstore: SigstoreBinaries
+    kube: KubeBinaries
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +52,20 @@ def peers() -> Peers:
     for folder in out.stdout.split():
         for tool in Path(folder).iterdir():
             found[tool.name] = str(tool)
-    return Peers(found["cosign"], found["notation"], found["crane"], found["olareg"])
+    return Peers(
+        found["cosign"],
+        found["notation"],
+        found["crane"],
+        found["olareg"],
+        SigstoreBinaries.from_folders(out.stdout.split()),
+        KubeBinaries.from_folders(out.stdout.split()),
+    )
+
+
+@pytest.fixture
+def local_sigstore(peers: Peers, tmp_path: Path) -> Iterator[LocalSigstore]:
+    with start_local_sigstore(peers.sigstore, tmp_path / "sigstore") as sigstore:
+        yield sigstore
 
 
 @dataclass(frozen=True)

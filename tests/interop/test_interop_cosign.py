@@ -8,8 +8,9 @@
 | cosign save (an OCI layout)              | trust verify oci:DIR |
 | trust copy to an OCI layout              | cosign verify --local-image |
 
-The transparency log is off on both sides (no log runs here for cosign to reach; the keyless and
-log cells belong to the Sigstore work, see docs/interop.md).
+The transparency log is off on both sides here, except in the last cell (trust logs to the npm
+stand-in's Rekor v1, cosign checks it); cosign signing keyless or with the log, against Sigstore's
+own services, is in test_interop_sigstore.py.
 """
 
 from __future__ import annotations

@@ -296,9 +296,33 @@ def _parse(data: bytes) -> Any:
     except BundleError as exc:
         raise _Fail.malformed(str(exc)) from None
     try:
-        return Bundle.from_json(data)
+        return Bundle.from_json(_with_proto3_defaults(data))
     except Exception as exc:  # pydantic's ValidationError and anything the models raise
         raise _Fail.malformed(f"bundle: {_validation_detail(exc)}") from None
+
+
+def _with_proto3_defaults(data: bytes) -> bytes:
+    """The bundle with the log-entry fields proto3's JSON mapping omits at their default put back.
+
+    A bundle is a protobuf message in JSON, where a field holding its default (0, an empty list)
+    is left out. The first entry of a log (Rekor v2, whose logs start empty) has `logIndex` 0 and,
+    in a one-entry tree, no inclusion `hashes`: cosign (sigstore-go) writes it without them and
+    reads it back; sigstore-python's models require them. Only absent fields are filled, with the
+    value their absence means; anything present is judged as written."""
+    doc = json.loads(data)
+    material = doc.get("verificationMaterial")
+    entries = material.get("tlogEntries") if isinstance(material, dict) else None
+    if not isinstance(entries, list):
+        return data
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        entry.setdefault("logIndex", "0")
+        proof = entry.get("inclusionProof")
+        if isinstance(proof, dict):
+            proof.setdefault("logIndex", "0")
+            proof.setdefault("hashes", [])
+    return json.dumps(doc).encode()
 
 
 def _validation_detail(exc: Exception) -> str:
