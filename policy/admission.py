@@ -303,6 +303,7 @@ def _admitted(
         index_digest=pulled.index.digest if pulled.index else None,
         tag=reference.tag,
         limits=evaluation.matched.rule.limits,
+        runtime=evaluation.matched.rule.runtime,
     )
 
 

@@ -39,6 +39,17 @@ class ImageLimits:
 
 
 @dataclass(frozen=True)
+class RuntimePermissions:
+    """What a container of an image this rule admits may ask the runtime for, beyond the defaults.
+    Set per scope in the policy (`runtime: {allow-privileged: true}`); the defaults allow nothing
+    extra, so `trust run --privileged` is refused (exit 3) unless the matching rule says so.
+    """
+
+    allow_privileged: bool = False
+    """`--privileged`: every capability, no seccomp filter, no masked or read-only /proc paths."""
+
+
+@dataclass(frozen=True)
 class Decision:
     """Why the image was admitted (or, in audit mode, admitted despite failing)."""
 
@@ -72,6 +83,8 @@ class AdmittedImage:
     """Only for display: the tag the user typed next to the digest, if any."""
     limits: ImageLimits = field(default_factory=ImageLimits)
     """From the policy rule that admitted the image: what unpacking it may cost."""
+    runtime: RuntimePermissions = field(default_factory=RuntimePermissions)
+    """From the same rule: what its containers may ask the runtime for (`--privileged`)."""
 
     @property
     def diff_ids(self) -> tuple[Digest, ...]:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
-from policy.admitted import ImageLimits
+from policy.admitted import ImageLimits, RuntimePermissions
 from policy.errors import PolicyError
 from policy.model import (
     POLICY_VERSION,
@@ -115,7 +115,9 @@ DEFAULT_FIELDS = (
     "insecure-accept-anything",
     "attestations",
     "limits",
+    "runtime",
 )
+RUNTIME_FIELDS = {"allow-privileged": "allow_privileged"}
 LIMIT_FIELDS = {
     "max-layers": "max_layers",
     "max-unpacked-bytes": "max_unpacked_bytes",
@@ -136,7 +138,7 @@ _KIND_FIELDS = {
 _FIELDS_FOR_KIND = {
     RuleKind.SIGNED: set(RULE_FIELDS) - {"reject", "insecure-accept-anything"},
     RuleKind.REJECT: {"scope", "reject", "mode"},
-    RuleKind.ACCEPT_ANYTHING: {"scope", "insecure-accept-anything", "require-digest", "limits"},
+    RuleKind.ACCEPT_ANYTHING: {"scope", "insecure-accept-anything", "require-digest", "limits", "runtime"},
 }
 _AUTHORITY_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62}[A-Za-z0-9])?")
 _YAML_MAP = "tag:yaml.org,2002:map"
@@ -1081,6 +1083,7 @@ class _Builder:
                 mode=section.choice("mode", Mode, Mode.ENFORCE),
                 require_digest=section.boolean("require-digest", True),
                 limits=self.limits(section),
+                runtime=self.runtime(section),
                 line=node.line,
                 number=number,
             )
@@ -1107,6 +1110,7 @@ class _Builder:
             ignore_reference=section.boolean("ignore-reference", False),
             attestations=self.attestations(section, authorities),
             limits=self.limits(section),
+            runtime=self.runtime(section),
             line=node.line,
             number=number,
         )
@@ -1128,6 +1132,17 @@ class _Builder:
                 )
             values[attribute] = value
         return ImageLimits(**values)
+
+    def runtime(self, rule: _Section) -> RuntimePermissions:
+        """`runtime: {allow-privileged: true}`: what containers of the images this rule admits may
+        ask for beyond the defaults (nothing, when absent)."""
+        node = rule.mapping("runtime", "runtime: {allow-privileged: true}")
+        if node is None:
+            return RuntimePermissions()
+        section = _Section(self, node, f"'runtime' of {rule.what}", tuple(RUNTIME_FIELDS))
+        return RuntimePermissions(
+            **{attribute: section.boolean(key, False) for key, attribute in RUNTIME_FIELDS.items()}
+        )
 
     def attestations(
         self, section: _Section, authorities: dict[str, Authority]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from policy.admitted import ImageLimits
+from policy.admitted import ImageLimits, RuntimePermissions
 from policy.conditions import Condition
 from policy.scope import Scope
 from pull.reference import Reference
@@ -103,6 +103,8 @@ class Rule:
     attestations: tuple[AttestationRequirement, ...] = ()
     limits: ImageLimits = field(default_factory=ImageLimits)
     """What unpacking an image this rule admits may cost (`limits:`; run/unpack.py enforces them)."""
+    runtime: RuntimePermissions = field(default_factory=RuntimePermissions)
+    """What its containers may ask the runtime for (`runtime:`; run/containers.py enforces it)."""
     line: int = 0
     number: int | None = None
     """1-based position under `rules:` (as in messages), None for the default."""
@@ -254,7 +256,9 @@ def _describe_rule(rule: Rule) -> str:
     if rule.kind is RuleKind.REJECT:
         return f"reject{audit}"
     digest = "digest required" if rule.require_digest else "tag-only references allowed"
-    limits = _describe_limits(rule.limits)
+    limits = _describe_limits(rule.limits) + (
+        "; privileged containers allowed" if rule.runtime.allow_privileged else ""
+    )
     if rule.kind is RuleKind.ACCEPT_ANYTHING:
         return f"INSECURE: accepts any image without checking signatures; {digest}{limits}"
     names = ", ".join(a.name for a in rule.authorities)

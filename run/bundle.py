@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from pull.errors import InvalidManifest, UsageError
-from run.capabilities import capability_set
+from run.capabilities import ALL_CAPABILITIES, capability_set
 from run.mounts import Mount, sorted_for_mounting
 from run.network import DnsSettings, PortMapping
 from run.rootfs import read_image_file
@@ -218,10 +218,15 @@ class RunOptions:
     """`--init`: tini as PID 1 (`INIT_PATH`), reaping zombies and passing signals on."""
     restart: str = "no"
     """`--restart no|always|on-failure[:N]`: the monitor starts it again (run/monitor.py)."""
+    privileged: bool = False
+    """`--privileged` (only if the admitting policy rule allows it): every capability, no seccomp
+    filter, no masked or read-only /proc paths, /sys and the cgroup tree writable."""
 
     @property
     def capabilities(self) -> tuple[str, ...]:
-        return capability_set(CAPABILITIES, add=self.cap_add, drop=self.cap_drop)
+        # Privileged starts from every capability; an explicit --cap-drop still applies (as docker).
+        default = _host_capabilities() if self.privileged else CAPABILITIES
+        return capability_set(default, add=self.cap_add, drop=self.cap_drop)
 
     def __post_init__(self) -> None:
         policy, sep, limit = self.restart.partition(":")
@@ -504,6 +509,14 @@ def write_etc_files(
     return out
 
 
+def _host_capabilities() -> tuple[str, ...]:
+    """Every capability this process's bounding set holds: a runtime cannot grant one it lacks
+    (runc fails "unable to apply caps"), so privileged means "all the host has", as in docker."""
+    with open("/proc/self/status") as status:
+        bounding = next(int(line.split()[1], 16) for line in status if line.startswith("CapBnd:"))
+    return tuple(name for number, name in enumerate(ALL_CAPABILITIES) if bounding >> number & 1)
+
+
 # -- the spec ---------------------------------------------------------------------------------
 
 
@@ -526,11 +539,14 @@ def build_spec(
     terminal: bool = False,
     console_size: Mapping[str, int] | None = None,
     init: Path | None = None,
+    privileged: bool = False,
 ) -> dict[str, Any]:
     """The runtime spec (`config.json`) as a dict.
 
     `netns`: the network namespace to join (bridge: the one run/network.py made; container:ID: the
     other container's); without it, `network` none gets a new namespace and host none.
+    `privileged`: no masked or read-only paths, /sys and /sys/fs/cgroup read-write (the caller
+    also passes every capability and no seccomp filter).
     """
     caps = list(capabilities)
     # A non-root process gets no capabilities to use, only the bounding set (as Podman does).
@@ -548,8 +564,8 @@ def build_spec(
         namespaces.append({"type": "cgroup"})
     linux: dict[str, Any] = {
         "namespaces": namespaces,
-        "maskedPaths": list(MASKED_PATHS),
-        "readonlyPaths": list(READONLY_PATHS),
+        "maskedPaths": [] if privileged else list(MASKED_PATHS),
+        "readonlyPaths": [] if privileged else list(READONLY_PATHS),
         "cgroupsPath": cgroups_path,
         "resources": _resources(limits),
     }
@@ -572,13 +588,16 @@ def build_spec(
         "process": process_spec,
         "root": {"path": str(rootfs), "readonly": read_only},
         "hostname": hostname,
-        "mounts": _mounts(etc_files) + _init_mount(init) + [m.to_spec() for m in sorted_for_mounting(mounts)],
+        "mounts": _mounts(etc_files, writable_sys=privileged)
+        + _init_mount(init)
+        + [m.to_spec() for m in sorted_for_mounting(mounts)],
         "linux": linux,
         "annotations": dict(annotations or {}),
     }
 
 
-def _mounts(etc_files: Mapping[str, Path]) -> list[dict[str, Any]]:
+def _mounts(etc_files: Mapping[str, Path], *, writable_sys: bool = False) -> list[dict[str, Any]]:
+    sys_mode = "rw" if writable_sys else "ro"
     mounts: list[dict[str, Any]] = [
         {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
         {
@@ -609,13 +628,13 @@ def _mounts(etc_files: Mapping[str, Path]) -> list[dict[str, Any]]:
             "destination": "/sys",
             "type": "sysfs",
             "source": "sysfs",
-            "options": ["nosuid", "noexec", "nodev", "ro"],
+            "options": ["nosuid", "noexec", "nodev", sys_mode],
         },
         {
             "destination": "/sys/fs/cgroup",
             "type": "cgroup",
             "source": "cgroup",
-            "options": ["nosuid", "noexec", "nodev", "relatime", "ro"],
+            "options": ["nosuid", "noexec", "nodev", "relatime", sys_mode],
         },
     ]
     for target, source in sorted(etc_files.items()):

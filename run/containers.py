@@ -54,7 +54,7 @@ from run.bundle import (
     write_bundle,
     write_etc_files,
 )
-from run.errors import ContainerNotFound, ContainerStateError, RuntimeFailure
+from run.errors import ContainerNotFound, ContainerStateError, RuntimeFailure, RuntimeRefused
 from run.execution import ExecOptions, exec_in
 from run.monitor import MonitorLink, forward_signals, remove_directory, spawn_monitor, teardown
 from run.mounts import Mount
@@ -414,6 +414,7 @@ class ContainerStore:
     ) -> tuple[Container, MonitorLink]:
         """With `signals` (a foreground run), signal forwarding is entered on it just before the
         runtime starts the container, and stays on until the caller closes it."""
+        _check_permissions(image, options)  # before anything exists: a refusal leaves nothing
         check_host_support(options.runtime, wants_limits=options.limits.any)
         runtime = self.runtime(options.runtime)
         _ = runtime.binary  # fail now, with advice, if it is not installed
@@ -628,7 +629,7 @@ class ContainerStore:
                 ],
             ),
             cgroup_namespace=cgroup_mode() is CgroupMode.UNIFIED,
-            seccomp=options.seccomp,
+            seccomp=None if options.privileged else options.seccomp,
             netns=network.netns,
             capabilities=options.capabilities,
             read_only=options.read_only,
@@ -636,6 +637,7 @@ class ContainerStore:
             terminal=options.tty,
             console_size=console_size() if options.tty else None,
             init=find_init() if options.init else None,
+            privileged=options.privileged,
             annotations={
                 **dict(options.labels),
                 "dev.trust.image.repository": str(container.image.get("repository", "")),
@@ -864,3 +866,20 @@ class _Network:
 
 def _is_id(text: str) -> bool:
     return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
+
+
+def _check_permissions(image: AdmittedImage, options: RunOptions) -> None:
+    """What the container asks for beyond the defaults must be allowed by the policy rule that
+    admitted its image (`runtime:` in the rule). Audit mode does not relax this: it records
+    signature failures, it does not grant a container more of the host."""
+    if options.privileged and not image.runtime.allow_privileged:
+        where = f" in {image.decision.policy}" if image.decision.policy else ""
+        scope = (
+            "the default rule"
+            if image.decision.rule == "default"
+            else f"the rule for {image.decision.rule!r}"
+        )
+        raise RuntimeRefused(
+            f"--privileged is refused for {image.pinned}: {scope}{where} does not allow it "
+            "(add 'runtime: {allow-privileged: true}' to that rule to allow it)"
+        )

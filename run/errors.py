@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 
-from pull.errors import TrustError, UsageError
+from pull.errors import DeniedError, TrustError, UsageError
 
 
 class ContainerNotFound(UsageError):
@@ -26,6 +26,10 @@ class ContainerNotFound(UsageError):
 
 class ContainerStateError(UsageError):
     """The operation does not apply to the container's state (e.g. `rm` of a running container)."""
+
+
+class RuntimeRefused(DeniedError):
+    """The policy rule that admitted the image does not let its containers ask for this (exit 3)."""
 
 
 class RuntimeFailure(TrustError):

@@ -181,6 +181,13 @@ TtyOption = Annotated[
     bool, typer.Option("--tty", "-t", help="Give the process a pseudo-terminal (detached: logged).")
 ]
 ReadOnlyOption = Annotated[bool, typer.Option("--read-only", help="Mount the root filesystem read-only.")]
+PrivilegedOption = Annotated[
+    bool,
+    typer.Option(
+        "--privileged",
+        help="All capabilities, no seccomp filter, no masked paths; only if the policy rule allows it.",
+    ),
+]
 CapAddOption = Annotated[
     list[str] | None,
     typer.Option("--cap-add", help="Add a capability (NET_ADMIN, …, ALL).", show_default=False),
@@ -245,6 +252,7 @@ def create(
     tmpfs: TmpfsOption = None,
     mount: MountOption = None,
     read_only: ReadOnlyOption = False,
+    privileged: PrivilegedOption = False,
     cap_add: CapAddOption = None,
     cap_drop: CapDropOption = None,
     stop_signal: StopSignalOption = None,
@@ -282,6 +290,7 @@ def create(
         tmpfs=tmpfs,
         mount=mount,
         read_only=read_only,
+        privileged=privileged,
         cap_add=cap_add,
         cap_drop=cap_drop,
         stop_signal=stop_signal,
@@ -329,6 +338,7 @@ def run(
     tmpfs: TmpfsOption = None,
     mount: MountOption = None,
     read_only: ReadOnlyOption = False,
+    privileged: PrivilegedOption = False,
     cap_add: CapAddOption = None,
     cap_drop: CapDropOption = None,
     stop_signal: StopSignalOption = None,
@@ -373,6 +383,7 @@ def run(
         tmpfs=tmpfs,
         mount=mount,
         read_only=read_only,
+        privileged=privileged,
         cap_add=cap_add,
         cap_drop=cap_drop,
         stop_signal=stop_signal,
@@ -448,6 +459,7 @@ def _options(
     tmpfs: list[str] | None,
     mount: list[str] | None,
     read_only: bool,
+    privileged: bool,
     cap_add: list[str] | None,
     cap_drop: list[str] | None,
     stop_signal: str | None,
@@ -495,6 +507,7 @@ def _options(
         extra_hosts=extra_hosts,
         mounts=tuple(mounts),
         read_only=read_only,
+        privileged=privileged,
         cap_add=tuple(cap_add or ()),
         cap_drop=tuple(cap_drop or ()),
         entrypoint=None if entrypoint is None else tuple(shlex.split(entrypoint)),
