@@ -76,7 +76,14 @@ STORE_COMMANDS: dict[str, list[str]] = {
     "rmi": ["rmi", "IMAGE"],
     "prune --dry-run": ["prune", "--dry-run"],
     "gc": ["gc"],
+    "volume create": ["volume", "create", "swept"],
+    "volume ls": ["volume", "ls"],
+    "volume inspect": ["volume", "inspect", "swept"],
+    "volume rm": ["volume", "rm", "swept"],
+    "volume prune": ["volume", "prune"],
 }
+GROUPS = ("policy", "volume")
+"""Commands that are a group's: `--store` goes after the subcommand."""
 LEFT_OUT = {"wait"}
 
 FULL = "No space left on device (the disk is full"
@@ -132,7 +139,7 @@ def sweep(store: Path, seed: Seed, container: str | None, outside: Path) -> dict
     results = {}
     for name, template in STORE_COMMANDS.items():
         args = [values.get(arg, arg).replace("CONTAINER", values["CONTAINER"]) for arg in template]
-        split = 2 if args[0] == "policy" else 1
+        split = 2 if args[0] in GROUPS else 1
         result = trust(*args[:split], "--store", str(store), *args[split:])
         assert "Traceback" not in result.err, f"{name}: {result.err}"
         assert result.code in (0, 2, 3, 4, 5), f"{name}: exit {result.code}: {result.err}"
@@ -184,7 +191,7 @@ def test_the_sweep_covers_every_store_command() -> None:
             taking_store.add(path)
 
     visit(typer.main.get_command(app), "")
-    swept = {" ".join(args[:2]) if args[0] == "policy" else args[0] for args in STORE_COMMANDS.values()}
+    swept = {" ".join(args[:2]) if args[0] in GROUPS else args[0] for args in STORE_COMMANDS.values()}
     assert taking_store == swept | LEFT_OUT
 
 
@@ -203,6 +210,7 @@ def test_every_store_command_on_a_full_disk(seed: Seed, tmp_path: Path) -> None:
         found = codes(results)
         # What only reads works.
         readers = ["images", "ps", "inspect", "logs", "port", "stats", "cp", "audit", "audit --offline"]
+        readers += ["volume ls", "volume prune"]
         assert {name: found[name] for name in readers} == dict.fromkeys(readers, 0)
         assert (tmp_path / "outside").read_text().startswith("root:")
         # The container is created, not running: that is the answer, whatever the disk.
@@ -246,6 +254,7 @@ def test_every_store_command_on_a_read_only_store(seed: Seed, tmp_path: Path) ->
         "verify": 5, "verify --pull": 5, "verify-attestation": 5, "policy explain": 5, "pull": 5,
         "run": 5, "create": 5, "start": 5, "pause": 5, "unpause": 5, "kill": 5, "stop": 5, "rm": 5,
         "rmi": 2, "prune --dry-run": 0, "gc": 5,
+        "volume create": 5, "volume ls": 0, "volume inspect": 2, "volume rm": 5, "volume prune": 0,
     }  # fmt: skip
     writers = ("verify", "verify --pull", "verify-attestation", "policy explain", "pull", "run", "create")
     for name in writers:
