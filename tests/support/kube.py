@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -35,6 +34,7 @@ import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from support.processes import free_port
 from support.webpki import TestCA
 
 START_TIMEOUT = 120.0
@@ -132,7 +132,7 @@ def start_kube(binaries: KubeBinaries, workdir: Path) -> Kube:
 
 def _start_all(kube: Kube, binaries: KubeBinaries) -> None:
     out = kube.out
-    client_port, peer_port = _free_port(), _free_port()
+    client_port, peer_port = free_port(), free_port()
     etcd_url = f"http://127.0.0.1:{client_port}"
     peer_url = f"http://127.0.0.1:{peer_port}"
     kube._start(
@@ -166,7 +166,7 @@ def _start_all(kube: Kube, binaries: KubeBinaries) -> None:
     )
     # A static token for an administrator (system:masters passes every RBAC check).
     (out / "tokens.csv").write_text(f'{kube.token},admin,admin,"system:masters"\n')
-    port = _free_port()
+    port = free_port()
     kube.url = f"https://127.0.0.1:{port}"
 
     def ready() -> bool:
@@ -196,12 +196,6 @@ def _start_all(kube: Kube, binaries: KubeBinaries) -> None:
         ],
         ready,
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 __all__ = ["Kube", "KubeBinaries", "KubeError", "start_kube"]

@@ -18,23 +18,21 @@ As `support.registry`, the process dies with the test process (`setpriv --pdeath
 
 from __future__ import annotations
 
-import atexit
 import base64
 import json
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
+
+from support.processes import free_port, terminate, track
 
 MOCK_DIR = Path(__file__).resolve().parents[2] / ".cache" / "sigstore-mock"
 """Where `scripts/setup.sh` installed the mock and its node_modules."""
 ISSUER = "https://issuer.mock.test"
 """The OIDC issuer the mock's Fulcio puts into certificates (it takes the token's `iss`)."""
 START_TIMEOUT = 20.0
-
-_LIVE: dict[int, subprocess.Popen[bytes]] = {}
 
 
 class SigstoreMockError(RuntimeError):
@@ -81,7 +79,7 @@ class SigstoreMock:
         return [" ".join(line.split()[1:3]) for line in lines if line.endswith("handled")]
 
     def stop(self) -> None:
-        _terminate(self._process)
+        terminate(self._process)
 
     def __enter__(self) -> SigstoreMock:
         return self
@@ -99,7 +97,7 @@ def start_sigstore_mock(workdir: Path, attempts: int = 5) -> SigstoreMock:
     workdir.mkdir(parents=True, exist_ok=True)
     last = ""
     for attempt in range(attempts):
-        port = _free_port()
+        port = free_port()
         out = workdir / f"out-{attempt}"
         log = workdir / f"mock-{attempt}.log"
         command = [node, str(MOCK_DIR / "mock_server.js"), str(port), str(out)]
@@ -108,7 +106,7 @@ def start_sigstore_mock(workdir: Path, attempts: int = 5) -> SigstoreMock:
             command = [setpriv, "--pdeathsig", "KILL", "--", *command]
         with open(log, "wb") as sink:
             process = subprocess.Popen(command, cwd=MOCK_DIR, stdout=sink, stderr=subprocess.STDOUT)
-        _LIVE[process.pid] = process
+        track(process)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             text = log.read_text(errors="replace")
@@ -117,34 +115,11 @@ def start_sigstore_mock(workdir: Path, attempts: int = 5) -> SigstoreMock:
             if process.poll() is not None:
                 break
             time.sleep(0.05)
-        _terminate(process)
+        terminate(process)
         last = log.read_text(errors="replace")[-2000:]
         if "EADDRINUSE" not in last:
             break
     raise SigstoreMockError(f"the sigstore mock did not start:\n{last}")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _terminate(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    _LIVE.pop(process.pid, None)
-
-
-@atexit.register
-def _stop_all() -> None:
-    for process in list(_LIVE.values()):
-        _terminate(process)
 
 
 __all__ = ["ISSUER", "SigstoreMock", "SigstoreMockError", "start_sigstore_mock"]

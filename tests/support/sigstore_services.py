@@ -29,14 +29,12 @@ As `support.registry`, every process dies with the test process (`setpriv --pdea
 
 from __future__ import annotations
 
-import atexit
 import base64
 import fcntl
 import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -53,13 +51,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
+from support.processes import free_port, terminate, track
+
 START_TIMEOUT = 30.0
 TSA_LOCK = Path("/tmp/trust-tests-timestamp-authority-2112.lock")
 """Held while a timestamp authority of these tests runs (its metrics port is fixed: :2112)."""
 LOCK_TIMEOUT = 300.0
 SERVICE_NAME = "trust-tests"
-
-_LIVE: dict[int, subprocess.Popen[bytes]] = {}
 
 
 class SigstoreServicesError(RuntimeError):
@@ -190,7 +188,7 @@ class LocalSigstore:
 
     def stop(self) -> None:
         for process in self._processes:
-            _terminate(process)
+            terminate(process)
         self.issuer.stop()
         self.other_issuer.stop()
         if self._lock is not None:
@@ -226,7 +224,7 @@ class LocalSigstore:
             command = [setpriv, "--pdeathsig", "KILL", "--", *command]
         with open(log, "ab") as sink:
             process = subprocess.Popen(command, cwd=self.out, stdout=sink, stderr=subprocess.STDOUT)
-        _LIVE[process.pid] = process
+        track(process)
         self._processes.append(process)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
@@ -259,7 +257,7 @@ def _start_all(sigstore: LocalSigstore, binaries: SigstoreBinaries) -> None:
 
     # The timestamp authority: an in-memory signer, whose chain the server hands out.
     sigstore._take_tsa_port()
-    tsa_port = _free_port()
+    tsa_port = free_port()
     tsa_base = f"http://127.0.0.1:{tsa_port}"
     sigstore.tsa_url = f"{tsa_base}/api/v1/timestamp"
     chain_pem: list[bytes] = []
@@ -298,7 +296,7 @@ def _start_all(sigstore: LocalSigstore, binaries: SigstoreBinaries) -> None:
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
     )
-    rekor_port, rekor_grpc, rekor_metrics = _free_port(), _free_port(), _free_port()
+    rekor_port, rekor_grpc, rekor_metrics = free_port(), free_port(), free_port()
     sigstore.rekor_url = f"http://127.0.0.1:{rekor_port}"
     sigstore._start(
         "rekor-tiles",
@@ -331,14 +329,14 @@ def _start_all(sigstore: LocalSigstore, binaries: SigstoreBinaries) -> None:
     )
 
     # Fulcio first (the CT log must be told its root), pointed at the CT log's port.
-    ct_port = _free_port()
+    ct_port = free_port()
     sigstore.ct_url = f"http://127.0.0.1:{ct_port}"
     issuers = {
         issuer.url: {"IssuerURL": issuer.url, "ClientID": "sigstore", "Type": "email"}
         for issuer in (sigstore.issuer, sigstore.other_issuer)
     }
     (out / "fulcio.json").write_text(json.dumps({"OIDCIssuers": issuers}))
-    fulcio_port, fulcio_grpc, fulcio_metrics = _free_port(), _free_port(), _free_port()
+    fulcio_port, fulcio_grpc, fulcio_metrics = free_port(), free_port(), free_port()
     sigstore.fulcio_url = f"http://127.0.0.1:{fulcio_port}"
     bundle: list[dict[str, Any]] = []
 
@@ -477,29 +475,6 @@ def _start_all(sigstore: LocalSigstore, binaries: SigstoreBinaries) -> None:
             indent=1,
         )
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _terminate(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    _LIVE.pop(process.pid, None)
-
-
-@atexit.register
-def _stop_all() -> None:
-    for process in list(_LIVE.values()):
-        _terminate(process)
 
 
 __all__ = [
