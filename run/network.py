@@ -41,6 +41,7 @@ import ipaddress
 import json
 import os
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -379,11 +380,14 @@ def release(directory: Path, container_id: str) -> None:
     if attachment is None:
         return
     errors = []
+    namespace_gone = not is_mountpoint(attachment.netns)
     for plugin in reversed(attachment.config.get("plugins") or ()):
         try:
             _call_plugin("DEL", plugin, attachment, container_id, attachment.result)
         except NetworkFailure as err:
             errors.append(str(err))
+    if namespace_gone:
+        errors += _drop_masquerade(container_id)
     if is_mountpoint(attachment.netns):
         try:
             unmount(attachment.netns, detach=True)
@@ -395,6 +399,31 @@ def release(directory: Path, container_id: str) -> None:
         attachment.netns.unlink()
     with contextlib.suppress(FileNotFoundError):
         (directory / ATTACHMENT_FILE).unlink()
+
+
+def _drop_masquerade(container_id: str) -> list[str]:
+    """The bridge plugin's masquerade rules of a container whose namespace is gone.
+
+    Without the namespace, `bridge` DEL cannot learn the container's addresses and leaves its
+    POSTROUTING jump and per-container chain behind; both carry the container id in a comment.
+    """
+    iptables = shutil.which("iptables")
+    if iptables is None:
+        return []
+    saved = subprocess.run([iptables, "-w", "-t", "nat", "-S", "POSTROUTING"], capture_output=True, text=True)
+    errors = []
+    for line in saved.stdout.splitlines():
+        if f'id: \\"{container_id}\\"' not in line and f'id: "{container_id}"' not in line:
+            continue
+        rule = shlex.split(line)
+        if rule[:2] != ["-A", "POSTROUTING"] or "-j" not in rule:
+            continue
+        chain = rule[rule.index("-j") + 1]
+        for args in (["-D", *rule[1:]], ["-F", chain], ["-X", chain]):
+            done = subprocess.run([iptables, "-w", "-t", "nat", *args], capture_output=True, text=True)
+            if done.returncode != 0 and not (args[0] != "-D" and chain in ("MASQUERADE", "ACCEPT")):
+                errors.append(f"iptables -t nat {' '.join(args[:2])}: {done.stderr.strip()}")
+    return errors
 
 
 def _write(directory: Path, attachment: Attachment) -> None:
@@ -464,7 +493,10 @@ def _call_plugin(
         "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
         "CNI_COMMAND": command,
         "CNI_CONTAINERID": container_id,
-        "CNI_NETNS": str(attachment.netns),
+        # A DEL after the namespace's mount is gone (a crash, a host that unmounted it) passes no
+        # namespace, as the CNI spec allows: the plugins then free what lives outside it (address
+        # lease, rules); the veth went with the namespace. Given the bare file, they fail instead.
+        "CNI_NETNS": str(attachment.netns) if command != "DEL" or is_mountpoint(attachment.netns) else "",
         "CNI_IFNAME": IFNAME,
         "CNI_PATH": plugin_path(),
     }

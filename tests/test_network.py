@@ -380,6 +380,23 @@ def test_a_killed_monitor_leaves_nothing_once_gc_runs(net: Setup, capfd: pytest.
         assert orphan.container_id not in mountinfo.read()
 
 
+def test_rm_releases_everything_when_the_namespace_mount_is_gone(
+    net: Setup, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """CI saw a container's netns bind mount vanish (a plain file left): the plugins' DEL then failed
+    with "unknown FS magic" and rm exited 1. DEL without a namespace frees the lease and rules."""
+    assert net.trust("create", "-p", "127.0.0.1:0:80", net.image) == 0
+    container_id = capfd.readouterr().out.strip()
+    h = held(net, capfd, container_id)
+    subprocess.run(["umount", "-l", str(h.netns)], check=True)
+    assert net.trust("rm", container_id) == 0, capfd.readouterr().err
+    for _ in range(50):  # the veth goes with the namespace, once its last process has
+        if not leftovers(h):
+            break
+        time.sleep(0.1)
+    assert leftovers(h) == []
+
+
 def test_create_and_remove_cycles_leak_nothing(net: Setup, capfd: pytest.CaptureFixture[str]) -> None:
     cycles = 100
     seen = []
