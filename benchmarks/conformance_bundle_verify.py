@@ -36,7 +36,8 @@ def command(trust: str, case: Path) -> list[str]:
 
 
 def main() -> int:
-    trust = sys.argv[1] if len(sys.argv) > 1 else "trust"
+    beside = Path(sys.executable).with_name("trust")  # the venv's, when run with its python
+    trust = sys.argv[1] if len(sys.argv) > 1 else str(beside) if beside.exists() else "trust"
     cases = sorted(p for p in CASES.iterdir() if p.is_dir())
     passed = 0
     for case in cases:
