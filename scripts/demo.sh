@@ -162,6 +162,8 @@ trust volume ls
 trust volume rm demo-data
 trust run --rm --dns 192.0.2.53 --add-host db:192.0.2.7 --add-host gateway:host-gateway --policy "$policy" "$pinned" \
     sh -c 'grep nameserver /etc/resolv.conf; grep -E "db|gateway" /etc/hosts'
+# --privileged is a policy grant (runtime: {allow-privileged: true} on the rule); this policy has none.
+expect_exit 3 trust run --rm --network none --privileged --policy "$policy" "$pinned" true
 trust rm -f web
 # --- end issue 18 ---
 
