@@ -304,6 +304,7 @@ def _admitted(
         tag=reference.tag,
         limits=evaluation.matched.rule.limits,
         runtime=evaluation.matched.rule.runtime,
+        mirrors=pulled.mirrors,
     )
 
 

@@ -85,6 +85,9 @@ class AdmittedImage:
     """From the policy rule that admitted the image: what unpacking it may cost."""
     runtime: RuntimePermissions = field(default_factory=RuntimePermissions)
     """From the same rule: what its containers may ask the runtime for (`--privileged`)."""
+    mirrors: tuple[str, ...] = field(default=(), compare=False)
+    """Only for display: registries.conf mirrors that served bytes of this pull (none when nothing
+    was pulled, or all came from the source)."""
 
     @property
     def diff_ids(self) -> tuple[Digest, ...]:

@@ -44,6 +44,15 @@ class ConfiguredClient(RegistryClient):
         """Closes the endpoint clients when this client owns them (`pull.clients.open_client`)."""
         self.served_by: str | None = None
         """`host/repository` that answered the last read (a mirror's, or the source's)."""
+        self._mirror_reads: list[str] = []
+        """`host/repository` of the mirror behind every read a mirror answered, in order (append-only:
+        `mirrors_since` reads a slice of it; list.append is atomic, and layers are read in threads)."""
+
+    def mirror_mark(self) -> int:
+        return len(self._mirror_reads)
+
+    def mirrors_since(self, mark: int) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(self._mirror_reads[mark:]))
 
     def close(self) -> None:
         if self.on_close is not None:  # else the endpoint clients belong to whoever made `client_for`
@@ -84,7 +93,7 @@ class ConfiguredClient(RegistryClient):
                     raise
                 failures.append(exc)
                 continue
-            self.served_by = f"{endpoint.host}/{endpoint.repository}"
+            self._served(endpoint)
             with contextlib.ExitStack() as stack:
                 stack.push(stream)
                 yield chunks
@@ -164,9 +173,14 @@ class ConfiguredClient(RegistryClient):
                 continue
             if absent is not None and absent(found) and not last:
                 continue
-            self.served_by = f"{endpoint.host}/{endpoint.repository}"
+            self._served(endpoint)
             return found
         raise self._exhausted(repository, failures)
+
+    def _served(self, endpoint: Endpoint) -> None:
+        self.served_by = f"{endpoint.host}/{endpoint.repository}"
+        if endpoint.mirror:
+            self._mirror_reads.append(self.served_by)
 
     def _exhausted(self, repository: str, failures: list[CouldNotCheck]) -> Exception:
         """The error once every endpoint failed (only mirrors can fail without raising at once)."""

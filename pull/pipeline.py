@@ -78,6 +78,9 @@ class PullResult:
     platform: Platform
     pulled_at: str
     ref_names: tuple[str, ...] = field(default=())
+    mirrors: tuple[str, ...] = field(default=())
+    """registries.conf mirrors (`host/repository`) that served any of the bytes; the source served
+    the rest. The bytes were verified the same either way."""
 
     @property
     def image_manifest(self) -> ImageManifest:
@@ -114,6 +117,7 @@ class PullResult:
             ],
             "size": self.size,
             "pulledAt": self.pulled_at,
+            "mirrors": list(self.mirrors),
         }
 
 
@@ -133,6 +137,8 @@ class ArtifactResult:
     """The config, then the layers."""
     pulled_at: str
     ref_names: tuple[str, ...] = field(default=())
+    mirrors: tuple[str, ...] = field(default=())
+    """As `PullResult.mirrors`."""
 
     @property
     def size(self) -> int:
@@ -162,6 +168,7 @@ class ArtifactResult:
             ],
             "size": self.size,
             "pulledAt": self.pulled_at,
+            "mirrors": list(self.mirrors),
         }
 
 
@@ -220,6 +227,7 @@ def _pull(
     progress = progress or _NoProgress()
     wanted = platform or Platform.host()
     repo = reference.repository
+    mark = client.mirror_mark()
 
     top = resolve(client, reference, config)
     index: VerifiedDocument | None = None
@@ -233,7 +241,7 @@ def _pull(
     image = manifest.document
     assert isinstance(image, ImageManifest)
     if not image.is_image:
-        return _pull_artifact(reference, store, client, top, manifest, index, config, progress)
+        return _pull_artifact(reference, store, client, top, manifest, index, config, progress, mark)
 
     raw_config = client.get_blob(
         repo, image.config.digest, max_bytes=min(image.config.size, config.config_max_bytes)
@@ -269,6 +277,7 @@ def _pull(
         platform=image_config.platform if index is None else wanted,
         pulled_at=datetime.now(UTC).isoformat(timespec="seconds"),
         ref_names=tuple(names),
+        mirrors=client.mirrors_since(mark),
     )
     store.append_record("pulls", result.to_json())
     return result
@@ -303,6 +312,7 @@ def _pull_artifact(
     index: VerifiedDocument | None,
     config: PullConfig,
     progress: PullProgress,
+    mirror_mark: int,
 ) -> ArtifactResult:
     """Store an artifact: its config and layers streamed and checked like layers (any media type,
     any size the descriptor states), then its manifests and names. Nothing is parsed or unpacked."""
@@ -322,6 +332,7 @@ def _pull_artifact(
         blobs=tuple(blobs),
         pulled_at=datetime.now(UTC).isoformat(timespec="seconds"),
         ref_names=tuple(names),
+        mirrors=client.mirrors_since(mirror_mark),
     )
     store.append_record("pulls", result.to_json())
     return result

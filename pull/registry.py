@@ -145,6 +145,15 @@ class RegistryClient:
             },
         )
 
+    def mirror_mark(self) -> int:
+        """A position in the record of reads answered by registries.conf mirrors (none here: only
+        `pull.mirrors.ConfiguredClient` goes to mirrors)."""
+        return 0
+
+    def mirrors_since(self, mark: int) -> tuple[str, ...]:
+        """The mirrors (`host/repository`) that answered a read since `mirror_mark()` gave `mark`."""
+        return ()
+
     def close(self) -> None:
         self._http.close()
 

@@ -380,6 +380,11 @@ def test_a_mirror_serves_a_blocked_source_by_digest(
         assert main(["pull", "--store", store, "--output", "json", source_ref]) == 0
         record = json.loads(capsys.readouterr().out)
         assert record["reference"] == source_ref and record["digest"] == pushed.digest
+        assert record["mirrors"] == [f"{mirror.host}/hub/team/app"]  # says who served the bytes
+        assert main(["pull", "--store", str(tmp_path / "store-text"), source_ref]) == 0
+        assert f"served by registries.conf mirror {mirror.host}/hub/team/app" in capsys.readouterr().err
+        records = (tmp_path / "store-text").rglob("pulls*")
+        assert any(f"{mirror.host}/hub/team/app" in path.read_text() for path in records if path.is_file())
         # Signatures are looked up under the source's name (served by the mirror), for its identity.
         public = str(signing_key.with_suffix(".pub"))
         assert main(["verify", "--key", public, source_ref]) == 0

@@ -603,6 +603,8 @@ def _admit(
         insecure_registries=tuple(insecure or ()),
         reuse=True,
     )
+    if admitted.mirrors:
+        note(f"trust: {admitted.pinned} served by registries.conf mirror {', '.join(admitted.mirrors)}")
     if not admitted.decision.allowed:
         reasons = "; ".join(admitted.decision.reasons) or "policy not satisfied"
         note(f"trust: audit: {admitted.pinned} runs although the policy failed (audit mode): {reasons}")

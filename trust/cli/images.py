@@ -73,6 +73,8 @@ def pull(
     if output is OutputFormat.json:
         emit_json(result.to_json())
         return
+    if result.mirrors:
+        note(f"served by registries.conf mirror {', '.join(result.mirrors)} (verified as {ref.registry})")
     if isinstance(result, ArtifactResult):
         note(f"pulled {ref} (artifact {result.artifact_type}, {human_size(result.size)}; not runnable)")
     else:
