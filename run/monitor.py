@@ -43,7 +43,7 @@ from run.network import release as release_network
 from run.processes import alive, kill_process, start_time, wait_gone
 from run.record import ACTIVE_STATES, Container, State, now, read_state, update_state
 from run.rootfs import unmount_rootfs
-from run.runtime import Runtime, last_logged_error, oom_killed, remove_cgroups
+from run.runtime import Runtime, cgroup_dirs, last_logged_error, oom_killed, remove_cgroups
 from run.signals import FORWARDED_SIGNALS
 from run.terminal import AttachServer, ConsoleSocket, attach_path
 
@@ -307,7 +307,7 @@ class _Monitor:
             {"event": "exited", "exitCode": exit_code if exit_code is not None else 255, "oomKilled": oom}
         )
         try:
-            teardown(container, runtime)
+            teardown(container, runtime, init_reaped=exit_code is not None)
             if container.auto_remove:
                 remove_directory(self.directory)
         except RuntimeFailure as err:  # e.g. the rootfs is busy: `trust rm -f` will try again
@@ -397,15 +397,22 @@ def _become_subreaper() -> None:
 # -- teardown (the monitor's, and `trust rm -f`'s) --------------------------------------------
 
 
-def teardown(container: Container, runtime: Runtime) -> None:
+def teardown(container: Container, runtime: Runtime, *, init_reaped: bool = False) -> None:
     """Delete runtime state, cgroups and the rootfs mount; works when the runtime crashed or is gone.
+
+    `init_reaped`: the monitor collected the exit of the container's init, so nothing of the
+    container runs any more (every trust container has a PID namespace of its own, and the kernel
+    ends all of a namespace's processes before its init's exit can be collected). Then `runtime
+    delete` would only remove the cgroups and the state folder: we do that without starting the
+    runtime (~8 ms of a warm `run --rm`), and still ask it if a cgroup refuses to go.
 
     Raises:
         RuntimeFailure: the rootfs cannot be unmounted, or a network plugin failed to release the
             container's address, ports or rules (the caller must keep the directory: `rm -f` retries).
     """
-    with contextlib.suppress(TrustError):
-        runtime.delete(container.id, force=True)
+    if not (init_reaped and _remove_exited(container, runtime)):
+        with contextlib.suppress(TrustError):
+            runtime.delete(container.id, force=True)
     if container.pid is not None and alive(container.pid, container.pid_start):
         # The runtime could not kill it (its state is gone?): init's death ends the pid namespace.
         kill_process(container.pid, container.pid_start)
@@ -426,6 +433,20 @@ def teardown(container: Container, runtime: Runtime) -> None:
         raise RuntimeFailure(f"cannot unmount {container.rootfs}: {exc.strerror or exc}") from None
     if failure is not None:
         raise failure
+
+
+def _remove_exited(container: Container, runtime: Runtime) -> bool:
+    """What `runtime delete` does for a stopped container (trust sets no hooks): its cgroups, then
+    its state. False, with the state kept for the runtime to delete, if a cgroup cannot be removed."""
+    for directory in cgroup_dirs(container.cgroups_path) if container.cgroups_path else []:
+        try:
+            directory.rmdir()
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return False
+    shutil.rmtree(runtime.state_dir(container.id), ignore_errors=True)
+    return True
 
 
 def remove_directory(directory: Path) -> None:

@@ -417,6 +417,36 @@ def test_auto_remove_leaves_nothing(
     assert not detached.directory.exists()
 
 
+@pytest.mark.parametrize("runtime", ["runc", "crun"])
+def test_an_exited_container_leaves_no_cgroup_or_runtime_state(
+    containers: ContainerStore, image: AdmittedImage, runtime: str
+) -> None:
+    # The monitor removes them itself once it has reaped init (no `runtime delete`): check it did.
+    container = containers.run_detached(image, RunOptions(command=("true",), runtime=runtime))
+    done = containers.wait(container.id, timeout=30)
+    assert done is not None and done.exit_code == 0
+    assert not containers.runtime(runtime).state_dir(container.id).exists()
+    assert not any(path.exists() for path in cgroup_dirs(container.cgroups_path))
+    containers.remove(container.id)
+
+
+def test_a_cgroup_that_will_not_go_is_left_to_the_runtime(
+    containers: ContainerStore, image: AdmittedImage
+) -> None:
+    from run import monitor
+
+    container = containers.run_detached(image, RunOptions(command=("sleep", "30")))
+    runtime = containers.runtime("runc")
+    # A cgroup with a process in it cannot be removed (EBUSY): the quick path gives up, keeps the
+    # runtime's state for `runtime delete`, and removes nothing the runtime still needs.
+    assert monitor._remove_exited(container, runtime) is False
+    assert runtime.state_dir(container.id).exists()
+    assert containers.get(container.id).state is State.RUNNING
+    containers.remove(container.id, force=True)
+    assert not runtime.state_dir(container.id).exists()
+    assert not any(path.exists() for path in cgroup_dirs(container.cgroups_path))
+
+
 def test_rm_force_cleans_up_after_a_crashed_runtime(containers: ContainerStore, image: AdmittedImage) -> None:
     container = containers.run_detached(image, RunOptions(command=("sleep", "30")))
     assert container.monitor_pid is not None and container.pid is not None

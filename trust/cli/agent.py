@@ -408,8 +408,14 @@ def _warm_up() -> None:
         "run.containers",
         "run.snapshots",
         "run.bundle",
+        "encodings.ascii",  # for the runtime's output and log files
+        "typer._click.decorators",  # what click imports when a command runs
     ):
         importlib.import_module(module)
+    from trust.cli.app import prepare
+
+    for command in ("run", "create"):
+        prepare(command)
 
 
 def _listen(path: Path) -> socket.socket:
