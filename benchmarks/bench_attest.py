@@ -70,6 +70,7 @@ def main() -> None:
                     [
                         TRUST,
                         "attest",
+                        "--tlog-upload=false",
                         ref,
                         "--predicate",
                         str(path),

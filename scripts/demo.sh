@@ -102,7 +102,7 @@ python scripts/example_image.py "$reg/demo/built:v1" --message "built by the exa
 built=$(trust pull "$reg/demo/built:v1")
 trust sign --tlog-upload=false --key keys-example/cosign.key "$built"
 expect_exit 3 trust verify --policy keys-example/policy.yaml "$built"   # signed, but not attested
-trust attest "$built" --predicate keys-example/provenance.json --type slsaprovenance1 \
+trust attest --tlog-upload=false "$built" --predicate keys-example/provenance.json --type slsaprovenance1 \
     --key keys-example/cosign.key
 trust verify-attestation "$built" --type slsaprovenance1 --key keys-example/cosign.pub \
     --condition 'predicate.buildDefinition.externalParameters.ref == "refs/heads/main"' >/dev/null

@@ -86,7 +86,20 @@ def test_attest_writes_both_layouts_and_verify_reads_each(
     digest = ref.split("@")[1]
     key, pub = str(keys["release"].with_suffix(".key")), str(keys["release"].with_suffix(".pub"))
     assert (
-        main(["attest", ref, "--predicate", str(predicate), "--type", "slsaprovenance1", "--key", key]) == 0
+        main(
+            [
+                "attest",
+                "--tlog-upload=false",
+                ref,
+                "--predicate",
+                str(predicate),
+                "--type",
+                "slsaprovenance1",
+                "--key",
+                key,
+            ]
+        )
+        == 0
     )
 
     # cosign's layout: the .att tag, one DSSE layer annotated with the predicate type.
@@ -132,6 +145,7 @@ def test_attest_writes_both_layouts_and_verify_reads_each(
             main(
                 [
                     "attest",
+                    "--tlog-upload=false",
                     other,
                     "--predicate",
                     str(predicate),
@@ -158,9 +172,37 @@ def test_a_second_attestation_is_appended_not_overwritten(
     sbom = tmp_path / "sbom.json"
     sbom.write_text(json.dumps({"spdxVersion": "SPDX-2.3", "packages": []}))
     assert (
-        main(["attest", ref, "--predicate", str(predicate), "--type", "slsaprovenance1", "--key", key]) == 0
+        main(
+            [
+                "attest",
+                "--tlog-upload=false",
+                ref,
+                "--predicate",
+                str(predicate),
+                "--type",
+                "slsaprovenance1",
+                "--key",
+                key,
+            ]
+        )
+        == 0
     )
-    assert main(["attest", ref, "--predicate", str(sbom), "--type", "spdxjson", "--key", key]) == 0
+    assert (
+        main(
+            [
+                "attest",
+                "--tlog-upload=false",
+                ref,
+                "--predicate",
+                str(sbom),
+                "--type",
+                "spdxjson",
+                "--key",
+                key,
+            ]
+        )
+        == 0
+    )
     digest = ref.split("@")[1]
     att = httpx.get(
         f"{registry.url}/v2/{repo_name}/manifests/{digest.replace(':', '-')}.att",
@@ -186,7 +228,20 @@ def test_refusals_name_their_cause(
     key = str(keys["release"].with_suffix(".key"))
     pub, other = str(keys["release"].with_suffix(".pub")), str(keys["other"].with_suffix(".pub"))
     assert (
-        main(["attest", ref, "--predicate", str(predicate), "--type", "slsaprovenance1", "--key", key]) == 0
+        main(
+            [
+                "attest",
+                "--tlog-upload=false",
+                ref,
+                "--predicate",
+                str(predicate),
+                "--type",
+                "slsaprovenance1",
+                "--key",
+                key,
+            ]
+        )
+        == 0
     )
 
     cases = [
@@ -376,7 +431,20 @@ def test_policy_requires_attestations(
     assert "built-by-ci" in capsys.readouterr().err + capsys.readouterr().out
 
     assert (
-        main(["attest", ref, "--predicate", str(predicate), "--type", "slsaprovenance1", "--key", key]) == 0
+        main(
+            [
+                "attest",
+                "--tlog-upload=false",
+                ref,
+                "--predicate",
+                str(predicate),
+                "--type",
+                "slsaprovenance1",
+                "--key",
+                key,
+            ]
+        )
+        == 0
     )
     capsys.readouterr()
     assert main(["verify", "--policy", str(met), ref, "--output", "json"]) == 0
@@ -519,7 +587,20 @@ def test_tree_lists_signatures_attestations_and_referrers(
     key = str(keys["release"].with_suffix(".key"))
     assert main(["sign", "--tlog-upload=false", "--key", key, ref]) == 0
     assert (
-        main(["attest", ref, "--predicate", str(predicate), "--type", "slsaprovenance1", "--key", key]) == 0
+        main(
+            [
+                "attest",
+                "--tlog-upload=false",
+                ref,
+                "--predicate",
+                str(predicate),
+                "--type",
+                "slsaprovenance1",
+                "--key",
+                key,
+            ]
+        )
+        == 0
     )
     capsys.readouterr()
     assert main(["tree", ref, "--output", "json"]) == 0
@@ -547,7 +628,20 @@ def test_copy_carries_attestations(
     ref = pushed(registry, repo_name)
     key, pub = str(keys["release"].with_suffix(".key")), str(keys["release"].with_suffix(".pub"))
     assert (
-        main(["attest", ref, "--predicate", str(predicate), "--type", "slsaprovenance1", "--key", key]) == 0
+        main(
+            [
+                "attest",
+                "--tlog-upload=false",
+                ref,
+                "--predicate",
+                str(predicate),
+                "--type",
+                "slsaprovenance1",
+                "--key",
+                key,
+            ]
+        )
+        == 0
     )
     target = f"{registry.host}/{repo_name}-copy:v1"
     assert main(["copy", ref, target]) == 0
@@ -611,7 +705,20 @@ def test_run_admits_through_the_same_attestation_rules(
     assert main(["run", "--rm", "--store", store, "--policy", str(wanted), ref]) == 3
     assert "attestation built-by-ci" in capfd.readouterr().err
     assert (
-        main(["attest", ref, "--predicate", str(predicate), "--type", "slsaprovenance1", "--key", key]) == 0
+        main(
+            [
+                "attest",
+                "--tlog-upload=false",
+                ref,
+                "--predicate",
+                str(predicate),
+                "--type",
+                "slsaprovenance1",
+                "--key",
+                key,
+            ]
+        )
+        == 0
     )
     capfd.readouterr()
     assert main(["run", "--rm", "--store", store, "--policy", str(wanted), ref]) == 0
@@ -768,7 +875,20 @@ def test_audit_rechecks_attestations_online_and_offline(
     key, pub = str(keys["release"].with_suffix(".key")), keys["release"].with_suffix(".pub")
     assert main(["sign", "--tlog-upload=false", "--key", key, ref]) == 0
     assert (
-        main(["attest", ref, "--predicate", str(predicate), "--type", "slsaprovenance1", "--key", key]) == 0
+        main(
+            [
+                "attest",
+                "--tlog-upload=false",
+                ref,
+                "--predicate",
+                str(predicate),
+                "--type",
+                "slsaprovenance1",
+                "--key",
+                key,
+            ]
+        )
+        == 0
     )
     scope = f"{registry.host}/{repo_name}"
     store = str(tmp_path / "audited")

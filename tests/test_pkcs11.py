@@ -256,7 +256,22 @@ def test_attest_with_a_key_on_the_token(
     predicate = tmp_path / "sbom.json"
     predicate.write_text('{"spdxVersion": "SPDX-2.3", "packages": []}')
     monkeypatch.setenv("TRUST_PKCS11_PIN", PIN)
-    assert main(["attest", pinned, "--predicate", str(predicate), "--type", "spdxjson", "--key", token]) == 0
+    assert (
+        main(
+            [
+                "attest",
+                "--tlog-upload=false",
+                pinned,
+                "--predicate",
+                str(predicate),
+                "--type",
+                "spdxjson",
+                "--key",
+                token,
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["verify-attestation", pinned, "--type", "spdxjson", "--key", str(public)]) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[0])["predicate"]["spdxVersion"] == "SPDX-2.3"

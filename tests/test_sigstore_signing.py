@@ -20,15 +20,17 @@ from support.vectors import VECTORS
 
 from pull.clients import RegistryClients
 from pull.digest import Digest
+from pull.errors import UsageError
 from pull.reference import Reference
 from trust.attached import SignatureLocation, discover, fetch_bundles
+from trust.attest import attestation_location, discover_attestations
 from trust.cli.app import main
 from trust.cosign.simple_signing import BUNDLE_ANNOTATION, RFC3161_TIMESTAMP_ANNOTATION, Reason
 from trust.errors import SignatureInvalid
 from trust.keys.keyfiles import TrustedKey
 from trust.sigstore import verify_dsse_bundle
 from trust.sigstore.authority import KeylessAuthority
-from trust.sigstore.services import Instance
+from trust.sigstore.services import Instance, RekorLog
 from trust.sigstore.trusted_root import load_trusted_root
 from trust.sigstore.verifier import verify_rfc3161, verify_sigstore_bundle
 
@@ -489,3 +491,149 @@ def test_signing_services_errors_are_usage_errors(tmp_path: Path, keys: tuple[Pa
     assert main(["sign-blob", str(file), "--key", str(private), "--keyless", *out]) == 2
     assert not (tmp_path / "b.json").exists()
     assert not [name for name in os.listdir(tmp_path) if name.startswith(".trust-")]
+
+
+# --- which log a key's signature goes to, and what is refused before anything is signed ------------
+
+
+def _trust_config(path: Path, logs: list[dict[str, Any]], tsa: bool = True) -> Path:
+    """A ClientTrustConfig whose signing config lists `logs` (and a TSA unless not `tsa`)."""
+    signing: dict[str, Any] = {
+        "mediaType": "application/vnd.dev.sigstore.signingconfig.v0.2+json",
+        "rekorTlogUrls": logs,
+        "tsaUrls": [{"url": "http://127.0.0.1:9/api/v1/timestamp", "majorApiVersion": 1}] if tsa else [],
+    }
+    root = json.loads((BUNDLES / "staging_trusted_root.json").read_text())
+    document = {
+        "mediaType": "application/vnd.dev.sigstore.clienttrustconfig.v0.1+json",
+        "trustedRoot": root,
+        "signingConfig": signing,
+    }
+    path.write_text(json.dumps(document))
+    return path
+
+
+def _log(
+    url: str, version: int, start: str = "2024-01-01T00:00:00Z", end: str | None = None
+) -> dict[str, Any]:
+    valid: dict[str, str] = {"start": start} | ({"end": end} if end else {})
+    return {"url": url, "majorApiVersion": version, "validFor": valid}
+
+
+def test_the_log_is_the_highest_api_version_valid_now(tmp_path: Path) -> None:
+    v1, v2, old_v2, new_v2 = "http://v1.test", "http://v2.test", "http://old-v2.test", "http://new-v2.test"
+    both = _trust_config(tmp_path / "both.json", [_log(v1, 1), _log(v2, 2)])
+    assert Instance(trust_config=both).rekor() == RekorLog(v2, 2)  # as cosign v3 and sigstore-go pick
+    ended = _trust_config(tmp_path / "ended.json", [_log(v1, 1), _log(v2, 2, end="2025-01-01T00:00:00Z")])
+    assert Instance(trust_config=ended).rekor() == RekorLog(v1, 1)
+    future = _trust_config(tmp_path / "future.json", [_log(v1, 1), _log(v2, 2, start="2999-01-01T00:00:00Z")])
+    assert Instance(trust_config=future).rekor() == RekorLog(v1, 1)
+    newest = _trust_config(
+        tmp_path / "newest.json", [_log(old_v2, 2), _log(new_v2, 2, start="2025-06-01T00:00:00Z")]
+    )
+    assert Instance(trust_config=newest).rekor() == RekorLog(new_v2, 2)
+    assert Instance(trust_config=both, rekor_url="http://mine.test/").rekor() == RekorLog(
+        "http://mine.test", 1
+    )
+    assert Instance().rekor().major_version == 1  # the public-good log
+    none = _trust_config(tmp_path / "none.json", [_log(v2, 2, end="2025-01-01T00:00:00Z")])
+    with pytest.raises(UsageError, match="lists no Rekor log valid now"):
+        Instance(trust_config=none).rekor()
+
+
+def test_rekor_v2_refusals_come_before_anything_is_signed(
+    tmp_path: Path,
+    registry: Registry,
+    repo_name: str,
+    keys: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    private, public = keys
+    pushed = push_image(registry, repo_name, simple_image(repo_name.encode()), tag="v1")
+    ref = f"{registry.host}/{repo_name}@{pushed.digest}"
+    insecure = ["--insecure-registry", registry.host]
+    # Nothing listens on the log: each refusal must come before any request (else exit 5).
+    untimed = _trust_config(tmp_path / "untimed.json", [_log("http://127.0.0.1:9", 2)], tsa=False)
+    v2 = _trust_config(tmp_path / "v2.json", [_log("http://127.0.0.1:9", 2)])
+    file = artifact(tmp_path)
+    capsys.readouterr()
+    assert main(["sign", "--key", str(private), "--trust-config", str(untimed), *insecure, ref]) == 2
+    assert "Rekor v2 (http://127.0.0.1:9) records no signing time" in capsys.readouterr().err
+    bundle = ["--bundle", str(tmp_path / "b.json")]
+    assert main(["sign-blob", str(file), "--key", str(private), "--trust-config", str(untimed), *bundle]) == 2
+    elsewhere = ["--signature-repository", f"{registry.host}/{repo_name}-sigs"]
+    assert main(["sign", "--key", str(private), "--trust-config", str(v2), *elsewhere, *insecure, ref]) == 2
+    assert "travels in the Sigstore bundle referrer" in capsys.readouterr().err
+    predicate = tmp_path / "p.json"
+    predicate.write_text("{}")
+    attest = ["attest", ref, "--predicate", str(predicate), "--key", str(private), *insecure]
+    assert main([*attest, "--format", "cosign"]) == 2  # the log (public good by default) needs a bundle
+    assert "use --format bundle" in capsys.readouterr().err
+    assert main([*attest, "--trust-config", str(untimed)]) == 2
+    # an Ed25519 key signs the message itself, not a digest: Rekor v2 cannot take it
+    monkeypatch.setenv("TRUST_PASSWORD", "")
+    ed = tmp_path / "ed.pem"
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    ed.write_bytes(
+        ed25519.Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    assert main(["sign-blob", str(file), "--key", str(ed), "--trust-config", str(v2), *bundle]) == 2
+    assert "Rekor v2 logs ECDSA" in capsys.readouterr().err
+    assert not (tmp_path / "b.json").exists()
+    assert main(["verify", "--key", str(public), *insecure, ref]) == 3  # nothing was attached
+
+
+def test_attest_with_a_key_logs_the_bundle_and_the_log_is_checked(
+    sigstore_mock: SigstoreMock,
+    registry: Registry,
+    repo_name: str,
+    keys: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Rekor v1 (the npm stand-in): the bundle referrer's envelope is logged as a `dsse` entry;
+    # `verify-attestation --key --trusted-root` requires and checks it.
+    private, public = keys
+    pushed = push_image(registry, repo_name, simple_image(repo_name.encode()), tag="v1")
+    ref = f"{registry.host}/{repo_name}@{pushed.digest}"
+    insecure = ["--insecure-registry", registry.host]
+    predicate = tmp_path / "provenance.json"
+    predicate.write_text(json.dumps({"buildDefinition": {"buildType": "x"}}))
+    attest = [
+        "attest",
+        ref,
+        "--predicate",
+        str(predicate),
+        "--type",
+        "slsaprovenance1",
+        "--key",
+        str(private),
+    ]
+    logged = [*attest, "--trust-config", str(sigstore_mock.trust_config), *insecure]
+    assert main(logged) == 0
+    reference, digest = Reference.parse(ref), Digest.parse(pushed.digest)
+    with RegistryClients.insecure([registry.host]) as clients:
+        location = attestation_location(SignatureLocation.for_image(reference, digest))
+        found = discover_attestations(clients(reference.api_host), reference.repository, digest, location)
+    [bundle] = [attestation.bundle for attestation in found if attestation.bundle is not None]
+    [entry] = json.loads(bundle)["verificationMaterial"]["tlogEntries"]
+    assert entry["kindVersion"] == {"kind": "dsse", "version": "0.0.1"}
+    check = ["verify-attestation", ref, "--type", "slsaprovenance1", "--key", str(public), *insecure]
+    assert main([*check, "--trusted-root", str(sigstore_mock.trusted_root)]) == 0
+    assert main(check) == 0  # without a root, the log is not looked at (cosign --insecure-ignore-tlog)
+    capsys.readouterr()
+    staging = ["--trusted-root", str(BUNDLES / "staging_trusted_root.json")]
+    assert main([*check, *staging]) == 3  # a root that does not list the stand-in's log
+
+    # unlogged: accepted by key alone, refused when the log is required
+    second = push_image(registry, repo_name, simple_image(b"other"), tag="v2")
+    other = f"{registry.host}/{repo_name}@{second.digest}"
+    assert main([*attest[:1], other, *attest[2:], "--tlog-upload=false", *insecure]) == 0
+    unlogged = ["verify-attestation", other, "--type", "slsaprovenance1", "--key", str(public), *insecure]
+    assert main(unlogged) == 0
+    assert main([*unlogged, "--trusted-root", str(sigstore_mock.trusted_root)]) == 3

@@ -143,6 +143,7 @@ def test_trust_attests_cosign_verifies(
         [
             TRUST,
             "attest",
+            "--tlog-upload=false",
             ref,
             "--predicate",
             str(predicate_file(tmp_path)),

@@ -11,6 +11,9 @@ transparency log), described to cosign v3 by a signing config and a trusted root
 | cosign sign --key with the log (Rekor v2, RFC 3161)   | trust verify --key --trusted-root (log checked) |
 | cosign attest keyless                                 | trust verify-attestation (identity, issuer) |
 | trust sign --keyless (the same services)              | cosign verify (identity, issuer, --trusted-root) |
+| trust sign --key, the trust config (Rekor v2, RFC 3161) | cosign verify --key --trusted-root (log checked) |
+| trust sign-blob --key (Rekor v2)                      | cosign verify-blob --key --bundle --trusted-root |
+| trust attest --key (Rekor v2: hashedrekord over the PAE) | cosign verify-attestation --key --trusted-root |
 
 cosign checks each signature too (`cosign verify`), and every cell has negative twins that both
 tools refuse: another identity, another issuer, a signature moved onto another image, a log
@@ -348,4 +351,141 @@ def test_trust_signs_keyless_cosign_verifies(
     push_referrer(moved, *bundle_referrer(ref))
     both_refuse(
         peers, tool_env, [*cosign_verify, *root, *identity, moved], ["verify", *root, *identity, moved]
+    )
+
+
+def test_trust_signs_with_a_key_to_rekor_v2_cosign_verifies(
+    peers: Peers,
+    oci11_registry: OCI11Registry,
+    tool_env: dict[str, str],
+    tmp_path: Path,
+    local_sigstore: LocalSigstore,
+) -> None:
+    # trust sign --key with the trust config: its signing config names Rekor v2 and a timestamp
+    # authority, so the bundle referrer's signature is logged there as hashedrekord 0.0.2 and
+    # timestamped; stock cosign checks the entry against the trusted root (no
+    # --insecure-ignore-tlog), and so does trust.
+    key, pub = cosign_keys(peers, tool_env, tmp_path / "keys")
+    _, other = cosign_keys(peers, tool_env, tmp_path / "other")
+    content = b"signed by trust with a key, logged to Rekor v2"
+    ref = image(oci11_registry, "interop/trust-key-v2", content)
+    config = ["--trust-config", str(local_sigstore.trust_config)]
+    run(
+        [TRUST, "sign", "--key", str(key), *config, "--insecure-registry", oci11_registry.host, ref], tool_env
+    )
+    _, bundle = bundle_referrer(ref)
+    [entry] = bundle["verificationMaterial"]["tlogEntries"]
+    assert entry["kindVersion"] == {"kind": "hashedrekord", "version": "0.0.2"}
+    # Rekor v2 gives no SET and no time (its integratedTime is 0): the RFC 3161 timestamp is the time
+    assert entry.get("integratedTime", "0") == "0" and "inclusionPromise" not in entry
+    assert bundle["verificationMaterial"]["timestampVerificationData"]["rfc3161Timestamps"]
+
+    root = ["--trusted-root", str(local_sigstore.trusted_root)]
+    verified = run([peers.cosign, "verify", "--key", str(pub), *root, *COSIGN_REGISTRY_FLAGS, ref], tool_env)
+    assert "transparency log was verified" in verified.stderr
+    record = trust_record([TRUST, "verify", "--key", str(pub), *root, ref], tool_env)
+    assert record["verified"]
+    reasons = " ".join(signature["reason"] for signature in record["signatures"])
+    assert "logged in Rekor at index" in reasons and "timestamped at" in reasons
+
+    cosign_verify = ["verify", *COSIGN_REGISTRY_FLAGS]
+    both_refuse(
+        peers,
+        tool_env,
+        [*cosign_verify, "--key", str(other), *root, ref],
+        ["verify", "--key", str(other), *root, ref],
+    )
+    production = ["--trusted-root", str(PRODUCTION_ROOT)]
+    both_refuse(
+        peers,
+        tool_env,
+        [*cosign_verify, "--key", str(pub), *production, ref],
+        ["verify", "--key", str(pub), *production, ref],
+    )
+    copy = image(oci11_registry, "interop/trust-key-v2-tampered", content)
+    manifest, _ = bundle_referrer(ref)
+    push_referrer(copy, manifest, broken_checkpoint(bundle))
+    both_refuse(
+        peers,
+        tool_env,
+        [*cosign_verify, "--key", str(pub), *root, "--new-bundle-format", copy],
+        ["verify", "--key", str(pub), *root, "--ignore-reference", copy],
+    )
+
+
+def test_trust_signs_and_attests_blobs_with_a_key_to_rekor_v2(
+    peers: Peers,
+    oci11_registry: OCI11Registry,
+    tool_env: dict[str, str],
+    tmp_path: Path,
+    local_sigstore: LocalSigstore,
+) -> None:
+    key, pub = cosign_keys(peers, tool_env, tmp_path / "keys")
+    config = ["--trust-config", str(local_sigstore.trust_config)]
+    root = ["--trusted-root", str(local_sigstore.trusted_root)]
+    artifact = tmp_path / "release.tar"
+    artifact.write_bytes(b"a release, signed by trust into Rekor v2")
+    bundle = tmp_path / "release.sigstore.json"
+    run([TRUST, "sign-blob", str(artifact), "--key", str(key), *config, "--bundle", str(bundle)], tool_env)
+    [entry] = json.loads(bundle.read_text())["verificationMaterial"]["tlogEntries"]
+    assert entry["kindVersion"]["version"] == "0.0.2"
+    run([TRUST, "verify-blob", str(artifact), "--bundle", str(bundle), "--key", str(pub), *root], tool_env)
+    verify_blob = [peers.cosign, "verify-blob", "--key", str(pub), "--bundle", str(bundle), *root]
+    run([*verify_blob, str(artifact)], tool_env)
+    tampered = tmp_path / "tampered.tar"
+    tampered.write_bytes(artifact.read_bytes() + b"!")
+    assert run([*verify_blob, str(tampered)], tool_env, ok=False).returncode != 0
+    refused = run(
+        [TRUST, "verify-blob", str(tampered), "--bundle", str(bundle), "--key", str(pub), *root],
+        tool_env,
+        ok=False,
+    )
+    assert refused.returncode == 3, refused.stderr
+
+    # attest --key: the bundle referrer's DSSE signature is logged as hashedrekord 0.0.2 over the PAE
+    ref = image(oci11_registry, "interop/trust-attest-v2", b"attested by trust, logged to Rekor v2")
+    predicate = tmp_path / "provenance.json"
+    predicate.write_text(
+        json.dumps({"buildDefinition": {"buildType": "x"}, "runDetails": {"builder": {"id": "ci"}}})
+    )
+    attest = [TRUST, "attest", ref, "--predicate", str(predicate), "--type", "slsaprovenance1"]
+    run([*attest, "--key", str(key), *config, "--insecure-registry", oci11_registry.host], tool_env)
+    _, attested = bundle_referrer(ref)
+    [entry] = attested["verificationMaterial"]["tlogEntries"]
+    assert entry["kindVersion"] == {"kind": "hashedrekord", "version": "0.0.2"}
+    verify_attestation = ["verify-attestation", "--key", str(pub), "--type", "slsaprovenance1", *root]
+    checked = run([peers.cosign, *verify_attestation, *COSIGN_REGISTRY_FLAGS, ref], tool_env)
+    assert "transparency log was verified" in checked.stderr
+    run([TRUST, *verify_attestation, ref], tool_env)
+    # twins: a root that does not list the log, and the same statement attested without the log
+    production = [
+        "verify-attestation",
+        "--key",
+        str(pub),
+        "--type",
+        "slsaprovenance1",
+        "--trusted-root",
+        str(PRODUCTION_ROOT),
+    ]
+    both_refuse(peers, tool_env, [*production, *COSIGN_REGISTRY_FLAGS, ref], [*production, ref])
+    unlogged = image(oci11_registry, "interop/trust-attest-unlogged", b"attested by trust, not logged")
+    run(
+        [
+            TRUST,
+            "attest",
+            unlogged,
+            *attest[3:],
+            "--key",
+            str(key),
+            "--tlog-upload=false",
+            "--insecure-registry",
+            oci11_registry.host,
+        ],
+        tool_env,
+    )
+    both_refuse(
+        peers,
+        tool_env,
+        [*verify_attestation, *COSIGN_REGISTRY_FLAGS, unlogged],
+        [*verify_attestation, unlogged],
     )

@@ -15,9 +15,6 @@ is judged on the verified statement alone.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -41,7 +38,7 @@ from trust.cosign.simple_signing import (
     SignatureLayer,
     manifest_layers,
 )
-from trust.keys.keyfiles import PublicKey, public_key_der
+from trust.keys.keyfiles import PublicKey
 
 PREDICATE_TYPE_ANNOTATION = "predicateType"
 BUNDLE_PREDICATE_ANNOTATION = "dev.sigstore.bundle.predicateType"
@@ -197,15 +194,3 @@ def attach_att(
     )
     attach_signature(client, location, data, layer, signer_key)
     return layer.digest
-
-
-def key_signed_bundle(envelope: Envelope, public_key: PublicKey) -> bytes:
-    """A v0.3 Sigstore bundle of a key-signed DSSE envelope (no certificate, no log entry), as
-    cosign v3 writes with `--key` and `--tlog-upload=false`; the hint names the key."""
-    hint = base64.b64encode(hashlib.sha256(public_key_der(public_key)).digest()).decode()
-    bundle = {
-        "mediaType": SIGSTORE_BUNDLE,
-        "verificationMaterial": {"publicKey": {"hint": hint}, "tlogEntries": []},
-        "dsseEnvelope": json.loads(envelope.to_json()),
-    }
-    return json.dumps(bundle, separators=(",", ":")).encode()

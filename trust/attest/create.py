@@ -15,7 +15,7 @@ from pull.digest import Digest
 from pull.reference import Reference
 from pull.registry import RegistryClient
 from trust.attached import SignatureLocation
-from trust.attest.attached import attach_att, attestation_location, key_signed_bundle
+from trust.attest.attached import attach_att, attestation_location
 from trust.attest.envelope import sign_envelope
 from trust.attest.statement import IN_TOTO_PAYLOAD_TYPE, build_statement
 from trust.keys.keyfiles import Signer
@@ -23,6 +23,8 @@ from trust.keys.keyfiles import Signer
 if TYPE_CHECKING:
     from sigstore.models import ClientTrustConfig
     from sigstore.oidc import IdentityToken
+
+    from trust.sigstore.services import RekorLog
 
 ClientFor = Callable[[str], RegistryClient]
 FORMATS = ("cosign", "bundle")
@@ -53,8 +55,12 @@ def attest_image(
     predicate: Any,
     *,
     formats: Sequence[str] = FORMATS,
+    log: RekorLog | None = None,
+    timestamp_url: str | None = None,
 ) -> AttestResult:
-    """Attest the digest `reference` resolves to with `signer` (a key, an HSM, a KMS)."""
+    """Attest the digest `reference` resolves to with `signer` (a key, an HSM, a KMS). The bundle
+    referrer's signature is logged in `log` and timestamped by `timestamp_url` when given (before
+    anything is pushed); the `.att` layer is cosign's plain form, without either."""
     from pull.pipeline import resolve
     from trust.sigstore.sign import attach_bundle
 
@@ -70,7 +76,14 @@ def attest_image(
         )
         written.append(f"{location} (layer {layer})")
     if "bundle" in formats:
-        bundle = key_signed_bundle(envelope, signer.public_key)
+        from trust.sigstore.sign import key_signed_bundle
+
+        bundle = key_signed_bundle(
+            signer,
+            signed_statement=(envelope.payload, envelope.signatures[0]),
+            log=log,
+            timestamp_url=timestamp_url,
+        )
         referrer = attach_bundle(client, reference.repository, document.descriptor, bundle, predicate_type)
         written.append(f"{reference.registry}/{reference.repository}@{referrer} (bundle referrer)")
     return AttestResult(reference, document.digest, predicate_type, tuple(written))
@@ -116,5 +129,10 @@ def sign_statement_keyless(statement: bytes, token: IdentityToken, trust_config:
 
 def attest_blob(data_digest: Digest, name: str, signer: Signer, predicate_type: str, predicate: Any) -> bytes:
     """A key-signed Sigstore bundle (v0.3, DSSE) of a statement about a file's SHA-256."""
+    from trust.sigstore.sign import key_signed_bundle
+
     statement = build_statement(name, data_digest, predicate_type, predicate)
-    return key_signed_bundle(sign_envelope(IN_TOTO_PAYLOAD_TYPE, statement, signer), signer.public_key)
+    envelope = sign_envelope(IN_TOTO_PAYLOAD_TYPE, statement, signer)
+    return key_signed_bundle(
+        signer, signed_statement=(envelope.payload, envelope.signatures[0]), log=None, timestamp_url=None
+    )

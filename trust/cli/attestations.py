@@ -29,10 +29,15 @@ from trust.cli.common import (
     GithubTriggerOption,
     InsecureOption,
     OutputOption,
+    RekorUrlOption,
     StoreOption,
+    TimestampServerOption,
+    TlogUploadOption,
     TrustedRootOption,
     load_signer,
     qualified,
+    sigstore_instance,
+    tlog_upload_flag,
     write_file,
 )
 from trust.cli.output import OutputFormat, emit_json, emit_line, note
@@ -59,7 +64,11 @@ ConditionOption = Annotated[
 ]
 TrustConfigOption = Annotated[
     Path | None,
-    typer.Option("--trust-config", help="Keyless: a Sigstore ClientTrustConfig (private instance)."),
+    typer.Option(
+        "--trust-config",
+        help="A Sigstore ClientTrustConfig (private instance): keyless signing, or the log and "
+        "timestamp authority a key's attestation goes to.",
+    ),
 ]
 
 
@@ -98,11 +107,18 @@ def attest(
         str | None, typer.Option("--identity-token", help="Keyless: an OIDC token (default: ambient).")
     ] = None,
     trust_config: TrustConfigOption = None,
+    tlog_upload: TlogUploadOption = "true",
+    rekor_url: RekorUrlOption = None,
+    timestamp_server_url: TimestampServerOption = None,
     output: OutputOption = OutputFormat.text,
     insecure_registry: InsecureOption = None,
 ) -> None:
     """Attest an image digest: an in-toto statement (subject = the manifest digest) in a signed DSSE
-    envelope, attached as cosign's .att layer and as a Sigstore bundle referrer (--format)."""
+    envelope, attached as cosign's .att layer and as a Sigstore bundle referrer (--format).
+
+    With --key the bundle is logged in Rekor (the trust config's log: v2 or v1; --rekor-url: a v1
+    log; the public-good one by default) and timestamped with --timestamp-server-url or the trust
+    config's authority; --tlog-upload=false logs nothing."""
     from pull.clients import RegistryClients
     from pull.reference import Reference
     from trust.attest.create import attest_image, attest_image_keyless
@@ -125,13 +141,29 @@ def attest(
             result, identity = attest_image_keyless(clients, ref, token, config, predicate_type, content)
         _report(result.to_json() | {"identity": identity}, output)
         return
-    if identity_token or trust_config:
-        raise UsageError("--identity-token and --trust-config belong to --keyless")
+    if identity_token:
+        raise UsageError("--identity-token belongs to --keyless")
     if key is None:
         raise UsageError("give --key (a key file, PEM key or signer URI), or --keyless")
+    instance = sigstore_instance(trust_config, None, rekor_url, None, timestamp_server_url, None)
+    log = instance.key_signing_log(tlog_upload_flag(tlog_upload))
+    if log is not None and "bundle" not in formats:
+        raise UsageError(
+            "the log entry travels in the Sigstore bundle referrer: use --format bundle (or both), "
+            "or --tlog-upload=false"
+        )
     signer = load_signer(key, public_key)
     with RegistryClients.insecure(insecure_registry) as clients:
-        result = attest_image(clients, ref, signer, predicate_type, content, formats=formats)
+        result = attest_image(
+            clients,
+            ref,
+            signer,
+            predicate_type,
+            content,
+            formats=formats,
+            log=log,
+            timestamp_url=instance.timestamp_authority(),
+        )
     _report(result.to_json(), output)
 
 
@@ -186,7 +218,7 @@ def verify_attestation(
         github_workflow_trigger,
         github_workflow_sha,
     )
-    keyless = flags.given or trusted_root is not None
+    keyless = flags.given or (trusted_root is not None and not key)
     if [bool(key), policy is not None, keyless].count(True) != 1:
         raise UsageError(
             "give one of --key (public keys), --policy FILE, or --certificate-identity with "
@@ -462,8 +494,11 @@ def _authority(keys: list[str], flags: IdentityFlags | None, trusted_root: Path 
 
     if flags is not None:
         return keyless_authority(flags, trusted_root)
+    # With --trusted-root, a key's attestations must be logged (checked against that root).
     return CosignKeyAuthority(
-        "--key", tuple(TrustedKey(_key_name(text), public_key_for(text)) for text in keys)
+        "--key",
+        tuple(TrustedKey(_key_name(text), public_key_for(text)) for text in keys),
+        trusted_root=trusted_root,
     )
 
 

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from pull.config import PullConfig
     from pull.store import ContentStore
     from trust.keys.keyfiles import Signer
+    from trust.sigstore.services import Instance
 
 EXIT_CODES: list[tuple[type[TrustError], int]] = [
     (CommandNotFound, 127),  # as docker and podman: the container's command is not in the image
@@ -264,3 +265,38 @@ def load_signer(key: str, public_key: Path | None) -> Signer:
             raise UsageError(f"cannot read public key {public_key}: {exc.strerror}") from None
         return signer_from_uri(key, pem)
     raise UsageError(f"key file {key} does not exist")
+
+
+def sigstore_instance(
+    trust_config: Path | None,
+    fulcio_url: str | None,
+    rekor_url: str | None,
+    oidc_issuer: str | None,
+    timestamp_url: str | None,
+    trusted_root: Path | None,
+) -> Instance:
+    """The Sigstore instance the signing flags name (checked: URLs, files, no contradictions)."""
+    from trust.sigstore.services import Instance
+
+    for flag, url in (
+        ("--fulcio-url", fulcio_url),
+        ("--rekor-url", rekor_url),
+        ("--oidc-issuer", oidc_issuer),
+        ("--timestamp-server-url", timestamp_url),
+    ):
+        if url is not None and not url.startswith(("https://", "http://")):
+            raise UsageError(f"{flag} {url[:100]!r} is not an http(s) URL")
+    for flag, path in (("--trust-config", trust_config), ("--trusted-root", trusted_root)):
+        if path is not None and not path.is_file():
+            raise UsageError(f"{flag} {path} is not a file")
+    if trust_config is not None and trusted_root is not None:
+        raise UsageError("--trust-config holds a trusted root: give it or --trusted-root, not both")
+    return Instance(trust_config, fulcio_url, rekor_url, oidc_issuer, timestamp_url, trusted_root)
+
+
+def tlog_upload_flag(text: str) -> bool:
+    """`--tlog-upload`'s value (cosign writes `--tlog-upload=false`)."""
+    value = text.strip().lower()
+    if value not in ("true", "false", "1", "0"):
+        raise UsageError(f"--tlog-upload takes true or false, not {text[:20]!r}")
+    return value in ("true", "1")

@@ -50,6 +50,8 @@ from trust.cli.common import (
     load_signer,
     open_store,
     qualified,
+    sigstore_instance,
+    tlog_upload_flag,
     write_file,
 )
 
@@ -198,8 +200,10 @@ def sign(
     from trust.cosign.signing import sign_image
 
     ref = Reference.parse(qualified(reference))
-    instance = _instance(trust_config, fulcio_url, rekor_url, oidc_issuer, timestamp_server_url, trusted_root)
-    upload = _tlog_upload(tlog_upload)
+    instance = sigstore_instance(
+        trust_config, fulcio_url, rekor_url, oidc_issuer, timestamp_server_url, trusted_root
+    )
+    upload = tlog_upload_flag(tlog_upload)
     sigstore_flags = instance.overridden or trust_config is not None or trusted_root is not None
     if keyless:
         if (
@@ -254,6 +258,12 @@ def sign(
     if cert_chain is not None and cert is None:
         raise UsageError("--cert-chain needs --cert (the signing key's certificate)")
     annotations = _parse_annotations(annotation or [])
+    log = instance.key_signing_log(upload)
+    if log is not None and log.major_version == 2 and signature_repository is not None:
+        raise UsageError(
+            "a Rekor v2 entry travels in the Sigstore bundle referrer, which --signature-repository "
+            "does not write: drop it, or use --tlog-upload=false or a Rekor v1 log (--rekor-url)"
+        )
     signer = load_signer(key, public_key)
     certificate, chain = _cosign_certificate(cert, cert_chain, signer) if cert is not None else (None, None)
     with RegistryClients.insecure(insecure_registry) as clients:
@@ -266,7 +276,7 @@ def sign(
             recursive=recursive,
             certificate=certificate,
             chain=chain,
-            rekor_url=instance.rekor() if upload else None,
+            log=log,
             timestamp_url=instance.timestamp_authority(),
             bundle_referrer=signature_repository is None,  # referrers live beside the image
         )
@@ -308,39 +318,6 @@ def _sign_notation(
         return
     note(f"signed (notation): {ref.name}@{signed.digest} -> {signed.repository}@{signed.signature_digest}")
     emit_line(f"{ref.name}@{signed.digest}")
-
-
-def _instance(
-    trust_config: Path | None,
-    fulcio_url: str | None,
-    rekor_url: str | None,
-    oidc_issuer: str | None,
-    timestamp_url: str | None,
-    trusted_root: Path | None,
-) -> Instance:
-    from trust.sigstore.services import Instance
-
-    for flag, url in (
-        ("--fulcio-url", fulcio_url),
-        ("--rekor-url", rekor_url),
-        ("--oidc-issuer", oidc_issuer),
-        ("--timestamp-server-url", timestamp_url),
-    ):
-        if url is not None and not url.startswith(("https://", "http://")):
-            raise UsageError(f"{flag} {url[:100]!r} is not an http(s) URL")
-    for flag, path in (("--trust-config", trust_config), ("--trusted-root", trusted_root)):
-        if path is not None and not path.is_file():
-            raise UsageError(f"{flag} {path} is not a file")
-    if trust_config is not None and trusted_root is not None:
-        raise UsageError("--trust-config holds a trusted root: give it or --trusted-root, not both")
-    return Instance(trust_config, fulcio_url, rekor_url, oidc_issuer, timestamp_url, trusted_root)
-
-
-def _tlog_upload(text: str) -> bool:
-    value = text.strip().lower()
-    if value not in ("true", "false", "1", "0"):
-        raise UsageError(f"--tlog-upload takes true or false, not {text[:20]!r}")
-    return value in ("true", "1")
 
 
 def _sign_keyless(
@@ -772,8 +749,10 @@ def sign_blob(
 
     from trust.cli.keyless import file_digest
 
-    instance = _instance(trust_config, fulcio_url, rekor_url, oidc_issuer, timestamp_server_url, trusted_root)
-    upload = _tlog_upload(tlog_upload)
+    instance = sigstore_instance(
+        trust_config, fulcio_url, rekor_url, oidc_issuer, timestamp_server_url, trusted_root
+    )
+    upload = tlog_upload_flag(tlog_upload)
     if keyless == (key is not None):
         raise UsageError("give --key (a key file, PEM key or signer URI), or --keyless")
     if bundle.exists() and bundle.is_dir():
@@ -799,6 +778,7 @@ def sign_blob(
         from trust.cli.keyless import read_artifact
         from trust.sigstore.sign import key_signed_bundle
 
+        log = instance.key_signing_log(upload)
         signer = load_signer(key, public_key)
         content = read_artifact(artifact)
         if hashlib.sha256(content).hexdigest() != digest.hex:
@@ -806,7 +786,7 @@ def sign_blob(
         data = key_signed_bundle(
             signer,
             data=content,
-            rekor_url=instance.rekor() if upload else None,
+            log=log,
             timestamp_url=instance.timestamp_authority(),
         )
         signer_name = _key_name(key)

@@ -63,6 +63,20 @@ def open_envelope(authority: CosignKeyAuthority, attestation: Attestation) -> tu
     """An attestation's DSSE envelope signed (over the PAE) by one of the authority's keys."""
     from trust.errors import SignatureInvalid
 
+    if authority.trusted_root is not None:
+        from trust.sigstore import verify_dsse_bundle
+
+        if attestation.bundle is None:
+            raise SignatureInvalid(
+                Reason.BAD_SET.value,
+                "the log is required (--trusted-root) and this .att layer carries no log entry: "
+                "attest with --format bundle and the log",
+            )
+        verified = verify_dsse_bundle(
+            attestation.bundle, keys=authority.keys, trusted_root=authority.trusted_root
+        )
+        assert verified.payload_type is not None and verified.payload is not None
+        return verified.signer, verified.payload_type, verified.payload
     envelope = attestation.envelope
     assert envelope is not None
     if authority.rekor_keys:

@@ -15,12 +15,15 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class CosignKeyAuthority:
     """Signatures by one of `keys` (cosign simple-signing); with `rekor_keys`, a Rekor SET by one
-    of them is required as well."""
+    of them is required as well. With `trusted_root` (a Sigstore trusted root file), attestations
+    must come in a Sigstore bundle whose log entries verify against it (`verify-attestation --key
+    --trusted-root`, as `cosign verify-attestation --key --trusted-root` requires the log)."""
 
     name: str
     keys: tuple[TrustedKey, ...]
     rekor_keys: tuple[TrustedKey, ...] = ()
     line: int = 0
+    trusted_root: Path | None = None
 
     @property
     def kind(self) -> str:

@@ -8,12 +8,11 @@ are stored, in `trust.attached`.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pull.digest import Digest
 from pull.manifest import ImageIndex
@@ -36,6 +35,9 @@ from trust.cosign.simple_signing import (
     docker_reference,
 )
 from trust.keys.keyfiles import PublicKey, Signer, TrustedKey
+
+if TYPE_CHECKING:
+    from trust.sigstore.services import RekorLog
 
 ClientFor = Callable[[str], RegistryClient]
 """Returns a (cached) client for an API host; the caller owns and closes them."""
@@ -68,7 +70,7 @@ def sign_image(
     recursive: bool = False,
     certificate: str | None = None,
     chain: str | None = None,
-    rekor_url: str | None = None,
+    log: RekorLog | None = None,
     timestamp_url: str | None = None,
     bundle_referrer: bool = False,
 ) -> list[SignResult]:
@@ -76,8 +78,9 @@ def sign_image(
 
     With `certificate` (PEM, for the signer's key) and `chain` (PEM, its issuers up to the root),
     the layer carries them, for verifiers that trust a CA rather than a key (`cosign-pki`).
-    `rekor_url`: the signature is logged there first and the layer carries the SET
-    (`dev.sigstore.cosign/bundle`), as stock `cosign verify --key` requires. `timestamp_url`: an
+    `log`: a Rekor v1 log records the signature first and the layer carries the SET
+    (`dev.sigstore.cosign/bundle`), as stock `cosign verify --key` requires; a Rekor v2 log has no
+    SET to give, so only the bundle referrer's signature is logged there. `timestamp_url`: an
     RFC 3161 timestamp of the signature goes into `dev.sigstore.cosign/rfc3161timestamp`.
     `bundle_referrer`: cosign v3's form too, a key-signed Sigstore bundle (DSSE statement about
     the digest, logged and timestamped the same way) attached as an OCI referrer. Logging and
@@ -94,14 +97,12 @@ def sign_image(
         payload = build_payload(docker_reference(reference), digest, annotations)
         signature = signer.sign(payload)
         rekor_set = None
-        if rekor_url is not None:
-            from trust.keys.keyfiles import public_key_pem
-            from trust.sigstore.services import hashedrekord_entry, upload_entry
+        if log is not None and log.major_version == 1:
+            from trust.sigstore.services import log_signature
 
-            proposed = hashedrekord_entry(
-                hashlib.sha256(payload).digest(), signature, public_key_pem(signer.public_key)
+            _, rekor_set = log_signature(
+                log, signature=signature, public_key=signer.public_key, message=payload
             )
-            rekor_set = upload_entry(rekor_url, proposed).set_annotation()
         layer = SignatureLayer.create(
             payload, signature, certificate=certificate, chain=chain, bundle=rekor_set
         )
@@ -118,7 +119,7 @@ def sign_image(
             bundle = key_signed_bundle(
                 signer,
                 statement=cosign_statement(reference, digest),
-                rekor_url=rekor_url,
+                log=log,
                 timestamp_url=timestamp_url,
             )
         location = SignatureLocation.for_image(reference, digest, signature_repository)

@@ -29,6 +29,8 @@ from pull.errors import CouldNotCheck, UsageError
 if TYPE_CHECKING:
     from sigstore.models import ClientTrustConfig
 
+    from trust.keys.keyfiles import PublicKey
+
 PUBLIC_GOOD_FULCIO = "https://fulcio.sigstore.dev"
 PUBLIC_GOOD_REKOR = "https://rekor.sigstore.dev"
 PUBLIC_GOOD_OIDC = "https://oauth2.sigstore.dev/auth"
@@ -60,20 +62,43 @@ class Instance:
         """The `--trust-config` file's signing config (JSON), None without one."""
         return self._config_file().get("signingConfig") if self.trust_config is not None else None
 
-    def rekor(self) -> str:
-        """The Rekor v1 log to upload to: `--rekor-url`, the trust config's first v1 log, public good."""
+    def rekor(self) -> RekorLog:
+        """The log key signatures go to: `--rekor-url` (a Rekor v1 API), else the trust config's
+        log of the highest API version trust speaks (2, then 1) that is valid now, the newest of
+        those first, as cosign v3 and sigstore-go choose; else the public-good Rekor (v1)."""
         if self.rekor_url is not None:
-            return self.rekor_url.rstrip("/")
-        for service in (self.signing_config() or {}).get("rekorTlogUrls") or []:
-            if (
-                isinstance(service, dict)
-                and service.get("majorApiVersion") == 1
+            return RekorLog(self.rekor_url.rstrip("/"), 1)
+        services = (self.signing_config() or {}).get("rekorTlogUrls") or []
+        for version in (2, 1):
+            usable = [
+                service
+                for service in services
+                if isinstance(service, dict)
+                and service.get("majorApiVersion") == version
                 and isinstance(service.get("url"), str)
-            ):
-                return str(service["url"]).rstrip("/")
+                and _valid_now(service.get("validFor"))
+            ]
+            if usable:
+                newest = max(
+                    usable, key=lambda service: str((service.get("validFor") or {}).get("start", ""))
+                )
+                return RekorLog(str(newest["url"]).rstrip("/"), version)
         if self.trust_config is not None:
-            raise UsageError(f"{self.trust_config} lists no Rekor v1 log: give --rekor-url")
-        return PUBLIC_GOOD_REKOR
+            raise UsageError(f"{self.trust_config} lists no Rekor log valid now: give --rekor-url")
+        return RekorLog(PUBLIC_GOOD_REKOR, 1)
+
+    def key_signing_log(self, upload: bool) -> RekorLog | None:
+        """`rekor()` when signing with a key logs (`upload`), checked usable before anything is
+        signed: a Rekor v2 entry carries no time, so it needs a timestamp authority beside it."""
+        if not upload:
+            return None
+        log = self.rekor()
+        if log.major_version == 2 and self.timestamp_authority() is None:
+            raise UsageError(
+                f"Rekor v2 ({log.url[:100]}) records no signing time: give --timestamp-server-url, "
+                "or a trust config that lists a timestamp authority"
+            )
+        return log
 
     def timestamp_authority(self) -> str | None:
         """`--timestamp-server-url`, else the trust config's first TSA, else none."""
@@ -157,6 +182,22 @@ def _override(
     return out
 
 
+def _valid_now(valid_for: Any) -> bool:
+    """A signing config service's `validFor` (RFC 3339 `start`, optional `end`) covers now."""
+    from datetime import UTC, datetime
+
+    if not isinstance(valid_for, dict):
+        return True
+    now = datetime.now(UTC)
+    try:
+        start, end = valid_for.get("start"), valid_for.get("end")
+        if isinstance(start, str) and datetime.fromisoformat(start.replace("Z", "+00:00")) > now:
+            return False
+        return not (isinstance(end, str) and datetime.fromisoformat(end.replace("Z", "+00:00")) < now)
+    except ValueError:
+        return False
+
+
 def _read_json(path: Path, what: str) -> dict[str, Any]:
     try:
         with open(path, "rb") as handle:
@@ -172,6 +213,134 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise UsageError(f"{what} {path} is not a JSON object")
     return document
+
+
+# --- Rekor ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RekorLog:
+    """A transparency log to write to: its base URL and the major version of its API (1 or 2)."""
+
+    url: str
+    major_version: int
+
+
+def log_signature(
+    log: RekorLog,
+    *,
+    signature: bytes,
+    public_key: PublicKey,
+    message: bytes | None = None,
+    envelope_json: str | None = None,
+    pae: bytes | None = None,
+) -> tuple[dict[str, Any], str | None]:
+    """Log a key's signature: over `message` (a message signature), or a DSSE envelope
+    (`envelope_json`, whose signature is over `pae`). Returns the entry as a bundle's
+    `tlogEntries[]` holds it, and for Rekor v1 cosign's SET annotation (v2 has no SET).
+
+    Rekor v1: `hashedrekord` 0.0.1 or `dsse` 0.0.1. Rekor v2 takes only `hashedrekord` 0.0.2: a
+    DSSE envelope is logged as its signature over the PAE, as sigstore-go does.
+    Raises `CouldNotCheck` (the log failed) or `UsageError` (a key Rekor v2 cannot take)."""
+    import hashlib
+
+    from trust.keys.keyfiles import public_key_pem
+
+    if log.major_version == 1:
+        if envelope_json is not None:
+            proposed = dsse_entry(envelope_json, public_key_pem(public_key))
+        else:
+            assert message is not None
+            proposed = hashedrekord_entry(
+                hashlib.sha256(message).digest(), signature, public_key_pem(public_key)
+            )
+        entry = upload_entry(log.url, proposed)
+        return entry.bundle_entry(), entry.set_annotation()
+    signed = pae if envelope_json is not None else message
+    assert signed is not None
+    key_details, hash_name = _rekor_v2_key(public_key)
+    request = {
+        "hashedRekordRequestV002": {
+            "digest": base64.b64encode(hashlib.new(hash_name, signed).digest()).decode(),
+            "signature": {
+                "content": base64.b64encode(signature).decode(),
+                "verifier": {
+                    "publicKey": {"rawBytes": base64.b64encode(_spki(public_key)).decode()},
+                    "keyDetails": key_details,
+                },
+            },
+        }
+    }
+    return upload_entry_v2(log.url, request), None
+
+
+def check_loggable(log: RekorLog, public_key: PublicKey) -> None:
+    """Raise `UsageError` now, before anything is signed or asked of a service, if `log` cannot
+    take this key's signatures (Rekor v2: only keys that sign a digest)."""
+    if log.major_version == 2:
+        _rekor_v2_key(public_key)
+
+
+def _rekor_v2_key(public_key: PublicKey) -> tuple[str, str]:
+    """The `keyDetails` Rekor v2 files a key under, and the hash its signatures are made over."""
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        curves = {"secp256r1": ("PKIX_ECDSA_P256_SHA_256", "sha256"),
+                  "secp384r1": ("PKIX_ECDSA_P384_SHA_384", "sha384"),
+                  "secp521r1": ("PKIX_ECDSA_P521_SHA_512", "sha512")}  # fmt: skip
+        if public_key.curve.name in curves:
+            return curves[public_key.curve.name]
+    if isinstance(public_key, rsa.RSAPublicKey) and public_key.key_size in (2048, 3072, 4096):
+        return f"PKIX_RSA_PKCS1V15_{public_key.key_size}_SHA256", "sha256"
+    raise UsageError(
+        "Rekor v2 logs ECDSA (P-256, P-384, P-521) and RSA (2048-4096) key signatures; this key's "
+        "signatures are not over a digest (Ed25519): use --tlog-upload=false or a Rekor v1 log"
+    )
+
+
+def _spki(public_key: PublicKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def upload_entry_v2(rekor_url: str, request: dict[str, Any]) -> dict[str, Any]:
+    """Log `request` (a `CreateEntryRequest` in protobuf JSON) in the Rekor v2 log at `rekor_url`;
+    the `TransparencyLogEntry` it answers (inclusion proof and checkpoint, no SET, no time).
+    Its proof is checked by whoever verifies the bundle, against the trusted root's log key; here
+    only its shape. Raises `CouldNotCheck`."""
+    import httpx
+
+    where = f"{rekor_url}/api/v2/log/entries"
+    try:
+        response = httpx.post(
+            where, json=request, timeout=TIMEOUT_SECONDS, headers={"Accept": "application/json"}
+        )
+    except httpx.HTTPError as exc:
+        raise CouldNotCheck(f"Rekor {rekor_url[:100]}: {type(exc).__name__} {_first_line(exc)}") from None
+    if response.status_code not in (200, 201) or len(response.content) > MAX_RESPONSE_BYTES:
+        raise CouldNotCheck(
+            f"Rekor {rekor_url[:100]} refused the entry: HTTP {response.status_code} {response.text[:160]}"
+        )
+    try:
+        entry = response.json()
+        proof = entry["inclusionProof"]
+        well_formed = (
+            isinstance(entry["canonicalizedBody"], str)
+            and isinstance(entry["logId"]["keyId"], str)
+            and entry["kindVersion"] == {"kind": "hashedrekord", "version": "0.0.2"}
+            and isinstance(proof["checkpoint"]["envelope"], str)
+            and isinstance(proof["rootHash"], str)
+        )
+    except (ValueError, KeyError, TypeError):
+        well_formed = False
+    if not well_formed:
+        raise CouldNotCheck(f"Rekor {rekor_url[:100]} answered something that is not a v2 log entry")
+    # rekor-tiles writes `"inclusionPromise": null`: a bundle leaves unset fields out.
+    return {name: value for name, value in entry.items() if value is not None}
 
 
 # --- Rekor v1 --------------------------------------------------------------------------------------

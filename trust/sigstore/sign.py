@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from sigstore.oidc import IdentityToken
 
     from trust.keys.keyfiles import Signer
+    from trust.sigstore.services import RekorLog
 
 EMPTY_CONFIG = b"{}"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -210,54 +211,66 @@ def key_signed_bundle(
     signer: Signer,
     *,
     statement: dict[str, Any] | None = None,
+    signed_statement: tuple[bytes, bytes] | None = None,
     data: bytes | None = None,
-    rekor_url: str | None,
+    log: RekorLog | None,
     timestamp_url: str | None,
 ) -> bytes:
     """A v0.3 Sigstore bundle signed with a key (cosign v3's form): a DSSE envelope of `statement`
-    (logged as `dsse`), or a message signature over `data` (logged as `hashedrekord`). Logged when
-    `rekor_url` is given, timestamped when `timestamp_url` is. Raises `CouldNotCheck`."""
+    (or of `signed_statement`, an in-toto payload and the signature already made over its PAE), or
+    a message signature over `data`. Logged in `log` when given (`services.log_signature`: Rekor v1
+    or v2), timestamped when `timestamp_url` is. Raises `CouldNotCheck`, or `UsageError` for a key
+    the log cannot take."""
     import base64
     import hashlib
 
-    from cryptography.hazmat.primitives import serialization
-
-    from trust.keys.keyfiles import public_key_pem
+    from trust.keys.keyfiles import public_key_der
     from trust.sigstore.bundles import IN_TOTO_PAYLOAD_TYPE, pae
-    from trust.sigstore.services import dsse_entry, hashedrekord_entry, request_timestamp, upload_entry
+    from trust.sigstore.services import check_loggable, log_signature, request_timestamp
 
     def b64(raw: bytes) -> str:
         return base64.b64encode(raw).decode()
 
-    pem = public_key_pem(signer.public_key)
-    spki = signer.public_key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    if log is not None:
+        check_loggable(log, signer.public_key)
+
     document: dict[str, Any] = {"mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json"}
-    material: dict[str, Any] = {"publicKey": {"hint": b64(hashlib.sha256(spki).digest())}, "tlogEntries": []}
+    hint = b64(hashlib.sha256(public_key_der(signer.public_key)).digest())
+    material: dict[str, Any] = {"publicKey": {"hint": hint}, "tlogEntries": []}
+    envelope_json: str | None = None
+    signed_pae: bytes | None = None
     if statement is not None:
         payload = json.dumps(statement, separators=(",", ":")).encode()
-        signature = signer.sign(pae(IN_TOTO_PAYLOAD_TYPE, payload))
+        signed_statement = (payload, signer.sign(pae(IN_TOTO_PAYLOAD_TYPE, payload)))
+    if signed_statement is not None:
+        payload, signature = signed_statement
         envelope = {
             "payload": b64(payload),
             "payloadType": IN_TOTO_PAYLOAD_TYPE,
             "signatures": [{"sig": b64(signature)}],
         }
         document["dsseEnvelope"] = envelope
-        proposed = dsse_entry(json.dumps(envelope, separators=(",", ":")), pem)
+        envelope_json = json.dumps(envelope, separators=(",", ":"))
+        signed_pae = pae(IN_TOTO_PAYLOAD_TYPE, payload)
     else:
         assert data is not None
-        digest = hashlib.sha256(data).digest()
         signature = signer.sign(data)
         document["messageSignature"] = {
-            "messageDigest": {"algorithm": "SHA2_256", "digest": b64(digest)},
+            "messageDigest": {"algorithm": "SHA2_256", "digest": b64(hashlib.sha256(data).digest())},
             "signature": b64(signature),
         }
-        proposed = hashedrekord_entry(digest, signature, pem)
     if timestamp_url is not None:
         stamp = request_timestamp(timestamp_url, signature)
         material["timestampVerificationData"] = {"rfc3161Timestamps": [{"signedTimestamp": b64(stamp)}]}
-    if rekor_url is not None:
-        material["tlogEntries"] = [upload_entry(rekor_url, proposed).bundle_entry()]
+    if log is not None:
+        entry, _ = log_signature(
+            log,
+            signature=signature,
+            public_key=signer.public_key,
+            message=data if envelope_json is None else None,
+            envelope_json=envelope_json,
+            pae=signed_pae,
+        )
+        material["tlogEntries"] = [entry]
     document["verificationMaterial"] = material
     return json.dumps(document, separators=(",", ":")).encode()
