@@ -236,6 +236,11 @@ expect_exit 3 trust verify-blob "$work/notes.txt" --bundle "$work/notes.sigstore
   --certificate-identity dev@example.test --certificate-oidc-issuer https://issuer.mock.test   # public-good root
 trust sign --key keys-example/cosign.key --trust-config "$work/sigstore/trust_config.json" "$reg/demo/hello:v1"
 trust verify --key keys-example/cosign.pub --trusted-root "$work/sigstore/trusted_root.json" "$reg/demo/hello:v1"
+# an attestation with a key is logged too; --trusted-root makes verify-attestation require the entry
+trust attest "$reg/demo/hello:v1" --predicate keys-example/provenance.json --type slsaprovenance1 \
+  --key keys-example/cosign.key --trust-config "$work/sigstore/trust_config.json" --format bundle
+trust verify-attestation "$reg/demo/hello:v1" --type slsaprovenance1 --key keys-example/cosign.pub \
+  --trusted-root "$work/sigstore/trusted_root.json" >/dev/null
 kill "$mock_pid"; wait "$mock_pid" 2>/dev/null || true
 # --- end issue 15 ---
 
