@@ -10,8 +10,9 @@ comes from one of two places, and never from the network while verifying:
 - a file named by `--trusted-root` or a policy authority's `trusted-root` (private Sigstore
   deployments, air-gapped hosts, the staging instance).
 
-Loaded roots are cached per file for the life of the process: evaluating a policy with many
-images must not re-parse them. `import sigstore` costs ~0.4 s, so this module imports it lazily.
+Loaded roots are cached per file (and per version of it: a file changed on disk is read again)
+for the life of the process: evaluating a policy with many images must not re-parse them.
+`import sigstore` costs ~0.4 s, so this module imports it lazily.
 """
 
 from __future__ import annotations
@@ -116,7 +117,14 @@ def load_trusted_root(path: Path | None = None) -> LoadedRoot:
     """
     if path is None:
         return _public_good()
-    return _from_file(path.resolve())
+    resolved = path.resolve()
+    try:
+        seen = resolved.stat()
+    except OSError as exc:
+        raise TrustedRootError(f"cannot read trusted root {path}: {exc.strerror}") from None
+    # Keyed by the file's identity and change time too: a long-lived process (the webhook) must
+    # not go on trusting a root that was replaced on disk (a rotated or withdrawn key).
+    return _from_file(resolved, seen.st_ino, seen.st_size, seen.st_mtime_ns)
 
 
 @functools.cache
@@ -180,8 +188,8 @@ def refresh_public_good() -> Path:
     return path
 
 
-@functools.cache
-def _from_file(path: Path) -> LoadedRoot:
+@functools.lru_cache(maxsize=32)
+def _from_file(path: Path, inode: int, size: int, mtime_ns: int) -> LoadedRoot:
     return _parse(_read_capped(path), str(path))
 
 
