@@ -9,18 +9,18 @@
 Why CNI: `containernetworking-plugins` is in Debian 12 (netavark, podman's newer stack, is not), the
 plugins are the ones podman 3/4 and containerd use, and the CNI spec fixes how to call them: one
 executable per plugin, the config on stdin, `CNI_*` variables, a JSON result on stdout. trust writes
-the network configuration list itself (`network_config`) and calls the plugins in order:
+the network configuration list itself (`network_config`) and calls the plugins:
 
 - `bridge`: the host bridge `trust0` (created on first use), a veth pair into the container's network
-  namespace as `eth0`, the bridge as the default gateway, masquerading of traffic leaving the subnet,
-  hairpin mode (a container reaches its own published port);
+  namespace as `eth0`, the bridge as the default gateway, hairpin mode (a container reaches its own
+  published port);
 - `host-local` (IPAM, called by `bridge`): an address from a private /16 (`10.89.0.0/16`,
   `$TRUST_BRIDGE_SUBNET` to change it), its leases under `/run/trust/networks/` (host-wide because
   the bridge is; on tmpfs because veths and rules do not survive a reboot either);
-- `portmap` (only with published ports): DNAT from `[IP:]HOSTPORT` to the container, SNAT so that
-  the host reaches it through 127.0.0.1 too;
-- `firewall`: accepts forwarded traffic from and to the container even when FORWARD's policy drops
-  (a host with docker installed).
+- and, instead of CNI's `portmap` and `firewall` plugins and `bridge`'s `ipMasq` (a dozen iptables
+  processes per container each way, ~250 ms of a bridged start), trust's own rules
+  (run/hostrules.py): host-wide masquerading and forwarding for the bridge, installed once, and per
+  container with published ports one DNAT chain put in and taken out with one `iptables-restore`.
 
 The container's network namespace is made here (`unshare --net=FILE`, loopback up) and bind-mounted
 on `netns` in the container directory: the runtime joins it by path, the plugins configure it by
@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from pull.errors import InvalidManifest, UsageError
+from run import hostrules
 from run.errors import RuntimeFailure
 from run.overlay import is_mountpoint, unmount
 
@@ -260,14 +261,18 @@ def subnet() -> str:
     return str(network)
 
 
-def network_config(subnet_text: str, *, publish: bool) -> dict[str, Any]:
-    """The CNI network configuration list trust uses (also stored in network.json for DEL)."""
+def network_config(subnet_text: str) -> dict[str, Any]:
+    """The CNI network configuration list trust uses (also stored in network.json for DEL).
+
+    Only `bridge` (with `host-local`): masquerading, forwarding and published ports are
+    run/hostrules.py's. A network.json written before that lists `portmap` and `firewall` too and
+    `ipMasq`; `release` undoes it with the plugins it names, as before."""
     plugins: list[dict[str, Any]] = [
         {
             "type": "bridge",
             "bridge": BRIDGE,
             "isGateway": True,
-            "ipMasq": True,
+            "ipMasq": False,
             "hairpinMode": True,
             "ipam": {
                 "type": "host-local",
@@ -277,10 +282,7 @@ def network_config(subnet_text: str, *, publish: bool) -> dict[str, Any]:
             },
         },
     ]
-    if publish:
-        plugins.append({"type": "portmap", "capabilities": {"portMappings": True}, "snat": True})
-    plugins.append({"type": "firewall", "backend": "iptables"})
-    return {"cniVersion": CNI_VERSION, "name": NETWORK_NAME, "plugins": plugins}
+    return {"cniVersion": CNI_VERSION, "name": NETWORK_NAME, "plugins": plugins, "hostRules": True}
 
 
 # -- attachments -------------------------------------------------------------------------------
@@ -352,7 +354,7 @@ def attach(directory: Path, container_id: str, ports: Sequence[PortMapping], sub
         NetworkFailure: a plugin (or the namespace) failed.
     """
     netns = directory / NETNS_FILE
-    attachment = Attachment(netns, network_config(subnet_text, publish=bool(ports)), tuple(ports))
+    attachment = Attachment(netns, network_config(subnet_text), tuple(ports))
     _write(directory, attachment)  # first: a crash from here on is undone by `release`
     try:
         _make_netns(netns)
@@ -361,6 +363,11 @@ def attach(directory: Path, container_id: str, ports: Sequence[PortMapping], sub
             result = _call_plugin("ADD", plugin, attachment, container_id, result)
         attachment = Attachment(netns, attachment.config, attachment.ports, result)
         _write(directory, attachment)
+        hostrules.ensure_bridge_rules(BRIDGE, subnet_text, STATE_DIR)
+        if ports:
+            if attachment.address is None:
+                raise NetworkFailure("the bridge plugin gave the container no IPv4 address")
+            hostrules.publish(container_id, attachment.address, ports)
     except BaseException:
         with contextlib.suppress(RuntimeFailure):
             release(directory, container_id)
@@ -381,6 +388,11 @@ def release(directory: Path, container_id: str) -> None:
         return
     errors = []
     namespace_gone = not is_mountpoint(attachment.netns)
+    if attachment.config.get("hostRules"):
+        try:
+            hostrules.unpublish(container_id)
+        except RuntimeFailure as err:
+            errors.append(str(err))
     for plugin in reversed(attachment.config.get("plugins") or ()):
         try:
             _call_plugin("DEL", plugin, attachment, container_id, attachment.result)

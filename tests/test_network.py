@@ -459,3 +459,76 @@ def test_run_rm_releases_everything_before_it_returns(net: Setup, capfd: pytest.
     assert not [p for p in leases.iterdir() if p.read_text(errors="replace").startswith(short_id)]
     with open("/proc/self/mountinfo") as mountinfo:
         assert short_id not in mountinfo.read()
+
+
+# -- the host's rules (run/hostrules.py) ------------------------------------------------------------
+
+
+def _rules() -> list[str]:
+    return subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout.splitlines()
+
+
+def test_published_ports_are_one_chain_and_a_container_without_ports_adds_no_rule(
+    net: Setup, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from run.hostrules import container_chain
+
+    assert net.trust("create", "--name", "portless", net.image) == 0
+    capfd.readouterr()
+    portless = held(net, capfd, "portless")
+    assert not [line for line in _rules() if portless.container_id in line or portless.address in line]
+
+    assert net.trust("create", "--name", "ported", "-p", "127.0.0.1:0:80", "-p", "0:8125/udp", net.image) == 0
+    capfd.readouterr()
+    ported = held(net, capfd, "ported")
+    chain = container_chain(ported.container_id)
+    mine = [line for line in _rules() if chain in line]
+    dnat = [line for line in mine if line.startswith(f"-A {chain} ")]
+    assert len(dnat) == 2 and all(f"-j DNAT --to-destination {ported.address}:" in line for line in dnat)
+    assert [line for line in mine if line.startswith("-A TRUST-HOSTPORTS")] == [
+        f'-A TRUST-HOSTPORTS -m comment --comment "trust:{ported.container_id}" -j {chain}'
+    ]
+    assert net.trust("rm", "portless") == 0
+    assert net.trust("rm", "ported") == 0
+    assert leftovers(ported) == [] and leftovers(portless) == []
+    assert not [line for line in _rules() if chain in line]
+
+
+def test_ports_are_taken_back_when_their_jump_was_removed_by_someone_else(
+    net: Setup, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from run.hostrules import HOSTPORTS, container_chain
+
+    assert net.trust("create", "--name", "halfway", "-p", "127.0.0.1:0:80", net.image) == 0
+    capfd.readouterr()
+    halfway = held(net, capfd, "halfway")
+    chain = container_chain(halfway.container_id)
+    comment = f"trust:{halfway.container_id}"
+    subprocess.run(
+        ["iptables", "-w", "-t", "nat", "-D", HOSTPORTS, "-m", "comment", "--comment", comment, "-j", chain],
+        check=True,
+    )
+    assert net.trust("rm", "halfway") == 0  # one restore fails, the one-by-one removal does the rest
+    assert leftovers(halfway) == [] and not [line for line in _rules() if chain in line]
+
+
+def test_the_host_rules_come_back_after_a_firewall_reload_and_are_never_doubled(
+    net: Setup, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from run.hostrules import POSTROUTING, ensure_bridge_rules
+    from run.network import BRIDGE, subnet
+
+    ensure_bridge_rules(BRIDGE, subnet(), STATE_DIR)
+    assert net.trust("create", net.image) == 0  # the bridge exists
+    first = capfd.readouterr().out.strip()
+    # what a firewall reload does to our chain: its rules are gone
+    subprocess.run(["iptables", "-w", "-t", "nat", "-F", POSTROUTING], check=True)
+    assert net.trust("run", "-d", "--name", "after-reload", "-p", "127.0.0.1:0:80", net.image) == 0
+    capfd.readouterr()
+    _, port = published_port(net, capfd, "after-reload", "80")
+    assert fetch(f"http://127.0.0.1:{port}/") == PAGE  # masquerading from loopback is back
+    ensure_bridge_rules(BRIDGE, subnet(), STATE_DIR)
+    rules = [line for line in _rules() if line.startswith("-A")]
+    assert len(rules) == len(set(rules))  # nothing installed twice
+    assert net.trust("rm", "-f", "after-reload") == 0
+    assert net.trust("rm", first) == 0
