@@ -212,6 +212,9 @@ class RunOptions:
     """`--label KEY=VALUE`: kept in the record and the bundle's annotations."""
     tty: bool = False
     """`-t`: the process gets a pseudo-terminal (run/terminal.py)."""
+    open_stdin: bool = False
+    """`-i` on a detached container without `-t`: its stdin is a FIFO its monitor holds open, which
+    `trust attach` writes to (run/attach.py); otherwise a detached container's stdin is /dev/null."""
     stop_signal: int | None = None
     """What `stop` sends first; None: the image's StopSignal, else SIGTERM."""
     init: bool = False

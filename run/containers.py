@@ -245,20 +245,46 @@ class ContainerStore:
             raise RuntimeFailure(f"the monitor of container {container.short_id} died before it exited")
         return Exited(container.id, int(event["exitCode"]), bool(event.get("oomKilled")))
 
-    def attach(self, ref: str, *, interactive: bool = True, detach_keys: bytes = DETACH_KEYS) -> Exited:
-        """`trust attach`: relay this process's terminal to a running container's terminal until it
-        exits (its exit code) or the user detaches with ctrl-p ctrl-q (`detached`, exit code 0).
+    def attach(
+        self, ref: str, *, interactive: bool = True, detach_keys: bytes = DETACH_KEYS, sig_proxy: bool = True
+    ) -> Exited:
+        """`trust attach`: relay this process's terminal to a running container's terminal, or for
+        a container without one its output (and stdin, if started with `-i`: run/attach.py), until
+        it exits (its exit code) or the user detaches (`detached`, exit code 0): ctrl-p ctrl-q, or
+        ^C without `sig_proxy` for a container without a terminal.
 
         Raises:
-            ContainerStateError: not running, or started without a terminal (`-t`).
+            ContainerStateError: not running, or its output is not logged (a foreground container).
         """
         container = self.get(ref)
         if container.state is not State.RUNNING:
             raise ContainerStateError(f"container {container.short_id} is {container.state}, not running")
         if not container.tty:
-            raise ContainerStateError(
-                f"container {container.short_id} has no terminal (-t): follow its output with `trust logs -f`"
-            )
+            if not container.captures_logs:
+                raise ContainerStateError(
+                    f"container {container.short_id} runs in the foreground of another trust command"
+                )
+            from run.attach import follow
+
+            def running() -> bool:
+                try:
+                    return self.get(container.id).state in (State.RUNNING, State.PAUSED)
+                except ContainerNotFound:
+                    return False  # --rm: its record is gone with it
+
+            runtime = self.runtime(container.runtime)
+            if follow(
+                container,
+                runtime,
+                running,
+                interactive=interactive,
+                sig_proxy=sig_proxy,
+                detach_keys=detach_keys,
+            ):
+                return Exited(container.id, 0, detached=True)
+            exited = self.wait(container.id)  # None: removed with it (--rm)
+            code = exited.exit_code if exited is not None and exited.exit_code is not None else 0
+            return Exited(container.id, code, exited.oom_killed if exited is not None else False)
         with self._connect_terminal(container) as connection:
             if relay_attached(connection, interactive=interactive, detach_keys=detach_keys):
                 return Exited(container.id, 0, detached=True)
@@ -531,6 +557,7 @@ class ContainerStore:
                 limits=options.limits.to_json(),
                 labels=dict(options.labels),
                 tty=options.tty,
+                open_stdin=options.open_stdin and not options.tty and not attach,
                 stop_signal=options.stop_signal or _image_stop_signal(image),
                 restart_policy=options.restart,
                 mounts=tuple(m.to_json() for m in mounts),

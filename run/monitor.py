@@ -78,7 +78,12 @@ def spawn_monitor(
     with contextlib.ExitStack() as opened:
         # The container's stdio, set up in the monitor before it runs `runtime create`.
         stdio: list[int | None] = [None, None, None]  # None: inherited from this process
-        if not interactive or not attach:
+        if container.open_stdin:
+            # Opened for reading and writing, the FIFO never reports end of input: the monitor
+            # keeps this end as the container's stdin; `trust attach` clients write to it.
+            os.mkfifo(container.stdin_fifo, 0o600)
+            stdio[0] = _open_fd(opened, container.stdin_fifo, os.O_RDWR)
+        elif not interactive or not attach:
             stdio[0] = _open_fd(opened, os.devnull, os.O_RDONLY)
         if not attach:
             for index, path in ((1, container.stdout_log), (2, container.stderr_log)):

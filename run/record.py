@@ -81,12 +81,18 @@ class Container:
     """`stop` or `kill` asked it to end: no restart."""
     tty: bool = False
     """The process has a pseudo-terminal (`-t`): a detached one's output is its terminal's, in stdout.log."""
+    open_stdin: bool = False
+    """Detached with `-i` and no terminal: stdin is the FIFO `stdin` in its directory (docker's OpenStdin)."""
     mounts: tuple[Mapping[str, Any], ...] = ()
     """`-v`, `--tmpfs`, `--mount` as given (run/mounts.py `Mount.to_json`)."""
 
     @property
     def short_id(self) -> str:
         return self.id[:12]
+
+    @property
+    def stdin_fifo(self) -> Path:
+        return self.directory / "stdin"
 
     @property
     def rootfs(self) -> Path:
@@ -140,6 +146,7 @@ class Container:
             "capturesLogs": self.captures_logs,
             "labels": dict(self.labels),
             "tty": self.tty,
+            "openStdin": self.open_stdin,
             "stopSignal": self.stop_signal,
             "restartPolicy": self.restart_policy,
             "restartCount": self.restart_count,
@@ -187,6 +194,7 @@ class Container:
             monitor_start=optional_int("monitorStartTime"),
             labels={str(k): str(v) for k, v in (doc.get("labels") or {}).items()},
             tty=bool(doc.get("tty")),
+            open_stdin=bool(doc.get("openStdin")),
             stop_signal=optional_int("stopSignal"),
             restart_policy=str(doc.get("restartPolicy") or "no"),
             restart_count=int(doc.get("restartCount") or 0),

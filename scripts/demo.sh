@@ -151,6 +151,11 @@ trust exec web ps
 expect_exit 7 trust exec web sh -c 'exit 7'
 trust cp web:/etc/motd "$work/motd" && sed 's/^/trust cp brought out: /' "$work/motd"
 trust stats --no-stream web
+# attach without a terminal: run -di keeps stdin open; what attach reads goes in, ctrl-p ctrl-q leaves
+trust run -di --name echoer --network none --init --policy "$policy" "$pinned" cat >/dev/null
+printf 'typed into an attached container\n' >"$work/typed"
+(cat "$work/typed"; sleep 1; printf '\020\021') | trust attach echoer | sed 's/^/trust attach relayed: /'
+trust rm -f echoer >/dev/null
 step "volumes: a read-only bind, a tmpfs on a read-only root, no capabilities"
 echo "shared from the host" > "$work/shared.txt"
 trust run --rm --network none --read-only --tmpfs /tmp -v "$work:/data:ro" --cap-drop ALL --policy "$policy" \

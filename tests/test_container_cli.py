@@ -315,7 +315,6 @@ def test_several_containers_report_each_error(cli: Setup, capfd: pytest.CaptureF
         (["--memory", "1m"], "at least 6m"),
         (["--cpus", "0"], "--cpus must be between"),
         (["--name", "no/slash"], "invalid container name"),
-        (["-d", "-i"], "--interactive needs a foreground"),
     ],
 )
 def test_bad_flags_are_usage_errors(

@@ -233,6 +233,9 @@ def create(
     image: ImageArg,
     command: CommandArg = None,
     tty: TtyOption = False,
+    interactive: Annotated[
+        bool, typer.Option("--interactive", "-i", help="Keep stdin open for `trust attach`.")
+    ] = False,
     name: NameOption = None,
     env: EnvOption = None,
     env_file: EnvFileOption = None,
@@ -269,6 +272,8 @@ def create(
     insecure_registry: InsecureOption = None,
 ) -> None:
     """Admit an image and create a container from it (not started); print its id."""
+    from dataclasses import replace
+
     options = _options(
         command=command,
         name=name,
@@ -305,6 +310,7 @@ def create(
         tty=tty,
     )
     content, admitted = _admit(image, policy, store, insecure_registry)
+    options = replace(options, open_stdin=interactive)  # -i: `trust attach` writes its stdin
     emit_line(_containers(content).create(admitted, options).id)
 
 
@@ -355,8 +361,6 @@ def run(
     insecure_registry: InsecureOption = None,
 ) -> None:
     """Admit an image and run a container; exits with the container's exit code (unless -d)."""
-    if detach and interactive and not tty:
-        raise UsageError("--interactive needs a foreground container (or a terminal: -dit, then attach)")
     if tty and not detach and restart != "no":
         raise UsageError("--restart with a foreground --tty is not supported: add --detach")
     from run.terminal import parse_detach_keys
@@ -400,7 +404,10 @@ def run(
     content, admitted = _admit(image, policy, store, insecure_registry)
     containers = _containers(content)
     if detach:
-        emit_line(containers.run_detached(admitted, options).id)
+        from dataclasses import replace
+
+        # -di: stdin stays open for `trust attach` (a FIFO the monitor holds; -dit has its terminal)
+        emit_line(containers.run_detached(admitted, replace(options, open_stdin=interactive)).id)
         return
     exited = containers.run(admitted, options, interactive=interactive, detach_keys=keys)
     if exited.detached:
@@ -792,14 +799,24 @@ def attach(
     container: Annotated[str, typer.Argument(help="Container id, id prefix or name.")],
     no_stdin: Annotated[bool, typer.Option("--no-stdin", help="Do not pass stdin.")] = False,
     detach_keys: DetachKeysOption = "ctrl-p,ctrl-q",
+    sig_proxy: Annotated[
+        bool,
+        typer.Option(
+            "--sig-proxy/--no-sig-proxy",
+            help="Without a terminal: pass signals (^C) on to the container (default); "
+            "--no-sig-proxy (docker's --sig-proxy=false): ^C detaches.",
+        ),
+    ] = True,
     store: StoreOption = None,
 ) -> None:
-    """Attach this terminal to a running container's terminal (-t); ctrl-p ctrl-q detaches.
-    Exits with the container's exit code when it ends."""
+    """Attach to a running container: its terminal (-t), or its output and, if it was started
+    with -i, its stdin. ctrl-p ctrl-q detaches. Exits with the container's exit code when it ends."""
     from run.terminal import parse_detach_keys
 
     keys = parse_detach_keys(detach_keys)
-    exited = _store_containers(store).attach(container, interactive=not no_stdin, detach_keys=keys)
+    exited = _store_containers(store).attach(
+        container, interactive=not no_stdin, detach_keys=keys, sig_proxy=sig_proxy
+    )
     if not exited.detached:
         raise typer.Exit(exited.exit_code)
 
