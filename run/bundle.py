@@ -48,6 +48,7 @@ from run.network import DnsSettings, PortMapping
 from run.rootfs import read_image_file
 from run.runtime import DEFAULT_RUNTIME, SUPPORTED_RUNTIMES
 from run.seccomp import default_profile
+from run.userns import UsernsRequest
 
 OCI_VERSION = "1.0.2"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -215,6 +216,8 @@ class RunOptions:
     open_stdin: bool = False
     """`-i` on a detached container without `-t`: its stdin is a FIFO its monitor holds open, which
     `trust attach` writes to (run/attach.py); otherwise a detached container's stdin is /dev/null."""
+    userns: UsernsRequest | None = None
+    """`--uidmap`/`--gidmap`/`--userns=auto`: a user namespace (run/userns.py); None: the host's."""
     stop_signal: int | None = None
     """What `stop` sends first; None: the image's StopSignal, else SIGTERM."""
     init: bool = False

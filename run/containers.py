@@ -38,7 +38,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -76,6 +76,7 @@ from run.processes import KILL_WAIT, alive, kill_process, wait_gone
 from run.record import (
     ACTIVE_STATES,
     CONTAINERS_DIR,
+    USERNS_ROOT,
     Container,
     Exited,
     State,
@@ -91,6 +92,7 @@ from run.rootfs import mount_rootfs, open_snapshots, prepare_layers
 from run.runtime import CgroupMode, Runtime, cgroup_mode, check_host_support
 from run.signals import parse_signal
 from run.terminal import DETACH_KEYS, attach_path, console_size, relay_attached
+from run.userns import UserNamespace, mount_idmapped_layers
 from run.volumes import Volumes
 
 if TYPE_CHECKING:
@@ -462,6 +464,11 @@ class ContainerStore:
             )
             link: MonitorLink | None = None
             try:
+                if container.exposed != container.directory:  # user namespace: a reachable place
+                    USERNS_ROOT.mkdir(mode=0o711, exist_ok=True)
+                    os.chmod(USERNS_ROOT, 0o711)
+                    container.exposed.mkdir(mode=0o711)
+                    os.chmod(container.exposed, 0o711)
                 for sub, mode in (
                     (container.upper, 0o755),
                     (container.work, 0o700),
@@ -469,6 +476,8 @@ class ContainerStore:
                 ):
                     sub.mkdir(mode=mode)
                     os.chmod(sub, mode)  # the upper dir's mode is the container's "/" mode: not umasked
+                if container.user_namespace is not None:
+                    lowers = _idmapped_lowers(container, container.user_namespace, lowers)
                 mount_rootfs(container.rootfs, lowers, upper=container.upper, work=container.work)
                 options = replace(options, mounts=mounts)
                 if fresh_volumes:
@@ -542,6 +551,10 @@ class ContainerStore:
                     if made and mount.copy_up:
                         fresh.append(mount)
                 mounts.append(mount)
+            user_namespace = None
+            if options.userns is not None:  # `auto` picks a block no other container maps
+                taken = [c.user_namespace for c in self._all_records() if c.user_namespace is not None]
+                user_namespace = options.userns.resolve(taken)
             directory.mkdir(mode=0o700)
             container = Container(
                 id=container_id,
@@ -558,6 +571,7 @@ class ContainerStore:
                 labels=dict(options.labels),
                 tty=options.tty,
                 open_stdin=options.open_stdin and not options.tty and not attach,
+                user_namespace=user_namespace,
                 stop_signal=options.stop_signal or _image_stop_signal(image),
                 restart_policy=options.restart,
                 mounts=tuple(m.to_json() for m in mounts),
@@ -635,6 +649,25 @@ class ContainerStore:
     def _spec(
         self, container: Container, process: ProcessSpec, options: RunOptions, network: _Network
     ) -> dict[str, Any]:
+        spec = self._base_spec(container, process, options, network)
+        if container.user_namespace is not None:
+            spec["linux"]["namespaces"].append({"type": "user"})
+            spec["linux"]["uidMappings"] = [r.to_json() for r in container.user_namespace.uids]
+            spec["linux"]["gidMappings"] = [r.to_json() for r in container.user_namespace.gids]
+            if network.netns is not None or options.network is Network.HOST:
+                # sysfs can be mounted only by the owner of the network namespace, and this one
+                # was made outside the container's user namespace: the host's /sys, read-only,
+                # as podman gives user-namespaced containers (the masked paths still apply).
+                for mount in spec["mounts"]:
+                    if mount.get("destination") == "/sys" and mount.get("type") == "sysfs":
+                        mount.update(
+                            type="bind", source="/sys", options=["rbind", "nosuid", "noexec", "nodev", "ro"]
+                        )
+        return spec
+
+    def _base_spec(
+        self, container: Container, process: ProcessSpec, options: RunOptions, network: _Network
+    ) -> dict[str, Any]:
         return build_spec(
             process,
             rootfs=container.rootfs,
@@ -643,7 +676,7 @@ class ContainerStore:
             limits=options.limits,
             cgroups_path=container.cgroups_path,
             etc_files=write_etc_files(
-                container.directory,
+                container.exposed,
                 container.hostname,
                 options.network,
                 address=network.address,
@@ -910,3 +943,17 @@ def _check_permissions(image: AdmittedImage, options: RunOptions) -> None:
             f"--privileged is refused for {image.pinned}: {scope}{where} does not allow it "
             "(add 'runtime: {allow-privileged: true}' to that rule to allow it)"
         )
+
+
+def _idmapped_lowers(container: Container, mapping: UserNamespace, lowers: Sequence[Path]) -> list[Path]:
+    """The snapshots as the container's users see them (run/userns.py): an idmapped mount of each
+    under the container's directory, and upper/work owned by the container's root."""
+    targets = [container.idmapped_layers / str(number) for number in range(len(lowers))]
+    container.idmapped_layers.mkdir(mode=0o700)
+    for target in targets:
+        target.mkdir(mode=0o700)
+    mount_idmapped_layers(lowers, targets, mapping)
+    uid, gid = mapping.root
+    for sub in (container.upper, container.work):
+        os.chown(sub, uid, gid)
+    return targets

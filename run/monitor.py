@@ -46,6 +46,7 @@ from run.rootfs import unmount_rootfs
 from run.runtime import Runtime, cgroup_dirs, last_logged_error, oom_killed, remove_cgroups
 from run.signals import FORWARDED_SIGNALS
 from run.terminal import AttachServer, ConsoleSocket, attach_path
+from run.userns import unmount_idmapped_layers
 
 _RESTART_BACKOFF = 0.1
 _RESTART_BACKOFF_MAX = 5.0
@@ -434,6 +435,10 @@ def teardown(container: Container, runtime: Runtime, *, init_reaped: bool = Fals
             remove_cgroups(container.cgroups_path)
     try:
         unmount_rootfs(container.rootfs)
+        if container.idmapped_layers.is_dir():  # below the overlay: only once it is gone
+            unmount_idmapped_layers(sorted(container.idmapped_layers.iterdir()))
+        if container.exposed != container.directory and container.exposed.exists():
+            remove_directory(container.exposed)  # refuses while anything below is mounted
     except OSError as exc:
         raise RuntimeFailure(f"cannot unmount {container.rootfs}: {exc.strerror or exc}") from None
     if failure is not None:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from run.errors import ContainerNotFound
+from run.userns import UserNamespace
 
 if TYPE_CHECKING:
     from policy.admitted import AdmittedImage
@@ -40,6 +41,10 @@ class State(StrEnum):
 
 
 ACTIVE_STATES = frozenset({State.CREATED, State.RUNNING, State.PAUSED})
+
+
+USERNS_ROOT = Path("/run/trust-userns")
+"""Mode 0711, as its per-container folders: traversable, not listable (see `Container.exposed`)."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,8 @@ class Container:
     """The process has a pseudo-terminal (`-t`): a detached one's output is its terminal's, in stdout.log."""
     open_stdin: bool = False
     """Detached with `-i` and no terminal: stdin is the FIFO `stdin` in its directory (docker's OpenStdin)."""
+    user_namespace: UserNamespace | None = None
+    """Its uid and gid mappings when it has a user namespace of its own (run/userns.py)."""
     mounts: tuple[Mapping[str, Any], ...] = ()
     """`-v`, `--tmpfs`, `--mount` as given (run/mounts.py `Mount.to_json`)."""
 
@@ -91,12 +98,24 @@ class Container:
         return self.id[:12]
 
     @property
+    def idmapped_layers(self) -> Path:
+        """Where the idmapped mounts of its snapshots go (user-namespaced containers)."""
+        return self.directory / "layers"
+
+    @property
     def stdin_fifo(self) -> Path:
         return self.directory / "stdin"
 
     @property
     def rootfs(self) -> Path:
-        return self.directory / "rootfs"
+        return self.exposed / "rootfs"
+
+    @property
+    def exposed(self) -> Path:
+        """Where the runtime finds the rootfs and the /etc files it mounts: the container's directory,
+        or for a user-namespaced one `USERNS_ROOT/<id>`, which its root (an unprivileged host user)
+        can reach: the runtime mounts them from inside the namespace, and the store is private."""
+        return USERNS_ROOT / self.id if self.user_namespace is not None else self.directory
 
     @property
     def upper(self) -> Path:
@@ -147,6 +166,7 @@ class Container:
             "labels": dict(self.labels),
             "tty": self.tty,
             "openStdin": self.open_stdin,
+            "userNamespace": self.user_namespace.to_json() if self.user_namespace else None,
             "stopSignal": self.stop_signal,
             "restartPolicy": self.restart_policy,
             "restartCount": self.restart_count,
@@ -195,6 +215,7 @@ class Container:
             labels={str(k): str(v) for k, v in (doc.get("labels") or {}).items()},
             tty=bool(doc.get("tty")),
             open_stdin=bool(doc.get("openStdin")),
+            user_namespace=UserNamespace.from_json(doc.get("userNamespace")),
             stop_signal=optional_int("stopSignal"),
             restart_policy=str(doc.get("restartPolicy") or "no"),
             restart_count=int(doc.get("restartCount") or 0),

@@ -156,6 +156,9 @@ trust run -di --name echoer --network none --init --policy "$policy" "$pinned" c
 printf 'typed into an attached container\n' >"$work/typed"
 (cat "$work/typed"; sleep 1; printf '\020\021') | trust attach echoer | sed 's/^/trust attach relayed: /'
 trust rm -f echoer >/dev/null
+step "a user namespace: root in the container is host uid 100000 (idmapped snapshots, nothing copied)"
+trust run --rm --network none --uidmap 0:100000:65536 --policy "$policy" "$pinned" \
+    sh -c 'echo "inside: uid $(id -u), uid_map: $(cat /proc/self/uid_map | tr -s " ")"'
 step "volumes: a read-only bind, a tmpfs on a read-only root, no capabilities"
 echo "shared from the host" > "$work/shared.txt"
 trust run --rm --network none --read-only --tmpfs /tmp -v "$work:/data:ro" --cap-drop ALL --policy "$policy" \

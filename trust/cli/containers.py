@@ -125,6 +125,30 @@ SecurityOption = Annotated[
         help="seccomp=unconfined or seccomp=PROFILE.json (default: trust's default-deny profile).",
     ),
 ]
+UsernsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--userns",
+        help="host (default), or auto[:size=N]: a user namespace with a free block of host ids.",
+        show_default=False,
+    ),
+]
+UidmapOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--uidmap",
+        help="CONTAINERID:HOSTID:SIZE (repeatable): a user namespace with this uid mapping.",
+        show_default=False,
+    ),
+]
+GidmapOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--gidmap",
+        help="CONTAINERID:HOSTID:SIZE (repeatable; default: as --uidmap).",
+        show_default=False,
+    ),
+]
 EnvFileOption = Annotated[
     list[Path] | None,
     typer.Option(
@@ -267,6 +291,9 @@ def create(
     runtime: RuntimeOption = RuntimeChoice.runc,
     auto_remove: RmOption = False,
     security_opt: SecurityOption = None,
+    userns: UsernsOption = None,
+    uidmap: UidmapOption = None,
+    gidmap: GidmapOption = None,
     policy: PolicyOption = None,
     store: StoreOption = None,
     insecure_registry: InsecureOption = None,
@@ -307,6 +334,9 @@ def create(
         runtime=runtime,
         auto_remove=auto_remove,
         security_opt=security_opt,
+        userns=userns,
+        uidmap=uidmap,
+        gidmap=gidmap,
         tty=tty,
     )
     content, admitted = _admit(image, policy, store, insecure_registry)
@@ -356,6 +386,9 @@ def run(
     runtime: RuntimeOption = RuntimeChoice.runc,
     auto_remove: RmOption = False,
     security_opt: SecurityOption = None,
+    userns: UsernsOption = None,
+    uidmap: UidmapOption = None,
+    gidmap: GidmapOption = None,
     policy: PolicyOption = None,
     store: StoreOption = None,
     insecure_registry: InsecureOption = None,
@@ -399,6 +432,9 @@ def run(
         runtime=runtime,
         auto_remove=auto_remove,
         security_opt=security_opt,
+        userns=userns,
+        uidmap=uidmap,
+        gidmap=gidmap,
         tty=tty,
     )
     content, admitted = _admit(image, policy, store, insecure_registry)
@@ -478,6 +514,9 @@ def _options(
     runtime: RuntimeChoice,
     auto_remove: bool,
     security_opt: list[str] | None,
+    userns: str | None,
+    uidmap: list[str] | None,
+    gidmap: list[str] | None,
     tty: bool,
 ) -> RunOptions:
     """Check every flag before admission, so a typo costs no network round trip."""
@@ -485,6 +524,7 @@ def _options(
     from run.mounts import parse_mount, parse_tmpfs, parse_volume
     from run.network import HOST_GATEWAY, DnsSettings, parse_add_host, parse_publish
     from run.runtime import check_host_support
+    from run.userns import userns_request
 
     mode, _, joined = network.partition(":")
     if mode not in {n.value for n in Network} or (mode == "container") != bool(joined):
@@ -531,6 +571,7 @@ def _options(
         init=init,
         restart=restart,
         tty=tty,
+        userns=userns_request(userns, uidmap or (), gidmap or ()),
         **_security_options(security_opt or []),
     )
     check_host_support(options.runtime, wants_limits=options.limits.any)
