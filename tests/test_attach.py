@@ -12,13 +12,11 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
-from support.images import BUSYBOX_APPLETS, build_image, busybox_layer, push_image
+from support.boxes import Box, make_box
+from support.images import BUSYBOX_APPLETS, build_image, busybox_layer
 from support.registry import Registry
-
-from trust.cli.app import main
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="containers need root")
 
@@ -26,13 +24,7 @@ COUNTER = "trap 'exit 7' INT; i=0; while true; do echo out$i; echo err$i >&2; i=
 
 
 @dataclass(frozen=True)
-class Setup:
-    store: Path
-    image: str
-
-    def trust(self, *args: str) -> int:
-        return main([args[0], "--store", str(self.store), *args[1:]])
-
+class Setup(Box):
     def attach(self, *args: str) -> subprocess.Popen[bytes]:
         command = [sys.executable, "-m", "trust", "attach", "--store", str(self.store), *args]
         env = {**os.environ, "TRUST_NO_AGENT": "1"}
@@ -43,15 +35,8 @@ class Setup:
 
 @pytest.fixture(scope="module")
 def setup(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Setup:
-    folder = tmp_path_factory.mktemp("attach")
     image = build_image([busybox_layer(applets=(*BUSYBOX_APPLETS, "cat"))], cmd=["sh"], env=["PATH=/bin"])
-    pushed = push_image(registry, "t/attach-busybox", image)
-    (folder / "store").mkdir()
-    (folder / "store" / "policy.yaml").write_text(
-        f"version: 1\nrules:\n  - scope: {registry.host}/t/attach-busybox\n"
-        "    insecure-accept-anything: true\ndefault:\n  reject: true\n"
-    )
-    return Setup(folder / "store", pushed.by_digest)
+    return Setup(*make_box(registry, tmp_path_factory.mktemp("attach"), "t/attach-busybox", image))
 
 
 @pytest.fixture

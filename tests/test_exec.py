@@ -11,27 +11,19 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from support.images import BUSYBOX_APPLETS, build_image, busybox_layer, push_image
+from support.boxes import Box, make_box
+from support.images import BUSYBOX_APPLETS, build_image, busybox_layer
 from support.registry import Registry
-
-from trust.cli.app import main
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="containers need root")
 
 APPLETS = (*BUSYBOX_APPLETS, "grep", "head", "wc", "pwd", "touch", "env", "tr")
 
 
-@dataclass(frozen=True)
-class Setup:
-    store: Path
-    image: str
-
-    def trust(self, *args: str) -> int:
-        return main([args[0], "--store", str(self.store), *args[1:]])
+Setup = Box
 
 
 @pytest.fixture(scope="module")
@@ -40,13 +32,7 @@ def setup(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Setup
     image = build_image(
         [busybox_layer(applets=APPLETS)], cmd=["sleep", "300"], env=["PATH=/bin", "FROM=image"]
     )
-    pushed = push_image(registry, "t/exec-busybox", image)
-    (folder / "store").mkdir()
-    (folder / "store" / "policy.yaml").write_text(
-        f"version: 1\nrules:\n  - scope: {registry.host}/t/exec-busybox\n    insecure-accept-anything: true\n"
-        "default:\n  reject: true\n"
-    )
-    return Setup(folder / "store", pushed.by_digest)
+    return Setup(*make_box(registry, folder, "t/exec-busybox", image))
 
 
 @pytest.fixture

@@ -14,27 +14,20 @@ import sys
 import termios
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from support.images import BUSYBOX_APPLETS, build_image, busybox_layer, push_image
+from support.boxes import Box, make_box, removing_new_containers
+from support.images import BUSYBOX_APPLETS, build_image, busybox_layer
 from support.registry import Registry
 
 from pull.errors import UsageError
 from run.terminal import parse_detach_keys
-from trust.cli.app import main
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="containers need root")
 
 
-@dataclass(frozen=True)
-class Setup:
-    store: Path
-    image: str
-
-    def trust(self, *args: str) -> int:
-        return main([args[0], "--store", str(self.store), *args[1:]])
+Setup = Box
 
 
 @pytest.fixture(scope="module")
@@ -43,13 +36,7 @@ def setup(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Setup
     image = build_image(
         [busybox_layer(applets=(*BUSYBOX_APPLETS, "tty", "stty"))], cmd=["sleep", "300"], env=["PATH=/bin"]
     )
-    pushed = push_image(registry, "t/tty-busybox", image)
-    (folder / "store").mkdir()
-    (folder / "store" / "policy.yaml").write_text(
-        f"version: 1\nrules:\n  - scope: {registry.host}/t/tty-busybox\n"
-        "    insecure-accept-anything: true\ndefault:\n  reject: true\n"
-    )
-    return Setup(folder / "store", pushed.by_digest)
+    return Setup(*make_box(registry, folder, "t/tty-busybox", image))
 
 
 class Terminal:
@@ -109,14 +96,9 @@ class _suppress_eio:
 
 
 @pytest.fixture
-def box(setup: Setup, capfd: pytest.CaptureFixture[str]) -> Iterator[Setup]:
-    containers = setup.store / "meta" / "containers"
-    before = set(containers.iterdir()) if containers.exists() else set()
-    yield setup
-    if containers.exists():
-        for leftover in set(containers.iterdir()) - before:
-            if not leftover.name.startswith("."):
-                assert setup.trust("rm", "--force", leftover.name) == 0
+def box(setup: Setup) -> Iterator[Setup]:
+    with removing_new_containers(setup):
+        yield setup
 
 
 def test_run_t_gives_the_process_a_terminal(box: Setup) -> None:

@@ -7,33 +7,22 @@ import json
 import os
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from support.images import BUSYBOX_APPLETS, Layer, build_image, busybox_layer, push_image
+from support.boxes import Box, make_box, removing_new_containers
+from support.images import BUSYBOX_APPLETS, Layer, build_image, busybox_layer
 from support.registry import Registry
 
 from pull.errors import UsageError
 from run.record import USERNS_ROOT
 from run.userns import IdRange, UserNamespace, UsernsRequest, userns_request
-from trust.cli.app import main
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="containers need root")
 
 
-@dataclass(frozen=True)
-class Setup:
-    store: Path
-    image: str
-
-    def trust(self, *args: str) -> int:
-        return main([args[0], "--store", str(self.store), *args[1:]])
-
-
 @pytest.fixture(scope="module")
-def setup(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Setup:
-    folder = tmp_path_factory.mktemp("userns")
+def setup(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Box:
     image = build_image(
         [
             busybox_layer(applets=(*BUSYBOX_APPLETS, "id", "stat", "touch")),
@@ -42,24 +31,13 @@ def setup(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Setup
         cmd=["sh"],
         env=["PATH=/bin"],
     )
-    pushed = push_image(registry, "t/userns-busybox", image)
-    (folder / "store").mkdir()
-    (folder / "store" / "policy.yaml").write_text(
-        f"version: 1\nrules:\n  - scope: {registry.host}/t/userns-busybox\n"
-        "    insecure-accept-anything: true\ndefault:\n  reject: true\n"
-    )
-    return Setup(folder / "store", pushed.by_digest)
+    return Box(*make_box(registry, tmp_path_factory.mktemp("userns"), "t/userns-busybox", image))
 
 
 @pytest.fixture
-def box(setup: Setup) -> Iterator[Setup]:
-    containers = setup.store / "meta" / "containers"
-    before = set(containers.iterdir()) if containers.exists() else set()
-    yield setup
-    if containers.exists():
-        for leftover in set(containers.iterdir()) - before:
-            if not leftover.name.startswith("."):
-                setup.trust("rm", "--force", leftover.name)
+def box(setup: Box) -> Iterator[Box]:
+    with removing_new_containers(setup):
+        yield setup
 
 
 def output(capfd: pytest.CaptureFixture[str], code: int) -> str:
@@ -74,7 +52,7 @@ def mounted_below(path: Path) -> list[str]:
 
 
 def test_root_in_the_container_is_an_unprivileged_host_user(
-    box: Setup, capfd: pytest.CaptureFixture[str]
+    box: Box, capfd: pytest.CaptureFixture[str]
 ) -> None:
     script = (
         "id -u; cat /proc/self/uid_map; stat -c %u /etc/motd; echo changed >> /etc/motd; touch /new; sleep 30"
@@ -106,7 +84,7 @@ def test_root_in_the_container_is_an_unprivileged_host_user(
 
 
 def test_a_host_directory_owned_by_root_stays_out_of_reach(
-    box: Setup, capfd: pytest.CaptureFixture[str], tmp_path: Path
+    box: Box, capfd: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     secret = tmp_path / "secret"
     secret.mkdir(mode=0o700)
@@ -118,7 +96,7 @@ def test_a_host_directory_owned_by_root_stays_out_of_reach(
 
 
 def test_userns_auto_gives_two_containers_disjoint_blocks(
-    box: Setup, capfd: pytest.CaptureFixture[str]
+    box: Box, capfd: pytest.CaptureFixture[str]
 ) -> None:
     blocks = []
     for name in ("auto-one", "auto-two"):
@@ -155,7 +133,7 @@ def test_userns_auto_gives_two_containers_disjoint_blocks(
     ],
 )
 def test_bad_user_namespace_flags_are_usage_errors(
-    box: Setup, capfd: pytest.CaptureFixture[str], flags: list[str], says: str
+    box: Box, capfd: pytest.CaptureFixture[str], flags: list[str], says: str
 ) -> None:
     assert box.trust("run", "--rm", *flags, box.image, "true") == 2
     assert says in capfd.readouterr().err

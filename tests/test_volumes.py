@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from support.images import BUSYBOX_APPLETS, Layer, Symlink, build_image, busybox_layer, push_image
+from support.boxes import Box, make_box, removing_new_containers
+from support.images import BUSYBOX_APPLETS, Layer, Symlink, build_image, busybox_layer
 from support.registry import Registry
 
 from trust.cli.app import main
@@ -26,13 +27,7 @@ APPLETS = (*BUSYBOX_APPLETS, "touch", "chown", "ip", "grep", "env", "mount", "rm
 
 
 @dataclass(frozen=True)
-class Setup:
-    store: Path
-    image: str
-
-    def trust(self, *args: str) -> int:
-        return main([args[0], "--store", str(self.store), *args[1:]])
-
+class Setup(Box):
     def run(self, *args: str) -> int:
         return self.trust("run", "--rm", "--network", "none", *args)
 
@@ -56,24 +51,13 @@ def setup(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Setup
         cmd=["echo from the image"],
         env=["PATH=/bin", "FROM_IMAGE=yes"],
     )
-    pushed = push_image(registry, "t/volumes-busybox", image)
-    (folder / "store").mkdir()
-    (folder / "store" / "policy.yaml").write_text(
-        f"version: 1\nrules:\n  - scope: {registry.host}/t/volumes-busybox\n"
-        "    insecure-accept-anything: true\ndefault:\n  reject: true\n"
-    )
-    return Setup(folder / "store", pushed.by_digest)
+    return Setup(*make_box(registry, folder, "t/volumes-busybox", image))
 
 
 @pytest.fixture
 def box(setup: Setup) -> Iterator[Setup]:
-    containers = setup.store / "meta" / "containers"
-    before = set(containers.iterdir()) if containers.exists() else set()
-    yield setup
-    if containers.exists():
-        for leftover in set(containers.iterdir()) - before:
-            if not leftover.name.startswith("."):
-                assert setup.trust("rm", "--force", leftover.name) == 0
+    with removing_new_containers(setup):
+        yield setup
     with open("/proc/self/mountinfo") as mountinfo:
         assert str(setup.store) not in mountinfo.read()
 
