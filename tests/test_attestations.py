@@ -75,6 +75,12 @@ def verify_json(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, An
     return code, json.loads(out) if out.strip() else None
 
 
+def attest(ref: str, predicate: Path, predicate_type: str, key: str, *more: str) -> int:
+    """`trust attest` with a key, without the transparency log (these tests are offline)."""
+    args = ["attest", "--tlog-upload=false", ref, "--predicate", str(predicate), "--type", predicate_type]
+    return main([*args, "--key", key, *more])
+
+
 def test_attest_writes_both_layouts_and_verify_reads_each(
     registry: Registry,
     repo_name: str,
@@ -85,22 +91,7 @@ def test_attest_writes_both_layouts_and_verify_reads_each(
     ref = pushed(registry, repo_name)
     digest = ref.split("@")[1]
     key, pub = str(keys["release"].with_suffix(".key")), str(keys["release"].with_suffix(".pub"))
-    assert (
-        main(
-            [
-                "attest",
-                "--tlog-upload=false",
-                ref,
-                "--predicate",
-                str(predicate),
-                "--type",
-                "slsaprovenance1",
-                "--key",
-                key,
-            ]
-        )
-        == 0
-    )
+    assert attest(ref, predicate, "slsaprovenance1", key) == 0
 
     # cosign's layout: the .att tag, one DSSE layer annotated with the predicate type.
     att = httpx.get(
@@ -141,24 +132,7 @@ def test_attest_writes_both_layouts_and_verify_reads_each(
     # Each layout alone is enough.
     for only in ("cosign", "bundle"):
         other = pushed(registry, f"{repo_name}-{only}", only.encode())
-        assert (
-            main(
-                [
-                    "attest",
-                    "--tlog-upload=false",
-                    other,
-                    "--predicate",
-                    str(predicate),
-                    "--type",
-                    SLSA1,
-                    "--key",
-                    key,
-                    "--format",
-                    only,
-                ]
-            )
-            == 0
-        )
+        assert attest(other, predicate, SLSA1, key, "--format", only) == 0
         code, records = verify_json(capsys, other, "--type", SLSA1, "--key", pub)
         assert code == 0
         assert [a["source"] for a in records[0]["attestations"]] == ["att" if only == "cosign" else "bundle"]
@@ -171,38 +145,8 @@ def test_a_second_attestation_is_appended_not_overwritten(
     key = str(keys["release"].with_suffix(".key"))
     sbom = tmp_path / "sbom.json"
     sbom.write_text(json.dumps({"spdxVersion": "SPDX-2.3", "packages": []}))
-    assert (
-        main(
-            [
-                "attest",
-                "--tlog-upload=false",
-                ref,
-                "--predicate",
-                str(predicate),
-                "--type",
-                "slsaprovenance1",
-                "--key",
-                key,
-            ]
-        )
-        == 0
-    )
-    assert (
-        main(
-            [
-                "attest",
-                "--tlog-upload=false",
-                ref,
-                "--predicate",
-                str(sbom),
-                "--type",
-                "spdxjson",
-                "--key",
-                key,
-            ]
-        )
-        == 0
-    )
+    assert attest(ref, predicate, "slsaprovenance1", key) == 0
+    assert attest(ref, sbom, "spdxjson", key) == 0
     digest = ref.split("@")[1]
     att = httpx.get(
         f"{registry.url}/v2/{repo_name}/manifests/{digest.replace(':', '-')}.att",
@@ -227,22 +171,7 @@ def test_refusals_name_their_cause(
     ref = pushed(registry, repo_name)
     key = str(keys["release"].with_suffix(".key"))
     pub, other = str(keys["release"].with_suffix(".pub")), str(keys["other"].with_suffix(".pub"))
-    assert (
-        main(
-            [
-                "attest",
-                "--tlog-upload=false",
-                ref,
-                "--predicate",
-                str(predicate),
-                "--type",
-                "slsaprovenance1",
-                "--key",
-                key,
-            ]
-        )
-        == 0
-    )
+    assert attest(ref, predicate, "slsaprovenance1", key) == 0
 
     cases = [
         (["--type", "slsaprovenance1", "--key", other], "unknown-key"),
@@ -430,22 +359,7 @@ def test_policy_requires_attestations(
     assert main(["verify", "--policy", str(met), ref]) == 3
     assert "built-by-ci" in capsys.readouterr().err + capsys.readouterr().out
 
-    assert (
-        main(
-            [
-                "attest",
-                "--tlog-upload=false",
-                ref,
-                "--predicate",
-                str(predicate),
-                "--type",
-                "slsaprovenance1",
-                "--key",
-                key,
-            ]
-        )
-        == 0
-    )
+    assert attest(ref, predicate, "slsaprovenance1", key) == 0
     capsys.readouterr()
     assert main(["verify", "--policy", str(met), ref, "--output", "json"]) == 0
     (record,) = json.loads(capsys.readouterr().out)
@@ -586,22 +500,7 @@ def test_tree_lists_signatures_attestations_and_referrers(
     ref = pushed(registry, repo_name)
     key = str(keys["release"].with_suffix(".key"))
     assert main(["sign", "--tlog-upload=false", "--key", key, ref]) == 0
-    assert (
-        main(
-            [
-                "attest",
-                "--tlog-upload=false",
-                ref,
-                "--predicate",
-                str(predicate),
-                "--type",
-                "slsaprovenance1",
-                "--key",
-                key,
-            ]
-        )
-        == 0
-    )
+    assert attest(ref, predicate, "slsaprovenance1", key) == 0
     capsys.readouterr()
     assert main(["tree", ref, "--output", "json"]) == 0
     tree = json.loads(capsys.readouterr().out)
@@ -627,22 +526,7 @@ def test_copy_carries_attestations(
 ) -> None:
     ref = pushed(registry, repo_name)
     key, pub = str(keys["release"].with_suffix(".key")), str(keys["release"].with_suffix(".pub"))
-    assert (
-        main(
-            [
-                "attest",
-                "--tlog-upload=false",
-                ref,
-                "--predicate",
-                str(predicate),
-                "--type",
-                "slsaprovenance1",
-                "--key",
-                key,
-            ]
-        )
-        == 0
-    )
+    assert attest(ref, predicate, "slsaprovenance1", key) == 0
     target = f"{registry.host}/{repo_name}-copy:v1"
     assert main(["copy", ref, target]) == 0
     copied = f"{registry.host}/{repo_name}-copy@{ref.split('@')[1]}"
@@ -704,22 +588,7 @@ def test_run_admits_through_the_same_attestation_rules(
     capfd.readouterr()
     assert main(["run", "--rm", "--store", store, "--policy", str(wanted), ref]) == 3
     assert "attestation built-by-ci" in capfd.readouterr().err
-    assert (
-        main(
-            [
-                "attest",
-                "--tlog-upload=false",
-                ref,
-                "--predicate",
-                str(predicate),
-                "--type",
-                "slsaprovenance1",
-                "--key",
-                key,
-            ]
-        )
-        == 0
-    )
+    assert attest(ref, predicate, "slsaprovenance1", key) == 0
     capfd.readouterr()
     assert main(["run", "--rm", "--store", store, "--policy", str(wanted), ref]) == 0
     assert capfd.readouterr().out == "attested run\n"
@@ -874,22 +743,7 @@ def test_audit_rechecks_attestations_online_and_offline(
     ref = pushed(registry, repo_name)
     key, pub = str(keys["release"].with_suffix(".key")), keys["release"].with_suffix(".pub")
     assert main(["sign", "--tlog-upload=false", "--key", key, ref]) == 0
-    assert (
-        main(
-            [
-                "attest",
-                "--tlog-upload=false",
-                ref,
-                "--predicate",
-                str(predicate),
-                "--type",
-                "slsaprovenance1",
-                "--key",
-                key,
-            ]
-        )
-        == 0
-    )
+    assert attest(ref, predicate, "slsaprovenance1", key) == 0
     scope = f"{registry.host}/{repo_name}"
     store = str(tmp_path / "audited")
     met = write_policy(tmp_path / "met.yaml", pub, scope, ON_MAIN)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from pull.errors import CouldNotCheck, UsageError
 
 if TYPE_CHECKING:
+    import httpx
     from sigstore.models import ClientTrustConfig
 
     from trust.keys.keyfiles import PublicKey
@@ -312,19 +313,7 @@ def upload_entry_v2(rekor_url: str, request: dict[str, Any]) -> dict[str, Any]:
     the `TransparencyLogEntry` it answers (inclusion proof and checkpoint, no SET, no time).
     Its proof is checked by whoever verifies the bundle, against the trusted root's log key; here
     only its shape. Raises `CouldNotCheck`."""
-    import httpx
-
-    where = f"{rekor_url}/api/v2/log/entries"
-    try:
-        response = httpx.post(
-            where, json=request, timeout=TIMEOUT_SECONDS, headers={"Accept": "application/json"}
-        )
-    except httpx.HTTPError as exc:
-        raise CouldNotCheck(f"Rekor {rekor_url[:100]}: {type(exc).__name__} {_first_line(exc)}") from None
-    if response.status_code not in (200, 201) or len(response.content) > MAX_RESPONSE_BYTES:
-        raise CouldNotCheck(
-            f"Rekor {rekor_url[:100]} refused the entry: HTTP {response.status_code} {response.text[:160]}"
-        )
+    response = _post_entry(rekor_url, "/api/v2/log/entries", request)
     try:
         entry = response.json()
         proof = entry["inclusionProof"]
@@ -427,19 +416,7 @@ def dsse_entry(envelope_json: str, verifier_pem: bytes) -> dict[str, Any]:
 
 def upload_entry(rekor_url: str, proposed: dict[str, Any]) -> LoggedEntry:
     """Log `proposed` in the Rekor v1 log at `rekor_url`. Raises `CouldNotCheck`."""
-    import httpx
-
-    where = f"{rekor_url}/api/v1/log/entries"
-    try:
-        response = httpx.post(
-            where, json=proposed, timeout=TIMEOUT_SECONDS, headers={"Accept": "application/json"}
-        )
-    except httpx.HTTPError as exc:
-        raise CouldNotCheck(f"Rekor {rekor_url[:100]}: {type(exc).__name__} {_first_line(exc)}") from None
-    if response.status_code not in (200, 201) or len(response.content) > MAX_RESPONSE_BYTES:
-        raise CouldNotCheck(
-            f"Rekor {rekor_url[:100]} refused the entry: HTTP {response.status_code} {response.text[:160]}"
-        )
+    response = _post_entry(rekor_url, "/api/v1/log/entries", proposed)
     try:
         document = response.json()
         (entry,) = document.values()
@@ -454,6 +431,24 @@ def upload_entry(rekor_url: str, proposed: dict[str, Any]) -> LoggedEntry:
         )
     except (ValueError, KeyError, TypeError, AttributeError):
         raise CouldNotCheck(f"Rekor {rekor_url[:100]} answered something that is not a log entry") from None
+
+
+def _post_entry(rekor_url: str, path: str, body: dict[str, Any]) -> httpx.Response:
+    """POST a new entry to a Rekor log; its answer when it took it (200/201, at most
+    `MAX_RESPONSE_BYTES`). Raises `CouldNotCheck`."""
+    import httpx
+
+    try:
+        response = httpx.post(
+            f"{rekor_url}{path}", json=body, timeout=TIMEOUT_SECONDS, headers={"Accept": "application/json"}
+        )
+    except httpx.HTTPError as exc:
+        raise CouldNotCheck(f"Rekor {rekor_url[:100]}: {type(exc).__name__} {_first_line(exc)}") from None
+    if response.status_code not in (200, 201) or len(response.content) > MAX_RESPONSE_BYTES:
+        raise CouldNotCheck(
+            f"Rekor {rekor_url[:100]} refused the entry: HTTP {response.status_code} {response.text[:160]}"
+        )
+    return response
 
 
 # --- RFC 3161 --------------------------------------------------------------------------------------
