@@ -125,47 +125,32 @@ def _jump(container_id: str) -> list[str]:
     return ["-m", "comment", "--comment", f"trust:{container_id}", "-j", container_chain(container_id)]
 
 
-def _iptables() -> str:
-    return shutil.which("iptables") or "/usr/sbin/iptables"
-
-
 def _ok(table: str, *args: str) -> bool:
+    """`iptables -t TABLE ARGS…` succeeded (a check, or a removal whose failure is acceptable)."""
     try:
-        done = subprocess.run(
-            [_iptables(), "-w", "-t", table, *args],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=_TIMEOUT,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
+        _call([shutil.which("iptables") or "/usr/sbin/iptables", "-w", "-t", table, *args])
+    except RulesFailure:
         return False
-    return done.returncode == 0
+    return True
 
 
 def _run(table: str, *args: str) -> None:
-    try:
-        done = subprocess.run(
-            [_iptables(), "-w", "-t", table, *args],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            errors="replace",
-            timeout=_TIMEOUT,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise RulesFailure(f"iptables -t {table} {' '.join(args[:2])}: {exc}") from None
-    if done.returncode != 0:
-        raise RulesFailure(f"iptables -t {table} {' '.join(args[:2])}: {done.stderr.strip()[:200]}")
+    """`iptables -t TABLE ARGS…`; raises `RulesFailure`."""
+    _call([shutil.which("iptables") or "/usr/sbin/iptables", "-w", "-t", table, *args])
 
 
 def _restore(rules: str, what: str) -> None:
-    restore = shutil.which("iptables-restore") or "/usr/sbin/iptables-restore"
+    """`iptables-restore --noflush` of `rules`: all of them or none. Raises `RulesFailure`."""
+    _call([shutil.which("iptables-restore") or "/usr/sbin/iptables-restore", "-w", "--noflush"], rules, what)
+
+
+def _call(argv: list[str], rules: str | None = None, what: str = "") -> None:
+    name = f"{what}: {Path(argv[0]).name}" if what else " ".join([Path(argv[0]).name, *argv[2:6]])
     try:
         done = subprocess.run(
-            [restore, "-w", "--noflush"],
+            argv,
             input=rules,
+            stdin=subprocess.DEVNULL if rules is None else None,
             capture_output=True,
             text=True,
             errors="replace",
@@ -173,6 +158,6 @@ def _restore(rules: str, what: str) -> None:
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise RulesFailure(f"{what}: iptables-restore: {exc}") from None
+        raise RulesFailure(f"{name}: {exc}") from None
     if done.returncode != 0:
-        raise RulesFailure(f"{what}: iptables-restore: {done.stderr.strip()[:200]}")
+        raise RulesFailure(f"{name}: {done.stderr.strip()[:200]}")
