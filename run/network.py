@@ -46,7 +46,8 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -388,16 +389,20 @@ def release(directory: Path, container_id: str) -> None:
         return
     errors = []
     namespace_gone = not is_mountpoint(attachment.netns)
-    if attachment.config.get("hostRules"):
-        try:
-            hostrules.unpublish(container_id)
-        except RuntimeFailure as err:
-            errors.append(str(err))
+    unpublishing = None
+    if attachment.config.get("hostRules") and attachment.ports:
+        # Beside the plugins' DEL, not before it: both mostly wait for the kernel (an nf_tables
+        # commit that deletes rules, a veth's unregistering), and those waits can overlap.
+        unpublishing = _in_thread(hostrules.unpublish, container_id)
     for plugin in reversed(attachment.config.get("plugins") or ()):
         try:
             _call_plugin("DEL", plugin, attachment, container_id, attachment.result)
         except NetworkFailure as err:
             errors.append(str(err))
+    if unpublishing is not None:
+        failure = unpublishing()
+        if failure is not None:
+            errors.append(failure)
     if namespace_gone:
         errors += _drop_masquerade(container_id)
     if is_mountpoint(attachment.netns):
@@ -411,6 +416,27 @@ def release(directory: Path, container_id: str) -> None:
         attachment.netns.unlink()
     with contextlib.suppress(FileNotFoundError):
         (directory / ATTACHMENT_FILE).unlink()
+
+
+def _in_thread(function: Callable[[str], None], argument: str) -> Callable[[], str | None]:
+    """Start `function(argument)` in a thread; the returned call waits for it and gives its
+    `RuntimeFailure` as text (None: it succeeded)."""
+    failures: list[str] = []
+
+    def work() -> None:
+        try:
+            function(argument)
+        except RuntimeFailure as err:
+            failures.append(str(err))
+
+    thread = threading.Thread(target=work, name="network-release")
+    thread.start()
+
+    def join() -> str | None:
+        thread.join()
+        return failures[0] if failures else None
+
+    return join
 
 
 def _drop_masquerade(container_id: str) -> list[str]:
