@@ -29,6 +29,7 @@ clock) means no reuse: the caller admits from scratch, which writes a new record
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -178,9 +179,19 @@ def code_fingerprint(packages: Path | None = None) -> str:
     """The code that made a decision: trust's own modules (name, size, modification time; in
     `packages`, by default where this one is installed) and the installed versions of the
     libraries that verify signatures. An upgrade of either, or an edit of a checkout, ends reuse,
-    though trust's version string is the same. Costs well under 1 ms."""
+    though trust's version string is the same."""
+    return _fingerprint_code(packages) if packages else _this_code()
+
+
+@functools.cache
+def _this_code() -> str:
+    """About 2 ms, so once per process: `trust agent` computes it as it starts, which names the
+    code its forks run (what it imported then), not what an upgrade has since put on disk."""
+    return _fingerprint_code(Path(__file__).resolve().parents[1])
+
+
+def _fingerprint_code(packages: Path) -> str:
     code = hashlib.sha256()
-    packages = packages or Path(__file__).resolve().parents[1]
     for package in ("trust", "pull", "policy", "run"):
         with os.scandir(packages / package) as entries:
             for entry in sorted(entries, key=lambda e: e.name):

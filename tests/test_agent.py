@@ -15,6 +15,7 @@ The last section is about hostile or unusual clients.
 
 from __future__ import annotations
 
+import _socket
 import contextlib
 import json
 import os
@@ -512,10 +513,10 @@ def test_delegate_connects_only_for_run_and_create(agent: Agent, monkeypatch: py
     monkeypatch.setenv(console.SOCKET_ENV, str(agent.socket))
     monkeypatch.delenv(console.NO_AGENT_ENV, raising=False)
 
-    def no_socket(*args: object) -> socket.socket:
+    def no_socket(*args: object) -> _socket.socket:
         raise AssertionError("delegate opened a socket")
 
-    monkeypatch.setattr(socket, "socket", no_socket)  # the module trust.cli.console uses
+    monkeypatch.setattr(_socket, "socket", no_socket)  # the module trust.cli.console uses
     for argv in ([], ["ps"], ["pull", "x"], ["--help"], ["runs"], ["agent"]):
         assert console.delegate(argv) is None, argv
     monkeypatch.setenv(console.NO_AGENT_ENV, "1")
@@ -1044,6 +1045,40 @@ def test_a_stop_signal_just_before_an_answer_still_lets_the_answer_out(moment: s
             assert started.process.wait(timeout=TIMEOUT) == 0
             assert not path.exists()
         finally:
+            stop_agent(started)
+
+
+HELD_EXIT = """
+import os, sys, time
+from pathlib import Path
+import trust.cli.agent as agent
+agent_pid, real_exit, gate = os.getpid(), os._exit, Path(sys.argv[2])
+def held_exit(code):
+    while os.getpid() != agent_pid and not gate.exists():
+        time.sleep(0.01)
+    real_exit(code)
+os._exit = held_exit
+agent.serve(Path(sys.argv[1]))
+"""
+"""An agent whose children, done with their command, do not exit until the file argv[2] exists."""
+
+
+def test_the_client_has_its_exit_code_before_the_child_has_exited() -> None:
+    # Unmapping a process the size of the agent takes milliseconds nobody needs to wait for.
+    with short_directory() as directory:
+        path, gate = directory / "agent.sock", directory / "gate"
+        started = start_agent(
+            path, directory / "agent.log", [sys.executable, "-c", HELD_EXIT, str(path), str(gate)]
+        )
+        try:
+            answers = speak(path, line(request()), timeout=10)
+            assert answers[1:] == [{"exit": 0}], started.log.read_text(errors="replace")
+            child = answers[0]["accepted"]
+            assert Path(f"/proc/{child}").exists()  # still there, held before its exit
+            gate.touch()
+            assert wait_until(lambda: child not in children_of(started.pid))
+        finally:
+            gate.touch()
             stop_agent(started)
 
 
