@@ -699,8 +699,9 @@ def write_bundle(directory: Path, spec: Mapping[str, Any]) -> Path:
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".config.json.")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(spec, f, indent=2)
-            f.write("\n")
+            # One line: only json.dumps without indent uses the C encoder (json.dump never does);
+            # ten times faster for a config with its seccomp filter, ~1 ms of every start.
+            f.write(json.dumps(spec) + "\n")
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -115,7 +115,7 @@ def exec_in(runtime: Runtime, container: Container, options: ExecOptions) -> int
     log_file = container.directory / f"exec-{tag}.log"
     fd = os.open(process_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "w") as f:
-        json.dump(spec, f)
+        f.write(json.dumps(spec))  # the C encoder, as in run/bundle.py
     pid_file = container.directory / f"exec-{tag}.pid"
     try:
         argv = runtime.exec_argv(

@@ -83,6 +83,11 @@ def mount_overlay(
         _mount_many_lowers(target, lowerdirs, upper, work, readonly=bool(flags))
 
 
+def bind_mount(source: str | Path, target: Path) -> None:
+    """Bind-mount `source` on `target` (a namespace file of /proc on an empty file, for one)."""
+    _call("mount", os.fsencode(source), os.fsencode(target), None, _MS_BIND, None, what=target)
+
+
 def unmount(target: Path, *, detach: bool = False) -> None:
     """Unmount `target`; with `detach`, lazily (the mount goes away once nothing uses it)."""
     _call("umount2", os.fsencode(target), _MNT_DETACH if detach else 0, what=target)
@@ -115,7 +120,7 @@ def _unescape(text: str) -> str:
 
 
 def _bind_readonly(source: Path, target: Path) -> None:
-    _call("mount", os.fsencode(source), os.fsencode(target), None, _MS_BIND, None, what=target)
+    bind_mount(source, target)
     try:
         # A bind mount ignores MS_RDONLY on creation: it takes a remount to make it read-only.
         _call(

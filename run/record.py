@@ -250,8 +250,7 @@ def write_state(container: Container) -> None:
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{STATE_FILE}.")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(container.to_json(), f, indent=2)
-            f.write("\n")
+            f.write(json.dumps(container.to_json()) + "\n")  # the C encoder, as in run/bundle.py
         os.replace(tmp, directory / STATE_FILE)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
