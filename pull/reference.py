@@ -152,11 +152,23 @@ def _parse_layout(text: str) -> Reference:
     return Reference(LAYOUT_PREFIX + absolute, "", tag, digest)
 
 
+def is_short_name(text: str) -> bool:
+    """Whether a reference as typed has no registry part (`busybox`, `team/app:v1`): registries.conf
+    may qualify it (`pull.registries_conf`)."""
+    return not text.startswith(LAYOUT_PREFIX) and not has_registry(text)
+
+
+def has_registry(text: str) -> bool:
+    """Whether a reference's first component is a registry host, as `Reference.parse` decides."""
+    first, sep, _ = text.partition("/")
+    return bool(sep) and ("." in first or ":" in first or first == "localhost" or first.startswith("["))
+
+
 def _split_registry(name: str) -> tuple[str, str]:
     first, sep, rest = name.partition("/")
     if first in ("index.docker.io", DOCKER_HUB) and sep:
         return DOCKER_HUB, rest if "/" in rest else f"library/{rest}"
-    if sep and ("." in first or ":" in first or first == "localhost" or first.startswith("[")):
+    if has_registry(name):
         return first, rest
     if "/" not in name:
         return DOCKER_HUB, f"library/{name}"

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from pull.errors import DeniedError, UsageError
-from pull.reference import DOCKER_HUB, DOCKER_HUB_API, Reference
+from pull.reference import DOCKER_HUB, DOCKER_HUB_API, Reference, has_registry, is_short_name
 from pull.tlsconfig import system_path
 
 REGISTRIES_CONF_ENV = "CONTAINERS_REGISTRIES_CONF"
@@ -195,11 +195,6 @@ def blocked_error(name: str, where: str) -> DeniedError:
     )
 
 
-def is_short_name(text: str) -> bool:
-    """Whether a reference as typed has no registry part (`busybox`, `team/app:v1`)."""
-    return not text.startswith("oci:") and not _has_registry(text)
-
-
 def is_digest_addressed(identifier: str) -> bool:
     """Whether a manifest request names content by digest (a digest, or cosign's `sha256-….sig` tags)."""
     return ":" in identifier or bool(_DIGEST_TAG.fullmatch(identifier))
@@ -292,7 +287,7 @@ def _parse_document(document: dict[str, Any], text: str, path: Path, into: _Merg
         raise UsageError(f"{path}: [aliases] must be a table")
     for short, target in aliases.items():
         line = _key_line(lines, short, 0, len(lines), quoted=True)
-        if not isinstance(target, str) or not _has_registry(target):
+        if not isinstance(target, str) or not has_registry(target):
             raise UsageError(f"{path}:{line}: alias {short!r} must name a fully qualified image")
         Reference.parse(target)  # the grammar, or InvalidReference
         into.aliases[short] = (target, f"{path}:{line}")
@@ -396,12 +391,6 @@ def _check_name(value: str, what: str) -> None:
         re.fullmatch(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*", c) for c in components
     ):
         raise UsageError(f"{what} {value[:200]!r} is not host[:port][/path]")
-
-
-def _has_registry(text: str) -> bool:
-    """Whether a reference's first component is a registry host (as `pull.reference` decides)."""
-    first, sep, _ = text.partition("/")
-    return bool(sep) and ("." in first or ":" in first or first == "localhost" or first.startswith("["))
 
 
 def _split_name(text: str) -> tuple[str, str]:

@@ -178,11 +178,11 @@ def qualified(text: str) -> str:
     """An image reference as typed, with a short name resolved by registries.conf's aliases when it
     sets `unqualified-search-registries` (else a short name is Docker Hub's, as Docker has it).
     Qualified names and layouts are returned untouched, without reading any configuration."""
-    from pull.registries_conf import is_short_name
+    from pull.reference import is_short_name
 
     if not is_short_name(text):
         return text
-    from pull.registries_conf import load
+    from pull.registries_conf import load  # TOML and TLS: only for a short name
 
     return load().qualify(text)
 
