@@ -312,7 +312,9 @@ def test_run_through_the_agent_keeps_output_and_exit_code(cli: Setup, agent: Age
 def test_the_command_runs_in_a_fork_of_the_agent_with_the_clients_cwd_and_umask(
     cli: Setup, agent: Agent
 ) -> None:
-    script = "echo ready; read line; echo got $line; exit 3"
+    # The container's shell lists its own descriptors: the client's three, nothing of the agent's
+    # (its listening socket, its children's connections, the pipe they report their exits on).
+    script = "echo ready; read line; echo got $line; ls /proc/$$/fd | tr '\\n' ' '; exit 3"
     # A relative --policy: it resolves against the client's directory, not the agent's.
     argv = [TRUST, "run", "--store", str(cli.store), "--policy", cli.policy.name, "--rm", "-i", cli.ref]
     assert children_of(agent.pid) == []
@@ -334,7 +336,7 @@ def test_the_command_runs_in_a_fork_of_the_agent_with_the_clients_cwd_and_umask(
         client.stdin.write(b"hello\n")
         client.stdin.close()
         assert client.wait(timeout=TIMEOUT) == 3
-        assert client.stdout.read() == b"got hello\n"
+        assert client.stdout.read() == b"got hello\n0 1 2 "
     assert wait_until(lambda: children_of(agent.pid) == [])  # reaped
 
 
