@@ -192,12 +192,16 @@ def _this_code() -> str:
 
 def _fingerprint_code(packages: Path) -> str:
     code = hashlib.sha256()
-    for package in ("trust", "pull", "policy", "run"):
-        with os.scandir(packages / package) as entries:
+    folders = ["trust", "pull", "policy", "run"]
+    while folders:  # every module, subpackages too (trust/sigstore/ verifies as much as policy/)
+        folder = folders.pop(0)
+        with os.scandir(packages / folder) as entries:
             for entry in sorted(entries, key=lambda e: e.name):
-                if entry.name.endswith((".py", ".txt", ".json")):
+                if entry.is_dir(follow_symlinks=False) and entry.name != "__pycache__":
+                    folders.append(f"{folder}/{entry.name}")
+                elif entry.name.endswith((".py", ".txt", ".json")):
                     info = entry.stat()
-                    code.update(f"{package}/{entry.name} {info.st_size} {info.st_mtime_ns}\n".encode())
+                    code.update(f"{folder}/{entry.name} {info.st_size} {info.st_mtime_ns}\n".encode())
     for folder in sys.path:
         with contextlib.suppress(OSError):
             for name in sorted(os.listdir(folder or ".")):

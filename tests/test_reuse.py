@@ -613,4 +613,8 @@ def test_the_code_fingerprint_follows_trusts_modules(tmp_path: Path) -> None:
     assert code_fingerprint(tmp_path) == first
     module = tmp_path / "policy" / "reuse.py"
     os.utime(module, ns=(module.stat().st_atime_ns, module.stat().st_mtime_ns + 1_000_000_000))
-    assert code_fingerprint(tmp_path) != first  # an edited (or reinstalled) module ends reuse
+    second = code_fingerprint(tmp_path)
+    assert second != first  # an edited (or reinstalled) module ends reuse
+    verifier = tmp_path / "trust" / "sigstore" / "bundles.py"  # in a subpackage: the same
+    verifier.write_text(verifier.read_text() + "\n")
+    assert code_fingerprint(tmp_path) != second
