@@ -438,7 +438,7 @@ def _report_exit(reports: int, code: int) -> None:
         with contextlib.suppress(OSError):
             os.close(fd)
     with contextlib.suppress(OSError):
-        os.write(reports, f"{os.getpid()} {code}\n".encode())
+        os.write(reports, f"{os.getpid()} {code & 0xFF}\n".encode())  # what os._exit(code) leaves
 
 
 def _warm_up() -> None:
