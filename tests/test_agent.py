@@ -632,7 +632,9 @@ def test_a_signal_before_a_refusal_stops_the_command_before_it_starts(
 
 
 @pytest.mark.parametrize(
-    "answer", [b"", b"garbage\n", line({"neither": 1})], ids=["none", "garbage", "unknown"]
+    "answer",
+    [b"", b"garbage\n", line({"neither": 1}), b"[" * 100_000 + b"\n"],
+    ids=["none", "garbage", "unknown", "nested too deep"],
 )
 def test_an_agent_that_ends_without_a_clear_answer_is_an_error_not_a_second_run(
     fake_agent: FakeAgent, answer: bytes

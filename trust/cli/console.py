@@ -243,12 +243,14 @@ _scan = _json.make_scanner(_Strict())  # type: ignore[arg-type]  # typeshed: any
 
 def decode(line: bytes) -> object:
     """The JSON value that is the whole of `line`. Raises ValueError (UnicodeDecodeError and
-    json.JSONDecodeError are ValueErrors) if it is not one, RecursionError if nested too deep."""
+    json.JSONDecodeError are ValueErrors) if it is not one, or is nested too deep to read."""
     text = line.decode()
     try:
         value, end = _scan(text, 0)
     except StopIteration:
         raise ValueError("not JSON") from None
+    except RecursionError:
+        raise ValueError("JSON nested too deep") from None
     if text[end:].strip(" \t\r"):
         raise ValueError("extra data after the JSON value")
     return value
