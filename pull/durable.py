@@ -2,12 +2,14 @@
 
 The content store and OCI layouts both replace small metadata files (`index.json`, `oci-layout`)
 this way: write a temporary file beside the target, fsync it, rename it over the target, fsync the
-directory so that the rename itself is on disk.
+directory so that the rename itself is on disk. A container's run-time files (its state, bundle
+config and network record) are replaced the same way without the fsyncs (`replace_json`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -24,6 +26,24 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
         os.chmod(temporary, mode)
         os.replace(temporary, path)
         fsync_dir(path.parent)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+def replace_json(path: Path, value: object) -> None:
+    """Replace `path` with `value` as one line of JSON, atomically but not durably, mode 0600.
+
+    For a container's run-time files, which are rewritten on every start: no fsync. One line
+    because only `json.dumps` without indent uses the C encoder (`json.dump` never does): ten
+    times faster for a config.json with its seccomp filter, ~1 ms of every start.
+    """
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(json.dumps(value) + "\n")
+        os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)

@@ -49,13 +49,13 @@ import shutil
 import socket
 import struct
 import subprocess
-import tempfile
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pull.durable import replace_json
 from pull.errors import InvalidManifest, UsageError
 from run import hostrules
 from run.errors import RuntimeFailure
@@ -473,15 +473,7 @@ def _drop_masquerade(container_id: str) -> list[str]:
 
 
 def _write(directory: Path, attachment: Attachment) -> None:
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{ATTACHMENT_FILE}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(json.dumps(attachment.to_json()) + "\n")  # the C encoder, as in run/bundle.py
-        os.replace(tmp, directory / ATTACHMENT_FILE)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    replace_json(directory / ATTACHMENT_FILE, attachment.to_json())
 
 
 def _make_netns(path: Path) -> None:

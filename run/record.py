@@ -14,7 +14,6 @@ import contextlib
 import fcntl
 import json
 import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -22,6 +21,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pull.durable import replace_json
 from run.errors import ContainerNotFound
 from run.userns import UserNamespace
 
@@ -246,16 +246,7 @@ def read_state(directory: Path) -> Container:
 
 def write_state(container: Container) -> None:
     """Replace state.json atomically (rename). Callers hold the container's lock."""
-    directory = container.directory
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{STATE_FILE}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(json.dumps(container.to_json()) + "\n")  # the C encoder, as in run/bundle.py
-        os.replace(tmp, directory / STATE_FILE)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    replace_json(container.directory / STATE_FILE, container.to_json())
 
 
 def update_state(directory: Path, only_from: frozenset[State] | None, **changes: Any) -> Container:
