@@ -206,22 +206,14 @@ def _encode_value(value: object) -> str:
     # The protocol's messages hold strings, integers, lists of strings and objects of them.
     if isinstance(value, str):
         return _json.encode_basestring_ascii(value)
-    if isinstance(value, bool) or value is None:
-        return {True: "true", False: "false", None: "null"}[value]
-    if isinstance(value, int):
+    if type(value) is int:  # not a bool
         return int.__repr__(value)
-    if isinstance(value, list | tuple):
+    if isinstance(value, list):
         return "[" + ",".join(_encode_value(item) for item in value) + "]"
-    if isinstance(value, dict):
-        members = (f"{_encode_key(key)}:{_encode_value(item)}" for key, item in value.items())
+    if isinstance(value, dict) and all(isinstance(key, str) for key in value):
+        members = (f"{_encode_value(key)}:{_encode_value(item)}" for key, item in value.items())
         return "{" + ",".join(members) + "}"
     raise TypeError(f"a protocol message holds no {type(value).__name__}")
-
-
-def _encode_key(key: object) -> str:
-    if not isinstance(key, str):
-        raise TypeError("a protocol message's keys are strings")
-    return _json.encode_basestring_ascii(key)
 
 
 class _Strict:
