@@ -20,7 +20,6 @@ returns once the process runs; its output is discarded (as `docker exec -d`).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import select
@@ -34,6 +33,7 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from pull.errors import UsageError
+from run import libc
 from run.bundle import check_workdir, merge_env, resolve_user
 from run.errors import ContainerStateError, RuntimeFailure, start_failure
 from run.record import Container
@@ -41,7 +41,6 @@ from run.runtime import Runtime, last_logged_error
 from run.signals import FORWARDED_SIGNALS
 from run.terminal import ConsoleSocket, console_size, relay
 
-_PR_SET_CHILD_SUBREAPER = 36
 _RUNTIME_FAILED = 255
 """runc's and crun's exit status when `exec` itself failed (the error is in the log)."""
 _NOT_RUNNING = ("stopped", "not running", "cannot exec", "does not exist")
@@ -237,9 +236,7 @@ def _reap_exec(argv: list[str], pid_file: Path, report_fd: int) -> NoReturn:
     """The helper of `_with_terminal` (a fork): never returns."""
     code = _RUNTIME_FAILED
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
+        libc.become_subreaper()
         for signum in FORWARDED_SIGNALS:
             signal.signal(signum, signal.SIG_IGN)  # the caller forwards them to the process itself
         quiet = subprocess.DEVNULL  # the runtime's own error is in its log

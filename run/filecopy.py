@@ -20,7 +20,6 @@ container's root filesystem is not mounted.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import posixpath
 import shutil
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import IO, NoReturn
 
 from pull.errors import UsageError
+from run import libc
 from run.errors import ContainerStateError
 from run.processes import alive
 from run.record import Container, State
@@ -219,9 +219,8 @@ def _run_helper(
 ) -> NoReturn:
     code = 1
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if namespace is not None and libc.setns(namespace, _CLONE_NEWNS) != 0:
-            raise OSError(ctypes.get_errno(), "setns into the container's mount namespace failed")
+        if namespace is not None:
+            libc.call("setns", namespace, _CLONE_NEWNS)  # into the container's mount namespace
         os.fchdir(root)
         os.chroot(".")
         os.chdir("/")

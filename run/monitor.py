@@ -38,6 +38,7 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from pull.errors import TrustError
+from run import libc
 from run.errors import ContainerNotFound, RuntimeFailure, start_failure
 from run.network import release as release_network
 from run.processes import alive, kill_process, start_time, wait_gone
@@ -51,8 +52,6 @@ from run.userns import unmount_idmapped_layers
 _RESTART_BACKOFF = 0.1
 _RESTART_BACKOFF_MAX = 5.0
 """Seconds before restart N: 0.1 s * 2^(N-1), at most 5 (docker starts at 0.1 s too)."""
-_PR_SET_NAME = 15
-_PR_SET_CHILD_SUBREAPER = 36
 
 
 # -- the CLI's side ---------------------------------------------------------------------------
@@ -392,12 +391,9 @@ def _wait_child(pid: int) -> int | None:
 
 def _become_subreaper() -> None:
     """Adopt orphaned descendants (the container's init), and show as "trust-monitor" in `ps`."""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
-    libc.prctl(_PR_SET_NAME, b"trust-monitor", 0, 0, 0)  # cosmetic: failure does not matter
+    libc.become_subreaper()
+    with contextlib.suppress(OSError):  # cosmetic: failure does not matter
+        libc.call("prctl", libc.PR_SET_NAME, b"trust-monitor", 0, 0, 0)
 
 
 # -- teardown (the monitor's, and `trust rm -f`'s) --------------------------------------------

@@ -38,7 +38,6 @@ the kernel picks from its ephemeral range.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import ipaddress
 import json
@@ -57,7 +56,7 @@ from typing import Any
 
 from pull.durable import replace_json
 from pull.errors import InvalidManifest, UsageError
-from run import hostrules
+from run import hostrules, libc
 from run.errors import RuntimeFailure
 from run.overlay import bind_mount, is_mountpoint, unmount
 
@@ -489,10 +488,7 @@ def _make_netns(path: Path) -> None:
 
     def make() -> None:
         try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            if libc.unshare(_CLONE_NEWNET) != 0:
-                error = ctypes.get_errno()
-                raise OSError(error, f"unshare: {os.strerror(error)}")
+            libc.call("unshare", _CLONE_NEWNET)
             bind_mount("/proc/thread-self/ns/net", path)
             _loopback_up()
         except OSError as exc:

@@ -16,11 +16,12 @@ The classic interface passes every lower dir in one option string, which the ker
 
 from __future__ import annotations
 
-import ctypes
 import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
+
+from run import libc
 
 _MS_RDONLY = 0x1
 _MS_REMOUNT = 0x20
@@ -41,8 +42,6 @@ _PAGE = 4096
 _SPECIAL = frozenset(",:\\\n")
 # index=off: lower dirs are shared by many mounts; the inode index would tie them to one upper.
 _FIXED_OPTIONS = ("index=off",)
-
-_libc: ctypes.CDLL | None = None
 
 
 def overlay_options(lowerdirs: Sequence[Path], upper: Path | None = None, work: Path | None = None) -> str:
@@ -177,21 +176,17 @@ def _fsconfig(fs_fd: int, key: str, value: str, target: Path) -> None:
 
 
 def _call(name: str, *args: object, what: Path, fs_fd: int | None = None) -> int:
-    """Call a libc function that returns -1 and sets errno on failure; raise OSError then."""
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-    function = getattr(_libc, name, None)
-    if function is None:
-        raise OSError(f"{name}() is not available in this C library (needed to mount {what})")
-    result = int(function(*args))
-    if result < 0:
-        err = ctypes.get_errno()
+    """`libc.call`, its error naming `what` and, for the new mount API, the kernel's explanation."""
+    try:
+        return libc.call(name, *args)
+    except OSError as exc:
+        if exc.errno is None:
+            raise OSError(f"{name}() is not available in this C library (needed to mount {what})") from None
+        err = exc.errno
         detail = os.strerror(err)
         if fs_fd is not None:
             detail += _fs_messages(fs_fd)
-        raise OSError(err, f"{name} failed for {what}: {detail}")
-    return result
+        raise OSError(err, f"{name} failed for {what}: {detail}") from None
 
 
 def _fs_messages(fs_fd: int) -> str:
