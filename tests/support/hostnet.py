@@ -1,9 +1,9 @@
 """Put the host's network back as the test run found it.
 
 Containers release their own veth, lease and port rules (the tests check that). What stays is
-shared plumbing the CNI plugins create on first use: the `trust0` bridge, the `CNI-*` iptables
-chains of the firewall and portmap plugins with their jumps from the built-in chains, and the
-lease folder under /run/trust. A user's host keeps those from `trust run` as it keeps `docker0`;
+shared plumbing made on first use: the `trust0` bridge (CNI's bridge plugin), trust's `TRUST-*`
+iptables chains (run/hostrules.py) and any `CNI-*` ones with their jumps from the built-in chains,
+and the lease folder under /run/trust. A user's host keeps those from `trust run` as it keeps `docker0`;
 a test run must not, so `conftest.py` snapshots them before the run and removes what the run
 added after it (only what was not there before: a host that already runs trust or podman keeps
 its own).
@@ -26,20 +26,20 @@ TABLES = ("filter", "nat")
 class HostNetwork:
     bridge: bool
     chains: frozenset[tuple[str, str]]
-    """(table, chain) of every CNI-* chain."""
+    """(table, chain) of every TRUST-* and CNI-* chain."""
     run_dir: bool
 
 
-def _cni_chains(table: str) -> set[str]:
+def _shared_chains(table: str) -> set[str]:
     done = subprocess.run(["iptables", "-t", table, "-S"], capture_output=True, text=True)
     if done.returncode != 0:
         return set()
-    return {line.split()[1] for line in done.stdout.splitlines() if line.startswith("-N CNI-")}
+    return {line.split()[1] for line in done.stdout.splitlines() if line.startswith(("-N TRUST-", "-N CNI-"))}
 
 
 def snapshot() -> HostNetwork:
     bridge = Path("/sys/class/net", BRIDGE).exists()
-    chains = frozenset((table, chain) for table in TABLES for chain in _cni_chains(table))
+    chains = frozenset((table, chain) for table in TABLES for chain in _shared_chains(table))
     return HostNetwork(bridge, chains, RUN_DIR.exists())
 
 
@@ -48,7 +48,7 @@ def restore(before: HostNetwork) -> None:
     if not before.bridge and Path("/sys/class/net", BRIDGE).exists():
         subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True)
     for table in TABLES:
-        added = _cni_chains(table) - {chain for t, chain in before.chains if t == table}
+        added = _shared_chains(table) - {chain for t, chain in before.chains if t == table}
         if not added:
             continue
         rules = subprocess.run(["iptables", "-t", table, "-S"], capture_output=True, text=True).stdout
