@@ -3,14 +3,16 @@
 Containers release their own veth, lease and port rules (the tests check that). What stays is
 shared plumbing made on first use: the `trust0` bridge (CNI's bridge plugin), trust's `TRUST-*`
 iptables chains (run/hostrules.py) and any `CNI-*` ones with their jumps from the built-in chains,
-and the lease folder under /run/trust. A user's host keeps those from `trust run` as it keeps `docker0`;
-a test run must not, so `conftest.py` snapshots them before the run and removes what the run
-added after it (only what was not there before: a host that already runs trust or podman keeps
-its own).
+and the lease folder under /run/trust; and /run/trust-userns, the folder user-namespaced
+containers are reached through (empty once they are gone). A user's host keeps those from
+`trust run` as it keeps `docker0`; a test run must not, so `conftest.py` snapshots them before the
+run and removes what the run added after it (only what was not there before: a host that
+already runs trust or podman keeps its own).
 """
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import shutil
 import subprocess
@@ -19,6 +21,7 @@ from pathlib import Path
 
 BRIDGE = "trust0"
 RUN_DIR = Path("/run/trust")
+USERNS_DIR = Path("/run/trust-userns")
 TABLES = ("filter", "nat")
 
 
@@ -28,6 +31,7 @@ class HostNetwork:
     chains: frozenset[tuple[str, str]]
     """(table, chain) of every TRUST-* and CNI-* chain."""
     run_dir: bool
+    userns_dir: bool
 
 
 def _shared_chains(table: str) -> set[str]:
@@ -40,7 +44,7 @@ def _shared_chains(table: str) -> set[str]:
 def snapshot() -> HostNetwork:
     bridge = Path("/sys/class/net", BRIDGE).exists()
     chains = frozenset((table, chain) for table in TABLES for chain in _shared_chains(table))
-    return HostNetwork(bridge, chains, RUN_DIR.exists())
+    return HostNetwork(bridge, chains, RUN_DIR.exists(), USERNS_DIR.exists())
 
 
 def restore(before: HostNetwork) -> None:
@@ -63,3 +67,6 @@ def restore(before: HostNetwork) -> None:
             subprocess.run(["iptables", "-t", table, "-X", chain], capture_output=True)
     if not before.run_dir and RUN_DIR.exists():
         shutil.rmtree(RUN_DIR, ignore_errors=True)
+    if not before.userns_dir and USERNS_DIR.exists():
+        with contextlib.suppress(OSError):  # not empty: a container still uses it
+            USERNS_DIR.rmdir()
