@@ -3,8 +3,9 @@
 Containers release their own veth, lease and port rules (the tests check that). What stays is
 shared plumbing made on first use: the `trust0` bridge (CNI's bridge plugin), trust's `TRUST-*`
 iptables chains (run/hostrules.py) and any `CNI-*` ones with their jumps from the built-in chains,
-and the lease folder under /run/trust; and /run/trust-userns, the folder user-namespaced
-containers are reached through (empty once they are gone). A user's host keeps those from
+and the lease folder under /run/trust; /run/trust-userns, the folder user-namespaced
+containers are reached through; and the `/trust` parent cgroup that runc makes in each hierarchy
+for the containers' own (both empty once the containers are gone). A user's host keeps those from
 `trust run` as it keeps `docker0`; a test run must not, so `conftest.py` snapshots them before the
 run and removes what the run added after it (only what was not there before: a host that
 already runs trust or podman keeps its own).
@@ -19,6 +20,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from run.bundle import DEFAULT_CGROUP_PARENT
+from run.runtime import cgroup_dirs
+
 BRIDGE = "trust0"
 RUN_DIR = Path("/run/trust")
 USERNS_DIR = Path("/run/trust-userns")
@@ -32,6 +36,8 @@ class HostNetwork:
     """(table, chain) of every TRUST-* and CNI-* chain."""
     run_dir: bool
     userns_dir: bool
+    cgroup_parents: frozenset[Path] = frozenset()
+    """The `/trust` parent cgroup in each hierarchy where it existed."""
 
 
 def _shared_chains(table: str) -> set[str]:
@@ -44,7 +50,8 @@ def _shared_chains(table: str) -> set[str]:
 def snapshot() -> HostNetwork:
     bridge = Path("/sys/class/net", BRIDGE).exists()
     chains = frozenset((table, chain) for table in TABLES for chain in _shared_chains(table))
-    return HostNetwork(bridge, chains, RUN_DIR.exists(), USERNS_DIR.exists())
+    parents = frozenset(path for path in cgroup_dirs(DEFAULT_CGROUP_PARENT) if path.is_dir())
+    return HostNetwork(bridge, chains, RUN_DIR.exists(), USERNS_DIR.exists(), parents)
 
 
 def restore(before: HostNetwork) -> None:
@@ -70,3 +77,7 @@ def restore(before: HostNetwork) -> None:
     if not before.userns_dir and USERNS_DIR.exists():
         with contextlib.suppress(OSError):  # not empty: a container still uses it
             USERNS_DIR.rmdir()
+    for parent in cgroup_dirs(DEFAULT_CGROUP_PARENT):
+        if parent not in before.cgroup_parents:
+            with contextlib.suppress(OSError):  # gone, or a container's cgroup still below it
+                parent.rmdir()
