@@ -351,9 +351,9 @@ class _Agent:
             if isinstance(sys.stdout, io.TextIOWrapper):  # buffered as for the agent's stdout, not this one
                 sys.stdout.reconfigure(line_buffering=sys.stdout.isatty())
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a signal the client sent early lands here
-            from trust.cli.app import main
+            from trust.cli.console import run_here
 
-            code = main(request["argv"])
+            code = run_here(request["argv"])
         except SystemExit as stop:
             code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
         except KeyboardInterrupt:  # a ^C before the command started: as `main` reports one
@@ -446,6 +446,7 @@ def _warm_up() -> None:
     for module in (
         "trust.cli.app",
         "trust.cli.containers",
+        "trust.cli.fastparse",
         "policy.admission",
         "policy.loader",
         "policy.reuse",

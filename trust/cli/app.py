@@ -19,8 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
-from pull.errors import HOST_FAULT_ERRNOS, HostFault, TrustError
-from trust.cli.common import error_line, exit_code_for
+from trust.cli.common import exit_status
 from trust.cli.output import emit_line, note
 
 if TYPE_CHECKING:
@@ -165,17 +164,15 @@ def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: run the app and map errors to exit codes."""
     args = sys.argv[1:] if argv is None else argv
     saved = {name: os.environ.get(name) for name in _GLOBAL_ENV}
-    try:
+
+    def invoke() -> int | None:
         prepared = _prepared.get(args[0]) if args else None
-        if prepared is not None:
-            result = prepared(args=args, standalone_mode=False)
-        else:
-            result = _narrowed(app, args)(args=args, standalone_mode=False)
-    except TrustError as err:
-        note(error_line(err))
-        if os.environ.get("TRUST_DEBUG"):
-            raise
-        return exit_code_for(err)
+        command = prepared if prepared is not None else _narrowed(app, args)
+        result = command(args=args, standalone_mode=False)
+        return result if isinstance(result, int) else None
+
+    try:
+        return exit_status(invoke)
     except typer.Abort:
         note("trust: aborted")
         return 1
@@ -184,24 +181,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(getattr(err, "exit_code", 2))
     except typer.Exit as err:
         return int(err.exit_code)
-    except KeyboardInterrupt:
-        note("trust: interrupted")
-        return 130
-    except OSError as err:
-        # The last net for the host's faults (a full disk, a read-only store) wherever they strike:
-        # one line and exit 5, not a traceback. Other OSErrors are bugs to fix where they happen.
-        if err.errno not in HOST_FAULT_ERRNOS or os.environ.get("TRUST_DEBUG"):
-            raise
-        fault = HostFault.from_os_error(err)
-        note(error_line(fault))
-        return exit_code_for(fault)
     finally:
         for name, value in saved.items():  # an in-process caller (tests) keeps its environment
             if value is None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-    return result if isinstance(result, int) else 0
 
 
 _prepared: dict[str, Any] = {}

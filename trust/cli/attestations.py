@@ -16,7 +16,8 @@ import typer
 
 from pull.errors import DeniedError, IntegrityError, UsageError
 from pull.userfile import open_regular_file
-from trust.cli.common import (
+from trust.cli.common import load_signer, qualified, sigstore_instance, tlog_upload_flag, write_file
+from trust.cli.options import (
     CertificateIdentityOption,
     CertificateIdentityRegexpOption,
     CertificateIssuerOption,
@@ -34,11 +35,6 @@ from trust.cli.common import (
     TimestampServerOption,
     TlogUploadOption,
     TrustedRootOption,
-    load_signer,
-    qualified,
-    sigstore_instance,
-    tlog_upload_flag,
-    write_file,
 )
 from trust.cli.output import OutputFormat, emit_json, emit_line, note
 

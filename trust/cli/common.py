@@ -1,21 +1,29 @@
-"""What every command module shares: the exit-code table, the store, pull settings, common options.
+"""What every command module shares at run time: the exit-code table, the store, pull settings.
 
 Command modules import this, never each other or `trust.cli.app` (which only assembles the app),
-so the command line has no import cycle. Importing it costs typer and nothing heavy.
+so the command line has no import cycle. It imports neither typer nor anything heavy: `trust run`
+uses it before (and usually without) typer. Options that commands declare alike are in
+`trust.cli.options`.
 """
 
 from __future__ import annotations
 
 import os
-from enum import StrEnum
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
-import typer
-
-from pull.errors import CouldNotCheck, DeniedError, IntegrityError, TrustError, UsageError
+from pull.errors import (
+    HOST_FAULT_ERRNOS,
+    CouldNotCheck,
+    DeniedError,
+    HostFault,
+    IntegrityError,
+    TrustError,
+    UsageError,
+)
 from run.errors import CommandNotExecutable, CommandNotFound
-from trust.cli.output import OutputFormat
+from trust.cli.output import note
 
 if TYPE_CHECKING:
     from pull.config import PullConfig
@@ -32,111 +40,6 @@ EXIT_CODES: list[tuple[type[TrustError], int]] = [
     (CouldNotCheck, 5),
 ]
 """Error class → exit code (DESIGN.md "Exit codes"). Anything not listed exits 1."""
-
-
-StoreOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--store",
-        envvar="TRUST_STORE",
-        help="Content store directory (default /var/lib/trust as root, else the XDG data dir).",
-        show_default=False,
-    ),
-]
-
-
-class GateOutput(StrEnum):
-    text = "text"
-    json = "json"
-    sarif = "sarif"
-
-
-class SignatureFormat(StrEnum):
-    cosign = "cosign"
-    notation = "notation"
-
-
-OutputOption = Annotated[OutputFormat, typer.Option("--output", "-o", help="text or json.")]
-InsecureOption = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--insecure-registry",
-        help="Allow plain HTTP to this host[:port] (loopback registries are always allowed).",
-    ),
-]
-
-# Keyless (Sigstore) flags, named as cosign names them; shared by `verify` and `verify-blob`.
-CertificateIdentityOption = Annotated[
-    str | None,
-    typer.Option("--certificate-identity", help="Keyless: the signer's identity (e-mail or URI), exactly."),
-]
-CertificateIdentityRegexpOption = Annotated[
-    str | None,
-    typer.Option("--certificate-identity-regexp", help="Keyless: a regexp the whole identity must match."),
-]
-CertificateIssuerOption = Annotated[
-    str | None,
-    typer.Option("--certificate-oidc-issuer", help="Keyless: the OIDC issuer, exactly."),
-]
-CertificateIssuerRegexpOption = Annotated[
-    str | None,
-    typer.Option("--certificate-oidc-issuer-regexp", help="Keyless: a regexp the whole issuer must match."),
-]
-GithubRepositoryOption = Annotated[
-    str | None,
-    typer.Option("--certificate-github-workflow-repository", help="Keyless: required GitHub owner/repo."),
-]
-GithubRefOption = Annotated[
-    str | None, typer.Option("--certificate-github-workflow-ref", help="Keyless: required GitHub ref.")
-]
-GithubNameOption = Annotated[
-    str | None, typer.Option("--certificate-github-workflow-name", help="Keyless: required workflow name.")
-]
-GithubTriggerOption = Annotated[
-    str | None,
-    typer.Option("--certificate-github-workflow-trigger", help="Keyless: required trigger (e.g. push)."),
-]
-GithubShaOption = Annotated[
-    str | None, typer.Option("--certificate-github-workflow-sha", help="Keyless: required commit SHA.")
-]
-TrustConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--trust-config",
-        help="Sigstore ClientTrustConfig JSON (trusted root + signing config) of a private instance.",
-    ),
-]
-FulcioUrlOption = Annotated[
-    str | None, typer.Option("--fulcio-url", help="Keyless: this Fulcio instead of the signing config's.")
-]
-RekorUrlOption = Annotated[
-    str | None,
-    typer.Option("--rekor-url", help="Log to this Rekor (v1 API) instead of the signing config's."),
-]
-OidcIssuerOption = Annotated[
-    str | None, typer.Option("--oidc-issuer", help="Keyless: the OIDC issuer of the interactive flow.")
-]
-TimestampServerOption = Annotated[
-    str | None,
-    typer.Option(
-        "--timestamp-server-url", help="Sigstore: an RFC 3161 timestamp authority to stamp the signature."
-    ),
-]
-TlogUploadOption = Annotated[
-    str,
-    typer.Option(
-        "--tlog-upload",
-        help="Log the signature in Rekor (default true; --tlog-upload=false opts out).",
-        metavar="BOOL",
-    ),
-]
-TrustedRootOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--trusted-root",
-        help="Keyless: Sigstore trusted_root.json (default: the public-good root shipped with sigstore).",
-    ),
-]
 
 
 def default_store_path() -> Path:
@@ -187,18 +90,6 @@ def qualified(text: str) -> str:
     return load().qualify(text)
 
 
-CertDirOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--cert-dir",
-        envvar="TRUST_CERT_DIR",
-        help="Directory with *.crt CAs and a client.cert/client.key pair for the registry (as skopeo's), "
-        "instead of certs.d/HOST[:PORT]/.",
-        show_default=False,
-    ),
-]
-
-
 MAX_ERROR_CHARS = 1000
 """An error line is cut here: a hostile 100 KB reference or registry message is not echoed whole."""
 
@@ -239,6 +130,29 @@ def exit_code_for(error: BaseException) -> int:
         if isinstance(error, cls):
             return code
     return 1
+
+
+def exit_status(command: Callable[[], int | None]) -> int:
+    """Run a command; its exit status. A deliberate error (`TrustError`) is one line and its code
+    from `EXIT_CODES`; ^C is 130; a fault of the host (a full disk, a read-only store) wherever it
+    strikes is one line and exit 5, not a traceback. `TRUST_DEBUG` shows the traceback instead."""
+    try:
+        return command() or 0
+    except TrustError as err:
+        note(error_line(err))
+        if os.environ.get("TRUST_DEBUG"):
+            raise
+        return exit_code_for(err)
+    except KeyboardInterrupt:
+        note("trust: interrupted")
+        return 130
+    except OSError as err:
+        # Other OSErrors are bugs to fix where they happen.
+        if err.errno not in HOST_FAULT_ERRNOS or os.environ.get("TRUST_DEBUG"):
+            raise
+        fault = HostFault.from_os_error(err)
+        note(error_line(fault))
+        return exit_code_for(fault)
 
 
 def load_signer(key: str, public_key: Path | None) -> Signer:

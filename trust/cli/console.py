@@ -45,15 +45,33 @@ def console() -> NoReturn:
     argv = sys.argv[1:]
     code = delegate(argv)
     if code is None:
-        from trust.cli.app import main
-
-        code = main(argv)
+        code = run_here(argv)
     try:
         sys.stdout.flush()
         sys.stderr.flush()
     except (BrokenPipeError, ValueError):  # a reader that went away, or a stream already closed
         code = code or 1
     os._exit(code)
+
+
+def run_here(argv: list[str]) -> int:
+    """Run `trust ARGV` in this process: `run` and `create` without typer when `trust.cli.fastparse`
+    can read their flags (the agent's forks too), everything else through `trust.cli.app`."""
+    if argv and argv[0] in DELEGATED:
+        from trust.cli.fastparse import parse
+
+        parsed = parse(argv, os.environ)
+        if parsed is not None:
+            from trust.cli import launch
+            from trust.cli.common import exit_status
+
+            command, flags = parsed
+            if command == "run":
+                return exit_status(lambda: launch.run(flags))
+            return exit_status(lambda: launch.create(flags))
+    from trust.cli.app import main
+
+    return main(argv)
 
 
 def socket_path() -> str:

@@ -18,27 +18,19 @@ from __future__ import annotations
 import shlex
 import sys
 from collections.abc import Callable
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from pull.errors import DeniedError, TrustError, UsageError
+from pull.errors import TrustError, UsageError
+from trust.cli import launch
+from trust.cli.launch import RuntimeChoice, container_store, signal_number
 from trust.cli.output import OutputFormat, emit_json, emit_line, emit_table, note
 
 if TYPE_CHECKING:
-    from policy.admitted import AdmittedImage
-    from pull.reference import Reference
-    from pull.store import ContentStore
-    from run.bundle import RunOptions
     from run.containers import Container, ContainerStore
     from run.stats import Usage
-
-
-class RuntimeChoice(StrEnum):
-    runc = "runc"
-    crun = "crun"
 
 
 StoreOption = Annotated[
@@ -299,49 +291,7 @@ def create(
     insecure_registry: InsecureOption = None,
 ) -> None:
     """Admit an image and create a container from it (not started); print its id."""
-    from dataclasses import replace
-
-    options = _options(
-        command=command,
-        name=name,
-        env=env,
-        env_file=env_file,
-        workdir=workdir,
-        user=user,
-        hostname=hostname,
-        entrypoint=entrypoint,
-        label=label,
-        network=network,
-        publish=publish,
-        publish_all=publish_all,
-        dns=dns,
-        dns_search=dns_search,
-        dns_option=dns_option,
-        add_host=add_host,
-        volume=volume,
-        tmpfs=tmpfs,
-        mount=mount,
-        read_only=read_only,
-        privileged=privileged,
-        cap_add=cap_add,
-        cap_drop=cap_drop,
-        stop_signal=stop_signal,
-        init=init,
-        restart=restart,
-        memory=memory,
-        pids_limit=pids_limit,
-        cpus=cpus,
-        runtime=runtime,
-        auto_remove=auto_remove,
-        security_opt=security_opt,
-        userns=userns,
-        uidmap=uidmap,
-        gidmap=gidmap,
-        tty=tty,
-    )
-    content, admitted = _admit(image, policy, store, insecure_registry)
-    options = replace(options, open_stdin=interactive)  # -i: `trust attach` writes its stdin
-    emit_line(_containers(content).create(admitted, options).id)
+    launch.create(launch.ContainerFlags(**locals()))  # locals(): exactly the parameters, by name
 
 
 def run(
@@ -394,63 +344,7 @@ def run(
     insecure_registry: InsecureOption = None,
 ) -> None:
     """Admit an image and run a container; exits with the container's exit code (unless -d)."""
-    if tty and not detach and restart != "no":
-        raise UsageError("--restart with a foreground --tty is not supported: add --detach")
-    from run.terminal import parse_detach_keys
-
-    keys = parse_detach_keys(detach_keys)
-    options = _options(
-        command=command,
-        name=name,
-        env=env,
-        env_file=env_file,
-        workdir=workdir,
-        user=user,
-        hostname=hostname,
-        entrypoint=entrypoint,
-        label=label,
-        network=network,
-        publish=publish,
-        publish_all=publish_all,
-        dns=dns,
-        dns_search=dns_search,
-        dns_option=dns_option,
-        add_host=add_host,
-        volume=volume,
-        tmpfs=tmpfs,
-        mount=mount,
-        read_only=read_only,
-        privileged=privileged,
-        cap_add=cap_add,
-        cap_drop=cap_drop,
-        stop_signal=stop_signal,
-        init=init,
-        restart=restart,
-        memory=memory,
-        pids_limit=pids_limit,
-        cpus=cpus,
-        runtime=runtime,
-        auto_remove=auto_remove,
-        security_opt=security_opt,
-        userns=userns,
-        uidmap=uidmap,
-        gidmap=gidmap,
-        tty=tty,
-    )
-    content, admitted = _admit(image, policy, store, insecure_registry)
-    containers = _containers(content)
-    if detach:
-        from dataclasses import replace
-
-        # -di: stdin stays open for `trust attach` (a FIFO the monitor holds; -dit has its terminal)
-        emit_line(containers.run_detached(admitted, replace(options, open_stdin=interactive)).id)
-        return
-    exited = containers.run(admitted, options, interactive=interactive, detach_keys=keys)
-    if exited.detached:
-        return  # ctrl-p ctrl-q: the container goes on (`trust attach` to come back)
-    if exited.oom_killed:
-        note(f"trust: container {exited.container_id[:12]} was killed for using more memory than its limit")
-    raise typer.Exit(exited.exit_code)
+    raise typer.Exit(launch.run(launch.ContainerFlags(**locals())))  # locals(): the parameters
 
 
 def exec_(
@@ -480,214 +374,6 @@ def exec_(
     raise typer.Exit(_store_containers(store, changing="exec in").exec(container, options))
 
 
-def _options(
-    *,
-    command: list[str] | None,
-    name: str | None,
-    env: list[str] | None,
-    env_file: list[Path] | None,
-    workdir: str | None,
-    user: str | None,
-    hostname: str | None,
-    entrypoint: str | None,
-    label: list[str] | None,
-    network: str,
-    publish: list[str] | None,
-    publish_all: bool,
-    dns: list[str] | None,
-    dns_search: list[str] | None,
-    dns_option: list[str] | None,
-    add_host: list[str] | None,
-    volume: list[str] | None,
-    tmpfs: list[str] | None,
-    mount: list[str] | None,
-    read_only: bool,
-    privileged: bool,
-    cap_add: list[str] | None,
-    cap_drop: list[str] | None,
-    stop_signal: str | None,
-    init: bool,
-    restart: str,
-    memory: str | None,
-    pids_limit: int | None,
-    cpus: str | None,
-    runtime: RuntimeChoice,
-    auto_remove: bool,
-    security_opt: list[str] | None,
-    userns: str | None,
-    uidmap: list[str] | None,
-    gidmap: list[str] | None,
-    tty: bool,
-) -> RunOptions:
-    """Check every flag before admission, so a typo costs no network round trip."""
-    from run.bundle import Limits, Network, RunOptions, parse_cpus, parse_memory
-    from run.mounts import parse_mount, parse_tmpfs, parse_volume
-    from run.network import HOST_GATEWAY, DnsSettings, parse_add_host, parse_publish
-    from run.runtime import check_host_support
-    from run.userns import userns_request
-
-    mode, _, joined = network.partition(":")
-    if mode not in {n.value for n in Network} or (mode == "container") != bool(joined):
-        raise UsageError(f"invalid --network {network!r}: use bridge, none, host or container:ID")
-    dns_settings = DnsSettings.parse(dns or (), dns_search or (), dns_option or ())
-    extra_hosts = tuple(parse_add_host(item) for item in add_host or ())
-    if joined and (dns_settings.any or extra_hosts):
-        raise UsageError("--dns… and --add-host conflict with --network container: (its files are shared)")
-    if mode != Network.BRIDGE.value and any(address == HOST_GATEWAY for _, address in extra_hosts):
-        raise UsageError("--add-host NAME:host-gateway needs --network bridge (the gateway is the bridge)")
-    mounts = [
-        *(parse_volume(item) for item in volume or ()),
-        *(parse_tmpfs(item) for item in tmpfs or ()),
-        *(parse_mount(item) for item in mount or ()),
-    ]
-    options = RunOptions(
-        command=tuple(command or ()),
-        env=(*_env_files(env_file or []), *(env or ())),
-        workdir=workdir,
-        user=user,
-        hostname=hostname,
-        network=Network(mode),
-        network_container=joined or None,
-        publish=tuple(mapping for item in publish or () for mapping in parse_publish(item)),
-        publish_all=publish_all,
-        dns=dns_settings,
-        extra_hosts=extra_hosts,
-        mounts=tuple(mounts),
-        read_only=read_only,
-        privileged=privileged,
-        cap_add=tuple(cap_add or ()),
-        cap_drop=tuple(cap_drop or ()),
-        entrypoint=None if entrypoint is None else tuple(shlex.split(entrypoint)),
-        labels=tuple(_label(item) for item in label or ()),
-        limits=Limits(
-            memory=parse_memory(memory) if memory is not None else None,
-            pids=pids_limit,
-            cpus=parse_cpus(cpus) if cpus is not None else None,
-        ),
-        runtime=runtime.value,
-        name=name,
-        auto_remove=auto_remove,
-        stop_signal=_signal(stop_signal) if stop_signal is not None else None,
-        init=init,
-        restart=restart,
-        tty=tty,
-        userns=userns_request(userns, uidmap or (), gidmap or ()),
-        **_security_options(security_opt or []),
-    )
-    check_host_support(options.runtime, wants_limits=options.limits.any)
-    if init:
-        from run.bundle import find_init
-
-        find_init()  # missing: say so before admission
-    return options
-
-
-def _env_files(paths: list[Path]) -> list[str]:
-    """`--env-file`: KEY=VALUE lines (a bare KEY takes the caller's value); blank and # lines skipped."""
-    entries = []
-    for path in paths:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(
-                f"cannot read --env-file {path}: {getattr(exc, 'strerror', None) or exc}"
-            ) from None
-        for number, line in enumerate(text.splitlines(), 1):
-            stripped = line.lstrip()
-            if not stripped or stripped.startswith("#"):
-                continue
-            if stripped.partition("=")[0].strip() == "" or " " in stripped.partition("=")[0]:
-                raise UsageError(f"--env-file {path}, line {number}: expected KEY=VALUE")
-            entries.append(stripped)
-    return entries
-
-
-def _label(text: str) -> tuple[str, str]:
-    key, _, value = text.partition("=")
-    if not key:
-        raise UsageError(f"invalid --label {text!r}: expected KEY=VALUE")
-    return key, value
-
-
-def _security_options(security_opt: list[str]) -> dict[str, Any]:
-    """`--security-opt seccomp=unconfined|PROFILE.json` (the last one wins, as in Podman) and
-    `no-new-privileges[=true]` (trust's default already; turning it off is refused)."""
-    from run.seccomp import profile_for
-
-    choice: str | None = None
-    for item in security_opt:
-        if item.startswith("no-new-privileges"):
-            if item[len("no-new-privileges") :] in ("", "=true", ":true"):
-                continue
-            raise UsageError(f"--security-opt {item} is refused: trust always sets no-new-privileges")
-        key, sep, value = item.partition("=")
-        if key != "seccomp" or not sep or not value:
-            raise UsageError(
-                f"unsupported --security-opt {item!r}: use seccomp=unconfined, seccomp=PROFILE.json "
-                "or no-new-privileges"
-            )
-        choice = value
-    return {"seccomp": profile_for(choice)}
-
-
-def _admit(
-    reference_text: str, policy: Path | None, store: Path | None, insecure: list[str] | None
-) -> tuple[ContentStore, AdmittedImage]:
-    from pull.reference import Reference
-    from trust.cli.common import open_store, qualified
-
-    reference_text = qualified(reference_text)
-    reference = Reference.parse(reference_text)
-    if reference.digest is None:
-        raise DeniedError(_pin_hint(reference, store))
-    # Imported only now: admission brings the registry client and the signature verifiers.
-    from policy.admission import admit_reference
-
-    content = open_store(store)
-    admitted = admit_reference(
-        reference_text,
-        policy_path=policy,
-        store=content,
-        insecure_registries=tuple(insecure or ()),
-        reuse=True,
-    )
-    if admitted.mirrors:
-        note(f"trust: {admitted.pinned} served by registries.conf mirror {', '.join(admitted.mirrors)}")
-    if not admitted.decision.allowed:
-        reasons = "; ".join(admitted.decision.reasons) or "policy not satisfied"
-        note(f"trust: audit: {admitted.pinned} runs although the policy failed (audit mode): {reasons}")
-    return content, admitted
-
-
-def _pin_hint(reference: Reference, store: Path | None) -> str:
-    """The tag-only refusal, naming the digest to pin if the local store knows the tag (no network)."""
-    from pull.store import ContentStore
-    from trust.cli.common import default_store_path
-
-    root = store or default_store_path()
-    known = None
-    if (root / "index.json").is_file():  # look, but do not create a store just to refuse
-        try:
-            known = ContentStore(root).resolve(f"{reference.name}:{reference.tag}")
-        except TrustError:
-            known = None
-    if known is not None:
-        return (
-            f"tag-only reference {reference} refused: run needs a pinned digest; "
-            f"use {reference.name}@{known.digest}"
-        )
-    return (
-        f"tag-only reference {reference} refused: run needs a pinned digest "
-        f"({reference.name}@sha256:…); `trust pull {reference}` prints it"
-    )
-
-
-def _containers(content: ContentStore) -> ContainerStore:
-    from run.containers import ContainerStore
-
-    return ContainerStore(content)
-
-
 def _store_containers(store: Path | None, *, changing: str | None = None) -> ContainerStore:
     """The containers of the store. `changing` (what the command does, "start", "stop", …): the
     store must be writable, checked before anything is done, so that a read-only store is one
@@ -702,7 +388,7 @@ def _store_containers(store: Path | None, *, changing: str | None = None) -> Con
             f"the store {content.root} is read-only: cannot {changing} its containers (their state lives "
             "there); `trust ps`, `inspect` and `logs` still read it"
         )
-    return _containers(content)
+    return container_store(content)
 
 
 # -- lifecycle of existing containers ----------------------------------------------------------
@@ -735,7 +421,7 @@ def kill(
     store: StoreOption = None,
 ) -> None:
     """Send a signal to running containers."""
-    signum = _signal(signal_name)
+    signum = signal_number(signal_name)
     found = _store_containers(store, changing="kill")
     _each(containers, lambda ref: found.kill(ref, signum))
 
@@ -1009,15 +695,6 @@ def _each(refs: list[str], action: Callable[[str], object], *, echo: bool = True
             emit_line(ref)
     if worst:
         raise typer.Exit(worst)
-
-
-def _signal(text: str) -> int:
-    from run.signals import parse_signal
-
-    number = parse_signal(text)
-    if number is None:
-        raise UsageError(f"unknown signal {text!r}: use a name like TERM or KILL, or a number")
-    return number
 
 
 def _summary(container: Container) -> dict[str, Any]:

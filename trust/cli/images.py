@@ -12,15 +12,8 @@ from trust.cli.output import OutputFormat, emit_json, emit_line, emit_table, hum
 
 if TYPE_CHECKING:
     pass
-from trust.cli.common import (
-    CertDirOption,
-    InsecureOption,
-    OutputOption,
-    StoreOption,
-    open_store,
-    pull_config,
-    qualified,
-)
+from trust.cli.common import open_store, pull_config, qualified
+from trust.cli.options import CertDirOption, InsecureOption, OutputOption, StoreOption
 
 
 def register(app: typer.Typer) -> None:

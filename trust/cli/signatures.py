@@ -24,6 +24,16 @@ if TYPE_CHECKING:
     from trust.keys.keyfiles import Signer
     from trust.sigstore.services import Instance
 from trust.cli.common import (
+    error_line,
+    exit_code_for,
+    load_signer,
+    open_store,
+    qualified,
+    sigstore_instance,
+    tlog_upload_flag,
+    write_file,
+)
+from trust.cli.options import (
     CertificateIdentityOption,
     CertificateIdentityRegexpOption,
     CertificateIssuerOption,
@@ -45,14 +55,6 @@ from trust.cli.common import (
     TlogUploadOption,
     TrustConfigOption,
     TrustedRootOption,
-    error_line,
-    exit_code_for,
-    load_signer,
-    open_store,
-    qualified,
-    sigstore_instance,
-    tlog_upload_flag,
-    write_file,
 )
 
 

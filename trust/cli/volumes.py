@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from pull.errors import UsageError
-from trust.cli.common import StoreOption
+from trust.cli.options import StoreOption
 from trust.cli.output import OutputFormat, emit_json, emit_line, emit_table
 
 if TYPE_CHECKING:
