@@ -13,7 +13,7 @@ objects come out, or an `IntegrityError` says why not. Rules (DESIGN.md, "Verifi
 
 from __future__ import annotations
 
-import platform as _host_platform
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +43,7 @@ class Platform:
 
     @classmethod
     def host(cls) -> Platform:
-        machine = _host_platform.machine().lower()
+        machine = os.uname().machine.lower()  # what platform.machine() returns, without its import
         arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(
             machine, machine
         )

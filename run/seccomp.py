@@ -21,7 +21,7 @@ A profile file given with `--security-opt seccomp=FILE` replaces this one as is 
 from __future__ import annotations
 
 import json
-import platform
+import os
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
@@ -130,10 +130,11 @@ def default_profile(machine: str | None = None) -> dict[str, Any]:
     """The default `linux.seccomp` object for this host's architecture."""
     denied = {name for names in DENIED.values() for name in names}
     allowed = [name for name in known_syscalls() if name not in denied]
-    architectures = _ARCHITECTURES.get(machine or platform.machine())
+    machine = machine or os.uname().machine  # platform.machine(), without its ~2 ms import
+    architectures = _ARCHITECTURES.get(machine)
     if architectures is None:
         raise UsageError(
-            f"no default seccomp profile for {machine or platform.machine()}: "
+            f"no default seccomp profile for {machine}: "
             "pass --security-opt seccomp=FILE or seccomp=unconfined"
         )
     return {
