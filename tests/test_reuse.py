@@ -38,7 +38,8 @@ from pull.clients import RegistryClients
 from pull.reference import Reference
 from pull.store import ContentStore
 from trust import __version__
-from trust.cli.app import exit_code_for, main
+from trust.cli.app import main
+from trust.cli.common import exit_code_for
 from trust.cosign.signing import sign_image
 from trust.keys.keyfiles import KeySigner, generate_keypair, load_private_key
 
