@@ -26,6 +26,7 @@ import typer
 from pull.errors import TrustError, UsageError
 from trust.cli import launch
 from trust.cli.launch import RuntimeChoice, container_store, signal_number
+from trust.cli.options import InsecureOption, StoreOption
 from trust.cli.output import OutputFormat, emit_json, emit_line, emit_table, note
 
 if TYPE_CHECKING:
@@ -33,10 +34,6 @@ if TYPE_CHECKING:
     from run.stats import Usage
 
 
-StoreOption = Annotated[
-    Path | None,
-    typer.Option("--store", envvar="TRUST_STORE", help="Content store directory.", show_default=False),
-]
 ContainersArg = Annotated[list[str], typer.Argument(help="Container ids, id prefixes or names.")]
 ImageArg = Annotated[str, typer.Argument(help="Image pinned by digest: NAME@sha256:<hex>.")]
 CommandArg = Annotated[
@@ -105,10 +102,6 @@ RmOption = Annotated[bool, typer.Option("--rm", help="Remove the container when 
 PolicyOption = Annotated[
     Path | None,
     typer.Option("--policy", help="Policy file (default: $TRUST_POLICY, then STORE/policy.yaml)."),
-]
-InsecureOption = Annotated[
-    list[str] | None,
-    typer.Option("--insecure-registry", help="Allow plain HTTP to this host[:port]."),
 ]
 SecurityOption = Annotated[
     list[str] | None,

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from trust.cli.options import InsecureOption
 from trust.cli.output import OutputFormat, emit_json, emit_line, human_size, note
 
 
@@ -34,13 +35,7 @@ def copy(
         ),
     ] = False,
     output: Annotated[OutputFormat, typer.Option("--output", "-o", help="text or json.")] = OutputFormat.text,
-    insecure_registry: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--insecure-registry",
-            help="Allow plain HTTP to this host[:port] (loopback registries are always allowed).",
-        ),
-    ] = None,
+    insecure_registry: InsecureOption = None,
 ) -> None:
     """Copy an image, its .sig/.att/.sbom tags and its referrers between registries and OCI layouts.
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, cast
 import typer
 
 from pull.errors import TrustError, UsageError
+from trust.cli.options import InsecureOption, StoreOption
 from trust.cli.output import OutputFormat, emit_json, emit_line, emit_table, human_size, note
 
 if TYPE_CHECKING:
@@ -35,12 +36,6 @@ class AuditOutput(StrEnum):
     text = "text"
     json = "json"
     sarif = "sarif"
-
-
-StoreOption = Annotated[
-    Path | None,
-    typer.Option("--store", envvar="TRUST_STORE", help="Content store directory.", show_default=False),
-]
 
 
 def register(app: typer.Typer) -> None:
@@ -73,9 +68,7 @@ def audit(
     output: Annotated[
         AuditOutput, typer.Option("--output", "-o", help="text, json or sarif.")
     ] = AuditOutput.text,
-    insecure_registry: Annotated[
-        list[str] | None, typer.Option("--insecure-registry", help="Allow plain HTTP to this host[:port].")
-    ] = None,
+    insecure_registry: InsecureOption = None,
 ) -> None:
     """Re-hash every blob and snapshot, re-verify signatures under the current policy, read the decision log.
 

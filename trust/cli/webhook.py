@@ -10,6 +10,7 @@ import typer
 
 from pull.errors import UsageError
 from pull.userfile import open_regular_file
+from trust.cli.options import InsecureOption
 from trust.cli.output import emit_json, note
 
 webhook_app = typer.Typer(
@@ -35,9 +36,6 @@ DeadlineOption = Annotated[
 ]
 PlatformOption = Annotated[
     str | None, typer.Option("--platform", help="os/arch whose manifest an index must have signed.")
-]
-InsecureOption = Annotated[
-    list[str] | None, typer.Option("--insecure-registry", help="Allow plain HTTP to this host[:port].")
 ]
 
 
