@@ -137,17 +137,15 @@ def _options(arguments: list[str], command: str) -> tuple[dict[str, Any], list[s
             continue
         for position in range(1, len(argument)):  # -dit, -eK=V, -p80
             short = "-" + argument[position]
-            remainder = argument[position + 1 :]
-            if _kind_of_flag(short, command) != FLAG and remainder:
-                _take(values, command, short, remainder, rest)
+            if _flag(short, command)[1] != FLAG:  # its value: the rest of the bundle, else the next
+                _take(values, command, short, argument[position + 1 :] or None, rest)
                 break
             _take(values, command, short, None, rest)
     return values, rest
 
 
 def _take(values: dict[str, Any], command: str, name: str, attached: str | None, rest: list[str]) -> None:
-    kind = _kind_of_flag(name, command)
-    field = FLAGS[name][0]
+    field, kind = _flag(name, command)
     if kind == FLAG:
         if attached is not None:
             raise _NotOurs  # --rm=yes: click refuses it
@@ -164,13 +162,14 @@ def _take(values: dict[str, Any], command: str, name: str, attached: str | None,
         values[field] = value
 
 
-def _kind_of_flag(name: str, command: str) -> str:
+def _flag(name: str, command: str) -> tuple[str, str]:
+    """The field and kind of flag `name` of `command`; _NotOurs if it has no such flag."""
     if name not in FLAGS:
         raise _NotOurs
     field, kind = FLAGS[name]
     if command != "run" and field in ONLY_RUN:
         raise _NotOurs
-    return kind
+    return field, kind
 
 
 def _kind_of(field: str) -> str:
