@@ -15,17 +15,20 @@ import tempfile
 from pathlib import Path
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Replace `path` with `data`, durably and atomically (no reader ever sees a partial file)."""
+def atomic_write(path: Path, data: bytes, mode: int = 0o644, *, durable: bool = True) -> None:
+    """Replace `path` with `data` atomically (no reader ever sees a partial file) and, unless
+    `durable` is False, durably: the file and the rename are fsynced."""
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as file:
             file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
+            if durable:
+                file.flush()
+                os.fsync(file.fileno())
         os.chmod(temporary, mode)
         os.replace(temporary, path)
-        fsync_dir(path.parent)
+        if durable:
+            fsync_dir(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
@@ -39,15 +42,7 @@ def replace_json(path: Path, value: object) -> None:
     because only `json.dumps` without indent uses the C encoder (`json.dump` never does): ten
     times faster for a config.json with its seccomp filter, ~1 ms of every start.
     """
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.write(json.dumps(value) + "\n")
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
+    atomic_write(path, (json.dumps(value) + "\n").encode(), mode=0o600, durable=False)
 
 
 def fsync_dir(path: Path) -> None:
