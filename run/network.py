@@ -28,7 +28,9 @@ configure it by path, and `remove_directory` never deletes a directory with it s
 `network.json` in the container directory records the configuration list and the plugins' result
 *before* the first plugin runs, so `release` (CNI DEL, in reverse order, with the same
 configuration) can undo a half-made attachment after a crash; DEL of something already gone
-succeeds, as the spec requires.
+succeeds, as the spec requires. `release` unmounts the namespace before DEL: the kernel ends it
+with its last process and deletes the veth pair with it, in the background, and DEL without a
+namespace only frees the address (a veth still there afterwards is deleted by trust).
 
 Host ports: `-p HOSTPORT:…` is refused when another of the store's containers publishes it or a host
 process listens on it (DNAT would silently steal its traffic); `-p CONTAINERPORT` and `-P` take a port
@@ -38,6 +40,7 @@ the kernel picks from its ephemeral range.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import ipaddress
 import json
@@ -49,6 +52,7 @@ import socket
 import struct
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +80,11 @@ _CLONE_NEWNET = 0x40000000
 _SIOCGIFFLAGS = 0x8913
 _SIOCSIFFLAGS = 0x8914
 _IFF_UP = 0x1
+_RTM_DELLINK = 17
+_NLM_F_REQUEST = 0x1
+_NLM_F_ACK = 0x4
+_NAMESPACE_END_WAIT = 0.1
+"""Seconds `release` gives the kernel to delete an unmounted namespace's veth before deleting it."""
 _PUBLISH = re.compile(
     r"(?:(?P<ip>\[[0-9a-fA-F:.]+\]|\d+\.\d+\.\d+\.\d+):)?(?:(?P<host>(?:\d+(?:-\d+)?)?):)?"
     r"(?P<container>\d+(?:-\d+)?)(?:/(?P<proto>tcp|udp))?"
@@ -399,13 +408,30 @@ def release(directory: Path, container_id: str) -> None:
     unpublishing = None
     if attachment.config.get("hostRules") and attachment.ports:
         # Beside the plugins' DEL, not before it: both mostly wait for the kernel (an nf_tables
-        # commit that deletes rules, a veth's unregistering), and those waits can overlap.
+        # commit that deletes rules), and those waits can overlap.
         unpublishing = _in_thread(hostrules.unpublish, container_id)
+    if not namespace_gone:
+        # Unmounted first, the namespace ends with its last process and the kernel deletes the veth
+        # pair with it, in the background. `bridge` DEL given the namespace would delete eth0 itself
+        # and wait for the RCU grace periods of a device's unregistering (~15-35 ms of every bridged
+        # `run --rm`); given none, it only frees the address lease.
+        try:
+            unmount(attachment.netns, detach=True)
+        except OSError as exc:
+            errors.append(f"cannot unmount {attachment.netns}: {exc.strerror or exc}")
     for plugin in reversed(attachment.config.get("plugins") or ()):
         try:
             _call_plugin("DEL", plugin, attachment, container_id, attachment.result)
         except NetworkFailure as err:
             errors.append(str(err))
+    for veth in _veths_left(attachment):
+        # Another process holds the namespace (a container that joined it with `--network
+        # container:`), or the kernel is slow. Deleted as `bridge` DEL would have: one end of a
+        # pair takes the other with it.
+        try:
+            _delete_link(veth)
+        except OSError as exc:
+            errors.append(f"cannot delete {veth}: {exc.strerror or exc}")
     if unpublishing is not None:
         failure = unpublishing()
         if failure is not None:
@@ -423,6 +449,47 @@ def release(directory: Path, container_id: str) -> None:
         attachment.netns.unlink()
     with contextlib.suppress(FileNotFoundError):
         (directory / ATTACHMENT_FILE).unlink()
+
+
+def _host_veths(attachment: Attachment) -> list[str]:
+    """The host ends of the container's veth pairs that still exist: the interfaces of the bridge
+    plugin's result outside the namespace that are enslaved to trust's bridge (never the bridge,
+    never a device someone else has taken the name of)."""
+    found = []
+    for interface in (attachment.result or {}).get("interfaces") or ():
+        name = interface.get("name") if isinstance(interface, dict) else None
+        if not isinstance(name, str) or interface.get("sandbox") or name == BRIDGE or "/" in name:
+            continue
+        with contextlib.suppress(OSError):
+            if os.path.basename(os.readlink(f"/sys/class/net/{name}/master")) == BRIDGE:
+                found.append(name)
+    return found
+
+
+def _veths_left(attachment: Attachment) -> list[str]:
+    """`_host_veths` once the kernel has had time to end the namespace: its background work takes
+    about as long as the plugin's DEL, so this rarely waits. Whatever is left then is not dying."""
+    deadline = time.monotonic() + _NAMESPACE_END_WAIT
+    while (left := _host_veths(attachment)) and time.monotonic() < deadline:
+        time.sleep(0.002)
+    return left
+
+
+def _delete_link(name: str) -> None:
+    """`ip link delete NAME` over rtnetlink: RTM_DELLINK by interface index, the kernel's ack read.
+    A device that is gone already (ENODEV) is not an error."""
+    try:
+        index = socket.if_nametoindex(name)
+    except OSError:
+        return
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as sock:
+        interface = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, index, 0, 0)  # struct ifinfomsg
+        header = struct.pack("=IHHII", 16 + len(interface), _RTM_DELLINK, _NLM_F_REQUEST | _NLM_F_ACK, 1, 0)
+        sock.sendall(header + interface)
+        reply = sock.recv(4096)  # NLMSG_ERROR: struct nlmsghdr, then the (negative) error number
+    error = -struct.unpack_from("=i", reply, 16)[0]
+    if error not in (0, errno.ENODEV):
+        raise OSError(error, os.strerror(error))
 
 
 def _in_thread(function: Callable[[str], None], argument: str) -> Callable[[], str | None]:

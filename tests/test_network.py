@@ -281,6 +281,27 @@ def test_network_container_shares_the_other_containers_namespace(
     assert net.trust("run", "--rm", "--network", "container:server", net.image, "true") == 2
 
 
+def test_stopping_a_container_whose_namespace_another_holds_still_deletes_its_veth(
+    net: Setup, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """`release` unmounts the namespace and lets the kernel delete the veth with it; a container that
+    joined the namespace keeps it alive, so the veth is deleted by trust (as `bridge` DEL would)."""
+    assert net.trust("run", "-d", "--name", "owner", net.image) == 0
+    capfd.readouterr()
+    owner = held(net, capfd, "owner")
+    assert (
+        net.trust("run", "-d", "--name", "joiner", "--network", "container:owner", net.image, "sleep", "60")
+        == 0
+    )
+    capfd.readouterr()
+    assert net.trust("stop", "--time", "0", "owner") == 0
+    capfd.readouterr()
+    assert leftovers(owner) == []
+    out = out_of(capfd, net.trust("exec", "joiner", "ip", "-o", "link"))
+    assert [line.split(":")[1].strip() for line in out.splitlines()] == ["lo"]
+    assert net.trust("rm", "-f", "joiner", "owner") == 0
+
+
 def test_none_and_host_stay(net: Setup, capfd: pytest.CaptureFixture[str]) -> None:
     out = out_of(capfd, net.trust("run", "--rm", "--network", "none", net.image, "ip", "-o", "link"))
     assert [line.split(":")[1].strip() for line in out.splitlines()] == ["lo"]
