@@ -108,8 +108,11 @@ _CREATE_TIMEOUT = 120.0
 class ContainerStore:
     """The containers of one trust store. Every method re-reads state from disk: no cached state."""
 
-    def __init__(self, content: ContentStore) -> None:
+    def __init__(self, content: ContentStore, *, exits_soon: bool = False) -> None:
+        """`exits_soon`: the calling process ends with its command, so a monitor needs one fork, not
+        two (`spawn_monitor`'s `fork_once`)."""
         self.content = content
+        self.exits_soon = exits_soon
         self.root = content.meta / CONTAINERS_DIR
         self.volumes = Volumes(content.meta)
         if not content.read_only:  # a read-only store can still be listed: it simply has none
@@ -495,7 +498,9 @@ class ContainerStore:
                 replay_signals = (
                     signals.enter_context(forward_signals(runtime, container_id)) if signals else None
                 )
-                link = spawn_monitor(container, attach=attach, interactive=interactive, start=start)
+                link = spawn_monitor(
+                    container, attach=attach, interactive=interactive, start=start, fork_once=self.exits_soon
+                )
                 event = link.wait_for("created", timeout=_CREATE_TIMEOUT)
                 if event is None:
                     raise RuntimeFailure(f"the monitor of container {container.short_id} died during create")

@@ -6,7 +6,7 @@
         runtime.start(container.id); link.wait_for("exited"); link.wait_closed()
 
 Only a process's parent learns its exit status. Every container therefore gets a small monitor
-process (a double fork of the CLI, in its own session, see `spawn_monitor`) which marks itself a
+process (a fork of the CLI, in its own session, see `spawn_monitor`) which marks itself a
 *child subreaper* and runs `runc create` (for `trust run`, `runc run --detach`: created and started
 in one runtime process). When that exits, the container's init process is orphaned and the kernel
 re-parents it to the nearest subreaper: the monitor. The monitor then waits for it, records the exit
@@ -24,6 +24,7 @@ is known and the mounts are gone. A detached container's CLI closes its end afte
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import select
@@ -63,6 +64,7 @@ def spawn_monitor(
     attach: bool,
     interactive: bool,
     start: bool,
+    fork_once: bool = False,
 ) -> MonitorLink:
     """Fork the container's monitor (see the module doc); returns our end of its event pipe.
 
@@ -73,6 +75,12 @@ def spawn_monitor(
     A double fork of this process, not a new interpreter: the monitor needs nothing that is not
     loaded already, and a fresh Python would add ~50 ms to every start. It is `multiprocessing`'s
     fork method, with the same rule: we fork while single-threaded (the unpack pool has ended).
+
+    `fork_once`: the caller ends soon after the container does (the `trust` executable, an agent's
+    fork), so the monitor is its child, not its grandchild: when the caller exits, the orphaned
+    monitor is re-parented as the double fork's is at once. A caller that lives on (a test runner)
+    needs the second fork, or every monitor would stay its zombie. One fork of a process that has
+    imported trust, and that fork's exit, are ~3 ms of a warm `run`.
     """
     read_end, write_end = os.pipe()
     with contextlib.ExitStack() as opened:
@@ -90,11 +98,13 @@ def spawn_monitor(
                 stdio[index] = _open_fd(opened, path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         sys.stdout.flush()
         sys.stderr.flush()  # nothing buffered may be written twice
+        fork_again = not fork_once
         first = os.fork()
         if first == 0:
-            _run_monitor_child(container.directory, stdio, read_end, write_end, start)
+            _run_monitor_child(container.directory, stdio, read_end, write_end, start, fork_again)
     os.close(write_end)  # only the monitor holds it now: EOF means it is done
-    os.waitpid(first, 0)  # the first child exits at once; the monitor is re-parented
+    if fork_again:
+        os.waitpid(first, 0)  # the first child exits at once; the monitor is re-parented
     return MonitorLink(read_end)
 
 
@@ -199,12 +209,15 @@ def _run_monitor_child(
     read_end: int,
     write_end: int,
     start: bool,
+    fork_again: bool,
 ) -> NoReturn:
-    """In the first child of `spawn_monitor`: leave the session, fork the monitor, exit. Never returns."""
+    """In the child of `spawn_monitor`: leave the session, then fork the monitor and exit, or (not
+    `fork_again`) become the monitor. Never returns."""
     code = 1
     try:
         os.setsid()  # no controlling terminal: a ^C or hang-up meant for the CLI never reaches it
-        if os.fork() == 0:
+        gc.enable()  # the `trust` executable turns the collector off for its short life; a monitor's is long
+        if not fork_again or os.fork() == 0:
             os.close(read_end)
             for target, fd in enumerate(stdio):
                 if fd is not None:

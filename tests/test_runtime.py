@@ -321,6 +321,27 @@ def test_detached_exit_code_is_recorded(containers: ContainerStore, image: Admit
     assert not (Path(containers.runtime("runc").root) / container.id).exists()
 
 
+def _parent(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as stat:
+        return int(stat.read().rsplit(")", 1)[1].split()[1])
+
+
+def test_the_monitor_is_a_child_only_of_a_caller_that_exits_soon(
+    containers: ContainerStore, image: AdmittedImage
+) -> None:
+    """A caller that lives on must not collect a zombie per container: the monitor is forked twice
+    and re-parented. The `trust` executable exits with its command: one fork, its child."""
+    options = RunOptions(command=("sleep", "30"))
+    lives_on = containers.run_detached(image, options)
+    assert lives_on.monitor_pid is not None and _parent(lives_on.monitor_pid) != os.getpid()
+    exits_soon = ContainerStore(containers.content, exits_soon=True).run_detached(image, options)
+    assert exits_soon.monitor_pid is not None and _parent(exits_soon.monitor_pid) == os.getpid()
+    for container in (lives_on, exits_soon):
+        containers.remove(container.id, force=True)
+    os.waitpid(exits_soon.monitor_pid, 0)  # ours to collect: this test runner lives on
+    assert gone(lives_on.monitor_pid) and gone(exits_soon.monitor_pid)
+
+
 def test_logs_follow_until_exit(containers: ContainerStore, image: AdmittedImage) -> None:
     container = containers.run_detached(
         image, RunOptions(command=("sh", "-c", "echo one; sleep 0.3; echo two; sleep 0.3; echo three"))

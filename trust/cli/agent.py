@@ -353,7 +353,7 @@ class _Agent:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a signal the client sent early lands here
             from trust.cli.console import run_here
 
-            code = run_here(request["argv"])
+            code = run_here(request["argv"], exits_soon=True)
         except SystemExit as stop:
             code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
         except KeyboardInterrupt:  # a ^C before the command started: as `main` reports one

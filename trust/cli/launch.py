@@ -276,10 +276,14 @@ def _pin_hint(reference: Reference, store: Path | None) -> str:
     )
 
 
+exits_soon = False
+"""Set by `trust.cli.console.run_here` when this process ends with its command (see ContainerStore)."""
+
+
 def container_store(content: ContentStore) -> ContainerStore:
     from run.containers import ContainerStore
 
-    return ContainerStore(content)
+    return ContainerStore(content, exits_soon=exits_soon)
 
 
 def signal_number(text: str) -> int:
