@@ -52,10 +52,24 @@ def container_chain(container_id: str) -> str:
 
 def ensure_bridge_rules(bridge: str, subnet: str, lock_dir: Path) -> None:
     """Install the host-wide rules for `bridge` and `subnet` unless they are there (one `iptables
-    -C` when they are). Under a file lock in `lock_dir`: two first containers must not both add them."""
-    masquerade = ["-s", subnet, "!", "-o", bridge, "-j", "MASQUERADE"]
-    if _ok("nat", "-C", POSTROUTING, *masquerade):
-        return
+    -C` when they are)."""
+    if not bridge_rules_present(bridge, subnet):
+        install_bridge_rules(bridge, subnet, lock_dir)
+
+
+def _masquerade(bridge: str, subnet: str) -> list[str]:
+    return ["-s", subnet, "!", "-o", bridge, "-j", "MASQUERADE"]
+
+
+def bridge_rules_present(bridge: str, subnet: str) -> bool:
+    """Whether the host-wide rules are in place: the one `install_bridge_rules` adds last is."""
+    return _ok("nat", "-C", POSTROUTING, *_masquerade(bridge, subnet))
+
+
+def install_bridge_rules(bridge: str, subnet: str, lock_dir: Path) -> None:
+    """Add whichever of the host-wide rules is missing (the bridge must exist). Under a file lock in
+    `lock_dir`: two first containers must not both add them."""
+    masquerade = _masquerade(bridge, subnet)
     lock_dir.mkdir(parents=True, exist_ok=True)
     with open(lock_dir / ".rules.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -77,7 +91,7 @@ def ensure_bridge_rules(bridge: str, subnet: str, lock_dir: Path) -> None:
             ("nat", POSTROUTING, ["-s", subnet, "-d", subnet, *dnat]),
             ("filter", FORWARD, ["-o", bridge, "-j", "ACCEPT"]),
             ("filter", FORWARD, ["-i", bridge, "-j", "ACCEPT"]),
-            ("nat", POSTROUTING, masquerade),  # last: it is what the quick check above looks for
+            ("nat", POSTROUTING, masquerade),  # last: it is what `bridge_rules_present` looks for
         ]
         for table, chain, rule in static:
             if not _ok(table, "-C", chain, *rule):

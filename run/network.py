@@ -56,13 +56,15 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from pull.durable import replace_json
 from pull.errors import InvalidManifest, UsageError
 from run import hostrules, libc
 from run.errors import RuntimeFailure
 from run.overlay import bind_mount, is_mountpoint, unmount
+
+_T = TypeVar("_T")
 
 CNI_VERSION = "1.0.0"
 NETWORK_NAME = "trust"
@@ -373,6 +375,9 @@ def attach(directory: Path, container_id: str, ports: Sequence[PortMapping], sub
     netns = directory / NETNS_FILE
     attachment = Attachment(netns, network_config(subnet_text), tuple(ports))
     _write(directory, attachment)  # first: a crash from here on is undone by `release`
+    # The host's rules are looked for beside the namespace and the plugins (an `iptables -C`, ~2 ms);
+    # they are installed after them, when the bridge they name exists.
+    rules_present = _Background(hostrules.bridge_rules_present, BRIDGE, subnet_text)
     try:
         _make_netns(netns)
         result: dict[str, Any] | None = None
@@ -380,12 +385,15 @@ def attach(directory: Path, container_id: str, ports: Sequence[PortMapping], sub
             result = _call_plugin("ADD", plugin, attachment, container_id, result)
         attachment = Attachment(netns, attachment.config, attachment.ports, result)
         _write(directory, attachment)
-        hostrules.ensure_bridge_rules(BRIDGE, subnet_text, STATE_DIR)
+        if not rules_present.result():
+            hostrules.install_bridge_rules(BRIDGE, subnet_text, STATE_DIR)
         if ports:
             if attachment.address is None:
                 raise NetworkFailure("the bridge plugin gave the container no IPv4 address")
             hostrules.publish(container_id, attachment.address, ports)
     except BaseException:
+        with contextlib.suppress(Exception):
+            rules_present.result()  # no thread of ours outlives the attachment
         with contextlib.suppress(RuntimeFailure):
             release(directory, container_id)
         raise
@@ -409,7 +417,7 @@ def release(directory: Path, container_id: str) -> None:
     if attachment.config.get("hostRules") and attachment.ports:
         # Beside the plugins' DEL, not before it: both mostly wait for the kernel (an nf_tables
         # commit that deletes rules), and those waits can overlap.
-        unpublishing = _in_thread(hostrules.unpublish, container_id)
+        unpublishing = _Background(hostrules.unpublish, container_id)
     if not namespace_gone:
         # Unmounted first, the namespace ends with its last process and the kernel deletes the veth
         # pair with it, in the background. `bridge` DEL given the namespace would delete eth0 itself
@@ -433,9 +441,10 @@ def release(directory: Path, container_id: str) -> None:
         except OSError as exc:
             errors.append(f"cannot delete {veth}: {exc.strerror or exc}")
     if unpublishing is not None:
-        failure = unpublishing()
-        if failure is not None:
-            errors.append(failure)
+        try:
+            unpublishing.result()
+        except RuntimeFailure as err:
+            errors.append(str(err))
     if namespace_gone:
         errors += _drop_masquerade(container_id)
     if is_mountpoint(attachment.netns):
@@ -492,25 +501,28 @@ def _delete_link(name: str) -> None:
         raise OSError(error, os.strerror(error))
 
 
-def _in_thread(function: Callable[[str], None], argument: str) -> Callable[[], str | None]:
-    """Start `function(argument)` in a thread; the returned call waits for it and gives its
-    `RuntimeFailure` as text (None: it succeeded)."""
-    failures: list[str] = []
+class _Background(Generic[_T]):
+    """`function(*args)` in a thread of its own; `result()` waits for it, then returns its value or
+    raises its exception. For waits on the kernel or a plugin that can overlap others."""
 
-    def work() -> None:
-        try:
-            function(argument)
-        except RuntimeFailure as err:
-            failures.append(str(err))
+    def __init__(self, function: Callable[..., _T], *args: str) -> None:
+        self._outcome: list[_T] = []
+        self._failure: list[BaseException] = []
 
-    thread = threading.Thread(target=work, name="network-release")
-    thread.start()
+        def work() -> None:
+            try:
+                self._outcome.append(function(*args))
+            except BaseException as exc:  # handed to whoever waits in `result`
+                self._failure.append(exc)
 
-    def join() -> str | None:
-        thread.join()
-        return failures[0] if failures else None
+        self._thread = threading.Thread(target=work, name=f"network-{function.__name__}")
+        self._thread.start()
 
-    return join
+    def result(self) -> _T:
+        self._thread.join()
+        if self._failure:
+            raise self._failure[0]
+        return self._outcome[0]
 
 
 def _drop_masquerade(container_id: str) -> list[str]:
