@@ -216,7 +216,11 @@ def _run_monitor_child(
     code = 1
     try:
         os.setsid()  # no controlling terminal: a ^C or hang-up meant for the CLI never reaches it
-        gc.enable()  # the `trust` executable turns the collector off for its short life; a monitor's is long
+        # The `trust` executable turns the collector off for its short life; a monitor's is long.
+        # Frozen first: what the CLI allocated is never collected here, and the first collection
+        # would otherwise walk all of it (every module's objects), before the runtime starts.
+        gc.freeze()
+        gc.enable()
         if not fork_again or os.fork() == 0:
             os.close(read_end)
             for target, fd in enumerate(stdio):
