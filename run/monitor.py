@@ -41,7 +41,7 @@ from typing import Any, NoReturn
 from pull.errors import TrustError
 from run import libc
 from run.errors import ContainerNotFound, RuntimeFailure, start_failure
-from run.network import release as release_network
+from run.network import start_release
 from run.processes import alive, kill_process, start_time, wait_gone
 from run.record import ACTIVE_STATES, Container, State, now, read_state, update_state
 from run.rootfs import unmount_rootfs
@@ -429,31 +429,39 @@ def teardown(container: Container, runtime: Runtime, *, init_reaped: bool = Fals
         RuntimeFailure: the rootfs cannot be unmounted, or a network plugin failed to release the
             container's address, ports or rules (the caller must keep the directory: `rm -f` retries).
     """
-    if not (init_reaped and _remove_exited(container, runtime)):
-        with contextlib.suppress(TrustError):
-            runtime.delete(container.id, force=True)
-    if container.pid is not None and alive(container.pid, container.pid_start):
-        # The runtime could not kill it (its state is gone?): init's death ends the pid namespace.
-        kill_process(container.pid, container.pid_start)
-    with contextlib.suppress(OSError):
-        attach_path(container.id).unlink()
+    # Once init is reaped nothing of the container runs, so its network goes beside the rest of the
+    # cleanup; otherwise only after the runtime has killed what was left.
+    network_released = start_release(container.directory, container.id) if init_reaped else None
     failure: RuntimeFailure | None = None
     try:
-        release_network(container.directory, container.id)
-    except RuntimeFailure as err:
-        failure = err
-    shutil.rmtree(runtime.state_dir(container.id), ignore_errors=True)
-    if container.cgroups_path:
+        if not (init_reaped and _remove_exited(container, runtime)):
+            with contextlib.suppress(TrustError):
+                runtime.delete(container.id, force=True)
+        if container.pid is not None and alive(container.pid, container.pid_start):
+            # The runtime could not kill it (its state is gone?): init's death ends the pid namespace.
+            kill_process(container.pid, container.pid_start)
         with contextlib.suppress(OSError):
-            remove_cgroups(container.cgroups_path)
-    try:
-        unmount_rootfs(container.rootfs)
-        if container.idmapped_layers.is_dir():  # below the overlay: only once it is gone
-            unmount_idmapped_layers(sorted(container.idmapped_layers.iterdir()))
-        if container.exposed != container.directory and container.exposed.exists():
-            remove_directory(container.exposed)  # refuses while anything below is mounted
-    except OSError as exc:
-        raise RuntimeFailure(f"cannot unmount {container.rootfs}: {exc.strerror or exc}") from None
+            attach_path(container.id).unlink()
+        if network_released is None:
+            network_released = start_release(container.directory, container.id)
+        shutil.rmtree(runtime.state_dir(container.id), ignore_errors=True)
+        if container.cgroups_path:
+            with contextlib.suppress(OSError):
+                remove_cgroups(container.cgroups_path)
+        try:
+            unmount_rootfs(container.rootfs)
+            if container.idmapped_layers.is_dir():  # below the overlay: only once it is gone
+                unmount_idmapped_layers(sorted(container.idmapped_layers.iterdir()))
+            if container.exposed != container.directory and container.exposed.exists():
+                remove_directory(container.exposed)  # refuses while anything below is mounted
+        except OSError as exc:
+            raise RuntimeFailure(f"cannot unmount {container.rootfs}: {exc.strerror or exc}") from None
+    finally:  # never return (or let the monitor exit) with the release half done
+        if network_released is not None:
+            try:
+                network_released()
+            except RuntimeFailure as err:
+                failure = err
     if failure is not None:
         raise failure
 

@@ -460,6 +460,13 @@ def release(directory: Path, container_id: str) -> None:
         (directory / ATTACHMENT_FILE).unlink()
 
 
+def start_release(directory: Path, container_id: str) -> Callable[[], None]:
+    """`release` in a thread of its own, for a caller with other work meanwhile: it mostly waits for
+    the kernel (~12 ms of an nf_tables commit that deletes the container's port rules). The returned
+    call waits for it and raises what `release` raised."""
+    return _Background(release, directory, container_id).result
+
+
 def _host_veths(attachment: Attachment) -> list[str]:
     """The host ends of the container's veth pairs that still exist: the interfaces of the bridge
     plugin's result outside the namespace that are enslaved to trust's bridge (never the bridge,
@@ -505,7 +512,7 @@ class _Background(Generic[_T]):
     """`function(*args)` in a thread of its own; `result()` waits for it, then returns its value or
     raises its exception. For waits on the kernel or a plugin that can overlap others."""
 
-    def __init__(self, function: Callable[..., _T], *args: str) -> None:
+    def __init__(self, function: Callable[..., _T], *args: Any) -> None:
         self._outcome: list[_T] = []
         self._failure: list[BaseException] = []
 
