@@ -434,7 +434,8 @@ def teardown(container: Container, runtime: Runtime, *, init_reaped: bool = Fals
     network_released = start_release(container.directory, container.id) if init_reaped else None
     failure: RuntimeFailure | None = None
     try:
-        if not (init_reaped and _remove_exited(container, runtime)):
+        removed = init_reaped and _remove_exited(container, runtime)
+        if not removed:
             with contextlib.suppress(TrustError):
                 runtime.delete(container.id, force=True)
         if container.pid is not None and alive(container.pid, container.pid_start):
@@ -444,10 +445,11 @@ def teardown(container: Container, runtime: Runtime, *, init_reaped: bool = Fals
             attach_path(container.id).unlink()
         if network_released is None:
             network_released = start_release(container.directory, container.id)
-        shutil.rmtree(runtime.state_dir(container.id), ignore_errors=True)
-        if container.cgroups_path:
-            with contextlib.suppress(OSError):
-                remove_cgroups(container.cgroups_path)
+        if not removed:  # what a runtime that crashed or is gone left behind
+            shutil.rmtree(runtime.state_dir(container.id), ignore_errors=True)
+            if container.cgroups_path:
+                with contextlib.suppress(OSError):
+                    remove_cgroups(container.cgroups_path)
         try:
             unmount_rootfs(container.rootfs)
             if container.idmapped_layers.is_dir():  # below the overlay: only once it is gone
