@@ -401,7 +401,8 @@ def attach(directory: Path, container_id: str, ports: Sequence[PortMapping], sub
 
 
 def release(directory: Path, container_id: str) -> None:
-    """Undo `attach`: CNI DEL (reverse order), unmount and remove the namespace, drop network.json.
+    """Undo `attach`: unmount the namespace, CNI DEL (reverse order, no namespace), delete a veth
+    that outlived the namespace's unmount, remove the namespace file and network.json.
 
     Idempotent; works on a half-made attachment and when the namespace is gone already.
 
