@@ -1,5 +1,6 @@
-"""The C library calls that Python 3.11's `os` lacks (unshare, setns, prctl, mount and the new
-mount API), through ctypes: one loaded library, one way to turn -1 and errno into OSError."""
+"""The C library calls that Python 3.11's `os` lacks (unshare, setns, prctl, syncfs, mount, and the
+new mount API through `syscall`), through ctypes: one loaded library, one way to turn -1 and errno
+into OSError."""
 
 from __future__ import annotations
 

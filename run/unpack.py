@@ -46,6 +46,7 @@ from pull.errors import CouldNotCheck, DigestMismatch, InvalidManifest
 from pull.manifest import Descriptor
 from pull.mediatypes import LAYER_COMPRESSION
 from pull.store import ContentStore
+from run import libc
 from run.snapshots import SnapshotStore, chain_ids, stack_positions
 from run.tarsafe import (
     LayerLimitExceeded,
@@ -717,13 +718,10 @@ def _check(hasher: hashlib._Hash, expected: Digest, what: str) -> None:
 
 def _syncfs(path: Path) -> None:
     """Flush the filesystem holding `path` once (cheaper than an fsync per file)."""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        if libc.syncfs(fd) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err), str(path))
+        libc.call("syncfs", fd)
+    except OSError as exc:
+        raise OSError(exc.errno, os.strerror(exc.errno or 0), str(path)) from None
     finally:
         os.close(fd)

@@ -25,6 +25,7 @@ picked while the store's containers lock is held, so two creations never share a
 from __future__ import annotations
 
 import ctypes
+import errno
 import itertools
 import os
 import struct
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from pull.errors import UsageError
+from run import libc
 from run.errors import RuntimeFailure
 
 AUTO_BASE = 100_000
@@ -196,26 +198,41 @@ def mount_idmapped_layers(sources: Sequence[Path], targets: Sequence[Path], mapp
     Raises:
         RuntimeFailure: the kernel refused (too old, or a file system that cannot be idmapped).
     """
-    libc = ctypes.CDLL(None, use_errno=True)
     made: list[Path] = []
     userns = _user_namespace(mapping)
     try:
         attr = struct.pack("QQQQ", _MOUNT_ATTR_IDMAP, 0, 0, userns)
         for source, target in zip(sources, targets, strict=True):
-            tree = libc.syscall(
-                _SYS_OPEN_TREE, _AT_FDCWD, os.fsencode(source), _OPEN_TREE_CLONE | _OPEN_TREE_CLOEXEC
+            tree = _mount_call(
+                "open_tree",
+                source,
+                _SYS_OPEN_TREE,
+                _AT_FDCWD,
+                os.fsencode(source),
+                _OPEN_TREE_CLONE | _OPEN_TREE_CLOEXEC,
             )
-            if tree < 0:
-                raise _failure("open_tree", source, ctypes.get_errno())
             try:
                 buffer = ctypes.create_string_buffer(attr, len(attr))
-                if libc.syscall(_SYS_MOUNT_SETATTR, tree, b"", _AT_EMPTY_PATH, buffer, len(attr)) != 0:
-                    raise _failure("mount_setattr(MOUNT_ATTR_IDMAP)", source, ctypes.get_errno())
-                moved = libc.syscall(
-                    _SYS_MOVE_MOUNT, tree, b"", _AT_FDCWD, os.fsencode(target), _MOVE_MOUNT_F_EMPTY_PATH
+                _mount_call(
+                    "mount_setattr(MOUNT_ATTR_IDMAP)",
+                    source,
+                    _SYS_MOUNT_SETATTR,
+                    tree,
+                    b"",
+                    _AT_EMPTY_PATH,
+                    buffer,
+                    len(attr),
                 )
-                if moved != 0:
-                    raise _failure("move_mount", target, ctypes.get_errno())
+                _mount_call(
+                    "move_mount",
+                    target,
+                    _SYS_MOVE_MOUNT,
+                    tree,
+                    b"",
+                    _AT_FDCWD,
+                    os.fsencode(target),
+                    _MOVE_MOUNT_F_EMPTY_PATH,
+                )
                 made.append(target)
             finally:
                 os.close(tree)
@@ -236,6 +253,14 @@ def unmount_idmapped_layers(targets: Iterable[Path]) -> None:
                 unmount(target)
             except OSError:
                 unmount(target, detach=True)
+
+
+def _mount_call(call: str, path: Path, number: int, *args: object) -> int:
+    """syscall(number, *args) of the mount API (glibc wraps none of it); RuntimeFailure on failure."""
+    try:
+        return libc.call("syscall", number, *args)
+    except OSError as exc:
+        raise _failure(call, path, exc.errno or errno.ENOSYS) from None
 
 
 def _failure(call: str, path: Path, errno_value: int) -> RuntimeFailure:
@@ -263,11 +288,10 @@ def _user_namespace(mapping: UserNamespace) -> int:
         try:
             os.close(ready_read)
             os.close(done_write)
-            libc = ctypes.CDLL(None, use_errno=True)
-            if libc.unshare(_CLONE_NEWUSER) == 0:
-                os.write(ready_write, b"1")
-                os.read(done_read, 1)  # until the parent has what it needs
-                code = 0
+            libc.call("unshare", _CLONE_NEWUSER)  # raises: no "1" for the parent, exit 1
+            os.write(ready_write, b"1")
+            os.read(done_read, 1)  # until the parent has what it needs
+            code = 0
         finally:
             os._exit(code)
     os.close(ready_write)
@@ -276,13 +300,9 @@ def _user_namespace(mapping: UserNamespace) -> int:
         if os.read(ready_read, 1) != b"1":
             raise RuntimeFailure("cannot make a user namespace (unshare(CLONE_NEWUSER) failed)")
         proc = Path(f"/proc/{pid}")
-        (proc / "uid_map").write_text(
-            "".join(f"{r.container_id} {r.host_id} {r.size}\n" for r in mapping.uids)
-        )
+        (proc / "uid_map").write_text(_map_lines(mapping.uids))
         (proc / "setgroups").write_text("deny")
-        (proc / "gid_map").write_text(
-            "".join(f"{r.container_id} {r.host_id} {r.size}\n" for r in mapping.gids)
-        )
+        (proc / "gid_map").write_text(_map_lines(mapping.gids))
         return os.open(proc / "ns" / "user", os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
         raise RuntimeFailure(f"cannot make a user namespace for the mapping: {exc.strerror or exc}") from None
