@@ -448,11 +448,6 @@ def release(directory: Path, container_id: str) -> None:
             errors.append(str(err))
     if namespace_gone:
         errors += _drop_masquerade(container_id)
-    if is_mountpoint(attachment.netns):
-        try:
-            unmount(attachment.netns, detach=True)
-        except OSError as exc:
-            errors.append(f"cannot unmount {attachment.netns}: {exc.strerror or exc}")
     if errors:
         raise NetworkFailure("; ".join(errors))
     with contextlib.suppress(FileNotFoundError):
