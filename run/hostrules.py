@@ -5,9 +5,9 @@ processes per container and as many again to undo it: ~250 of the ~310 ms a brid
 --rm -p …` spent on its network. The rules are few and regular, so trust writes them itself, as
 docker does for docker0:
 
-- once per host and subnet (`ensure_bridge_rules`, kept like the bridge itself): chains
-  `TRUST-POSTROUTING` and `TRUST-HOSTPORTS` (nat) and `TRUST-FORWARD` (filter), jumped to from the
-  built-in chains; masquerading of what leaves the subnet through another interface; masquerading
+- once per host and subnet (`install_bridge_rules` when `bridge_rules_present` finds them missing,
+  kept like the bridge itself): chains `TRUST-POSTROUTING` and `TRUST-HOSTPORTS` (nat) and
+  `TRUST-FORWARD` (filter), jumped to from the built-in chains; masquerading of what leaves the subnet through another interface; masquerading
   of DNATed connections that come from loopback or from the subnet itself (the host reaching a
   published port through 127.0.0.1, `route_localnet` on the bridge; a container reaching its own or
   another's published port); forwarding to and from the bridge accepted (a host whose FORWARD
@@ -48,13 +48,6 @@ class RulesFailure(RuntimeFailure):
 def container_chain(container_id: str) -> str:
     """The container's DNAT chain (iptables allows 28 characters)."""
     return f"TRUST-DN-{container_id[:16]}"
-
-
-def ensure_bridge_rules(bridge: str, subnet: str, lock_dir: Path) -> None:
-    """Install the host-wide rules for `bridge` and `subnet` unless they are there (one `iptables
-    -C` when they are)."""
-    if not bridge_rules_present(bridge, subnet):
-        install_bridge_rules(bridge, subnet, lock_dir)
 
 
 def _masquerade(bridge: str, subnet: str) -> list[str]:

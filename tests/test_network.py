@@ -536,10 +536,10 @@ def test_ports_are_taken_back_when_their_jump_was_removed_by_someone_else(
 def test_the_host_rules_come_back_after_a_firewall_reload_and_are_never_doubled(
     net: Setup, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    from run.hostrules import POSTROUTING, ensure_bridge_rules
+    from run.hostrules import POSTROUTING, install_bridge_rules
     from run.network import BRIDGE, subnet
 
-    ensure_bridge_rules(BRIDGE, subnet(), STATE_DIR)
+    install_bridge_rules(BRIDGE, subnet(), STATE_DIR)
     assert net.trust("create", net.image) == 0  # the bridge exists
     first = capfd.readouterr().out.strip()
     # what a firewall reload does to our chain: its rules are gone
@@ -548,7 +548,7 @@ def test_the_host_rules_come_back_after_a_firewall_reload_and_are_never_doubled(
     capfd.readouterr()
     _, port = published_port(net, capfd, "after-reload", "80")
     assert fetch(f"http://127.0.0.1:{port}/") == PAGE  # masquerading from loopback is back
-    ensure_bridge_rules(BRIDGE, subnet(), STATE_DIR)
+    install_bridge_rules(BRIDGE, subnet(), STATE_DIR)
     rules = [line for line in _rules() if line.startswith("-A")]
     assert len(rules) == len(set(rules))  # nothing installed twice
     assert net.trust("rm", "-f", "after-reload") == 0
