@@ -135,10 +135,15 @@ def logs(containers: ContainerStore, ref: str) -> tuple[str, str]:
     return out.decode(), err.decode()
 
 
+def stat_fields(pid: int) -> list[str]:
+    """/proc/PID/stat after the command name: state, parent pid, …"""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def gone(pid: int) -> bool:
     """The process has exited (a zombie counts: its parent may not be us)."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+        return stat_fields(pid)[0] in ("Z", "X")
     except FileNotFoundError:
         return True
 
@@ -321,11 +326,6 @@ def test_detached_exit_code_is_recorded(containers: ContainerStore, image: Admit
     assert not (Path(containers.runtime("runc").root) / container.id).exists()
 
 
-def _parent(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as stat:
-        return int(stat.read().rsplit(")", 1)[1].split()[1])
-
-
 def test_the_monitor_is_a_child_only_of_a_caller_that_exits_soon(
     containers: ContainerStore, image: AdmittedImage
 ) -> None:
@@ -333,9 +333,9 @@ def test_the_monitor_is_a_child_only_of_a_caller_that_exits_soon(
     and re-parented. The `trust` executable exits with its command: one fork, its child."""
     options = RunOptions(command=("sleep", "30"))
     lives_on = containers.run_detached(image, options)
-    assert lives_on.monitor_pid is not None and _parent(lives_on.monitor_pid) != os.getpid()
+    assert lives_on.monitor_pid is not None and int(stat_fields(lives_on.monitor_pid)[1]) != os.getpid()
     exits_soon = ContainerStore(containers.content, exits_soon=True).run_detached(image, options)
-    assert exits_soon.monitor_pid is not None and _parent(exits_soon.monitor_pid) == os.getpid()
+    assert exits_soon.monitor_pid is not None and int(stat_fields(exits_soon.monitor_pid)[1]) == os.getpid()
     for container in (lives_on, exits_soon):
         containers.remove(container.id, force=True)
     os.waitpid(exits_soon.monitor_pid, 0)  # ours to collect: this test runner lives on
