@@ -460,11 +460,13 @@ def _warm_up() -> None:
     ):
         importlib.import_module(module)
     from policy.reuse import code_fingerprint
+    from run.seccomp import known_syscalls
     from trust.cli.app import prepare
 
     for command in ("run", "create"):
         prepare(command)
     code_fingerprint()  # of the code imported now, which every fork runs
+    known_syscalls()  # read once here, not by every fork that builds a seccomp filter
 
 
 def _listen(path: Path) -> socket.socket:
