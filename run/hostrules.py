@@ -7,11 +7,11 @@ docker does for docker0:
 
 - once per host and subnet (`install_bridge_rules` when `bridge_rules_present` finds them missing,
   kept like the bridge itself): chains `TRUST-POSTROUTING` and `TRUST-HOSTPORTS` (nat) and
-  `TRUST-FORWARD` (filter), jumped to from the built-in chains; masquerading of what leaves the subnet through another interface; masquerading
-  of DNATed connections that come from loopback or from the subnet itself (the host reaching a
-  published port through 127.0.0.1, `route_localnet` on the bridge; a container reaching its own or
-  another's published port); forwarding to and from the bridge accepted (a host whose FORWARD
-  policy drops, docker's default);
+  `TRUST-FORWARD` (filter), jumped to from the built-in chains; masquerading of what leaves the
+  subnet through another interface; masquerading of DNATed connections that come from loopback or
+  from the subnet itself (the host reaching a published port through 127.0.0.1, `route_localnet` on
+  the bridge; a container reaching its own or another's published port); forwarding to and from
+  the bridge accepted (a host whose FORWARD policy drops, docker's default);
 - per container with published ports (`publish`, `unpublish`): one chain `TRUST-DN-<id>` of DNAT
   rules, and one jump to it from `TRUST-HOSTPORTS` carrying the container id in a comment. Both go
   in and out in one `iptables-restore` each, so a container's ports appear and disappear at once.
