@@ -5,7 +5,8 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(python3 curl python3-venv python3-pip docker-registry runc crun umoci skopeo buildah zstd busybox-static iproute2
     containernetworking-plugins iptables tini
-    softhsm2 opensc openssl nodejs)
+    softhsm2 opensc openssl nodejs
+    gcc libc6-dev)  # the `trust` executable (trust/cli/console.c); without them it is a Python script
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -53,7 +54,8 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 if ! .venv/bin/python -c "import trust.cli.app, pytest, mypy" 2>/dev/null \
-    || [ pyproject.toml -nt .venv/.installed ]; then
+    || [ pyproject.toml -nt .venv/.installed ] || [ setup.py -nt .venv/.installed ] \
+    || [ trust/cli/console.c -nt .venv/.installed ] || [ ! -x .venv/bin/trust-python ]; then
     .venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
     # "compat" puts the checkout on sys.path with a plain .pth line. The default editable mode
     # imports a finder module at every interpreter start (~10 ms, a tenth of a warm `trust run`),

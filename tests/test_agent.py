@@ -1,11 +1,12 @@
-"""`trust agent` (trust/agent.py) and its client in the `trust` executable (trust/console.py), end to end.
+"""`trust agent` (trust/cli/agent.py) and its clients, end to end: the `trust` executable
+(trust/cli/console.c) and `trust-python` (trust/cli/console.py).
 
 One agent per module (per xdist worker) listens on a socket under /tmp; the real `trust` executable
 is run with `TRUST_AGENT_SOCKET` pointing at it. That a command really ran in the agent is checked
 where it matters by looking at the process tree while a container runs: the process that runs the
 command is a child of the agent with the agent's command line (a fork, not a new `trust`), in the
 client's working directory and with its umask. The protocol's refusals are checked by speaking it
-with a raw socket; the client's half by a fake agent that records what the executable sends.
+with a raw socket; the client's half by a fake agent that records what each executable sends.
 
 Some tests put a side in odd conditions: a client or a fake agent of another user (a fork that
 drops to nobody), a client under setpriv, unshare or seccomp, an agent out of descriptors or with
@@ -48,7 +49,10 @@ pytestmark = pytest.mark.skipif(
 )
 
 TRUST = str(Path(sys.executable).parent / "trust")
-"""The console script (`trust.cli.console:console`): the only way in that delegates to the agent."""
+"""The `trust` executable (trust/cli/console.c): it hands `run` and `create` to the agent and runs
+everything else through `trust-python`."""
+TRUST_PYTHON = str(Path(sys.executable).parent / "trust-python")
+"""The console script of `trust.cli.console`: the same client, in Python."""
 TIMEOUT = 30.0
 START_TIMEOUT = 15.0
 NOBODY = 65534
@@ -477,6 +481,12 @@ def test_a_client_that_goes_away_leaves_the_agent_serving(cli: Setup, agent: Age
 # -- what is (not) delegated: the client's side, against a fake agent -------------------------------
 
 
+@pytest.fixture(params=[TRUST, TRUST_PYTHON], ids=["c", "python"])
+def client(request: pytest.FixtureRequest) -> str:
+    """Each client of the agent's protocol: the tests below hold for both."""
+    return str(request.param)
+
+
 @dataclass
 class FakeAgent:
     listener: socket.socket
@@ -502,15 +512,17 @@ def fake_agent() -> Iterator[FakeAgent]:
         yield FakeAgent(listener, path)
 
 
-def test_other_commands_are_never_delegated(cli: Setup, agent: Agent, fake_agent: FakeAgent) -> None:
-    listed = run([TRUST, "ps", "-a", "--store", str(cli.store)], agent.env)
+def test_other_commands_are_never_delegated(
+    client: str, cli: Setup, agent: Agent, fake_agent: FakeAgent
+) -> None:
+    listed = run([client, "ps", "-a", "--store", str(cli.store)], agent.env)
     assert listed.returncode == 0 and listed.stdout.startswith("CONTAINER ID"), listed.stderr
     env = {**agent.env, console.SOCKET_ENV: str(fake_agent.path)}
     for argv in (["ps", "--store", str(cli.store)], ["--version"], ["policy", "--help"]):
-        done = run([TRUST, *argv], env)
+        done = run([client, *argv], env)
         assert done.returncode == 0, done.stderr
         assert not fake_agent.pending(), argv
-    done = run([TRUST, "run", "--help"], {**env, console.NO_AGENT_ENV: "1"})
+    done = run([client, "run", "--help"], {**env, console.NO_AGENT_ENV: "1"})
     assert done.returncode == 0 and not fake_agent.pending()
 
 
@@ -532,14 +544,16 @@ def test_delegate_connects_only_for_run_and_create(agent: Agent, monkeypatch: py
     assert console.delegate(["run", "x"]) is None
 
 
-def test_the_client_sends_argv_cwd_umask_env_and_its_stdio(fake_agent: FakeAgent, tmp_path: Path) -> None:
+def test_the_client_sends_argv_cwd_umask_env_and_its_stdio(
+    client: str, fake_agent: FakeAgent, tmp_path: Path
+) -> None:
     stdin_file, stdout_file = tmp_path / "in", tmp_path / "out"
     stdin_file.write_text("")
     env = {**os.environ, console.SOCKET_ENV: str(fake_agent.path), "MARKER": "m-1"}
     env.pop(console.NO_AGENT_ENV, None)
     with open(stdin_file) as stdin, open(stdout_file, "w") as stdout:
         client = subprocess.Popen(
-            [TRUST, "run", "--help"], env=env, cwd=tmp_path, umask=0o037, stdin=stdin, stdout=stdout,
+            [client, "run", "--help"], env=env, cwd=tmp_path, umask=0o037, stdin=stdin, stdout=stdout,
             stderr=subprocess.PIPE,
         )  # fmt: skip
         with client:
@@ -568,14 +582,8 @@ def test_the_client_sends_argv_cwd_umask_env_and_its_stdio(fake_agent: FakeAgent
     assert stdout_file.read_text().startswith("Usage: trust run")
 
 
-def fake_env(fake: FakeAgent) -> dict[str, str]:
-    env = {**os.environ, console.SOCKET_ENV: str(fake.path)}
-    env.pop(console.NO_AGENT_ENV, None)
-    return env
-
-
-def accept_request(fake: FakeAgent) -> socket.socket:
-    """The fake agent's next connection, once the client's request is in (its descriptors closed)."""
+def receive_request(fake: FakeAgent) -> tuple[socket.socket, bytes]:
+    """The fake agent's next connection and the request line it got (the descriptors closed)."""
     fake.listener.settimeout(TIMEOUT)
     connection, _ = fake.listener.accept()
     connection.settimeout(TIMEOUT)
@@ -586,16 +594,93 @@ def accept_request(fake: FakeAgent) -> socket.socket:
             os.close(fd)
         assert chunk, data
         data += chunk
+    return connection, data
+
+
+def test_argv_env_and_cwd_reach_the_agent_as_the_same_bytes(
+    client: str, fake_agent: FakeAgent, tmp_path: Path
+) -> None:
+    # What is not UTF-8 (a lone byte, an overlong form, an encoded surrogate) travels as the lone
+    # surrogates of Python's surrogateescape, which the agent turns back into the same bytes; the
+    # rest as JSON escapes (the request is ASCII), a character beyond U+FFFF as a surrogate pair.
+    odd = b'caf\xc3\xa9 \xf0\x9f\x90\xb3 \xff\xfe \xed\xa0\x80 \xc0\xaf \xf4\x90\x80\x80 \x01\x7f\t"\\ end'
+    folder = Path(os.fsdecode(bytes(tmp_path) + b"/dir-\xff-\xc3\xa9"))
+    folder.mkdir()
+    env = {**fake_env(fake_agent), "ODD": os.fsdecode(odd), os.fsdecode(b"NAME_\xe9"): "v"}
+    argv = [client, "run", "--help", os.fsdecode(odd), ""]
+    with subprocess.Popen(
+        argv, env=env, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as process:
+        connection, data = receive_request(fake_agent)
+        with connection:
+            assert data.isascii()
+            sent = json.loads(data)
+            assert [os.fsencode(arg) for arg in sent["argv"]] == [b"run", b"--help", odd, b""]
+            assert os.fsencode(sent["env"]["ODD"]) == odd
+            assert sent["env"][os.fsdecode(b"NAME_\xe9")] == "v"
+            assert os.fsencode(sent["cwd"]) == bytes(folder)
+            connection.sendall(line({"accepted": 1}) + line({"exit": 5}))
+        out, err = process.communicate(timeout=TIMEOUT)
+    assert (process.returncode, out, err) == (5, b"", b"")
+
+
+def test_messages_after_accepted_may_come_in_pieces_and_unknown_ones_are_ignored(
+    client: str, fake_agent: FakeAgent
+) -> None:
+    with subprocess.Popen(
+        [client, "run", "--help"], env=fake_env(fake_agent), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as process:
+        connection, _ = receive_request(fake_agent)
+        with connection:
+            connection.sendall(line({"accepted": 1}) + b'{"note": [1, {"a": null}]}\n{"ex')
+            time.sleep(0.2)
+            assert process.poll() is None
+            connection.sendall(b'it": 300}\n')  # an exit status is a byte, as os._exit makes it
+            out, err = process.communicate(timeout=TIMEOUT)
+    assert (process.returncode, out, err) == (300 & 0xFF, b"", b"")
+
+
+@pytest.mark.parametrize(
+    "after", [b'{"exit": "7"}\n', b"not json\n", b'{"exit": 7'], ids=["string", "garbage", "cut"]
+)
+def test_an_agent_that_ends_after_accepting_without_an_exit_code_is_an_error(
+    client: str, fake_agent: FakeAgent, after: bytes
+) -> None:
+    with subprocess.Popen(
+        [client, "run", "--help"], env=fake_env(fake_agent), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as process:
+        connection, _ = receive_request(fake_agent)
+        with connection:
+            connection.sendall(line({"accepted": 1}) + after)
+        out, err = process.communicate(timeout=TIMEOUT)
+    assert (process.returncode, out) == (1, b"")
+    assert err == b"trust: error: the agent ended before the command finished\n"
+
+
+def fake_env(fake: FakeAgent) -> dict[str, str]:
+    env = {**os.environ, console.SOCKET_ENV: str(fake.path)}
+    env.pop(console.NO_AGENT_ENV, None)
+    return env
+
+
+def accept_request(fake: FakeAgent) -> socket.socket:
+    """The fake agent's next connection, once the client's request for `run --help` is in."""
+    connection, data = receive_request(fake)
     assert json.loads(data)["argv"] == ["run", "--help"]
     return connection
 
 
-def test_signals_before_the_answer_are_kept_and_sent_after_accepted(fake_agent: FakeAgent) -> None:
+def test_signals_before_the_answer_are_kept_and_sent_after_accepted(
+    client: str, fake_agent: FakeAgent
+) -> None:
     # Before the agent answers, a ^C must neither kill the client with a traceback (the command may
     # be starting in the agent) nor be lost: it is passed on once the command is accepted.
     with (
         subprocess.Popen(
-            [TRUST, "run", "--help"], env=fake_env(fake_agent), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            [client, "run", "--help"],
+            env=fake_env(fake_agent),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         ) as client,
         accept_request(fake_agent) as connection,
     ):
@@ -619,11 +704,14 @@ def test_signals_before_the_answer_are_kept_and_sent_after_accepted(fake_agent: 
     [(signal.SIGINT, 130, b"trust: interrupted\n"), (signal.SIGTERM, -signal.SIGTERM, b"")],
 )
 def test_a_signal_before_a_refusal_stops_the_command_before_it_starts(
-    fake_agent: FakeAgent, signum: signal.Signals, code: int, message: bytes
+    client: str, fake_agent: FakeAgent, signum: signal.Signals, code: int, message: bytes
 ) -> None:
     with (
         subprocess.Popen(
-            [TRUST, "run", "--help"], env=fake_env(fake_agent), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            [client, "run", "--help"],
+            env=fake_env(fake_agent),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         ) as client,
         accept_request(fake_agent) as connection,
     ):
@@ -640,12 +728,12 @@ def test_a_signal_before_a_refusal_stops_the_command_before_it_starts(
     ids=["none", "garbage", "unknown", "nested too deep"],
 )
 def test_an_agent_that_ends_without_a_clear_answer_is_an_error_not_a_second_run(
-    fake_agent: FakeAgent, answer: bytes
+    client: str, fake_agent: FakeAgent, answer: bytes
 ) -> None:
     # The agent may have forked the command already (it died before it could say so): running it
     # in-process as well would run it twice.
     with subprocess.Popen(
-        [TRUST, "run", "--help"], env=fake_env(fake_agent), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [client, "run", "--help"], env=fake_env(fake_agent), stdout=subprocess.PIPE, stderr=subprocess.PIPE
     ) as client:
         with accept_request(fake_agent) as connection:
             connection.sendall(answer)
@@ -657,10 +745,10 @@ def test_an_agent_that_ends_without_a_clear_answer_is_an_error_not_a_second_run(
         assert err == b"trust: error: the agent ended before answering; the command may have started\n"
 
 
-def test_a_request_reset_unread_falls_back_to_running_in_process(fake_agent: FakeAgent) -> None:
+def test_a_request_reset_unread_falls_back_to_running_in_process(client: str, fake_agent: FakeAgent) -> None:
     # An agent that closes its socket (it stops) with connections still queued never read them.
     with subprocess.Popen(
-        [TRUST, "run", "--help"], env=fake_env(fake_agent), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [client, "run", "--help"], env=fake_env(fake_agent), stdout=subprocess.PIPE, stderr=subprocess.PIPE
     ) as client:
         poller = select.poll()
         poller.register(fake_agent.listener, select.POLLIN)
@@ -672,7 +760,7 @@ def test_a_request_reset_unread_falls_back_to_running_in_process(fake_agent: Fak
     assert out.startswith(b"Usage: trust run")
 
 
-def test_the_client_sends_nothing_to_another_users_agent() -> None:
+def test_the_client_sends_nothing_to_another_users_agent(client: str) -> None:
     # A socket at $TRUST_AGENT_SOCKET served by another user (nobody): it would get root's
     # environment and stdio, and could make up the exit code.
     with short_directory() as directory:
@@ -703,7 +791,7 @@ def test_the_client_sends_nothing_to_another_users_agent() -> None:
 
         with forked_as(NOBODY, impostor) as reader:
             assert reader.readline() == b"ready\n"
-            done = run([TRUST, "run", "--help"], {**os.environ, console.SOCKET_ENV: str(path)})
+            done = run([client, "run", "--help"], {**os.environ, console.SOCKET_ENV: str(path)})
             report = reader.read()
     assert report == b"0 bytes, 0 fds\n"
     assert done.returncode == 0 and done.stdout.startswith("Usage: trust run"), done.stderr

@@ -168,7 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     def invoke() -> int | None:
         prepared = _prepared.get(args[0]) if args else None
         command = prepared if prepared is not None else _narrowed(app, args)
-        result = command(args=args, standalone_mode=False)
+        # prog_name: click would name the program after sys.argv[0], `trust-python` when the
+        # `trust` executable (trust/cli/console.c) runs the command in Python
+        result = command(args=args, prog_name="trust", standalone_mode=False)
         return result if isinstance(result, int) else None
 
     try:

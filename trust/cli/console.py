@@ -186,8 +186,11 @@ class _Handover:
             try:
                 reply = replies.next()  # a signal runs `forward`, then the read resumes (PEP 475)
                 if reply is not None and "exit" in reply:
-                    return int(reply["exit"])
-            except (OSError, ValueError, TypeError):
+                    code = reply["exit"]
+                    if type(code) is int:  # not a bool, a string or a float
+                        return code
+                    reply = None
+            except (OSError, ValueError):
                 reply = None
             if reply is None:
                 print("trust: error: the agent ended before the command finished", file=sys.stderr)
