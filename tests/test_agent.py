@@ -657,6 +657,40 @@ def test_an_agent_that_ends_after_accepting_without_an_exit_code_is_an_error(
     assert err == b"trust: error: the agent ended before the command finished\n"
 
 
+@pytest.mark.parametrize(
+    ("answers", "code", "stderr"),
+    [
+        (
+            b' {"accepted": 1}\n',
+            1,
+            b"trust: error: the agent's answer makes no sense; the command may have started\n",
+        ),
+        (
+            b'{"refused": "\xff"}\n',
+            1,
+            b"trust: error: the agent's answer makes no sense; the command may have started\n",
+        ),
+        (b'{"accepted": 1, "exit": "x"}\n{"exit": 4}\n', 4, b""),
+        (b'{"accepted": true}\r\t\n{"exit": 1, "exit": 0}\n', 0, b""),
+        (b'{"accepted": 1, "refused": "no"}\n', 0, b""),
+    ],
+    ids=["space-before", "not-utf8", "exit-in-first-answer", "last-key-wins", "refused-wins"],
+)
+def test_answers_are_read_as_strictly_as_json_loads_reads_them(
+    client: str, fake_agent: FakeAgent, answers: bytes, code: int, stderr: bytes
+) -> None:
+    # Both clients read the agent's lines alike: one JSON object, nothing before it; "refused"
+    # anywhere in the first answer means the command runs here (0: `run --help` ran in-process).
+    with subprocess.Popen(
+        [client, "run", "--help"], env=fake_env(fake_agent), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as process:
+        with accept_request(fake_agent) as connection:
+            connection.sendall(answers)
+        out, err = process.communicate(timeout=TIMEOUT)
+    assert (process.returncode, err) == (code, stderr)
+    assert out.startswith(b"Usage: trust run") == (b"refused" in answers and code == 0)
+
+
 def fake_env(fake: FakeAgent) -> dict[str, str]:
     env = {**os.environ, console.SOCKET_ENV: str(fake.path)}
     env.pop(console.NO_AGENT_ENV, None)

@@ -61,9 +61,9 @@ static _Noreturn void fail(const char *message) {
 
 /* Run the command in Python: `trust-python` from the folder this executable is in. */
 static _Noreturn void run_in_process(int agent_refused) {
-    char self[PATH_MAX];
-    ssize_t length = readlink("/proc/self/exe", self, sizeof self - sizeof PYTHON_CLIENT - 1);
-    if (length < 0)
+    char self[PATH_MAX + sizeof PYTHON_CLIENT];
+    ssize_t length = readlink("/proc/self/exe", self, PATH_MAX);
+    if (length < 0 || length == PATH_MAX)
         fail("cannot find the trust executable's folder (/proc/self/exe)");
     self[length] = '\0';
     char *slash = strrchr(self, '/');
@@ -103,10 +103,11 @@ static void append(struct buffer *b, const char *text, size_t length) {
 
 static void append_text(struct buffer *b, const char *text) { append(b, text, strlen(text)); }
 
-static void append_unit(struct buffer *b, unsigned unit) {
-    char escaped[7];
-    snprintf(escaped, sizeof escaped, "\\u%04x", unit);
-    append(b, escaped, 6);
+/* `\uXXXX` for a UTF-16 code unit. */
+static void append_unit(struct buffer *b, uint16_t unit) {
+    static const char hex[] = "0123456789abcdef";
+    char escaped[6] = {'\\', 'u', hex[unit >> 12], hex[unit >> 8 & 0xf], hex[unit >> 4 & 0xf], hex[unit & 0xf]};
+    append(b, escaped, sizeof escaped);
 }
 
 /* The length of the UTF-8 sequence at `s` that Python's strict decoder accepts (no overlong
@@ -158,14 +159,14 @@ static void append_string(struct buffer *b, const char *bytes, size_t size) {
         } else if ((length = utf8_sequence(s + i, size - i, &code_point)) > 0) {
             if (code_point >= 0x10000) { /* a surrogate pair */
                 code_point -= 0x10000;
-                append_unit(b, 0xd800 + (code_point >> 10));
-                append_unit(b, 0xdc00 + (code_point & 0x3ff));
+                append_unit(b, (uint16_t)(0xd800 + (code_point >> 10)));
+                append_unit(b, (uint16_t)(0xdc00 + (code_point & 0x3ff)));
             } else {
-                append_unit(b, code_point);
+                append_unit(b, (uint16_t)code_point);
             }
             i += length;
         } else {
-            append_unit(b, 0xdc00 + c); /* surrogateescape: a byte that is not UTF-8 */
+            append_unit(b, (uint16_t)(0xdc00 + c)); /* surrogateescape: a byte that is not UTF-8 */
             i++;
         }
     }
@@ -208,7 +209,15 @@ static void build_request(struct buffer *b, int argc, char **argv, const char *c
 
 /* -- the agent's answers: one JSON object per line --------------------------------------------- */
 
-enum { ANSWER_MALFORMED, ANSWER_ACCEPTED, ANSWER_REFUSED, ANSWER_EXIT, ANSWER_OTHER };
+/* What a message from the agent holds: the keys the client acts on (as the Python client reads
+ * them: whatever their values, but an exit code is an integer). */
+enum {
+    MALFORMED = 1,        /* not one JSON object on the line (or not UTF-8) */
+    HAS_ACCEPTED = 2,     /* "accepted" */
+    HAS_REFUSED = 4,      /* "refused" */
+    HAS_EXIT = 8,         /* "exit": an integer, in *code */
+    HAS_ODD_EXIT = 16,    /* "exit": anything else */
+};
 
 struct reader {
     const char *at, *end;
@@ -354,13 +363,22 @@ static int key_is(const char *start, const char *stop, const char *name) {
     return (size_t)(stop - start) == strlen(name) && memcmp(start, name, strlen(name)) == 0;
 }
 
-/* What one line says: accepted, refused, an exit code (in *code), something else, or malformed. */
+static int valid_utf8(const char *line, size_t length) {
+    const unsigned char *s = (const unsigned char *)line;
+    uint32_t code_point;
+    for (size_t i = 0, step; i < length; i += step)
+        if (!(step = s[i] < 0x80 ? 1 : utf8_sequence(s + i, length - i, &code_point)))
+            return 0;
+    return 1;
+}
+
+/* The keys of the JSON object that is the whole line (the HAS_ flags), or MALFORMED. Strict as
+ * the Python client's reader: no space before the object, only spaces, tabs and CRs after it. */
 static int parse_answer(const char *line, size_t length, long *code) {
     struct reader r = {line, line + length, 0};
-    int kind = ANSWER_OTHER;
-    skip_space(&r);
-    if (r.at >= r.end || *r.at != '{')
-        return ANSWER_MALFORMED;
+    int holds = 0;
+    if (!valid_utf8(line, length) || r.at >= r.end || *r.at != '{')
+        return MALFORMED;
     r.at++;
     skip_space(&r);
     if (r.at < r.end && *r.at == '}') {
@@ -370,22 +388,23 @@ static int parse_answer(const char *line, size_t length, long *code) {
             const char *start, *stop;
             skip_space(&r);
             if (!read_string(&r, &start, &stop))
-                return ANSWER_MALFORMED;
+                return MALFORMED;
             skip_space(&r);
             if (r.at >= r.end || *r.at++ != ':')
-                return ANSWER_MALFORMED;
+                return MALFORMED;
             skip_space(&r);
-            if (key_is(start, stop, "exit")) {
-                if (!read_integer(&r, code))
-                    return ANSWER_MALFORMED;
-                kind = ANSWER_EXIT;
+            const char *value = r.at;
+            if (key_is(start, stop, "exit") && read_integer(&r, code) &&
+                (r.at == r.end || strchr(" \t\r\n,}", *r.at))) {
+                holds = (holds & ~HAS_ODD_EXIT) | HAS_EXIT; /* the last "exit" counts, as in Python */
             } else {
+                r.at = value;
                 if (!read_value(&r))
-                    return ANSWER_MALFORMED;
-                if (key_is(start, stop, "accepted") && kind == ANSWER_OTHER)
-                    kind = ANSWER_ACCEPTED;
-                else if (key_is(start, stop, "refused"))
-                    kind = ANSWER_REFUSED;
+                    return MALFORMED;
+                if (key_is(start, stop, "exit"))
+                    holds = (holds & ~HAS_EXIT) | HAS_ODD_EXIT;
+                holds |= key_is(start, stop, "accepted") ? HAS_ACCEPTED : 0;
+                holds |= key_is(start, stop, "refused") ? HAS_REFUSED : 0;
             }
             skip_space(&r);
             if (r.at < r.end && *r.at == ',') {
@@ -396,11 +415,12 @@ static int parse_answer(const char *line, size_t length, long *code) {
                 r.at++;
                 break;
             }
-            return ANSWER_MALFORMED;
+            return MALFORMED;
         }
     }
-    skip_space(&r);
-    return r.at == r.end ? kind : ANSWER_MALFORMED;
+    while (r.at < r.end && (*r.at == ' ' || *r.at == '\t' || *r.at == '\r'))
+        r.at++;
+    return r.at == r.end ? holds : MALFORMED;
 }
 
 struct lines {
@@ -487,6 +507,7 @@ static _Noreturn void fall_back(void) {
 static _Noreturn void hand_over(int client, int argc, char **argv, const char *cwd) {
     struct buffer request = {0};
     build_request(&request, argc, argv, cwd);
+    signal(SIGPIPE, SIG_IGN); /* as in Python: a closed stderr is an error to report, not death */
 
     /* Held from before the request leaves, read through a descriptor (never a handler). */
     signal_fd = signalfd(-1, &held, SFD_CLOEXEC | SFD_NONBLOCK);
@@ -524,10 +545,10 @@ static _Noreturn void hand_over(int client, int argc, char **argv, const char *c
         fall_back(); /* the agent closed its socket with ours still queued: it read nothing */
     if (got == 0)
         fail("the agent ended before answering; the command may have started");
-    int answer = got < 0 ? ANSWER_MALFORMED : parse_answer(line, length, &code);
-    if (answer == ANSWER_REFUSED)
+    int answer = got < 0 ? MALFORMED : parse_answer(line, length, &code);
+    if (answer & HAS_REFUSED)
         fall_back();
-    if (answer != ANSWER_ACCEPTED)
+    if (!(answer & HAS_ACCEPTED))
         fail("the agent's answer makes no sense; the command may have started");
 
     for (;;) {
@@ -537,9 +558,9 @@ static _Noreturn void hand_over(int client, int argc, char **argv, const char *c
         n_pending = 0;
         while (take_line(&replies, &line, &length)) { /* the answer's read may have brought more */
             int reply = parse_answer(line, length, &code);
-            if (reply == ANSWER_EXIT)
+            if (reply & HAS_EXIT)
                 _exit((int)(code & 0xff));
-            if (reply == ANSWER_MALFORMED)
+            if (reply & (MALFORMED | HAS_ODD_EXIT))
                 fail("the agent ended before the command finished");
         }
         struct pollfd watched[2] = {{client, POLLIN, 0}, {signal_fd, POLLIN, 0}};
