@@ -10,8 +10,8 @@ peers_log=$(mktemp)
 bash scripts/peers.sh >"$peers_log" 2>&1 &
 peers_pid=$!
 bash scripts/setup.sh
-.venv/bin/ruff check trust pull policy run tests benchmarks
-.venv/bin/ruff format --check trust pull policy run tests benchmarks
+.venv/bin/ruff check trust pull policy run tests benchmarks setup.py
+.venv/bin/ruff format --check trust pull policy run tests benchmarks setup.py
 .venv/bin/mypy
 if ! wait "$peers_pid"; then
     cat "$peers_log" >&2
