@@ -794,6 +794,46 @@ def test_a_request_reset_unread_falls_back_to_running_in_process(client: str, fa
     assert out.startswith(b"Usage: trust run")
 
 
+@pytest.mark.parametrize("closed", [0, 1, 2])
+def test_a_closed_stdio_descriptor_is_handed_over_as_dev_null(
+    client: str, fake_agent: FakeAgent, closed: int
+) -> None:
+    # Not the client's socket, which would take the closed descriptor's number otherwise.
+    with subprocess.Popen(
+        [client, "run", "--help"],
+        env=fake_env(fake_agent),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: os.close(closed),
+    ) as process:
+        fake_agent.listener.settimeout(TIMEOUT)
+        connection, _ = fake_agent.listener.accept()
+        with connection:
+            connection.settimeout(TIMEOUT)
+            _, fds, _, _ = socket.recv_fds(connection, 1024 * 1024, 8)
+            try:
+                assert len(fds) == 3
+                assert os.path.samestat(os.fstat(fds[closed]), os.stat(os.devnull))
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            connection.sendall(line({"refused": "a test"}))
+        out, err = process.communicate(timeout=TIMEOUT)
+    assert process.returncode == 0 and b"Traceback" not in err, err
+    assert out.startswith(b"Usage: trust run") == (closed != 1)
+
+
+def test_a_command_with_its_stdout_closed_writes_nothing_and_no_traceback(client: str, cli: Setup) -> None:
+    done = subprocess.run(
+        [client, "ps", "--store", str(cli.store)],
+        capture_output=True,
+        preexec_fn=lambda: os.close(1),
+        timeout=TIMEOUT,
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, b"", b"")
+
+
 def test_the_client_sends_nothing_to_another_users_agent(client: str) -> None:
     # A socket at $TRUST_AGENT_SOCKET served by another user (nobody): it would get root's
     # environment and stdio, and could make up the exit code.

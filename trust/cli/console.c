@@ -21,6 +21,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
@@ -53,6 +54,7 @@ static sigset_t held, original_mask;
 static int signal_fd = -1;
 static int pending[64];
 static size_t n_pending;
+static void (*original_sigpipe)(int) = SIG_DFL;
 
 static _Noreturn void fail(const char *message) {
     fprintf(stderr, "trust: error: %s\n", message);
@@ -499,6 +501,7 @@ static _Noreturn void fall_back(void) {
         }
     }
     sigprocmask(SIG_SETMASK, &original_mask, NULL);
+    signal(SIGPIPE, original_sigpipe);
     run_in_process(1);
 }
 
@@ -507,7 +510,7 @@ static _Noreturn void fall_back(void) {
 static _Noreturn void hand_over(int client, int argc, char **argv, const char *cwd) {
     struct buffer request = {0};
     build_request(&request, argc, argv, cwd);
-    signal(SIGPIPE, SIG_IGN); /* as in Python: a closed stderr is an error to report, not death */
+    original_sigpipe = signal(SIGPIPE, SIG_IGN); /* as in Python: a closed stderr is an error, not death */
 
     /* Held from before the request leaves, read through a descriptor (never a handler). */
     signal_fd = signalfd(-1, &held, SFD_CLOEXEC | SFD_NONBLOCK);
@@ -582,6 +585,11 @@ static int ours(int client) {
 
 int main(int argc, char **argv) {
     arguments = argv;
+    /* A stdin, stdout or stderr closed at start: /dev/null in its place (the lowest free number),
+     * so that neither our socket nor anything Python opens is handed over or used as that stream. */
+    for (int fd = 0; fd < 3; fd++)
+        if (fcntl(fd, F_GETFD) < 0 && open("/dev/null", O_RDWR) != fd)
+            fail("cannot open /dev/null");
     const char *no_agent = getenv("TRUST_NO_AGENT");
     if (argc < 2 || (strcmp(argv[1], "run") != 0 && strcmp(argv[1], "create") != 0) ||
         (no_agent && *no_agent))

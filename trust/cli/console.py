@@ -42,16 +42,28 @@ def console() -> NoReturn:
     Nothing needs it: every file, lock, connection and thread pool was closed by the `with` block
     that opened it, so only the standard streams are left to flush.
     """
+    _fill_closed_stdio()
     argv = sys.argv[1:]
     code = delegate(argv)
     if code is None:
         code = run_here(argv, exits_soon=True)
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except (BrokenPipeError, ValueError):  # a reader that went away, or a stream already closed
-        code = code or 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:  # None: started with that descriptor closed
+                stream.flush()
+        except (BrokenPipeError, ValueError):  # a reader that went away, or a stream already closed
+            code = code or 1
     os._exit(code)
+
+
+def _fill_closed_stdio() -> None:
+    """/dev/null for a stdin, stdout or stderr that was closed when this process started (the
+    interpreter then makes that stream None): output has somewhere to go, and no socket or file
+    opened later takes the number and gets read or written as that stream. The C executable
+    does the same before it starts this one."""
+    for fd, name in enumerate(("stdin", "stdout", "stderr")):
+        if getattr(sys, name) is None and os.open(os.devnull, os.O_RDWR) == fd:  # the lowest free number
+            setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False))  # noqa: SIM115
 
 
 def run_here(argv: list[str], *, exits_soon: bool = False) -> int:
