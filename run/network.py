@@ -364,10 +364,30 @@ def read_attachment(directory: Path) -> Attachment | None:
     return Attachment.from_json(doc)
 
 
-def attach(directory: Path, container_id: str, ports: Sequence[PortMapping], subnet_text: str) -> Attachment:
-    """Make the container's network namespace and connect it to the bridge (CNI ADD).
+def make_namespace(directory: Path, container_id: str, subnet_text: str) -> Path:
+    """The container's network namespace, made before `attach` connects it, so that the runtime
+    can create the container in it while the plugins run. Recorded first (network.json): a crash
+    from here on is undone by `release`, and so is a failure.
 
-    On failure, whatever was done is undone before raising.
+    Raises:
+        NetworkFailure: the namespace could not be made.
+    """
+    netns = directory / NETNS_FILE
+    _write(directory, Attachment(netns, network_config(subnet_text), ()))
+    try:
+        _make_netns(netns)
+    except BaseException:
+        with contextlib.suppress(RuntimeFailure):
+            release(directory, container_id)
+        raise
+    return netns
+
+
+def attach(directory: Path, container_id: str, ports: Sequence[PortMapping], subnet_text: str) -> Attachment:
+    """Connect the container's network namespace to the bridge (CNI ADD), making the namespace
+    first unless `make_namespace` did, and publish `ports`.
+
+    On failure, whatever was done (the namespace included) is undone before raising.
 
     Raises:
         NetworkFailure: a plugin (or the namespace) failed.
@@ -379,7 +399,8 @@ def attach(directory: Path, container_id: str, ports: Sequence[PortMapping], sub
     # they are installed after them, when the bridge they name exists.
     rules_present = _Background(hostrules.bridge_rules_present, BRIDGE, subnet_text)
     try:
-        _make_netns(netns)
+        if not is_mountpoint(netns):
+            _make_netns(netns)
         result: dict[str, Any] | None = None
         for plugin in attachment.config["plugins"]:
             result = _call_plugin("ADD", plugin, attachment, container_id, result)
