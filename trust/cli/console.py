@@ -1,11 +1,14 @@
-"""The `trust` executable: a running agent takes `run` and `create` (trust/agent.py), `trust.cli.app`
-does the rest here.
+"""`trust-python`, the Python half of the `trust` executable: a running agent takes `run` and
+`create` (trust/cli/agent.py), `trust.cli.app` does the rest here.
 
-This module is the client half of the agent protocol (described in trust/agent.py). What it
-imports is paid on every `trust` command, agent or not, so until it knows where the command runs
-it uses only what the interpreter has built in or loads in a fraction of a millisecond: `_socket`,
-`_signal` and `_json` rather than `socket`, `signal` and `json`, which import `enum`, `re`,
-`selectors` and `array` (~12 ms of a ~110 ms warm `trust run`).
+The `trust` executable is trust/cli/console.c: it hands `run` and `create` to an agent itself,
+without starting Python, and runs this for everything else (with `TRUST_NO_AGENT=1` when the agent
+refused). This module is the same client of the agent protocol, for `trust-python` called
+directly and for a `trust` installed where nothing compiled C; tests/test_agent.py runs the client
+tests against both. What it imports is paid on every command, agent or not, so until it knows
+where the command runs it uses only what the interpreter has built in or loads in a fraction of a
+millisecond: `_socket`, `_signal` and `_json` rather than `socket`, `signal` and `json`, which
+import `enum`, `re`, `selectors` and `array` (~12 ms of a ~110 ms warm `trust run`).
 """
 
 from __future__ import annotations
