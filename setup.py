@@ -59,4 +59,5 @@ class BuildPy(build_py):
         self.run_command("build_scripts")
 
 
-setup(scripts=[str(SOURCE)], cmdclass={"build_scripts": BuildExecutable, "build_py": BuildPy})
+if __name__ == "__main__":  # as setuptools runs it; tests/test_console.py imports it
+    setup(scripts=[str(SOURCE)], cmdclass={"build_scripts": BuildExecutable, "build_py": BuildPy})

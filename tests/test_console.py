@@ -1,13 +1,47 @@
-"""The `trust` executable (`trust.cli.console.console`): exit codes and output survive its fast exit."""
+"""The `trust` executable: how setup.py builds it (trust/cli/console.c, or a Python stand-in), and
+`trust.cli.console.console` behind it: exit codes and output survive its fast exit."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
+from setuptools.dist import Distribution
+
+from trust import __version__
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def setup_module_of_the_checkout() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("trust_setup", ROOT / "setup.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("compiler", ["cc", "/bin/false"])
+def test_setup_builds_the_c_executable_or_else_the_python_stand_in(
+    compiler: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)  # setup.py's paths are the checkout's, as pip runs it
+    monkeypatch.setenv("CC", compiler)
+    build = setup_module_of_the_checkout().BuildExecutable(Distribution())
+    build.build_dir = str(tmp_path)
+    build.run()
+    built = tmp_path / "trust"
+    assert built.stat().st_mode & 0o777 == 0o755
+    if compiler == "cc":
+        assert built.read_bytes()[:4] == b"\x7fELF"
+        assert f"\0{__version__}\0".encode() in built.read_bytes()  # what it tells the agent
+    else:  # pip writes the interpreter's path into `#!python`
+        assert built.read_text() == "#!python\nfrom trust.cli.console import console\n\nconsole()\n"
 
 
 def trust(*args: str) -> subprocess.CompletedProcess[str]:
