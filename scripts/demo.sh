@@ -116,7 +116,7 @@ trust run --rm --policy keys-example/policy.yaml "$pinned" /bin/sh -c 'echo "pid
 expect_exit 3 trust run --rm --policy keys-example/policy.yaml "$reg/demo/hello:v1"
 expect_exit 3 trust run --rm --policy keys-example/policy.yaml "$unsigned"
 
-step "warm starts: the decision is reused (reuse-decisions: 10m), trust agent skips Python's start-up"
+step "warm starts: the decision is reused (reuse-decisions: 10m); through trust agent, no Python starts for the run"
 grep -c '"reused"' "$TRUST_STORE/meta/decisions.jsonl" | sed 's/^/decisions reused without asking the registry: /'
 export TRUST_AGENT_SOCKET="$work/agent.sock"
 trust agent 2>/dev/null &
