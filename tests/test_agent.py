@@ -552,25 +552,18 @@ def test_the_client_sends_argv_cwd_umask_env_and_its_stdio(
     env = {**os.environ, console.SOCKET_ENV: str(fake_agent.path), "MARKER": "m-1"}
     env.pop(console.NO_AGENT_ENV, None)
     with open(stdin_file) as stdin, open(stdout_file, "w") as stdout:
-        client = subprocess.Popen(
+
+        def its_stdio(fds: list[int]) -> None:
+            assert len(fds) == 3
+            assert os.path.samestat(os.fstat(fds[0]), os.fstat(stdin.fileno()))
+            assert os.path.samestat(os.fstat(fds[1]), os.fstat(stdout.fileno()))
+
+        with subprocess.Popen(
             [client, "run", "--help"], env=env, cwd=tmp_path, umask=0o037, stdin=stdin, stdout=stdout,
             stderr=subprocess.PIPE,
-        )  # fmt: skip
-        with client:
-            fake_agent.listener.settimeout(TIMEOUT)
-            connection, _ = fake_agent.listener.accept()
+        ) as process:  # fmt: skip
+            connection, data = receive_request(fake_agent, its_stdio)
             with connection:
-                connection.settimeout(TIMEOUT)
-                data, fds, _, _ = socket.recv_fds(connection, 1024 * 1024, 8)
-                try:
-                    assert len(fds) == 3
-                    assert os.path.samestat(os.fstat(fds[0]), os.fstat(stdin.fileno()))
-                    assert os.path.samestat(os.fstat(fds[1]), os.fstat(stdout.fileno()))
-                finally:
-                    for fd in fds:
-                        os.close(fd)
-                while not data.endswith(b"\n"):
-                    data += connection.recv(65536)
                 sent = json.loads(data)
                 assert sent["version"] == trust.__version__ and sent["argv"] == ["run", "--help"]
                 assert sent["cwd"] == str(tmp_path) and sent["umask"] == 0o037
@@ -578,20 +571,27 @@ def test_the_client_sends_argv_cwd_umask_env_and_its_stdio(
                     fake_agent.path
                 )
                 connection.sendall(line({"refused": "a test"}))
-            assert client.wait(timeout=TIMEOUT) == 0  # refused: it ran the command itself
+            assert process.wait(timeout=TIMEOUT) == 0  # refused: it ran the command itself
     assert stdout_file.read_text().startswith("Usage: trust run")
 
 
-def receive_request(fake: FakeAgent) -> tuple[socket.socket, bytes]:
-    """The fake agent's next connection and the request line it got (the descriptors closed)."""
+def receive_request(
+    fake: FakeAgent, look_at_fds: Callable[[list[int]], None] = lambda fds: None
+) -> tuple[socket.socket, bytes]:
+    """The fake agent's next connection and the request line it got; `look_at_fds` sees the
+    descriptors that came with it before they are closed."""
     fake.listener.settimeout(TIMEOUT)
     connection, _ = fake.listener.accept()
     connection.settimeout(TIMEOUT)
     data = b""
     while not data.endswith(b"\n"):
         chunk, fds, _, _ = socket.recv_fds(connection, 1024 * 1024, 8)
-        for fd in fds:
-            os.close(fd)
+        try:
+            if fds:
+                look_at_fds(fds)
+        finally:
+            for fd in fds:
+                os.close(fd)
         assert chunk, data
         data += chunk
     return connection, data
@@ -646,14 +646,8 @@ def test_messages_after_accepted_may_come_in_pieces_and_unknown_ones_are_ignored
 def test_an_agent_that_ends_after_accepting_without_an_exit_code_is_an_error(
     client: str, fake_agent: FakeAgent, after: bytes
 ) -> None:
-    with subprocess.Popen(
-        [client, "run", "--help"], env=fake_env(fake_agent), stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    ) as process:
-        connection, _ = receive_request(fake_agent)
-        with connection:
-            connection.sendall(line({"accepted": 1}) + after)
-        out, err = process.communicate(timeout=TIMEOUT)
-    assert (process.returncode, out) == (1, b"")
+    returncode, out, err = answered(client, fake_agent, line({"accepted": 1}) + after)
+    assert (returncode, out) == (1, b"")
     assert err == b"trust: error: the agent ended before the command finished\n"
 
 
@@ -681,14 +675,21 @@ def test_answers_are_read_as_strictly_as_json_loads_reads_them(
 ) -> None:
     # Both clients read the agent's lines alike: one JSON object, nothing before it; "refused"
     # anywhere in the first answer means the command runs here (0: `run --help` ran in-process).
+    returncode, out, err = answered(client, fake_agent, answers)
+    assert (returncode, err) == (code, stderr)
+    assert out.startswith(b"Usage: trust run") == (b"refused" in answers and code == 0)
+
+
+def answered(client: str, fake: FakeAgent, answers: bytes) -> tuple[int, bytes, bytes]:
+    """`CLIENT run --help` against the fake agent, which answers its request with `answers` and
+    hangs up: the client's exit code, stdout and stderr."""
     with subprocess.Popen(
-        [client, "run", "--help"], env=fake_env(fake_agent), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [client, "run", "--help"], env=fake_env(fake), stdout=subprocess.PIPE, stderr=subprocess.PIPE
     ) as process:
-        with accept_request(fake_agent) as connection:
+        with accept_request(fake) as connection:
             connection.sendall(answers)
         out, err = process.communicate(timeout=TIMEOUT)
-    assert (process.returncode, err) == (code, stderr)
-    assert out.startswith(b"Usage: trust run") == (b"refused" in answers and code == 0)
+    return process.returncode, out, err
 
 
 def fake_env(fake: FakeAgent) -> dict[str, str]:
@@ -766,13 +767,8 @@ def test_an_agent_that_ends_without_a_clear_answer_is_an_error_not_a_second_run(
 ) -> None:
     # The agent may have forked the command already (it died before it could say so): running it
     # in-process as well would run it twice.
-    with subprocess.Popen(
-        [client, "run", "--help"], env=fake_env(fake_agent), stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    ) as client:
-        with accept_request(fake_agent) as connection:
-            connection.sendall(answer)
-        out, err = client.communicate(timeout=TIMEOUT)
-    assert client.returncode == 1 and out == b"", err
+    returncode, out, err = answered(client, fake_agent, answer)
+    assert returncode == 1 and out == b"", err
     assert err.count(b"\n") == 1 and err.startswith(b"trust: error: the agent")
     assert err.endswith(b"; the command may have started\n")
     if not answer:
@@ -783,14 +779,14 @@ def test_a_request_reset_unread_falls_back_to_running_in_process(client: str, fa
     # An agent that closes its socket (it stops) with connections still queued never read them.
     with subprocess.Popen(
         [client, "run", "--help"], env=fake_env(fake_agent), stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    ) as client:
+    ) as process:
         poller = select.poll()
         poller.register(fake_agent.listener, select.POLLIN)
         assert poller.poll(TIMEOUT * 1000)  # the client is queued
         time.sleep(0.3)  # and has sent its request
         fake_agent.listener.close()
-        out, err = client.communicate(timeout=TIMEOUT)
-    assert (client.returncode, err) == (0, b"")
+        out, err = process.communicate(timeout=TIMEOUT)
+    assert (process.returncode, err) == (0, b"")
     assert out.startswith(b"Usage: trust run")
 
 
@@ -807,17 +803,13 @@ def test_a_closed_stdio_descriptor_is_handed_over_as_dev_null(
         stderr=subprocess.PIPE,
         preexec_fn=lambda: os.close(closed),
     ) as process:
-        fake_agent.listener.settimeout(TIMEOUT)
-        connection, _ = fake_agent.listener.accept()
+
+        def dev_null_in_place(fds: list[int]) -> None:
+            assert len(fds) == 3
+            assert os.path.samestat(os.fstat(fds[closed]), os.stat(os.devnull))
+
+        connection, _ = receive_request(fake_agent, dev_null_in_place)
         with connection:
-            connection.settimeout(TIMEOUT)
-            _, fds, _, _ = socket.recv_fds(connection, 1024 * 1024, 8)
-            try:
-                assert len(fds) == 3
-                assert os.path.samestat(os.fstat(fds[closed]), os.stat(os.devnull))
-            finally:
-                for fd in fds:
-                    os.close(fd)
             connection.sendall(line({"refused": "a test"}))
         out, err = process.communicate(timeout=TIMEOUT)
     assert process.returncode == 0 and b"Traceback" not in err, err
