@@ -13,7 +13,7 @@ import subprocess
 import sys
 import termios
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -43,7 +43,13 @@ class Terminal:
     """`trust …` running on a pty whose master we hold."""
 
     def __init__(
-        self, setup: Setup, *args: str, rows: int = 24, columns: int = 80, agent: Path | None = None
+        self,
+        setup: Setup,
+        *args: str,
+        rows: int = 24,
+        columns: int = 80,
+        agent: Path | None = None,
+        client: Sequence[str] = (sys.executable, "-m", "trust"),
     ) -> None:
         self.pid, self.master = pty.fork()
         if self.pid == 0:  # the child: a session of its own, the pty as its controlling terminal
@@ -51,8 +57,7 @@ class Terminal:
                 os.environ["TRUST_NO_AGENT"] = "1"
             else:
                 os.environ["TRUST_AGENT_SOCKET"] = str(agent)
-            argv = [sys.executable, "-m", "trust", args[0], "--store", str(setup.store), *args[1:]]
-            os.execv(sys.executable, argv)
+            os.execv(client[0], [*client, args[0], "--store", str(setup.store), *args[1:]])
         self.resize(rows, columns)
         self.output = b""
 
@@ -204,7 +209,9 @@ def test_attach_needs_a_running_container(box: Setup, capfd: pytest.CaptureFixtu
     assert box.trust("attach", "no-such-container") == 2
 
 
-def test_window_size_changes_reach_a_run_t_the_agent_runs(box: Setup, tmp_path: Path) -> None:
+@pytest.mark.parametrize("client", ["trust", "trust-python"])
+def test_window_size_changes_reach_a_run_t_the_agent_runs(box: Setup, tmp_path: Path, client: str) -> None:
+    # Through either client of the agent: the C executable and the Python one.
     socket_path = tmp_path / "agent" / "agent.sock"
     argv = [sys.executable, "-m", "trust", "agent", "--socket", str(socket_path)]
     with subprocess.Popen(argv, stderr=subprocess.DEVNULL) as agent:
@@ -226,6 +233,7 @@ def test_window_size_changes_reach_a_run_t_the_agent_runs(box: Setup, tmp_path: 
                 "-c",
                 script,
                 agent=socket_path,
+                client=[str(Path(sys.executable).parent / client)],
             )
             terminal.expect(b"24 80")
             children = Path(f"/proc/{agent.pid}/task/{agent.pid}/children").read_text().split()
