@@ -664,11 +664,29 @@ def test_an_agent_that_ends_after_accepting_without_an_exit_code_is_an_error(
             1,
             b"trust: error: the agent's answer makes no sense; the command may have started\n",
         ),
+        (
+            b'{"refused": "\\\x00"}\n',
+            1,
+            b"trust: error: the agent's answer makes no sense; the command may have started\n",
+        ),
+        (
+            b'{"accepted" 1}\n',
+            1,
+            b"trust: error: the agent's answer makes no sense; the command may have started\n",
+        ),
         (b'{"accepted": 1, "exit": "x"}\n{"exit": 4}\n', 4, b""),
         (b'{"accepted": true}\r\t\n{"exit": 1, "exit": 0}\n', 0, b""),
         (b'{"accepted": 1, "refused": "no"}\n', 0, b""),
     ],
-    ids=["space-before", "not-utf8", "exit-in-first-answer", "last-key-wins", "refused-wins"],
+    ids=[
+        "space-before",
+        "not-utf8",
+        "nul-escape",
+        "no-colon",
+        "exit-in-first-answer",
+        "last-key-wins",
+        "refused-wins",
+    ],
 )
 def test_answers_are_read_as_strictly_as_json_loads_reads_them(
     client: str, fake_agent: FakeAgent, answers: bytes, code: int, stderr: bytes

@@ -226,6 +226,9 @@ struct reader {
     int depth;
 };
 
+/* Whether `c` is one of `set` (strchr alone would also find a NUL byte: the set's terminator). */
+static int one_of(char c, const char *set) { return c != '\0' && strchr(set, c) != NULL; }
+
 static void skip_space(struct reader *r) {
     while (r->at < r->end && (*r->at == ' ' || *r->at == '\t' || *r->at == '\n' || *r->at == '\r'))
         r->at++;
@@ -245,9 +248,9 @@ static int read_string(struct reader *r, const char **start, const char **stop) 
                 return 0;
             if (*r->at == 'u') {
                 for (int i = 0; i < 4; i++)
-                    if (++r->at >= r->end || !strchr("0123456789abcdefABCDEF", *r->at))
+                    if (++r->at >= r->end || !one_of(*r->at, "0123456789abcdefABCDEF"))
                         return 0;
-            } else if (!strchr("\"\\/bfnrt", *r->at)) {
+            } else if (!one_of(*r->at, "\"\\/bfnrt")) {
                 return 0;
             }
         }
@@ -397,7 +400,7 @@ static int parse_answer(const char *line, size_t length, long *code) {
             skip_space(&r);
             const char *value = r.at;
             if (key_is(start, stop, "exit") && read_integer(&r, code) &&
-                (r.at == r.end || strchr(" \t\r\n,}", *r.at))) {
+                (r.at == r.end || one_of(*r.at, " \t\r\n,}"))) {
                 holds = (holds & ~HAS_ODD_EXIT) | HAS_EXIT; /* the last "exit" counts, as in Python */
             } else {
                 r.at = value;

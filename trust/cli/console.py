@@ -292,6 +292,11 @@ def decode(line: bytes) -> object:
         raise ValueError("not JSON") from None
     except RecursionError:
         raise ValueError("JSON nested too deep") from None
+    except SystemError:
+        # CPython's scanner reports a bad escape or a missing colon as json.decoder's
+        # JSONDecodeError, which it looks up in sys.modules only: without `json` imported (this
+        # module does not import it) that lookup fails and leaves it an error with no exception.
+        raise ValueError("not JSON") from None
     if text[end:].strip(" \t\r"):
         raise ValueError("extra data after the JSON value")
     return value
