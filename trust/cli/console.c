@@ -217,7 +217,7 @@ enum {
     MALFORMED = 1,        /* not one JSON object on the line (or not UTF-8) */
     HAS_ACCEPTED = 2,     /* "accepted" */
     HAS_REFUSED = 4,      /* "refused" */
-    HAS_EXIT = 8,         /* "exit": an integer, in *code */
+    HAS_EXIT = 8,         /* "exit": an exit status (an integer from 0 to 255), in *code */
     HAS_ODD_EXIT = 16,    /* "exit": anything else */
 };
 
@@ -399,7 +399,7 @@ static int parse_answer(const char *line, size_t length, long *code) {
                 return MALFORMED;
             skip_space(&r);
             const char *value = r.at;
-            if (key_is(start, stop, "exit") && read_integer(&r, code) &&
+            if (key_is(start, stop, "exit") && read_integer(&r, code) && *code >= 0 && *code <= 255 &&
                 (r.at == r.end || one_of(*r.at, " \t\r\n,}"))) {
                 holds = (holds & ~HAS_ODD_EXIT) | HAS_EXIT; /* the last "exit" counts, as in Python */
             } else {
@@ -565,7 +565,7 @@ static _Noreturn void hand_over(int client, int argc, char **argv, const char *c
         while (take_line(&replies, &line, &length)) { /* the answer's read may have brought more */
             int reply = parse_answer(line, length, &code);
             if (reply & HAS_EXIT)
-                _exit((int)(code & 0xff));
+                _exit((int)code);
             if (reply & (MALFORMED | HAS_ODD_EXIT))
                 fail("the agent ended before the command finished");
         }

@@ -202,7 +202,7 @@ class _Handover:
                 reply = replies.next()  # a signal runs `forward`, then the read resumes (PEP 475)
                 if reply is not None and "exit" in reply:
                     code = reply["exit"]
-                    if type(code) is int:  # not a bool, a string or a float
+                    if type(code) is int and 0 <= code <= 255:  # an exit status: not a bool or a float
                         return code
                     reply = None
             except (OSError, ValueError):
