@@ -262,18 +262,22 @@ static int read_string(struct reader *r, const char **start, const char **stop) 
     return 1;
 }
 
+/* One or more decimal digits; 0 if there is none. */
+static int read_digits(struct reader *r) {
+    const char *start = r->at;
+    while (r->at < r->end && *r->at >= '0' && *r->at <= '9')
+        r->at++;
+    return r->at > start;
+}
+
 /* A JSON number that is an integer (optionally negative), as a long; 0 if it is not one. */
 static int read_integer(struct reader *r, long *value) {
     const char *start = r->at;
     if (r->at < r->end && *r->at == '-')
         r->at++;
-    if (r->at >= r->end || *r->at < '0' || *r->at > '9')
-        return 0;
-    if (*r->at == '0' && r->at + 1 < r->end && r->at[1] >= '0' && r->at[1] <= '9')
-        return 0;
-    while (r->at < r->end && *r->at >= '0' && *r->at <= '9')
-        r->at++;
-    if (r->at - start > 18)
+    if (r->at < r->end && *r->at == '0' && r->at + 1 < r->end && r->at[1] >= '0' && r->at[1] <= '9')
+        return 0; /* a leading zero */
+    if (!read_digits(r) || r->at - start > 18)
         return 0;
     char digits[24];
     memcpy(digits, start, (size_t)(r->at - start));
@@ -282,12 +286,23 @@ static int read_integer(struct reader *r, long *value) {
     return 1;
 }
 
+/* What a caller learns of an object's members: `read_members` calls it with each key (its raw
+ * contents in [start, stop)) and the reader at the value, which it must read. */
+typedef int (*member_reader)(struct reader *r, const char *start, const char *stop, void *context);
+
 static int read_value(struct reader *r);
 
-static int read_members(struct reader *r, char open, char close) {
+static int read_any_member(struct reader *r, const char *start, const char *stop, void *context) {
+    (void)start, (void)stop, (void)context;
+    return read_value(r);
+}
+
+/* The members of the object or array at `r` (`on_member` reads an object's values; an array's
+ * are read as any value). */
+static int read_members(struct reader *r, char close, member_reader on_member, void *context) {
     if (++r->depth > 64)
         return 0;
-    r->at++; /* `open` */
+    r->at++; /* the opening bracket */
     skip_space(r);
     if (r->at < r->end && *r->at == close) {
         r->at++;
@@ -295,17 +310,20 @@ static int read_members(struct reader *r, char open, char close) {
         return 1;
     }
     for (;;) {
-        if (open == '{') {
+        skip_space(r);
+        if (close == '}') {
             const char *start, *stop;
-            skip_space(r);
             if (!read_string(r, &start, &stop))
                 return 0;
             skip_space(r);
             if (r->at >= r->end || *r->at++ != ':')
                 return 0;
-        }
-        if (!read_value(r))
+            skip_space(r);
+            if (!on_member(r, start, stop, context))
+                return 0;
+        } else if (!read_value(r)) {
             return 0;
+        }
         skip_space(r);
         if (r->at < r->end && *r->at == ',') {
             r->at++;
@@ -328,9 +346,9 @@ static int read_value(struct reader *r) {
     const char *start, *stop;
     switch (*r->at) {
     case '{':
-        return read_members(r, '{', '}');
+        return read_members(r, '}', read_any_member, NULL);
     case '[':
-        return read_members(r, '[', ']');
+        return read_members(r, ']', read_any_member, NULL);
     case '"':
         return read_string(r, &start, &stop);
     }
@@ -347,19 +365,15 @@ static int read_value(struct reader *r) {
         return 0;
     if (r->at < r->end && *r->at == '.') { /* a fraction: valid JSON, never an exit code */
         r->at++;
-        if (r->at >= r->end || *r->at < '0' || *r->at > '9')
+        if (!read_digits(r))
             return 0;
-        while (r->at < r->end && *r->at >= '0' && *r->at <= '9')
-            r->at++;
     }
     if (r->at < r->end && (*r->at == 'e' || *r->at == 'E')) {
         r->at++;
         if (r->at < r->end && (*r->at == '+' || *r->at == '-'))
             r->at++;
-        if (r->at >= r->end || *r->at < '0' || *r->at > '9')
+        if (!read_digits(r))
             return 0;
-        while (r->at < r->end && *r->at >= '0' && *r->at <= '9')
-            r->at++;
     }
     return 1;
 }
@@ -377,55 +391,47 @@ static int valid_utf8(const char *line, size_t length) {
     return 1;
 }
 
+struct answer {
+    int holds; /* the HAS_ flags */
+    long code; /* with HAS_EXIT */
+};
+
+/* One member of an answer: the keys the client acts on are noted, every value is read. */
+static int read_answer_member(struct reader *r, const char *start, const char *stop, void *context) {
+    struct answer *answer = context;
+    const char *value = r->at;
+    long code;
+    if (key_is(start, stop, "exit") && read_integer(r, &code) && code >= 0 && code <= 255 &&
+        (r->at == r->end || one_of(*r->at, " \t\r\n,}"))) {
+        answer->holds = (answer->holds & ~HAS_ODD_EXIT) | HAS_EXIT; /* the last "exit" counts, as in Python */
+        answer->code = code;
+        return 1;
+    }
+    r->at = value;
+    if (!read_value(r))
+        return 0;
+    if (key_is(start, stop, "exit"))
+        answer->holds = (answer->holds & ~HAS_EXIT) | HAS_ODD_EXIT;
+    answer->holds |= key_is(start, stop, "accepted") ? HAS_ACCEPTED : 0;
+    answer->holds |= key_is(start, stop, "refused") ? HAS_REFUSED : 0;
+    return 1;
+}
+
 /* The keys of the JSON object that is the whole line (the HAS_ flags), or MALFORMED. Strict as
  * the Python client's reader: no space before the object, only spaces, tabs and CRs after it. */
 static int parse_answer(const char *line, size_t length, long *code) {
     struct reader r = {line, line + length, 0};
-    int holds = 0;
-    if (!valid_utf8(line, length) || r.at >= r.end || *r.at != '{')
+    struct answer answer = {0, 0};
+    if (!valid_utf8(line, length) || r.at >= r.end || *r.at != '{' ||
+        !read_members(&r, '}', read_answer_member, &answer))
         return MALFORMED;
-    r.at++;
-    skip_space(&r);
-    if (r.at < r.end && *r.at == '}') {
-        r.at++;
-    } else {
-        for (;;) {
-            const char *start, *stop;
-            skip_space(&r);
-            if (!read_string(&r, &start, &stop))
-                return MALFORMED;
-            skip_space(&r);
-            if (r.at >= r.end || *r.at++ != ':')
-                return MALFORMED;
-            skip_space(&r);
-            const char *value = r.at;
-            if (key_is(start, stop, "exit") && read_integer(&r, code) && *code >= 0 && *code <= 255 &&
-                (r.at == r.end || one_of(*r.at, " \t\r\n,}"))) {
-                holds = (holds & ~HAS_ODD_EXIT) | HAS_EXIT; /* the last "exit" counts, as in Python */
-            } else {
-                r.at = value;
-                if (!read_value(&r))
-                    return MALFORMED;
-                if (key_is(start, stop, "exit"))
-                    holds = (holds & ~HAS_EXIT) | HAS_ODD_EXIT;
-                holds |= key_is(start, stop, "accepted") ? HAS_ACCEPTED : 0;
-                holds |= key_is(start, stop, "refused") ? HAS_REFUSED : 0;
-            }
-            skip_space(&r);
-            if (r.at < r.end && *r.at == ',') {
-                r.at++;
-                continue;
-            }
-            if (r.at < r.end && *r.at == '}') {
-                r.at++;
-                break;
-            }
-            return MALFORMED;
-        }
-    }
     while (r.at < r.end && (*r.at == ' ' || *r.at == '\t' || *r.at == '\r'))
         r.at++;
-    return r.at == r.end ? holds : MALFORMED;
+    if (r.at != r.end)
+        return MALFORMED;
+    if (answer.holds & HAS_EXIT)
+        *code = answer.code;
+    return answer.holds;
 }
 
 struct lines {
