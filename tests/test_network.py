@@ -112,7 +112,11 @@ def leftovers(h: Held) -> list[str]:
         found.append(f"veth {h.veth}")
     leases = STATE_DIR / "trust"
     for lease in leases.iterdir() if leases.is_dir() else ():
-        if lease.name == h.address or h.container_id in lease.read_text(errors="replace"):
+        try:
+            holder = lease.read_text(errors="replace")
+        except FileNotFoundError:
+            continue  # released between the listing and the read (another test's container)
+        if lease.name == h.address or h.container_id in holder:
             found.append(f"lease {lease}")
     with open("/proc/self/mountinfo") as mountinfo:
         found += [f"mount {line.split()[4]}" for line in mountinfo if str(h.netns) == line.split()[4]]
