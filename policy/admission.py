@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from policy.admitted import AdmittedImage, Decision
 from pull.errors import CouldNotCheck, DeniedError, IntegrityError, NotAnImage, UsageError
+from pull.records import dataclass
 from pull.reference import Reference
 from trust.errors import RevocationUnknown
 

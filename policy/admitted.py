@@ -8,11 +8,11 @@ recomputed while unpacking, within the `ImageLimits` of the policy rule that adm
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from pull.digest import Digest
 from pull.manifest import Descriptor, ImageConfig
+from pull.records import dataclass, field
 
 _GiB = 1 << 30
 

@@ -18,8 +18,9 @@ a non-boolean, or a runtime error (a missing field is an error in CEL) — said 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
+
+from pull.records import dataclass, field
 
 MAX_CONDITION_CHARS = 4096
 _VARIABLES = ("predicate", "statement", "subject")

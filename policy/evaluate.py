@@ -9,7 +9,6 @@ and the logging; `trust policy explain` renders the same `Evaluation`.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from policy.model import (
@@ -22,6 +21,7 @@ from policy.model import (
     SignTarget,
 )
 from pull.digest import Digest
+from pull.records import dataclass, field, replace
 from trust.attached import AttachedSignatures
 from trust.cosign import Reason, SignatureOutcome
 from trust.verifiers import verifier_for

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 from policy.admission import ClientFor, evaluate, log_decision, log_failure
@@ -23,6 +22,7 @@ from policy.evaluate import Evaluation
 from policy.model import Policy
 from pull.errors import CouldNotCheck, IntegrityError, TrustError, UsageError
 from pull.manifest import Platform
+from pull.records import dataclass
 from pull.reference import Reference
 from pull.store import ContentStore
 

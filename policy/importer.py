@@ -32,7 +32,6 @@ import base64
 import binascii
 import json
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,7 @@ from policy.errors import PolicyError
 from policy.jsonfile import read_json_file
 from policy.loader import load_policy_text
 from policy.scope import WILDCARD, parse_scope
+from pull.records import dataclass, field
 from trust.errors import KeyLoadError
 from trust.keys import PublicKey, fingerprint, load_public_key, load_public_key_file, public_key_pem
 

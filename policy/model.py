@@ -14,13 +14,13 @@ authorities share a key, so one signer can never count twice.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
 from policy.admitted import ImageLimits, RuntimePermissions
 from policy.conditions import Condition
 from policy.scope import Scope
+from pull.records import dataclass, field
 from pull.reference import Reference
 from trust.cosign import CosignKeyAuthority, CosignPkiAuthority
 from trust.notation import NotationAuthority, NotationLevel

@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,7 @@ from policy.importer import ImportResult
 from policy.jsonfile import read_json_file
 from policy.loader import CERT_SUFFIXES, load_policy_text
 from policy.scope import parse_scope
+from pull.records import dataclass, field
 from trust.notation import overlapping, parse_identity
 
 MAX_TRUST_POLICY_BYTES = 1024 * 1024

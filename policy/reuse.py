@@ -35,7 +35,6 @@ import json
 import os
 import stat
 import sys
-from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,6 +45,7 @@ from pull.digest import Digest
 from pull.durable import atomic_write
 from pull.errors import TrustError
 from pull.manifest import ImageIndex, ImageManifest, Platform, parse_config, verify_document
+from pull.records import asdict
 from trust import __version__
 
 if TYPE_CHECKING:

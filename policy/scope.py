@@ -40,10 +40,10 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from policy.errors import PolicyError
 from pull.errors import InvalidReference
+from pull.records import dataclass
 from pull.reference import DOCKER_HUB, LAYOUT_PREFIX, Reference
 
 WILDCARD = "*"

@@ -25,11 +25,11 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pull.credentials import Credential, CredentialStore
 from pull.errors import AuthError
+from pull.records import dataclass, field
 from pull.strictjson import loads as strict_json
 
 TokenFetch = Callable[[str, str, Mapping[str, str], bytes | None], tuple[int, bytes]]

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 
 from pull.config import PullConfig, with_pace
 from pull.credentials import CredentialStore
 from pull.mirrors import ConfiguredClient
+from pull.records import replace
 from pull.reference import LAYOUT_PREFIX
 from pull.registries_conf import load as load_registries_conf
 from pull.registries_conf import registry_name

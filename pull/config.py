@@ -6,10 +6,10 @@ import ipaddress
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from pull.errors import UsageError
+from pull.records import dataclass, field, replace
 
 if TYPE_CHECKING:
     from pull.registries_conf import RegistriesConf

@@ -35,11 +35,11 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pull.errors import HOST_FAULT_ERRNOS, AuthError, HostFault, UsageError
+from pull.records import dataclass, field
 
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"
 """The `auths` key and helper server URL Docker uses for Docker Hub."""

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
 
 from pull.errors import InvalidReference
+from pull.records import dataclass
 
 # Only algorithms registered in the OCI image spec, with their exact hex lengths.
 _HEX_LENGTH = {"sha256": 64, "sha512": 128}

@@ -25,7 +25,6 @@ import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,6 +33,7 @@ from pull.digest import Digest
 from pull.errors import IntegrityError, InvalidReference, UsageError
 from pull.manifest import ImageConfig, ImageIndex, ImageManifest, parse_config, verify_document
 from pull.mediatypes import INDEX_TYPES, MANIFEST_TYPES
+from pull.records import dataclass, field
 from pull.reference import Reference
 from pull.store import ContentStore, StoredRef
 

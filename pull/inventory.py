@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-from dataclasses import dataclass
 from typing import Any
 
 from pull.config import MANIFEST_MAX_BYTES
@@ -12,6 +11,7 @@ from pull.digest import Digest
 from pull.errors import IntegrityError
 from pull.gc import is_signature_ref
 from pull.manifest import ImageIndex, ImageManifest, verify_document
+from pull.records import dataclass
 from pull.store import ContentStore
 
 

@@ -35,7 +35,6 @@ import re
 import stat
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +52,7 @@ from pull.errors import (
 )
 from pull.manifest import Descriptor, ImageIndex, ImageManifest, verify_document
 from pull.mediatypes import INDEX_TYPES, MANIFEST_TYPES, OCI_INDEX
+from pull.records import dataclass
 from pull.reference import LAYOUT_PREFIX
 from pull.registry import FetchedManifest, RegistryClient
 from pull.strictjson import loads as strict_json

@@ -14,13 +14,13 @@ objects come out, or an `IntegrityError` says why not. Rules (DESIGN.md, "Verifi
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from typing import Any
 
 from pull import mediatypes as mt
 from pull.config import MANIFEST_MAX_BYTES
 from pull.digest import Digest
 from pull.errors import DigestMismatch, InvalidManifest, InvalidReference, UsageError
+from pull.records import dataclass, field
 from pull.strictjson import loads as strict_json
 
 _MAX_DESCRIPTOR_SIZE = 1 << 62

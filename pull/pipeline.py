@@ -15,7 +15,6 @@ import contextlib
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -32,6 +31,7 @@ from pull.manifest import (
     parse_config,
     verify_document,
 )
+from pull.records import dataclass, field
 from pull.reference import Reference
 from pull.registry import RegistryClient
 from pull.store import ContentStore

@@ -17,13 +17,13 @@ import random
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from pull.digest import Digest
 from pull.errors import InvalidManifest, NotFound, RegistryError
 from pull.manifest import Descriptor, ImageIndex, ImageManifest, VerifiedDocument, verify_document
 from pull.mediatypes import ACCEPT, INDEX_TYPES, MANIFEST_TYPES, OCI_INDEX
+from pull.records import dataclass
 from pull.registry import RegistryClient
 from pull.strictjson import loads as strict_json
 

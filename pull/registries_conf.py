@@ -28,11 +28,11 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pull.errors import DeniedError, UsageError
+from pull.records import dataclass, field
 from pull.reference import DOCKER_HUB, DOCKER_HUB_API, Reference, has_registry, is_short_name
 from pull.tlsconfig import system_path
 

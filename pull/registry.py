@@ -31,7 +31,6 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Self, TypeVar
@@ -56,6 +55,7 @@ from pull.errors import (
 )
 from pull.mediatypes import ACCEPT, OCI_INDEX
 from pull.pacing import Pace, active, paced
+from pull.records import dataclass
 from pull.strictjson import loads as strict_json
 from pull.tlsconfig import context_for, host_tls, system_context
 

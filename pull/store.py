@@ -20,7 +20,6 @@ import functools
 import json
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -29,6 +28,7 @@ from pull.durable import atomic_write, fsync_dir
 from pull.errors import DigestMismatch, IntegrityError, SizeMismatch, UsageError
 from pull.lockfile import locked_file, remove_unlocked
 from pull.manifest import Descriptor
+from pull.records import dataclass
 
 REF_NAME = "org.opencontainers.image.ref.name"
 _GC_LOCK = "gc.lock"

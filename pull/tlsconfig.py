@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import os
 import ssl
-from dataclasses import dataclass
 from pathlib import Path
 
 from pull.errors import UsageError
+from pull.records import dataclass
 
 CONFIG_ROOT_ENV = "TRUST_CONFIG_ROOT"
 """Prefix for the system configuration paths (`/etc/containers`, `/etc/docker`); empty by default."""

@@ -34,13 +34,13 @@ import os
 import posixpath
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from pull.durable import replace_json
 from pull.errors import InvalidManifest, UsageError
+from pull.records import dataclass, field
 from run.capabilities import ALL_CAPABILITIES, capability_set
 from run.mounts import Mount, sorted_for_mounting
 from run.network import DnsSettings, PortMapping

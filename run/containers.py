@@ -39,11 +39,11 @@ import signal
 import socket
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from pull.errors import TrustError, UsageError
+from pull.records import dataclass, replace
 from run.bundle import (
     Network,
     ProcessSpec,

@@ -27,12 +27,12 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
 from pull.errors import UsageError
+from pull.records import dataclass
 from run import libc
 from run.bundle import check_workdir, merge_env, resolve_user
 from run.errors import ContainerStateError, RuntimeFailure, start_failure

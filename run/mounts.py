@@ -19,11 +19,11 @@ from __future__ import annotations
 import posixpath
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pull.errors import UsageError
+from pull.records import dataclass
 
 _TMPFS_OPTION = re.compile(
     r"(size=\d+[kmg%]?|mode=[0-7]{3,4}|uid=\d+|gid=\d+|nr_inodes=\d+[kmg]?|"

@@ -54,12 +54,12 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from pull.durable import replace_json
 from pull.errors import InvalidManifest, UsageError
+from pull.records import dataclass
 from run import hostrules, libc
 from run.errors import RuntimeFailure
 from run.overlay import bind_mount, is_mountpoint, unmount

@@ -15,13 +15,13 @@ import fcntl
 import json
 import os
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pull.durable import replace_json
+from pull.records import dataclass, field, replace
 from run.errors import ContainerNotFound
 from run.userns import UserNamespace
 

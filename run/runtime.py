@@ -29,11 +29,11 @@ import os
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
 from pull.errors import UsageError
+from pull.records import dataclass
 from run.errors import ContainerStateError, RuntimeFailure
 
 SUPPORTED_RUNTIMES = ("runc", "crun")

@@ -41,7 +41,6 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -50,6 +49,7 @@ from pull.digest import Digest
 from pull.durable import fsync_dir
 from pull.errors import IntegrityError, InvalidReference
 from pull.lockfile import locked_file, remove_unlocked
+from pull.records import dataclass, replace
 
 METADATA_FILE = "snapshot.json"
 TREE_FILE = "tree.json"

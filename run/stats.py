@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
+from pull.records import dataclass
 from run.network import read_attachment
 from run.record import Container
 from run.runtime import cgroup_dirs

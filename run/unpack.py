@@ -36,7 +36,6 @@ import tarfile
 import threading
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import IO, Protocol, cast
 
@@ -45,6 +44,7 @@ from pull.digest import Digest
 from pull.errors import CouldNotCheck, DigestMismatch, InvalidManifest
 from pull.manifest import Descriptor
 from pull.mediatypes import LAYER_COMPRESSION
+from pull.records import dataclass, field, fields
 from pull.store import ContentStore
 from run import libc
 from run.snapshots import SnapshotStore, chain_ids, stack_positions

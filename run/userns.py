@@ -30,11 +30,11 @@ import itertools
 import os
 import struct
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pull.errors import UsageError
+from pull.records import dataclass
 from run import libc
 from run.errors import RuntimeFailure
 

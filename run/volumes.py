@@ -19,12 +19,12 @@ import os
 import re
 import shutil
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pull.errors import UsageError
+from pull.records import dataclass
 
 VOLUMES_DIR = "volumes"
 DATA_DIR = "_data"

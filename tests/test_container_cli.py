@@ -453,10 +453,12 @@ def test_a_warm_run_loads_no_unpacker_layout_or_bundle_code(cli: Setup) -> None:
     assert exit_code_and_loaded(args, heavy) == "0 []"
 
 
-def exit_code_and_loaded(args: list[str], modules: tuple[str, ...]) -> str:
-    """`trust ARGS` in a fresh interpreter: "<exit code> [<those of `modules` it imported>]"."""
+def exit_code_and_loaded(args: list[str], modules: tuple[str, ...], *, through_typer: bool = True) -> str:
+    """`trust ARGS` in a fresh interpreter: "<exit code> [<those of `modules` it imported>]".
+    Through typer (`trust.cli.app.main`), or as the executable runs `run` and `create`."""
+    entry = "trust.cli.app import main" if through_typer else "trust.cli.console import run_here as main"
     code = (
-        "import sys; from trust.cli.app import main; code = main(" + repr(args) + "); "
+        "import sys; from " + entry + "; code = main(" + repr(args) + "); "
         "print(code, [m for m in " + repr(modules) + " if m in sys.modules])"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -472,6 +474,19 @@ def test_a_reused_decision_loads_no_registry_client_yaml_or_cryptography(cli: Se
     assert main(args) == 0  # admits from scratch and records the decision
     heavy = ("httpx", "yaml", "cryptography", "policy.loader", "policy.evaluate", "pull.registry")
     assert exit_code_and_loaded(args, heavy) == "0 []"
+
+
+def test_a_warm_run_as_the_executable_runs_it_makes_records_without_dataclasses(
+    cli: Setup, tmp_path: Path
+) -> None:
+    # Python 3.11's dataclasses compile six methods per class and import inspect: ~30 ms of a new
+    # process's warm run. trust's records (pull.records) make neither necessary.
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("reuse-decisions: 10m\n" + cli.policy.read_text())
+    args = ["run", "--rm", "--store", str(cli.store), "--policy", str(policy), cli.signed_ref, "true"]
+    assert main(args) == 0
+    loaded = exit_code_and_loaded(args, ("dataclasses", "inspect", "typer"), through_typer=False)
+    assert loaded == "0 []"
 
 
 @pytest.mark.parametrize(

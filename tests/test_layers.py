@@ -108,3 +108,16 @@ def test_the_checker_sees_upward_imports(tmp_path: Path) -> None:
     assert (2, "trust.cli.common") in imports
     assert layer_of("trust.cli.common") > layer_of("policy.admission")
     assert layer_of("pull.store") < layer_of("trust.cosign.signing") < layer_of("policy.model")
+
+
+def test_records_are_declared_with_pull_records() -> None:
+    """Not with the standard library's `dataclasses` (docs/architecture.md, "Start-up cost"): it
+    compiles six methods per class when a module is imported, paid by every new `trust` process."""
+    stdlib = [
+        f"{path.relative_to(ROOT)}:{node.lineno}"
+        for path in SOURCES
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        if (isinstance(node, ast.Import) and any(alias.name == "dataclasses" for alias in node.names))
+        or (isinstance(node, ast.ImportFrom) and node.module == "dataclasses")
+    ]
+    assert not stdlib, "import pull.records instead of dataclasses: " + ", ".join(stdlib)

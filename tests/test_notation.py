@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from pull.digest import Digest
 from pull.layout import LayoutClient
 from pull.manifest import Descriptor, ImageIndex, verify_document
 from pull.mediatypes import NOTATION_SIGNATURE, OCI_MANIFEST
+from pull.records import replace
 from pull.reference import Reference
 from pull.referrers import push_referrer
 from trust.attached import AttachedSignatures, SignatureLocation, discover

@@ -297,15 +297,14 @@ def _trickle(data: bytes, pause: float) -> Iterator[bytes]:
 
 def _small_pace(monkeypatch: pytest.MonkeyPatch, **settings: float) -> None:
     """The CLI's PullConfig, with test-sized pace settings (the defaults take 30 s to notice)."""
-    import dataclasses
-
     import trust.cli.images as images
+    from pull.records import replace
 
     original = images.pull_config
     monkeypatch.setattr(
         images,
         "pull_config",
-        lambda *args, **kwargs: dataclasses.replace(original(*args, **kwargs), **settings),
+        lambda *args, **kwargs: replace(original(*args, **kwargs), **settings),
     )
 
 

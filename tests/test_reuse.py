@@ -19,7 +19,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from policy.errors import PolicyError
 from policy.loader import load_policy, load_policy_text
 from policy.reuse import code_fingerprint, inputs_before_deciding, recall
 from pull.clients import RegistryClients
+from pull.records import replace
 from pull.reference import Reference
 from pull.store import ContentStore
 from trust import __version__

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -26,6 +25,7 @@ from support.registry import Registry
 from policy.admitted import AdmittedImage, Decision
 from pull.errors import DigestMismatch, InvalidManifest, UsageError
 from pull.pipeline import PullResult, pull
+from pull.records import replace
 from pull.reference import Reference
 from pull.registry import RegistryClient
 from pull.store import ContentStore

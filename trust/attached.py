@@ -13,12 +13,12 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pull.digest import Digest
 from pull.errors import NotFound, RegistryError
+from pull.records import dataclass, replace
 from pull.reference import Reference
 from pull.registry import RegistryClient
 from trust.cosign.simple_signing import (

@@ -16,11 +16,11 @@ is judged on the verified statement alone.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
 
 from pull.digest import Digest
 from pull.manifest import Descriptor
 from pull.mediatypes import SIGSTORE_BUNDLE, SIGSTORE_BUNDLE_TYPES
+from pull.records import dataclass, field, replace
 from pull.registry import RegistryClient
 from pull.strictjson import loads as strict_json
 from trust.attached import (

@@ -8,10 +8,10 @@ cosign's `.att` tag and/or a Sigstore bundle referrer (`trust.attest.attached`).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pull.digest import Digest
+from pull.records import dataclass
 from pull.reference import Reference
 from pull.registry import RegistryClient
 from trust.attached import SignatureLocation

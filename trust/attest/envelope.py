@@ -11,8 +11,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from dataclasses import dataclass
 
+from pull.records import dataclass
 from pull.strictjson import loads as strict_json
 from trust.keys.keyfiles import Signer, TrustedKey, verify_bytes
 from trust.sigstore.bundles import pae

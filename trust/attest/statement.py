@@ -11,11 +11,11 @@ only the bytes the envelope's signature covers are ever parsed here.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from pull.digest import Digest
+from pull.records import dataclass
 from pull.strictjson import loads as strict_json
 
 IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"

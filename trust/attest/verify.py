@@ -8,10 +8,10 @@ then its predicate type. Only a statement that passes all four reaches a policy 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from pull.digest import Digest
+from pull.records import dataclass
 from trust.attest.attached import Attestation
 from trust.attest.statement import Statement, StatementError, parse_statement
 from trust.cosign.simple_signing import Reason

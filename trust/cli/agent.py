@@ -53,11 +53,11 @@ import sys
 import time
 import traceback
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
+from pull.records import dataclass, field
 from run.signals import DELEGATED_SIGNALS
 from trust import __version__
 from trust.cli.console import DELEGATED, MAX_MESSAGE_BYTES, encode

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 from policy.model import KeylessAuthority
 from pull.digest import Digest
 from pull.errors import DeniedError, UsageError
+from pull.records import dataclass
 from pull.userfile import open_regular_file
 from trust.cosign.simple_signing import SignatureOutcome
 

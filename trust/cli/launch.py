@@ -10,12 +10,12 @@ became flags, never in what the flags do.
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pull.errors import DeniedError, TrustError, UsageError
+from pull.records import dataclass, replace
 from trust.cli.output import emit_line, note
 
 if TYPE_CHECKING:

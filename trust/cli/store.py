@@ -364,9 +364,8 @@ def gc(
 
 def with_unpacked_sizes(content: ContentStore, rows: list[ImageRow]) -> list[ImageRow]:
     """`rows` with the bytes of each image's unpacked snapshots (as recorded when they were committed)."""
-    from dataclasses import replace
-
     from pull.gc import reach
+    from pull.records import replace
     from run.rootfs import SNAPSHOTS_DIR
     from run.snapshots import SnapshotNotFound, SnapshotStore, snapshot_chain_ids
 

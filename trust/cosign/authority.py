@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pull.records import dataclass
 from trust.keys.keyfiles import TrustedKey
 
 if TYPE_CHECKING:

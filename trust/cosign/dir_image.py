@@ -18,11 +18,11 @@ import base64
 import binascii
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from pull.digest import Digest
 from pull.errors import CouldNotCheck, IntegrityError, InvalidManifest
+from pull.records import dataclass, field
 from pull.reference import Reference
 from pull.userfile import open_regular_file
 from trust.cosign.simple_signing import SignatureLayer, SignatureOutcome, verify_simple_signing

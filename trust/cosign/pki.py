@@ -18,7 +18,6 @@ SCT or Rekor:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import UTC, datetime
 
 from cryptography import x509
@@ -26,6 +25,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from pull.digest import Digest
+from pull.records import replace
 from pull.reference import Reference
 from trust.cosign.authority import CosignPkiAuthority
 from trust.cosign.simple_signing import (

@@ -10,13 +10,13 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pull.digest import Digest
 from pull.manifest import ImageIndex
 from pull.pipeline import resolve
+from pull.records import dataclass
 from pull.reference import Reference
 from pull.registry import RegistryClient
 from trust.attached import (
@@ -85,7 +85,7 @@ def sign_image(
     `bundle_referrer`: cosign v3's form too, a key-signed Sigstore bundle (DSSE statement about
     the digest, logged and timestamped the same way) attached as an OCI referrer. Logging and
     timestamping happen before anything is pushed; their failures are `CouldNotCheck`."""
-    from dataclasses import replace
+    from pull.records import replace
 
     document = resolve(client_for(reference.api_host), reference)
     targets = [document.descriptor]

@@ -25,7 +25,6 @@ import hashlib
 import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -33,6 +32,7 @@ from typing import Any
 from pull.digest import Digest
 from pull.errors import IntegrityError, InvalidManifest, InvalidReference
 from pull.mediatypes import COSIGN_SIMPLESIGNING, MANIFEST_TYPES, OCI_CONFIG, OCI_MANIFEST
+from pull.records import dataclass, field
 from pull.reference import DOCKER_HUB, Reference
 from pull.strictjson import loads as strict_json
 from trust.errors import NoSignatures, SignatureInvalid, SignedDigestMismatch, UntrustedSignatures

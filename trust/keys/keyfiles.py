@@ -32,7 +32,6 @@ import os
 import re
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -41,6 +40,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
 from pull.errors import HOST_FAULT_ERRNOS, HostFault, UsageError
+from pull.records import dataclass
 from pull.strictjson import loads as strict_json
 from pull.userfile import open_regular_file
 from trust.errors import KeyLoadError, WrongPassword

@@ -21,13 +21,13 @@ someone adds them (see docs/signing.md, "Adding a KMS").
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from pull.errors import CouldNotCheck, UsageError
+from pull.records import dataclass
 
 SCHEME = "awskms://"
 MAX_RAW_MESSAGE = 4096

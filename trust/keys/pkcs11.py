@@ -23,7 +23,6 @@ from __future__ import annotations
 import getpass
 import os
 import sys
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -32,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from pull.errors import UsageError
+from pull.records import dataclass, field
 from pull.userfile import open_regular_file
 
 SCHEME = "pkcs11:"

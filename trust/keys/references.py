@@ -20,11 +20,11 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pull.errors import UsageError
+from pull.records import dataclass
 
 if TYPE_CHECKING:
     from trust.keys.keyfiles import PrivateKey, PublicKey, Signer

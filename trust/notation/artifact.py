@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from cryptography import x509
 
 from pull.digest import Digest
 from pull.manifest import Descriptor, ImageManifest, verify_document
 from pull.mediatypes import NOTATION_SIGNATURE, OCI_EMPTY, OCI_MANIFEST
+from pull.records import dataclass
 from trust.notation.certificates import thumbprint
 from trust.notation.jws import COSE_MEDIA_TYPE, JWS_MEDIA_TYPE, MAX_ENVELOPE_BYTES
 

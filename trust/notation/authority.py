@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from pull.records import dataclass
 
 if TYPE_CHECKING:  # cryptography.x509 costs ~30 ms to import; only the loader needs it at run time
     from cryptography import x509

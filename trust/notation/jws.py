@@ -17,7 +17,6 @@ import binascii
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeGuard
 
@@ -31,6 +30,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from pull.digest import Digest
 from pull.errors import InvalidReference
 from pull.manifest import Descriptor
+from pull.records import dataclass
 from pull.strictjson import loads as strict_json
 from trust.notation.certificates import CertificateProblem, load_chain
 

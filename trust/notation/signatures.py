@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -43,6 +42,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from pull.digest import Digest
 from pull.errors import UsageError
 from pull.manifest import Descriptor
+from pull.records import dataclass
 from pull.reference import Reference
 from pull.registry import RegistryClient
 from pull.userfile import open_regular_file

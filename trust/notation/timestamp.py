@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
+
+from pull.records import dataclass
 
 MAX_TOKEN_BYTES = 64 * 1024
 DEFAULT_TIMEOUT_SECONDS = 10.0

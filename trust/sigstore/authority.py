@@ -7,8 +7,9 @@ importing sigstore-python.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
+
+from pull.records import dataclass
 
 
 @dataclass(frozen=True)

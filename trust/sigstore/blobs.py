@@ -21,10 +21,10 @@ import base64
 import binascii
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pull.digest import Digest
+from pull.records import dataclass
 from pull.strictjson import loads as strict_json
 from trust.cosign.simple_signing import (
     BUNDLE_ANNOTATION,
@@ -221,7 +221,7 @@ def _legacy_keyless(
         return outcome(Reason(exc.reason), str(exc))
     result = outcome(Reason.VALID, f"signed by {identity}, {proven.describe()}", str(identity))
     if proven.rekor is not None:
-        from dataclasses import replace
+        from pull.records import replace
 
         result = replace(result, rekor=proven.rekor)
     return result

@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidSignature
@@ -27,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa, utils
 
 from pull.digest import Digest
 from pull.mediatypes import SIGSTORE_BUNDLE, SIGSTORE_BUNDLE_TYPES
+from pull.records import dataclass
 from pull.strictjson import loads as strict_json
 from trust.cosign.simple_signing import Reason, SignatureOutcome
 from trust.keys.keyfiles import PublicKey, TrustedKey, verify_bytes

@@ -17,11 +17,11 @@ the expected and the actual value.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from sigstore.errors import VerificationError
 
+from pull.records import dataclass, field
 from trust.sigstore.authority import KeylessAuthority
 
 if TYPE_CHECKING:

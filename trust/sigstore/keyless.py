@@ -39,7 +39,6 @@ import base64
 import binascii
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +47,7 @@ from sigstore.errors import Error as SigstoreError
 from pull.digest import Digest
 from pull.errors import DeniedError, IntegrityError
 from pull.mediatypes import COSIGN_SIMPLESIGNING
+from pull.records import dataclass
 from pull.reference import Reference
 from pull.strictjson import loads as strict_json
 from trust.attached import AttachedSignatures

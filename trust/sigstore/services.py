@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pull.errors import CouldNotCheck, UsageError
+from pull.records import dataclass
 
 if TYPE_CHECKING:
     import httpx

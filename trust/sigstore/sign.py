@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pull.digest import Digest
 from pull.errors import CouldNotCheck, UsageError
 from pull.manifest import Descriptor
 from pull.mediatypes import OCI_EMPTY, OCI_MANIFEST
+from pull.records import dataclass
 from pull.reference import Reference
 from pull.registry import RegistryClient
 from trust.sigstore.bundles import BUNDLE_ARTIFACT_TYPE, COSIGN_SIGN_PREDICATE

@@ -18,12 +18,12 @@ for the life of the process: evaluating a policy with many images must not re-pa
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pull.errors import CouldNotCheck, UsageError
+from pull.records import dataclass
 from pull.userfile import open_regular_file
 from trust.keys.keyfiles import PublicKey, check_public_key, fingerprint
 

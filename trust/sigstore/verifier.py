@@ -29,10 +29,10 @@ import binascii
 import hashlib
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from pull.records import dataclass, field
 from trust.cosign.simple_signing import Reason, RekorEntry
 from trust.errors import KeyLoadError, SignatureInvalid
 from trust.keys.keyfiles import PublicKey, TrustedKey, check_public_key, verify_bytes

@@ -28,7 +28,6 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -40,6 +39,7 @@ from pull.digest import Digest
 from pull.errors import CouldNotCheck, IntegrityError, InvalidReference, UsageError
 from pull.gc import is_signature_ref, reach, signature_refs
 from pull.manifest import ImageIndex, ImageManifest
+from pull.records import dataclass, field
 from pull.reference import Reference
 from pull.store import ContentStore, StoredRef
 from run.snapshots import SnapshotNotFound, SnapshotStore, TreeEntry, hash_file, scan_tree, snapshot_chain_ids

@@ -22,7 +22,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 from pull.digest import Digest
@@ -30,6 +29,7 @@ from pull.errors import DigestMismatch, InvalidManifest, NotFound, SizeMismatch,
 from pull.manifest import Descriptor, ImageIndex, ImageManifest, Platform, VerifiedDocument, verify_document
 from pull.mediatypes import INDEX_TYPES, MANIFEST_TYPES
 from pull.pipeline import PullProgress, resolve
+from pull.records import dataclass, field
 from pull.reference import Reference
 from pull.referrers import read_referrers, record_referrers
 from pull.registry import RegistryClient

@@ -8,10 +8,10 @@ find. The registry's answers are still size-capped and digest-checked by the cli
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from pull.digest import Digest
+from pull.records import dataclass, field
 from pull.reference import Reference
 from pull.registry import RegistryClient
 from trust.attached import SignatureLocation, read_signature_manifest

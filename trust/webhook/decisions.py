@@ -26,7 +26,6 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from policy.model import Mode, Policy
 from policy.scope import Scope
 from pull.errors import CouldNotCheck, IntegrityError, TrustError, UsageError
 from pull.manifest import Platform
+from pull.records import dataclass, field
 from pull.reference import Reference
 
 

@@ -21,10 +21,10 @@ dry run that always allowed would tell a user their unsigned Pod would be admitt
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from pull.records import dataclass, field
 from trust.webhook.decisions import Decider, Verdict
 from trust.webhook.review import AdmissionRequest, ContainerImage, answer, images_of, parse_review, pin_patch
 

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
 from typing import Any
 
 from pull.errors import UsageError
+from pull.records import dataclass
 from pull.strictjson import loads as strict_json
 
 MAX_REVIEW_BYTES = 3 * 1024 * 1024

@@ -30,13 +30,13 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 
 from pull.errors import UsageError
+from pull.records import asdict, dataclass, field
 from trust.webhook.decisions import Decider, DeciderSettings
 from trust.webhook.handler import handle
 from trust.webhook.metrics import WebhookMetrics

@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from policy.errors import PolicyError
 from pull.errors import TrustError, UsageError
+from pull.records import dataclass
 
 EXPECTATIONS = ("allow", "deny", "audit")
 MAX_SUITE_BYTES = 1024 * 1024
