@@ -23,8 +23,10 @@ import argparse
 import contextlib
 import json
 import os
+import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -129,6 +131,8 @@ def warm(registry: Registry, work: Path, env: dict[str, str], runs: int) -> None
                 directory.rmdir()
     m = {name: median(values) * 1000 for name, values in walls.items()}
     print(f"warm: {runs} alternating runs each, busybox image, /bin/true")
+    # A new process's time is mostly the interpreter's: its build matters (docs/benchmarks.md).
+    print(f"  trust runs on {os.path.realpath(sys.executable)}, Python {platform.python_version()}")
     print(f"  trust run --rm, a new process (admission + overlay + runc)  median {m['trust']:7.1f} ms")
     print(f"  trust run --rm, through `trust agent`                       median {m['agent']:7.1f} ms")
     print(f"  trust run --rm --network bridge -p 127.0.0.1:0:80, new process median {m['bridge']:7.1f} ms")

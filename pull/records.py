@@ -151,8 +151,11 @@ def _make_record(cls: type, frozen: bool, order: bool) -> None:
             fields.update(table.by_name)
     # The class's own annotations, as written (inspect.get_annotations would cost importing inspect).
     for name, annotation in cls.__dict__.get("__annotations__", {}).items():  # noqa: RUF063
-        if _is_class_var(annotation):
-            continue
+        text = annotation if isinstance(annotation, str) else repr(annotation)
+        if text == "ClassVar" or text.startswith(("ClassVar[", "typing.ClassVar", "t.ClassVar")):
+            continue  # a class attribute, not a field
+        if text.startswith(("InitVar", "KW_ONLY", "dataclasses.")):
+            raise TypeError(f"{cls.__name__}.{name}: {text} is not supported by pull.records")
         value = cls.__dict__.get(name, _MISSING)
         spec = value if isinstance(value, Field) else Field(default=value)
         spec.name = name
@@ -184,19 +187,14 @@ def _make_record(cls: type, frozen: bool, order: bool) -> None:
     for name, method in methods.items():
         if name not in cls.__dict__:  # the class's own method wins, as with dataclasses
             setattr(cls, name, method)
-        elif frozen and name in ("__setattr__", "__delattr__"):
-            raise TypeError(f"cannot overwrite attribute {name} in class {cls.__name__}")
+        elif name in ("__setattr__", "__delattr__", "__lt__", "__le__", "__gt__", "__ge__"):
+            raise TypeError(f"cannot overwrite attribute {name} in class {cls.__name__}")  # as dataclasses
     # Python sets __hash__ = None in a class body that defines __eq__: that is not a hash of its own.
     own_hash = "__hash__" in cls.__dict__ and not (
         cls.__dict__["__hash__"] is None and "__eq__" in cls.__dict__
     )
     if not own_hash:
         cls.__hash__ = _hash if frozen else None  # type: ignore[assignment,method-assign]
-
-
-def _is_class_var(annotation: object) -> bool:
-    text = annotation if isinstance(annotation, str) else repr(annotation)
-    return text == "ClassVar" or text.startswith(("ClassVar[", "typing.ClassVar", "t.ClassVar"))
 
 
 def _init(self: Any, *args: Any, **kwargs: Any) -> None:

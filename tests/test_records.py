@@ -165,6 +165,24 @@ def test_bad_declarations_are_refused_when_the_class_is_made(impl: ModuleType) -
 
             def __setattr__(self, name: str, value: object) -> None: ...
 
+    with pytest.raises(TypeError):
+
+        @impl.dataclass(frozen=True, order=True)
+        class OwnOrder:
+            a: int
+
+            def __lt__(self, other: object) -> bool:
+                return True
+
+
+def test_what_records_do_not_support_is_refused() -> None:
+    with pytest.raises(TypeError, match="not supported"):
+
+        @records.dataclass
+        class WithInitVar:
+            a: int
+            b: dataclasses.InitVar[int]
+
 
 @pytest.mark.parametrize("impl", BOTH)
 def test_methods_the_class_defines_are_kept(impl: ModuleType) -> None:
