@@ -46,9 +46,8 @@ from policy.model import (
 )
 from policy.reuse import MAX_REUSE_SECONDS, digest_bytes, file_fingerprint, folder_fingerprint
 from policy.scope import parse_scope
-from pull import records
 from pull.errors import CouldNotCheck, UsageError
-from pull.records import dataclass, field
+from pull.records import dataclass, field, replace
 from pull.userfile import open_regular_file
 from trust.errors import KeyLoadError
 from trust.keys import TrustedKey, load_public_key, read_key_file
@@ -175,7 +174,7 @@ def load_policy(path: Path) -> Policy:
     policy = load_policy_text(text, Path(path).parent, source)
     # The policy's own bytes as read, first among its inputs.
     itself = (Path(path).absolute(), digest_bytes(data) if regular else None)
-    return records.replace(policy, source_path=Path(path), inputs=(itself, *policy.inputs))
+    return replace(policy, source_path=Path(path), inputs=(itself, *policy.inputs))
 
 
 def load_policy_text(text: str, base_dir: Path, source_name: str = "<policy>") -> Policy:
