@@ -7,9 +7,9 @@ A container path is never resolved on the host: a forked helper joins the contai
 namespace (setns: its root becomes the container's root, with its volumes and tmpfs mounts) and
 chroots there, so every symlink, `..` and mount is followed exactly as in the container and nothing
 can lead outside it. The helper and trust exchange a tar stream over a pipe. What comes out of a
-container is untrusted: it is extracted on the host through `safe_filter` (nothing outside the
+container is untrusted: it is extracted on the host by `extract` (nothing outside the
 destination, even through a symlink; no devices, no setuid bits); what goes in is extracted by
-the helper, inside the container, with the same filter (`safe_filter`).
+the helper, inside the container, the same way.
 
 Docker's rules for the destination: an existing directory receives the source under its own name;
 otherwise the source is written as the destination path (whose parent must exist). Symlinks are
@@ -20,6 +20,7 @@ container's root filesystem is not mounted.
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import posixpath
 import shutil
@@ -36,6 +37,16 @@ from run.processes import alive
 from run.record import Container, State
 
 _CLONE_NEWNS = 0x00020000
+
+# `extract` checks every entry itself; newer Pythons (3.12+) warn unless a filter is named, and
+# 3.14 would apply its `data` filter (which refuses the absolute symlinks `docker cp` keeps).
+_CHECKED_ALREADY: dict[str, str] = (
+    {"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}
+)
+
+
+class UnsafeEntry(Exception):
+    """A tar entry that would land outside the destination, or a device node or FIFO."""
 
 
 def copy_out(container: Container, path: str, destination: Path) -> None:
@@ -60,8 +71,8 @@ def copy_out(container: Container, path: str, destination: Path) -> None:
     with tempfile.TemporaryDirectory(dir=parent, prefix=".trust-cp-") as staging:
         try:
             with _helper(container, pack) as stream, tarfile.open(fileobj=stream, mode="r|") as archive:
-                archive.extractall(staging, filter=safe_filter)
-        except tarfile.FilterError as err:
+                extract(archive, staging)
+        except UnsafeEntry as err:
             raise UsageError(f"refused to copy {path} out of the container: {err}") from None
         _place(Path(staging) / _name(source), destination, into_directory)
 
@@ -88,7 +99,7 @@ def copy_in(container: Container, source: Path, path: str) -> None:
         staging = tempfile.mkdtemp(dir=parent, prefix=".trust-cp-")
         try:
             with os.fdopen(read_end, "rb") as stream, tarfile.open(fileobj=stream, mode="r|") as archive:
-                archive.extractall(staging, filter=safe_filter)
+                extract(archive, staging)
             _place(Path(staging) / name, Path(target), into_directory)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -116,24 +127,51 @@ def copy_up(rootfs: Path, path: str, volume: Path) -> None:
     root = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         with _forked(root, None, pack) as stream, tarfile.open(fileobj=stream, mode="r|") as archive:
-            archive.extractall(volume, filter=_image_filter)
-    except tarfile.FilterError as err:
+            extract(archive, str(volume), keep_modes=True)  # its /tmp stays 1777, setuid files stay so
+    except UnsafeEntry as err:
         raise UsageError(f"refused to copy {path} of the image into its volume: {err}") from None
 
 
-def _image_filter(member: tarfile.TarInfo, destination: str) -> tarfile.TarInfo:
-    """`safe_filter`'s checks, keeping the image's modes (its /tmp stays 1777, its setuid files
-    stay setuid as they were in the image; the volumes directory is the store's, mode 0700)."""
-    return safe_filter(member, destination).replace(mode=member.mode, deep=False)
+def extract(archive: tarfile.TarFile, destination: str, *, keep_modes: bool = False) -> None:
+    """Extract the tar stream `archive` into `destination`, a directory that starts empty, entry by
+    entry: none may land outside it. A leading `/` is dropped and `..` refused, as tar does, and
+    no entry may be, or go through, a symlink the stream made (the only symlinks `destination`
+    can hold), so each lands where its name says. Symlinks themselves are kept, absolute ones
+    too, as `docker cp` keeps them. Device nodes and FIFOs are refused; setuid, setgid and sticky
+    bits and group and other write are cleared, unless `keep_modes`.
+
+    Not tarfile's extraction filters: Debian 12's Python (3.11.2) predates them (3.11.4), and they
+    judge a path by `os.path.realpath`, which a deep enough tree of symlinks can cut short.
+
+    Raises:
+        UnsafeEntry: an entry that breaks these rules; what came before it stays (the callers
+            extract into a staging directory or a new volume, and remove it).
+    """
+    symlinks: set[str] = set()
+    for member in archive:
+        if member.isdev():
+            raise UnsafeEntry(f"{member.name!r} is a device node or FIFO")
+        entry = copy.copy(member)
+        entry.name = _entry_path(member.name, symlinks, member.name)
+        if member.islnk():
+            entry.linkname = _entry_path(member.linkname, symlinks, member.name)
+        if not keep_modes:
+            entry.mode = member.mode & 0o755
+        archive.extract(entry, destination, **_CHECKED_ALREADY)  # type: ignore[arg-type]
+        if member.issym():
+            symlinks.add(entry.name)
 
 
-def safe_filter(member: tarfile.TarInfo, destination: str) -> tarfile.TarInfo:
-    """tarfile's `tar` filter (nothing lands outside the destination, even through a symlink that
-    was just extracted; no setuid, setgid or sticky bits), and no device nodes or FIFOs. Symlinks,
-    absolute ones included, are kept as symlinks, as `docker cp` does."""
-    if member.isdev():
-        raise tarfile.SpecialFileError(member)
-    return tarfile.tar_filter(member, destination)
+def _entry_path(name: str, symlinks: set[str], entry: str) -> str:
+    """`name` relative to the destination ("." for the destination itself), refused if it climbs
+    out with `..` or is, or goes through, one of `symlinks`."""
+    parts = [part for part in name.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise UnsafeEntry(f"{entry!r} climbs out of the destination ('..')")
+    for end in range(1, len(parts) + 1):
+        if "/".join(parts[:end]) in symlinks:
+            raise UnsafeEntry(f"{entry!r} would go through the symlink {'/'.join(parts[:end])!r}")
+    return "/".join(parts) or "."
 
 
 def _place(staged: Path, destination: Path, into_directory: bool) -> None:
@@ -229,7 +267,7 @@ def _run_helper(
         code = 0
     except UsageError as err:
         os.write(errors, str(err).encode())
-    except tarfile.FilterError as err:
+    except UnsafeEntry as err:
         os.write(errors, f"refused: {err}".encode())
     except OSError as exc:
         os.write(errors, f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ").encode())
