@@ -50,8 +50,16 @@ if [ -f "$mock_src/package.json" ]; then
 fi
 # Debian's docker-registry package may start a system service; trust's tests and demo start their own.
 
+# The platform's interpreter, Debian's python3, even where another python3 comes first on PATH
+# (pyenv's, say): the tests and benchmarks run on what a Debian 12 host runs (3.11.2, which for
+# one has no tarfile extraction filters).
+base_python=/usr/bin/python3
+if [ -x .venv/bin/python ] && ! grep -qx "home = $(dirname "$base_python")" .venv/pyvenv.cfg; then
+    echo "setup: .venv was made from another python3; making it again from $base_python" >&2
+    rm -rf .venv
+fi
 if [ ! -x .venv/bin/python ]; then
-    python3 -m venv .venv
+    "$base_python" -m venv .venv
 fi
 if ! .venv/bin/python -c "import trust.cli.app, pytest, mypy" 2>/dev/null \
     || [ pyproject.toml -nt .venv/.installed ] || [ setup.py -nt .venv/.installed ] \
