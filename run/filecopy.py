@@ -148,6 +148,7 @@ def extract(archive: tarfile.TarFile, destination: str, *, keep_modes: bool = Fa
             extract into a staging directory or a new volume, and remove it).
     """
     symlinks: set[str] = set()
+    directories: list[tarfile.TarInfo] = []
     for member in archive:
         if member.isdev():
             raise UnsafeEntry(f"{member.name!r} is a device node or FIFO")
@@ -157,9 +158,17 @@ def extract(archive: tarfile.TarFile, destination: str, *, keep_modes: bool = Fa
             entry.linkname = _entry_path(member.linkname, symlinks, member.name)
         if not keep_modes:
             entry.mode = member.mode & 0o755
-        archive.extract(entry, destination, **_CHECKED_ALREADY)  # type: ignore[arg-type]
+        # A directory's owner, mode and times are set once its contents are in, as extractall does.
+        archive.extract(entry, destination, set_attrs=not entry.isdir(), **_CHECKED_ALREADY)  # type: ignore[arg-type]
         if member.issym():
             symlinks.add(entry.name)
+        elif entry.isdir():
+            directories.append(entry)
+    for entry in sorted(directories, key=lambda entry: entry.name, reverse=True):  # children first
+        path = os.path.join(destination, entry.name)
+        archive.chown(entry, path, numeric_owner=False)
+        archive.utime(entry, path)
+        archive.chmod(entry, path)
 
 
 def _entry_path(name: str, symlinks: set[str], entry: str) -> str:

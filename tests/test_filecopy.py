@@ -132,3 +132,14 @@ def test_special_bits_and_group_write_are_cleared_unless_modes_are_kept(tmp_path
         for root in (cleared, kept)
     ]
     assert modes == [(0o755, 0o755, 0o755), (0o1777, 0o4775, 0o2777)]
+
+
+def test_a_directory_keeps_its_time_and_mode_after_its_contents_are_in(places: tuple[Path, Path]) -> None:
+    destination, _ = places
+    extract(
+        stream(("dir", None, {"mtime": 1_000_000, "mode": 0o555}), ("dir/file", b"x", {"mtime": 2_000_000})),
+        str(destination),
+    )
+    info = (destination / "dir").stat()
+    assert (info.st_mtime, stat.S_IMODE(info.st_mode)) == (1_000_000, 0o555)
+    assert (destination / "dir/file").stat().st_mtime == 2_000_000
