@@ -3,7 +3,7 @@
 
 Why not `dataclasses` itself: on Python 3.11 it writes the source of six methods for every class
 (`__init__`, `__repr__`, `__eq__`, `__hash__`, and for a frozen class `__setattr__` and
-`__delattr__`) and compiles them, ~0.7 ms a class, and importing it imports `inspect` (~8 ms).
+`__delattr__`) and compiles them, 0.3 to 0.7 ms a class, and importing it imports `inspect` (~8 ms).
 A warm `trust run` started as a new process imports ~35 record classes: ~30 ms of its ~140
 (docs/benchmarks.md, "Stop 31"). Here every record shares the same few methods, which read the
 class's field table, so making a class costs little more than reading its annotations.
