@@ -20,8 +20,8 @@ tests/test_records.py holds each rule against the standard library's behaviour.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
-from operator import attrgetter
 from typing import Any, TypeVar, dataclass_transform, overload
 
 T = TypeVar("T")
@@ -88,7 +88,6 @@ class _Table:
     """What the shared methods need to know about one record class, computed once."""
 
     __slots__ = (
-        "by_name",
         "compare_key",
         "fields",
         "frozen",
@@ -101,7 +100,6 @@ class _Table:
 
     def __init__(self, cls: type, fields: dict[str, Field], frozen: bool) -> None:
         self.fields = tuple(fields.values())
-        self.by_name = fields
         self.names = tuple(fields)
         self.positions = {name: position for position, name in enumerate(fields)}
         self.frozen = frozen
@@ -118,7 +116,7 @@ def _key(names: list[str]) -> Callable[[object], tuple[Any, ...]]:
     if len(names) == 1:
         name = names[0]
         return lambda record: (getattr(record, name),)
-    return attrgetter(*names)
+    return operator.attrgetter(*names)
 
 
 @overload
@@ -148,7 +146,7 @@ def _make_record(cls: type, frozen: bool, order: bool) -> None:
             if table.frozen != frozen:
                 kind = "frozen" if frozen else "non-frozen"
                 raise TypeError(f"cannot inherit {kind} record {cls.__name__} from {base.__name__}")
-            fields.update(table.by_name)
+            fields.update((spec.name, spec) for spec in table.fields)
     # The class's own annotations, as written (inspect.get_annotations would cost importing inspect).
     for name, annotation in cls.__dict__.get("__annotations__", {}).items():  # noqa: RUF063
         text = annotation if isinstance(annotation, str) else repr(annotation)
@@ -183,7 +181,7 @@ def _make_record(cls: type, frozen: bool, order: bool) -> None:
     if frozen:
         methods |= {"__setattr__": _frozen_setattr, "__delattr__": _frozen_delattr}
     if order:
-        methods |= {"__lt__": _lt, "__le__": _le, "__gt__": _gt, "__ge__": _ge}
+        methods |= {name: _comparison(name, compare) for name, compare in _ORDER.items()}
     for name, method in methods.items():
         if name not in cls.__dict__:  # the class's own method wins, as with dataclasses
             setattr(cls, name, method)
@@ -256,31 +254,21 @@ def _frozen_delattr(self: Any, name: str) -> None:
     raise FrozenInstanceError(f"cannot delete field {name!r}")
 
 
-def _ordered(self: Any, other: Any) -> tuple[tuple[Any, ...], tuple[Any, ...]] | None:
-    if other.__class__ is not self.__class__:
-        return None
-    key = type(self).__record__.compare_key
-    return key(self), key(other)
+_ORDER = {"__lt__": operator.lt, "__le__": operator.le, "__gt__": operator.gt, "__ge__": operator.ge}
 
 
-def _lt(self: Any, other: Any) -> Any:
-    keys = _ordered(self, other)
-    return NotImplemented if keys is None else keys[0] < keys[1]
+def _comparison(name: str, compare: Callable[[Any, Any], bool]) -> Callable[[Any, Any], Any]:
+    """The `order` method `name`: `compare` over the two records' fields, in order, if they are of
+    the same class."""
 
+    def method(self: Any, other: Any) -> Any:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        key = type(self).__record__.compare_key
+        return compare(key(self), key(other))
 
-def _le(self: Any, other: Any) -> Any:
-    keys = _ordered(self, other)
-    return NotImplemented if keys is None else keys[0] <= keys[1]
-
-
-def _gt(self: Any, other: Any) -> Any:
-    keys = _ordered(self, other)
-    return NotImplemented if keys is None else keys[0] > keys[1]
-
-
-def _ge(self: Any, other: Any) -> Any:
-    keys = _ordered(self, other)
-    return NotImplemented if keys is None else keys[0] >= keys[1]
+    method.__name__ = method.__qualname__ = name
+    return method
 
 
 def _table(record: object) -> _Table:
